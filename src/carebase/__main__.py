@@ -1,0 +1,5 @@
+"""`python -m carebase` runs the command line."""
+
+from carebase.cli.main import main
+
+main()

@@ -1,0 +1,1 @@
+"""HTTP edge: the ASGI app, FHIR REST routes and operations."""

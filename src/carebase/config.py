@@ -1,0 +1,80 @@
+"""Typed settings, read once at start from the environment (prefix CAREBASE_) and CLI flags."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise SystemExit(f"{name}={raw!r} is not an integer") from exc
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    return raw.strip().lower() in {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Every setting carebase reads; build with `Settings.from_env()` then `.with_(...)`."""
+
+    data_dir: Path = Path("carebase-data")
+    database_url: str = ""
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 1
+    #: Public base URL of the FHIR endpoint; derived from host/port when empty.
+    base_url: str = ""
+    max_body_bytes: int = 16 * 1024 * 1024
+    max_json_depth: int = 100
+    default_page_size: int = 20
+    max_page_size: int = 1000
+    #: PostgreSQL pool size per worker process.
+    pool_size: int = 10
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        """Settings from CAREBASE_* environment variables, with defaults for the rest."""
+        data_dir = Path(os.environ.get("CAREBASE_DATA_DIR") or "carebase-data")
+        return cls(
+            data_dir=data_dir,
+            database_url=os.environ.get("CAREBASE_DATABASE_URL", ""),
+            host=os.environ.get("CAREBASE_HOST", "127.0.0.1"),
+            port=_env_int("CAREBASE_PORT", 8080),
+            workers=_env_int("CAREBASE_WORKERS", 1),
+            base_url=os.environ.get("CAREBASE_BASE_URL", ""),
+            max_body_bytes=_env_int("CAREBASE_MAX_BODY_BYTES", 16 * 1024 * 1024),
+            max_json_depth=_env_int("CAREBASE_MAX_JSON_DEPTH", 100),
+            default_page_size=_env_int("CAREBASE_DEFAULT_PAGE_SIZE", 20),
+            max_page_size=_env_int("CAREBASE_MAX_PAGE_SIZE", 1000),
+            pool_size=_env_int("CAREBASE_POOL_SIZE", 10),
+        )
+
+    def with_(self, **changes: object) -> Settings:
+        """A copy with the given fields changed; None values are ignored."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})  # type: ignore[arg-type]
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The database URL, defaulting to a SQLite file in the data directory."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'carebase.db').as_posix()}"
+
+    @property
+    def fhir_base(self) -> str:
+        """Absolute base URL of the FHIR endpoint (used in Location headers and links)."""
+        if self.base_url:
+            return self.base_url.rstrip("/")
+        return f"http://{self.host}:{self.port}/fhir"

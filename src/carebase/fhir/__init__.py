@@ -1,0 +1,1 @@
+"""Pure FHIR layer: definitions, validation, search parameters, FHIRPath, bundles, patch."""

@@ -1,0 +1,1 @@
+"""Generated R4 definitions (data) and their loader."""

@@ -1,0 +1,1 @@
+"""Persistence: schema, migrations, repository, indexer, search SQL (SQLite and PostgreSQL)."""

@@ -1,0 +1,161 @@
+"""The storage interface every backend (SQLite, PostgreSQL) implements, and its value types."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+Interaction = Literal["create", "update", "delete"]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResource:
+    """One version of a resource as stored.
+
+    `body` is the compact JSON bytes exactly as served (meta.versionId and meta.lastUpdated
+    inside); it is None for a deletion tombstone (`deleted` is True).
+    """
+
+    type: str
+    id: str
+    version: int
+    last_updated: datetime  # timezone-aware UTC
+    deleted: bool
+    body: bytes | None
+    interaction: Interaction = "update"
+
+    @property
+    def etag(self) -> str:
+        """The weak ETag of this version, `W/"<version>"`."""
+        return f'W/"{self.version}"'
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryPage:
+    """One page of history entries, newest first, and the cursor of the next page (or None)."""
+
+    entries: list[StoredResource]
+    next_cursor: str | None
+    total: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SearchPage:
+    """One page of search matches (current versions) and the cursor of the next page."""
+
+    entries: list[StoredResource]
+    next_cursor: str | None
+    total: int | None = None
+
+
+class Transaction(ABC):
+    """A unit of work: every write through it commits together or not at all.
+
+    Writes take a parsed resource (dict), stamp `id` and `meta.versionId`/`meta.lastUpdated`
+    on it (the dict is modified), serialise it once, and write the resource row, the version
+    row and the index rows.
+    """
+
+    @abstractmethod
+    def read(self, type_: str, id_: str) -> StoredResource | None:
+        """The current version (or the tombstone if deleted); None if never existed."""
+
+    @abstractmethod
+    def create(self, type_: str, resource: dict[str, object], id_: str | None = None) -> StoredResource:
+        """Create version 1 with a server-assigned id (or `id_`); Conflict if the id exists."""
+
+    @abstractmethod
+    def update(
+        self,
+        type_: str,
+        id_: str,
+        resource: dict[str, object],
+        *,
+        if_match: int | None = None,
+    ) -> tuple[StoredResource, bool]:
+        """Write a new version (or version 1 if new or after delete); returns (stored, created).
+
+        Raises PreconditionFailed when `if_match` is given and differs from the current version
+        (including when the resource does not exist).
+        """
+
+    @abstractmethod
+    def delete(
+        self, type_: str, id_: str, *, if_match: int | None = None
+    ) -> StoredResource | None:
+        """Write a tombstone version; returns it, or None when there was nothing to delete."""
+
+    @abstractmethod
+    def search_ids(
+        self, type_: str, params: list[tuple[str, str]], *, limit: int | None = None
+    ) -> list[str]:
+        """Ids of current, non-deleted resources of `type_` matching the search `params`."""
+
+
+class Store(ABC):
+    """A FHIR resource store over one database."""
+
+    dialect: Literal["sqlite", "postgresql"]
+    url: str
+
+    @abstractmethod
+    def migrate(self) -> list[int]:
+        """Create or upgrade the schema; returns the migration numbers applied."""
+
+    @abstractmethod
+    def schema_version(self) -> int:
+        """The schema version the database is at (0 when empty)."""
+
+    @abstractmethod
+    def read(self, type_: str, id_: str) -> StoredResource | None:
+        """The current version or tombstone of a resource; None if it never existed."""
+
+    @abstractmethod
+    def vread(self, type_: str, id_: str, version: int) -> StoredResource | None:
+        """One version (a tombstone when that version is a deletion); None if absent."""
+
+    @abstractmethod
+    def history(
+        self,
+        type_: str | None = None,
+        id_: str | None = None,
+        *,
+        since: datetime | None = None,
+        at: datetime | None = None,
+        count: int = 20,
+        cursor: str | None = None,
+        with_total: bool = True,
+    ) -> HistoryPage:
+        """Versions newest first, at instance (type+id), type (type) or system level (neither).
+
+        `since`: only versions written at or after it; `at`: for each resource the version
+        current at that instant. `cursor` continues from a previous page's `next_cursor`.
+        """
+
+    @abstractmethod
+    def search(
+        self,
+        type_: str | None,
+        params: list[tuple[str, str]],
+        *,
+        count: int = 20,
+        cursor: str | None = None,
+        with_total: bool = True,
+    ) -> SearchPage:
+        """Current, non-deleted resources matching `params` (name, value) pairs, stable order."""
+
+    @abstractmethod
+    def transaction(self) -> AbstractContextManager[Transaction]:
+        """A unit of work; commits on normal exit, rolls back on exception."""
+
+    @abstractmethod
+    def iter_current(self, type_: str | None = None) -> Iterator[StoredResource]:
+        """Every current, non-deleted resource (for tests, export and reindexing)."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release connections."""
