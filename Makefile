@@ -1,0 +1,38 @@
+# carebase: two commands from a fresh clone with only python3 — `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test lint bench format clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[test,dev]"
+	touch $(STAMP)
+
+## demo: install, migrate and serve on http://127.0.0.1:8080 (FHIR at /fhir)
+demo: $(STAMP)
+	$(VENV)/bin/carebase serve --host 127.0.0.1 --port 8080
+
+## test: the whole suite, on SQLite and PostgreSQL
+test: $(STAMP)
+	$(PY) -m pytest
+
+## lint: ruff and mypy must be clean
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests tools bench
+	$(VENV)/bin/ruff format --check src tests tools bench
+	$(VENV)/bin/mypy
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format src tests tools bench
+	$(VENV)/bin/ruff check --fix src tests tools bench
+
+## bench: benchmarks; figures go to docs/benchmarks.md
+bench: $(STAMP)
+	$(PY) bench/run_all.py
+
+clean:
+	rm -rf $(VENV) carebase-data .pytest_cache .mypy_cache .ruff_cache

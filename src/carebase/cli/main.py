@@ -1,0 +1,22 @@
+"""The `carebase` command: one Typer app, each command group in its own module."""
+
+from __future__ import annotations
+
+import typer
+
+from carebase.cli import migrate, serve
+
+app = typer.Typer(
+    name="carebase",
+    help="carebase: an open-source health record platform on HL7 FHIR R4.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+serve.register(app)
+migrate.register(app)
+
+
+def main() -> None:
+    """Entry point of the console script."""
+    app()

@@ -1,0 +1,23 @@
+"""Open the store a database URL names (sqlite:///PATH or postgresql://...)."""
+
+from __future__ import annotations
+
+from carebase.config import Settings
+from carebase.errors import StorageError
+from carebase.store.base import Store
+
+
+def open_store(url: str, settings: Settings | None = None) -> Store:
+    """A Store for `url`; raises StorageError for an unknown scheme or unreachable database."""
+    settings = settings or Settings()
+    if url.startswith("sqlite:///"):
+        from carebase.store.sqlite import SQLiteStore
+
+        return SQLiteStore(url)
+    if url.startswith(("postgresql://", "postgres://")):
+        from carebase.store.postgres import PostgresStore
+
+        return PostgresStore(url, pool_size=settings.pool_size)
+    raise StorageError(
+        f"Unsupported database URL {url.split('://')[0]!r}: use sqlite:///PATH or postgresql://..."
+    )

@@ -1,0 +1,76 @@
+"""PostgreSQL backend: psycopg 3 with a connection pool; rows locked with FOR UPDATE on write."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Literal
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from carebase.errors import StorageError
+from carebase.store.indexer import index_resource
+from carebase.store.repository import SqlTransaction
+from carebase.store.sql_store import Cursor, SqlStore, to_pyformat
+
+# Arbitrary constant key for pg_advisory_xact_lock around migrations.
+_MIGRATION_LOCK = 0x43415245
+
+
+class PostgresStore(SqlStore):
+    """Store in a PostgreSQL database."""
+
+    dialect: Literal["sqlite", "postgresql"] = "postgresql"
+
+    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+        super().__init__(url)
+        try:
+            self._pool = ConnectionPool(
+                url, min_size=1, max_size=max(1, pool_size), open=True, timeout=30,
+                kwargs={"autocommit": False},
+            )
+            self._pool.wait(timeout=30)
+        except (psycopg.Error, Exception) as exc:  # pool raises PoolTimeout on a bad URL
+            raise StorageError(f"Cannot connect to PostgreSQL at {_redact(url)}: {exc}") from exc
+
+    def q(self, sql: str) -> str:
+        return to_pyformat(sql)
+
+    @contextmanager
+    def _reading(self) -> Iterator[Cursor]:
+        try:
+            with self._pool.connection() as conn, conn.cursor() as cur:
+                yield cur
+        except psycopg.Error as exc:
+            raise StorageError(f"PostgreSQL error: {exc}") from exc
+
+    @contextmanager
+    def _writing(self) -> Iterator[Cursor]:
+        try:
+            with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+                yield cur
+        except psycopg.Error as exc:
+            raise StorageError(f"PostgreSQL error: {exc}") from exc
+
+    def _new_transaction(self, cur: Cursor) -> SqlTransaction:
+        return SqlTransaction(cur, self.q, index_resource, lock_suffix=" FOR UPDATE")
+
+    def _lock_for_migration(self, cur: Cursor) -> None:
+        cur.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+
+    def _has_table(self, cur: Cursor, name: str) -> bool:
+        row = cur.execute("SELECT to_regclass(%s)", (name,)).fetchone()
+        return row is not None and row[0] is not None
+
+    def close(self) -> None:
+        self._pool.close()
+
+
+def _redact(url: str) -> str:
+    """The URL without its password, for messages."""
+    if "@" in url and ":" in url.split("@")[0].split("//")[-1]:
+        scheme, rest = url.split("//", 1)
+        creds, host = rest.split("@", 1)
+        return f"{scheme}//{creds.split(':')[0]}:***@{host}"
+    return url

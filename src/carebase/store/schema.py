@@ -1,0 +1,112 @@
+"""Versioned schema migrations for SQLite and PostgreSQL (a numbered list, applied in order).
+
+Each migration is a list of DDL statements per dialect. `schema_migrations` records what has
+been applied; `migrate()` applies the rest in one transaction each. Never edit a migration that
+has shipped: add a new one.
+
+Index tables are keyed by `rid` (the resource row) and `pkey`, a stable 32-bit hash of
+"Type.code" of the search parameter (see `param_key`): compact rows, no join to a parameter
+table, and the resource type is implied by the key.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+
+def param_key(resource_type: str, code: str) -> int:
+    """The stable integer key of a search parameter in the index tables."""
+    return zlib.crc32(f"{resource_type}.{code}".encode()) - 2**31
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """One schema step: its number, a description, and DDL per dialect."""
+
+    number: int
+    description: str
+    sqlite: tuple[str, ...]
+    postgresql: tuple[str, ...]
+
+
+def _both(template: str) -> tuple[str, str]:
+    """One DDL statement in SQLite and PostgreSQL spelling (`{id}`, `{blob}`, `{big}`)."""
+    sqlite = template.format(id="INTEGER PRIMARY KEY", blob="BLOB", big="INTEGER")
+    pg = template.format(id="BIGSERIAL PRIMARY KEY", blob="BYTEA", big="BIGINT")
+    return sqlite, pg
+
+
+_INDEX_TABLES = {
+    "idx_token": "system TEXT, code TEXT, text TEXT",
+    "idx_string": "norm TEXT NOT NULL, exact TEXT NOT NULL",
+    "idx_date": "lo {big}, hi {big}",
+    "idx_number": "value DOUBLE PRECISION NOT NULL, lo DOUBLE PRECISION, hi DOUBLE PRECISION",
+    "idx_quantity": (
+        "system TEXT, code TEXT, unit TEXT, value DOUBLE PRECISION NOT NULL, "
+        "lo DOUBLE PRECISION, hi DOUBLE PRECISION"
+    ),
+    "idx_uri": "uri TEXT NOT NULL",
+    "idx_reference": "target_type TEXT, target_id TEXT, target_version TEXT, url TEXT",
+    "idx_composite": "key TEXT NOT NULL",
+}
+
+# Secondary indexes that make selective searches use an index (beyond the rid index).
+_INDEX_LOOKUPS = {
+    "idx_token": "pkey, code, system",
+    "idx_string": "pkey, norm",
+    "idx_date": "pkey, lo, hi",
+    "idx_number": "pkey, value",
+    "idx_quantity": "pkey, code, value",
+    "idx_uri": "pkey, uri",
+    "idx_reference": "pkey, target_id, target_type",
+    "idx_composite": "pkey, key",
+}
+
+
+def _initial() -> Migration:
+    statements: list[tuple[str, str]] = [
+        _both(
+            "CREATE TABLE resource ("
+            " rid {id},"
+            " type TEXT NOT NULL,"
+            " id TEXT NOT NULL,"
+            " version INTEGER NOT NULL,"
+            " last_updated {big} NOT NULL,"
+            " deleted SMALLINT NOT NULL DEFAULT 0,"
+            " body {blob})"
+        ),
+        _both("CREATE UNIQUE INDEX resource_type_id ON resource (type, id)"),
+        _both("CREATE INDEX resource_type_updated ON resource (type, last_updated)"),
+        _both(
+            "CREATE TABLE resource_version ("
+            " seq {id},"
+            " rid {big} NOT NULL,"
+            " type TEXT NOT NULL,"
+            " id TEXT NOT NULL,"
+            " version INTEGER NOT NULL,"
+            " last_updated {big} NOT NULL,"
+            " interaction TEXT NOT NULL,"
+            " body {blob})"
+        ),
+        _both(
+            "CREATE UNIQUE INDEX resource_version_key ON resource_version (type, id, version)"
+        ),
+        _both("CREATE INDEX resource_version_type_seq ON resource_version (type, seq)"),
+        _both("CREATE INDEX resource_version_updated ON resource_version (last_updated)"),
+    ]
+    for table, columns in _INDEX_TABLES.items():
+        statements.append(_both(f"CREATE TABLE {table} (rid {{big}} NOT NULL, pkey INTEGER NOT NULL, {columns})"))
+        statements.append(_both(f"CREATE INDEX {table}_rid ON {table} (rid)"))
+        statements.append(_both(f"CREATE INDEX {table}_lookup ON {table} ({_INDEX_LOOKUPS[table]})"))
+    return Migration(
+        1,
+        "resources, versions and search index tables",
+        tuple(s for s, _ in statements),
+        tuple(p for _, p in statements),
+    )
+
+
+MIGRATIONS: tuple[Migration, ...] = (_initial(),)
+INDEX_TABLES: tuple[str, ...] = tuple(_INDEX_TABLES)
+LATEST = MIGRATIONS[-1].number

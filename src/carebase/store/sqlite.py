@@ -1,0 +1,113 @@
+"""SQLite backend: one connection per thread, WAL, writers serialised with BEGIN IMMEDIATE."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+from carebase.errors import StorageError
+from carebase.store.indexer import index_resource
+from carebase.store.repository import SqlTransaction
+from carebase.store.sql_store import Cursor, SqlStore
+
+BUSY_TIMEOUT_MS = 30_000
+
+
+def sqlite_path(url: str) -> str:
+    """The file path of a `sqlite:///PATH` URL (`sqlite:///:memory:` is refused: not shared)."""
+    if not url.startswith("sqlite:///"):
+        raise StorageError(f"Not a SQLite URL: {url!r} (expected sqlite:///PATH)")
+    path = url[len("sqlite:///") :]
+    if not path or path == ":memory:":
+        raise StorageError("SQLite needs a file path (sqlite:///PATH); in-memory is not supported")
+    return path
+
+
+class SQLiteStore(SqlStore):
+    """Store in one SQLite file."""
+
+    dialect: Literal["sqlite", "postgresql"] = "sqlite"
+
+    def __init__(self, url: str, *, synchronous: str = "FULL") -> None:
+        super().__init__(url)
+        self.path = sqlite_path(url)
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._synchronous = synchronous
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._all_lock = threading.Lock()
+
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
+            )
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={self._synchronous}")
+            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            conn.execute("PRAGMA cache_size=-65536")
+            conn.execute("PRAGMA temp_store=MEMORY")
+            self._local.conn = conn
+            with self._all_lock:
+                self._all.append(conn)
+        return conn
+
+    def read(self, type_: str, id_: str) -> Any:
+        # The hot path: one prepared statement on this thread's connection, no context managers.
+        row = self._conn().execute(
+            "SELECT type, id, version, last_updated, deleted, body FROM resource"
+            " WHERE type = ? AND id = ?",
+            (type_, id_),
+        ).fetchone()
+        from carebase.store.sql_store import row_to_stored
+
+        return row_to_stored(row) if row else None
+
+    @contextmanager
+    def _reading(self) -> Iterator[Cursor]:
+        try:
+            yield self._conn().cursor()
+        except sqlite3.Error as exc:
+            raise StorageError(f"SQLite error: {exc}") from exc
+
+    @contextmanager
+    def _writing(self) -> Iterator[Cursor]:
+        conn = self._conn()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise StorageError(f"SQLite could not start a write transaction: {exc}") from exc
+        try:
+            yield conn.cursor()
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            conn.execute("ROLLBACK")
+            raise StorageError(f"SQLite commit failed: {exc}") from exc
+
+    def _new_transaction(self, cur: Cursor) -> SqlTransaction:
+        return SqlTransaction(cur, self.q, index_resource)
+
+    def _has_table(self, cur: Cursor, name: str) -> bool:
+        row = cur.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
+        ).fetchone()
+        return row is not None
+
+    def close(self) -> None:
+        with self._all_lock:
+            for conn in self._all:
+                try:
+                    conn.close()
+                except sqlite3.Error:
+                    pass
+            self._all.clear()
+        self._local = threading.local()
