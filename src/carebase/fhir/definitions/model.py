@@ -45,3 +45,6 @@ class ElementDef:
     content_reference: str | None = None  # e.g. "#Questionnaire.item"
     target_profiles: tuple[str, ...] = ()  # for Reference/canonical: allowed target types
     summary: bool = False  # isSummary: part of `_summary=true`
+    #: code systems of the required binding's codes (Coding/CodeableConcept are only checked
+    #: when their `system` is one of these)
+    binding_systems: frozenset[str] = frozenset()

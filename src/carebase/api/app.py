@@ -1,0 +1,62 @@
+"""The ASGI application factory: FHIR routes under `/fhir`, liveness at `/healthz`."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from carebase.api.responses import http_exception, unhandled_exception
+from carebase.api.routes import FhirApi
+from carebase.config import Settings
+from carebase.store.base import Store
+
+FHIR_PREFIX = "/fhir"
+
+
+async def healthz(request: Request) -> Response:
+    """Liveness: the process answers."""
+    return Response(b'{"status":"ok"}', media_type="application/json")
+
+
+def create_app(settings: Settings, store: Store | None = None) -> Starlette:
+    """The carebase ASGI app.
+
+    With no `store`, one is opened from `settings.resolved_database_url` at startup (and
+    closed at shutdown); either way the schema is migrated at startup.
+    """
+    owned = store is None
+    api = FhirApi(store, settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if not api.attached:
+            from carebase.store.factory import open_store
+
+            api.attach(open_store(settings.resolved_database_url, settings))
+        api.store.migrate()
+        try:
+            yield
+        finally:
+            if owned and api.attached:
+                api.store.close()
+
+    routes: list[Route] = [Route("/healthz", healthz, methods=["GET"])]
+    routes.extend(api.routes(FHIR_PREFIX))
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={HTTPException: http_exception, Exception: unhandled_exception},
+    )
+    app.state.fhir = api
+    return app
+
+
+def app_from_env() -> Starlette:
+    """The app configured from CAREBASE_* environment variables (for `uvicorn --factory`)."""
+    return create_app(Settings.from_env())

@@ -1,0 +1,186 @@
+"""History and search interactions: pages from the store as history/searchset Bundles.
+
+Stored resource bytes are embedded with `orjson.Fragment`, so a page is serialised without
+re-parsing its resources (unless `_summary`/`_elements` ask for a reshaped copy).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlencode
+
+import orjson
+
+from carebase.api.interactions import CONTROL_PARAMS, require_id, require_type
+from carebase.api.results import Context, Result, instant, parse_instant
+from carebase.errors import BadRequest, NotFound
+from carebase.store.base import StoredResource
+
+_HISTORY_PARAMS = frozenset({"_since", "_at", "_count", "_cursor", "_format", "_pretty"})
+_HISTORY_STATUS = {"create": "201 Created", "update": "200 OK", "delete": "204 No Content"}
+_HISTORY_METHOD = {"create": "POST", "update": "PUT", "delete": "DELETE"}
+
+#: Turns a stored body into the JSON value to embed (identity Fragment, or a summary).
+Shaper = Callable[[bytes], object]
+
+
+def fragment(body: bytes) -> object:
+    """Embed stored bytes verbatim."""
+    return orjson.Fragment(body)
+
+
+def page_size(ctx: Context, value: str | None) -> int:
+    """`_count` clamped to the configured maximum (default when absent)."""
+    if value is None or value == "":
+        return ctx.settings.default_page_size
+    if not value.isdigit():
+        raise BadRequest(f"_count={value!r} must be a non-negative integer", location="_count")
+    return min(int(value), ctx.settings.max_page_size)
+
+
+def _link(relation: str, url: str) -> dict[str, str]:
+    return {"relation": relation, "url": url}
+
+
+def _page_url(path_url: str, params: list[tuple[str, str]], cursor: str | None) -> str:
+    query = [(k, v) for k, v in params if k != "_cursor"]
+    if cursor is not None:
+        query.append(("_cursor", cursor))
+    return f"{path_url}?{urlencode(query)}" if query else path_url
+
+
+def history(
+    ctx: Context,
+    type_: str | None,
+    id_: str | None,
+    params: list[tuple[str, str]],
+    path_url: str,
+) -> Result:
+    """History at instance (type+id), type (type) or system level, newest first, paged."""
+    if type_ is not None:
+        require_type(type_)
+    if id_ is not None:
+        require_id(id_)
+    values: dict[str, str] = {}
+    for name, value in params:
+        if name not in _HISTORY_PARAMS:
+            raise BadRequest(
+                f"Unknown history parameter {name!r}; supported: _since, _at, _count",
+                location=name,
+            )
+        values[name] = value
+    since = parse_instant(values["_since"], "_since") if "_since" in values else None
+    at = parse_instant(values["_at"], "_at") if "_at" in values else None
+    page = ctx.store.history(
+        type_,
+        id_,
+        since=since,
+        at=at,
+        count=page_size(ctx, values.get("_count")),
+        cursor=values.get("_cursor"),
+    )
+    unknown = (
+        id_ is not None
+        and not page.entries
+        and values.get("_cursor") is None
+        and ctx.store.read(type_ or "", id_) is None
+    )
+    if unknown:
+        raise NotFound(f"{type_}/{id_} is not known")
+    entries = [_history_entry(ctx, stored) for stored in page.entries]
+    bundle = _bundle("history", page.total, path_url, params, page.next_cursor, entries)
+    return Result(200, body=bundle)
+
+
+def _history_entry(ctx: Context, stored: StoredResource) -> dict[str, object]:
+    entry: dict[str, object] = {"fullUrl": ctx.url_of(stored)}
+    if stored.body is not None and not stored.deleted:
+        entry["resource"] = orjson.Fragment(stored.body)
+    interaction = "delete" if stored.deleted else stored.interaction
+    method = _HISTORY_METHOD.get(interaction, "PUT")
+    entry["request"] = {
+        "method": method,
+        "url": stored.type if method == "POST" else f"{stored.type}/{stored.id}",
+    }
+    entry["response"] = {
+        "status": _HISTORY_STATUS.get(interaction, "200 OK"),
+        "etag": stored.etag,
+        "lastModified": instant(stored.last_updated),
+    }
+    return entry
+
+
+def search(
+    ctx: Context,
+    type_: str | None,
+    params: list[tuple[str, str]],
+    path_url: str,
+    shaper: Shaper = fragment,
+) -> Result:
+    """Search (GET or POST _search): a searchset Bundle of the matches, paged by cursor."""
+    if type_ is not None:
+        require_type(type_)
+    count_value: str | None = None
+    cursor: str | None = None
+    with_total = True
+    summary_count = False
+    criteria: list[tuple[str, str]] = []
+    for name, value in params:
+        if name == "_count":
+            count_value = value
+        elif name == "_cursor":
+            cursor = value
+        elif name == "_total":
+            if value not in ("none", "estimate", "accurate"):
+                raise BadRequest("_total must be none, estimate or accurate", location="_total")
+            with_total = value != "none"
+        elif name == "_summary" and value == "count":
+            summary_count = True
+        elif name not in CONTROL_PARAMS:
+            criteria.append((name, value))
+    count = 0 if summary_count else page_size(ctx, count_value)
+    page = ctx.store.search(
+        type_, criteria, count=count, cursor=cursor, with_total=with_total or summary_count
+    )
+    entries: list[dict[str, object]] = []
+    for stored in page.entries:
+        if stored.body is None:
+            continue
+        entries.append(
+            {
+                "fullUrl": ctx.url_of(stored),
+                "resource": shaper(stored.body),
+                "search": {"mode": "match"},
+            }
+        )
+    bundle = _bundle("searchset", page.total, path_url, params, page.next_cursor, entries)
+    return Result(200, body=bundle)
+
+
+def _bundle(
+    kind: str,
+    total: int | None,
+    path_url: str,
+    params: list[tuple[str, str]],
+    next_cursor: str | None,
+    entries: list[dict[str, object]],
+) -> dict[str, object]:
+    visible = [(k, v) for k, v in params if k not in ("_format", "_pretty")]
+    links = [_link("self", _page_url(path_url, visible, _current_cursor(params)))]
+    if next_cursor is not None:
+        links.append(_link("next", _page_url(path_url, visible, next_cursor)))
+    bundle: dict[str, Any] = {"resourceType": "Bundle", "type": kind}
+    if total is not None:
+        bundle["total"] = total
+    bundle["link"] = links
+    if entries:
+        bundle["entry"] = entries
+    return bundle
+
+
+def _current_cursor(params: list[tuple[str, str]]) -> str | None:
+    for name, value in params:
+        if name == "_cursor":
+            return value
+    return None

@@ -1,0 +1,87 @@
+"""Reading request bodies safely: size limit, orjson parsing, nesting depth, resource shape."""
+
+from __future__ import annotations
+
+import orjson
+from starlette.requests import Request
+
+from carebase.errors import BadRequest, TooLarge
+
+
+async def read_body(request: Request, max_bytes: int) -> bytes:
+    """The raw body, refusing (413) anything over `max_bytes` without reading past the limit."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            length = int(declared)
+        except ValueError as exc:
+            raise BadRequest(f"Content-Length {declared!r} is not a number") from exc
+        if length > max_bytes:
+            raise TooLarge(_too_large(max_bytes))
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise TooLarge(_too_large(max_bytes))
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(max_bytes: int) -> str:
+    return (
+        f"Request body is larger than the limit of {max_bytes} bytes "
+        "(CAREBASE_MAX_BODY_BYTES); split the upload into smaller Bundles"
+    )
+
+
+def parse_json(raw: bytes, max_depth: int) -> object:
+    """Parse JSON bytes with orjson; 400 naming line, column and offset when malformed."""
+    if not raw.strip():
+        raise BadRequest("The request body is empty; send a FHIR JSON resource")
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(
+            f"Malformed JSON at line {exc.lineno}, column {exc.colno} "
+            f"(byte offset {exc.pos}): {exc.msg}"
+        ) from exc
+    check_depth(value, max_depth)
+    return value
+
+
+def check_depth(value: object, max_depth: int) -> None:
+    """Raise BadRequest when arrays/objects nest deeper than `max_depth`."""
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > max_depth:
+            raise BadRequest(
+                f"JSON nests deeper than the limit of {max_depth} levels (CAREBASE_MAX_JSON_DEPTH)"
+            )
+        if isinstance(node, dict):
+            stack.extend((child, depth + 1) for child in node.values() if _is_container(child))
+        elif isinstance(node, list):
+            stack.extend((child, depth + 1) for child in node if _is_container(child))
+
+
+def _is_container(value: object) -> bool:
+    return isinstance(value, dict | list)
+
+
+def as_resource(value: object) -> dict[str, object]:
+    """The parsed body as a resource object, or 400 if it has no `resourceType`."""
+    if not isinstance(value, dict):
+        raise BadRequest("The request body must be a JSON object (a FHIR resource)")
+    kind = value.get("resourceType")
+    if not isinstance(kind, str) or not kind:
+        raise BadRequest(
+            "The request body has no resourceType; send a FHIR resource",
+            location="resourceType",
+        )
+    return value
+
+
+async def read_resource(request: Request, max_bytes: int, max_depth: int) -> dict[str, object]:
+    """Read, parse and shape-check a resource body."""
+    return as_resource(parse_json(await read_body(request, max_bytes), max_depth))

@@ -1,0 +1,444 @@
+"""The FHIR REST endpoints and the route table (which the CapabilityStatement is built from).
+
+Handlers translate HTTP (path, query, headers, body) into calls of `interactions`, `listing`
+and `bundles`, and their `Result`s back into responses. Reads on SQLite run inline (a primary
+key lookup is faster than a thread hop); writes and PostgreSQL calls go to the thread pool.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl
+
+from starlette.concurrency import run_in_threadpool
+from starlette.convertors import StringConvertor, register_url_convertor
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from carebase import __version__
+from carebase.api import bundles, interactions, listing
+from carebase.api.negotiation import body_kind, check_response_format, is_true, reindent, render
+from carebase.api.request_body import as_resource, parse_json, read_body
+from carebase.api.responses import (
+    Endpoint,
+    Shaper,
+    fhir_response,
+    guarded,
+    prefer_return,
+    result_response,
+)
+from carebase.api.results import Context, Result, not_modified, version_headers
+from carebase.api.shaping import shaper_for
+from carebase.config import Settings
+from carebase.errors import BadRequest, Gone, NotFound, UnsupportedMediaType
+from carebase.fhir.bundle import ID_RE
+from carebase.fhir.capability import capability_statement
+from carebase.fhir.definitions.loader import get_definitions
+from carebase.store.base import Store, Transaction
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class RouteSpec:
+    """One FHIR route: path, methods, handler name and the capability tokens it provides."""
+
+    path: str
+    methods: tuple[str, ...]
+    handler: str
+    capabilities: tuple[str, ...] = ()
+
+
+class _TypeSegment(StringConvertor):
+    """A path segment that can be a resource type: not `metadata`, not `_x`/`$x`."""
+
+    regex = r"(?!metadata(?:/|$))(?![_$])[^/]+"
+
+
+class _IdSegment(StringConvertor):
+    """A path segment that can be an id: not `_history`/`_search`/`$op` (ids have no `_`/`$`
+    at the start, so read routes can come first without shadowing the others)."""
+
+    regex = r"(?![_$])[^/]+"
+
+
+register_url_convertor("fhir_type", _TypeSegment())
+register_url_convertor("fhir_id", _IdSegment())
+
+#: The route table. Instance routes come first: read-by-id is the hot path, and Starlette
+#: tries routes in order; the segment convertors keep them from shadowing the rest.
+ROUTES: tuple[RouteSpec, ...] = (
+    RouteSpec("/{type:fhir_type}/{id:fhir_id}", ("GET",), "read", ("read", "conditional-read")),
+    RouteSpec("/{type:fhir_type}/{id:fhir_id}", ("PUT",), "update", ("update",)),
+    RouteSpec("/{type:fhir_type}/{id:fhir_id}", ("DELETE",), "delete", ("delete",)),
+    RouteSpec("/{type:fhir_type}/{id:fhir_id}", ("PATCH",), "patch", ("patch",)),
+    RouteSpec("/{type:fhir_type}", ("GET",), "search", ("search-type",)),
+    RouteSpec("/{type:fhir_type}", ("POST",), "create", ("create", "conditional-create")),
+    RouteSpec("/{type:fhir_type}", ("PUT",), "conditional_update", ("conditional-update",)),
+    RouteSpec("/{type:fhir_type}", ("DELETE",), "conditional_delete", ("conditional-delete",)),
+    RouteSpec("/{type:fhir_type}", ("PATCH",), "conditional_patch", ("conditional-patch",)),
+    RouteSpec("/metadata", ("GET",), "metadata"),
+    RouteSpec("", ("GET",), "search_system", ("search-system",)),
+    RouteSpec("", ("POST",), "bundle", ("transaction", "batch")),
+    RouteSpec("/_history", ("GET",), "history", ("history-system",)),
+    RouteSpec("/{type}/_history", ("GET",), "history", ("history-type",)),
+    RouteSpec("/{type}/_search", ("POST",), "search_post", ("search-type",)),
+    RouteSpec("/{type}/$validate", ("POST",), "validate", ("op:validate",)),
+    RouteSpec("/{type}/{id}/_history/{vid}", ("GET",), "vread", ("vread",)),
+    RouteSpec("/{type}/{id}/_history", ("GET",), "history", ("history-instance",)),
+    RouteSpec("/{type}/{id}/$validate", ("POST",), "validate", ("op:validate",)),
+)
+
+
+def capability_tokens() -> set[str]:
+    """Every capability token the route table provides."""
+    return {token for spec in ROUTES for token in spec.capabilities}
+
+
+class FhirApi:
+    """The FHIR endpoints over one store; `routes(prefix)` lists them for Starlette."""
+
+    def __init__(self, store: Store | None, settings: Settings) -> None:
+        self.settings = settings
+        self.types = get_definitions().resource_types
+        self._store: Store | None = None
+        self.inline_reads = False
+        self._capability: dict[str, bytes] = {}
+        if store is not None:
+            self.attach(store)
+
+    def attach(self, store: Store) -> None:
+        """Serve from `store` (the app opens it at startup when none was given)."""
+        self._store = store
+        self.inline_reads = store.dialect == "sqlite"
+
+    @property
+    def attached(self) -> bool:
+        """Whether a store is attached."""
+        return self._store is not None
+
+    @property
+    def store(self) -> Store:
+        """The store being served."""
+        if self._store is None:
+            raise RuntimeError("FhirApi has no store yet; the app lifespan attaches it")
+        return self._store
+
+    def routes(self, prefix: str = "/fhir") -> list[Route]:
+        """Starlette routes for the route table."""
+        return [
+            Route(prefix + spec.path, guarded(getattr(self, spec.handler)), methods=spec.methods)
+            for spec in ROUTES
+        ]
+
+    # --- helpers ------------------------------------------------------------------------------
+
+    def context(self, request: Request) -> Context:
+        """The interaction context with this request's FHIR base URL."""
+        return Context(self.store, self.settings, self.base_url(request))
+
+    def base_url(self, request: Request) -> str:
+        """The configured base URL, else the one the client used."""
+        if self.settings.base_url:
+            return self.settings.base_url.rstrip("/")
+        host = request.headers.get("host") or f"{self.settings.host}:{self.settings.port}"
+        scheme, root = request.scope.get("scheme", "http"), request.scope.get("root_path", "")
+        return f"{scheme}://{host}{root}/fhir"
+
+    async def _reading(self, fn: Callable[..., T], *args: Any) -> T:
+        if self.inline_reads:
+            return fn(*args)
+        return await run_in_threadpool(fn, *args)
+
+    async def _writing(self, fn: Callable[[Transaction], T]) -> T:
+        def run() -> T:
+            with self.store.transaction() as tx:
+                return fn(tx)
+
+        return await run_in_threadpool(run)
+
+    @staticmethod
+    def _query(request: Request) -> list[tuple[str, str]]:
+        return list(request.query_params.multi_items())
+
+    def _negotiate(self, request: Request) -> bool:
+        """Check the response format is JSON; returns `_pretty`."""
+        params = request.query_params
+        check_response_format(request.headers.get("accept"), params.get("_format"))
+        return is_true(params.get("_pretty"))
+
+    def _type(self, request: Request) -> str:
+        type_: str = request.path_params["type"]
+        if type_ not in self.types:
+            interactions.require_type(type_)
+        return type_
+
+    async def _body(self, request: Request, *, patch: bool = False) -> tuple[object, str]:
+        kind = body_kind(request.headers.get("content-type"), patch=patch)
+        raw = await read_body(request, self.settings.max_body_bytes)
+        return parse_json(raw, self.settings.max_json_depth), kind
+
+    async def _resource(self, request: Request) -> dict[str, Any]:
+        value, _ = await self._body(request)
+        return as_resource(value)
+
+    def _respond(self, request: Request, result: Result, shaper: Shaper = None) -> Response:
+        return result_response(
+            result,
+            prefer=prefer_return(request),
+            pretty=is_true(request.query_params.get("_pretty")),
+            shaper=shaper,
+        )
+
+    # --- read (the hot path) ------------------------------------------------------------------
+
+    async def read(self, request: Request) -> Response:
+        """GET [base]/Type/id, with conditional read (If-None-Match, If-Modified-Since)."""
+        scope = request.scope
+        params = scope["path_params"]
+        type_: str = params["type"]
+        id_: str = params["id"]
+        accept = inm = ims = None
+        for name, value in scope["headers"]:  # one pass instead of a Headers object
+            if name == b"accept":
+                accept = value.decode("latin-1")
+            elif name == b"if-none-match":
+                inm = value.decode("latin-1")
+            elif name == b"if-modified-since":
+                ims = value.decode("latin-1")
+        query = scope["query_string"]
+        if query:
+            pretty = self._negotiate(request)
+        else:
+            pretty = False
+            if accept:
+                check_response_format(accept, None)
+        if type_ not in self.types:
+            interactions.require_type(type_)
+        if ID_RE.fullmatch(id_) is None:
+            interactions.require_id(id_)
+        stored = await self._reading(self.store.read, type_, id_)
+        if stored is None:
+            raise NotFound(f"{type_}/{id_} is not known", location=f"{type_}/{id_}")
+        if stored.body is None or stored.deleted:
+            raise Gone(f"{type_}/{id_} was deleted", headers={"ETag": stored.etag})
+        if (inm or ims) and not_modified(stored, inm, ims):
+            return Response(status_code=304, headers=version_headers(stored))
+        if query:
+            shaper = shaper_for(request.query_params)
+            if shaper is not None or pretty:
+                return result_response(Result(200, stored), pretty=pretty, shaper=shaper)
+        return fhir_response(stored.body, 200, version_headers(stored))
+
+    async def vread(self, request: Request) -> Response:
+        """GET [base]/Type/id/_history/vid."""
+        self._negotiate(request)
+        p = request.path_params
+        ctx = self.context(request)
+        result = await self._reading(
+            interactions.vread, ctx, self._type(request), p["id"], p["vid"]
+        )
+        return self._respond(request, result, shaper_for(request.query_params))
+
+    async def metadata(self, request: Request) -> Response:
+        """GET [base]/metadata: the CapabilityStatement (built once per base URL)."""
+        pretty = self._negotiate(request)
+        base = self.base_url(request)
+        body = self._capability.get(base)
+        if body is None:
+            body = self._capability[base] = capability_bytes(base)
+        return fhir_response(reindent(body) if pretty else body)
+
+    # --- search and history -------------------------------------------------------------------
+
+    async def search(self, request: Request) -> Response:
+        """GET [base]/Type?params."""
+        self._negotiate(request)
+        type_ = self._type(request)
+        return await self._search(request, type_, self._query(request))
+
+    async def search_system(self, request: Request) -> Response:
+        """GET [base]?params: search across all types (common parameters only)."""
+        self._negotiate(request)
+        return await self._search(request, None, self._query(request))
+
+    async def search_post(self, request: Request) -> Response:
+        """POST [base]/Type/_search with a form body (merged with the URL parameters)."""
+        self._negotiate(request)
+        type_ = self._type(request)
+        content_type = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
+        if content_type != "application/x-www-form-urlencoded":
+            raise UnsupportedMediaType(
+                "POST _search takes an application/x-www-form-urlencoded body"
+            )
+        raw = await read_body(request, self.settings.max_body_bytes)
+        try:
+            form = parse_qsl(raw.decode("utf-8"), keep_blank_values=True)
+        except UnicodeDecodeError as exc:
+            raise BadRequest("The form body is not UTF-8") from exc
+        return await self._search(request, type_, self._query(request) + form)
+
+    async def _search(
+        self, request: Request, type_: str | None, params: list[tuple[str, str]]
+    ) -> Response:
+        ctx = self.context(request)
+        url = f"{ctx.base}/{type_}" if type_ else ctx.base
+        shaper = shaper_for(dict(params))
+        run = listing.search
+        if shaper is None:
+            result = await self._reading(run, ctx, type_, params, url)
+        else:
+            result = await self._reading(run, ctx, type_, params, url, shaper)
+        return self._respond(request, result)
+
+    async def history(self, request: Request) -> Response:
+        """GET [base]/_history, [base]/Type/_history, [base]/Type/id/_history."""
+        self._negotiate(request)
+        p = request.path_params
+        type_ = self._type(request) if "type" in p else None
+        id_ = p.get("id")
+        ctx = self.context(request)
+        path = "/".join(x for x in (type_, id_) if x)
+        url = f"{ctx.base}/{path + '/' if path else ''}_history"
+        params = self._query(request)
+        result = await self._reading(listing.history, ctx, type_, id_, params, url)
+        return self._respond(request, result)
+
+    # --- writes -------------------------------------------------------------------------------
+
+    async def create(self, request: Request) -> Response:
+        """POST [base]/Type, conditional with If-None-Exist."""
+        self._negotiate(request)
+        type_ = self._type(request)
+        resource = await self._resource(request)
+        ctx = self.context(request)
+        inx = request.headers.get("if-none-exist")
+        interactions.check(resource, type_)
+        result = await self._writing(
+            lambda tx: interactions.create(
+                ctx, tx, type_, resource, if_none_exist=inx, validate=False
+            )
+        )
+        return self._respond(request, result)
+
+    async def update(self, request: Request) -> Response:
+        """PUT [base]/Type/id (update, or create with the client's id)."""
+        self._negotiate(request)
+        type_ = self._type(request)
+        id_ = interactions.require_id(request.path_params["id"])
+        resource = await self._resource(request)
+        ctx = self.context(request)
+        h = request.headers
+        if_match, if_none_match = h.get("if-match"), h.get("if-none-match")
+        interactions.check(resource, type_)
+        result = await self._writing(
+            lambda tx: interactions.update(
+                ctx, tx, type_, id_, resource, if_match=if_match,
+                if_none_match=if_none_match, validate=False,
+            )
+        )  # fmt: skip
+        return self._respond(request, result)
+
+    async def conditional_update(self, request: Request) -> Response:
+        """PUT [base]/Type?criteria."""
+        self._negotiate(request)
+        type_ = self._type(request)
+        resource = await self._resource(request)
+        ctx = self.context(request)
+        query, if_match = self._query(request), request.headers.get("if-match")
+        interactions.check(resource, type_)
+        result = await self._writing(
+            lambda tx: interactions.conditional_update(
+                ctx, tx, type_, query, resource, if_match=if_match, validate=False
+            )
+        )
+        return self._respond(request, result)
+
+    async def delete(self, request: Request) -> Response:
+        """DELETE [base]/Type/id."""
+        self._negotiate(request)
+        type_ = self._type(request)
+        id_ = interactions.require_id(request.path_params["id"])
+        ctx, if_match = self.context(request), request.headers.get("if-match")
+        result = await self._writing(
+            lambda tx: interactions.delete(ctx, tx, type_, id_, if_match=if_match)
+        )
+        return self._respond(request, result)
+
+    async def conditional_delete(self, request: Request) -> Response:
+        """DELETE [base]/Type?criteria."""
+        self._negotiate(request)
+        type_ = self._type(request)
+        ctx, query = self.context(request), self._query(request)
+        result = await self._writing(
+            lambda tx: interactions.conditional_delete(ctx, tx, type_, query)
+        )
+        return self._respond(request, result)
+
+    async def patch(self, request: Request) -> Response:
+        """PATCH [base]/Type/id with JSON Patch or FHIRPath Patch."""
+        self._negotiate(request)
+        type_ = self._type(request)
+        id_ = interactions.require_id(request.path_params["id"])
+        body, kind = await self._body(request, patch=True)
+        ctx, if_match = self.context(request), request.headers.get("if-match")
+        result = await self._writing(
+            lambda tx: interactions.patch(ctx, tx, type_, id_, body, kind, if_match=if_match)
+        )
+        return self._respond(request, result)
+
+    async def conditional_patch(self, request: Request) -> Response:
+        """PATCH [base]/Type?criteria."""
+        self._negotiate(request)
+        type_ = self._type(request)
+        body, kind = await self._body(request, patch=True)
+        ctx, query = self.context(request), self._query(request)
+        if_match = request.headers.get("if-match")
+        result = await self._writing(
+            lambda tx: interactions.conditional_patch(
+                ctx, tx, type_, query, body, kind, if_match=if_match
+            )
+        )
+        return self._respond(request, result)
+
+    # --- operations and bundles ---------------------------------------------------------------
+
+    async def validate(self, request: Request) -> Response:
+        """POST [base]/Type/$validate and [base]/Type/id/$validate."""
+        self._negotiate(request)
+        type_ = self._type(request)
+        resource = await self._resource(request)
+        ctx, id_ = self.context(request), request.path_params.get("id")
+        params = self._query(request)
+        result = await run_in_threadpool(interactions.validate, ctx, type_, id_, resource, params)
+        return self._respond(request, result)
+
+    async def bundle(self, request: Request) -> Response:
+        """POST [base]: process a transaction or batch Bundle."""
+        self._negotiate(request)
+        resource = await self._resource(request)
+        if resource.get("resourceType") != "Bundle":
+            raise BadRequest(
+                "POST to [base] takes a transaction or batch Bundle; "
+                f"POST a {resource.get('resourceType')} to [base]/{resource.get('resourceType')}"
+            )
+        ctx, prefer = self.context(request), prefer_return(request)
+        response = await run_in_threadpool(bundles.process, ctx, resource, prefer)
+        pretty = is_true(request.query_params.get("_pretty"))
+        return fhir_response(render(response, pretty=pretty))
+
+
+def capability_bytes(base: str) -> bytes:
+    """The CapabilityStatement for this route table, serialised."""
+    statement = capability_statement(
+        get_definitions(), capability_tokens(), base_url=base, software_version=__version__
+    )
+    return render(statement)
+
+
+def endpoint_of(api: FhirApi, name: str) -> Endpoint:
+    """A guarded bound handler, for tests and extra routes."""
+    return guarded(getattr(api, name))

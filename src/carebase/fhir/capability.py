@@ -1,0 +1,107 @@
+"""The server's CapabilityStatement, generated from the capabilities the routes declare.
+
+The API layer passes the set of capability tokens its route table implements (e.g. `read`,
+`conditional-update`, `transaction`, `op:validate`); every resource type gets the type-level
+ones, with its search parameters from the R4 definitions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+
+from carebase.fhir.definitions.loader import Definitions
+
+#: Type-level RESTful interaction codes (CapabilityStatement.rest.resource.interaction).
+TYPE_INTERACTION_CODES = (
+    "read",
+    "vread",
+    "update",
+    "patch",
+    "delete",
+    "history-instance",
+    "history-type",
+    "create",
+    "search-type",
+)
+#: System-level interaction codes (CapabilityStatement.rest.interaction).
+SYSTEM_INTERACTION_CODES = ("transaction", "batch", "search-system", "history-system")
+#: Operations we know how to describe: token -> (name, canonical definition).
+OPERATION_DEFINITIONS = {
+    "op:validate": ("validate", "http://hl7.org/fhir/OperationDefinition/Resource-validate"),
+}
+
+
+def _search_params(definitions: Definitions, type_: str) -> list[dict[str, object]]:
+    out: list[dict[str, object]] = []
+    for param in definitions.search_params(type_).values():
+        if param.expression is None:
+            continue  # _text, _content, _query...: nothing to index, so not offered
+        out.append({"name": param.code, "definition": param.url, "type": param.type})
+    return out
+
+
+def _resource_entry(
+    definitions: Definitions, type_: str, tokens: frozenset[str]
+) -> dict[str, object]:
+    entry: dict[str, object] = {
+        "type": type_,
+        "profile": f"http://hl7.org/fhir/StructureDefinition/{type_}",
+        "interaction": [{"code": code} for code in TYPE_INTERACTION_CODES if code in tokens],
+        "versioning": "versioned-update" if "update" in tokens else "versioned",
+        "readHistory": "vread" in tokens,
+        "updateCreate": "update" in tokens,
+        "conditionalCreate": "conditional-create" in tokens,
+        "conditionalRead": "full-support" if "conditional-read" in tokens else "not-supported",
+        "conditionalUpdate": "conditional-update" in tokens,
+        "conditionalDelete": "single" if "conditional-delete" in tokens else "not-supported",
+        "referencePolicy": ["literal", "local"],
+    }
+    params = _search_params(definitions, type_) if "search-type" in tokens else []
+    if params:
+        entry["searchParam"] = params
+    operations = [
+        {"name": name, "definition": url}
+        for token, (name, url) in OPERATION_DEFINITIONS.items()
+        if token in tokens
+    ]
+    if operations:
+        entry["operation"] = operations
+    return entry
+
+
+def capability_statement(
+    definitions: Definitions,
+    tokens: Iterable[str],
+    *,
+    base_url: str,
+    software_version: str,
+    date: datetime | None = None,
+) -> dict[str, object]:
+    """The CapabilityStatement for a server implementing `tokens` on every resource type."""
+    supported = frozenset(tokens)
+    when = (date or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    rest: dict[str, object] = {
+        "mode": "server",
+        "documentation": "FHIR R4 RESTful API of carebase",
+        "resource": [
+            _resource_entry(definitions, type_, supported)
+            for type_ in sorted(definitions.resource_types)
+        ],
+        "interaction": [{"code": code} for code in SYSTEM_INTERACTION_CODES if code in supported],
+    }
+    statement: dict[str, object] = {
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": when,
+        "publisher": "carebase",
+        "kind": "instance",
+        "software": {"name": "carebase", "version": software_version},
+        "implementation": {"description": "carebase FHIR server", "url": base_url},
+        "fhirVersion": "4.0.1",
+        "format": ["application/fhir+json", "json"],
+    }
+    if "patch" in supported:
+        statement["patchFormat"] = ["application/json-patch+json", "application/fhir+json"]
+    statement["rest"] = [rest]
+    return statement
