@@ -59,7 +59,7 @@ def main() -> None:
         for backend in results:
             with tempfile.TemporaryDirectory() as tmp:
                 url = (f"sqlite:///{tmp}/bench.db" if backend == "SQLite"
-                       else fresh_postgres_database())
+                       else fresh_postgres_database("carebase_bench_ingest"))
                 with Server(url, cpus="0") as server:
                     count, seconds = ingest(server, bundles)
                     peak_mb = server.peak_rss_kb / 1024

@@ -262,3 +262,59 @@ async def test_transaction_prefer_minimal_and_patch(client: httpx.AsyncClient) -
     assert entries[0]["response"]["etag"] == 'W/"2"'
     got = await client.get(f"/fhir/Patient/{pid}")
     assert got.json()["name"][0]["family"] == "Patched"
+
+
+async def test_transaction_absolute_full_urls_and_prefer_outcome(client: httpx.AsyncClient) -> None:
+    body = bundle(
+        "transaction",
+        entry(
+            "PUT",
+            "Patient/abs",
+            patient(id="abs"),
+            fullUrl="http://elsewhere.org/fhir/Patient/abs",
+        ),
+        entry(
+            "POST",
+            "Observation",
+            observation("http://elsewhere.org/fhir/Patient/abs"),
+            fullUrl="http://elsewhere.org/fhir/Observation/tmp1",
+        ),
+        entry(
+            "POST",
+            "Observation",
+            observation("Patient/abs", derivedFrom=[{"reference": "Observation/tmp1"}]),
+        ),
+    )
+    r = await post(client, body, Prefer="return=OperationOutcome")
+    assert r.status_code == 200, r.text
+    entries = r.json()["entry"]
+    assert all(e["response"]["outcome"]["resourceType"] == "OperationOutcome" for e in entries)
+    assert all("resource" not in e for e in entries)
+    first_obs = entries[1]["response"]["location"].split("/")[-3]
+    second = entries[2]["response"]["location"].split("/_history")[0].replace(BASE, "/fhir")
+    stored = (await client.get(second)).json()
+    assert stored["derivedFrom"][0]["reference"] == f"Observation/{first_obs}"
+    obs = (await client.get(f"/fhir/Observation/{first_obs}")).json()
+    assert obs["subject"]["reference"] == "Patient/abs"
+
+
+async def test_batch_unexpected_error_stays_in_its_entry(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_update = interactions.update
+
+    def flaky_update(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("hidden")
+
+    monkeypatch.setattr(interactions, "update", flaky_update)
+    body = bundle(
+        "batch",
+        entry("PUT", "Patient/u", patient(id="u")),
+        entry("POST", "Patient", patient()),
+    )
+    r = await post(client, body)
+    assert r.status_code == 200
+    statuses = [e["response"]["status"] for e in r.json()["entry"]]
+    assert statuses == ["500 Internal Server Error", "201 Created"]
+    assert "hidden" not in r.text
+    monkeypatch.setattr(interactions, "update", real_update)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from carebase.api.routes import capability_tokens
+from carebase.api.route_table import capability_tokens
 from carebase.fhir.definitions.loader import get_definitions
+
 
 @pytest.mark.asyncio
 async def test_metadata(client: httpx.AsyncClient) -> None:

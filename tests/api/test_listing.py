@@ -138,3 +138,13 @@ async def test_search_errors(client: httpx.AsyncClient) -> None:
     assert r.status_code == 400
     r = await client.get("/fhir/Nope")
     assert r.status_code == 404
+
+
+async def test_system_search_and_head(client: httpx.AsyncClient) -> None:
+    pid = (await create(client, patient()))["id"]
+    r = await client.get("/fhir", params={"_id": pid})
+    assert r.status_code == 200
+    assert [e["resource"]["id"] for e in r.json()["entry"]] == [pid]
+    head = await client.head(f"/fhir/Patient/{pid}")
+    assert head.status_code == 200
+    assert head.headers["etag"] == 'W/"1"'

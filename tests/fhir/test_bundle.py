@@ -6,7 +6,6 @@ import pytest
 
 from carebase.errors import BadRequest
 from carebase.fhir.bundle import (
-    conditional_references,
     full_url_aliases,
     parse_bundle,
     parse_request_url,
@@ -105,7 +104,16 @@ def test_conditional_references_and_aliases() -> None:
         "performer": [{"reference": "Practitioner/1"}],
         "note": [{"text": "Patient?x=y"}],
     }
-    assert conditional_references(res) == {"Patient?identifier=http://mrn|1"}
+    seen: list[str] = []
+
+    def resolve(ref: str) -> str:
+        seen.append(ref)
+        return "Patient/42"
+
+    assert rewrite_references(res, {}, resolve) == 1
+    assert seen == ["Patient?identifier=http://mrn|1"]
+    assert res["subject"] == {"reference": "Patient/42"}
+    assert res["note"] == [{"text": "Patient?x=y"}]  # not a reference: left alone
     assert full_url_aliases("urn:uuid:abc") == ["urn:uuid:abc"]
     assert full_url_aliases("http://x.org/fhir/Patient/12") == [
         "http://x.org/fhir/Patient/12",

@@ -10,7 +10,10 @@ errors per entry.
 
 from __future__ import annotations
 
+import logging
 import uuid
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import orjson
@@ -29,7 +32,6 @@ from carebase.fhir import operation_outcome
 from carebase.fhir.bundle import (
     CONDITIONAL_REF_RE,
     BundleEntry,
-    conditional_references,
     full_url_aliases,
     parse_bundle,
     processing_order,
@@ -38,6 +40,7 @@ from carebase.fhir.bundle import (
 from carebase.store.base import Transaction
 
 Resource = dict[str, Any]
+log = logging.getLogger("carebase.api")
 
 
 def process(ctx: Context, bundle: object, prefer: str | None = None) -> dict[str, object]:
@@ -84,7 +87,7 @@ def run_transaction(ctx: Context, entries: list[BundleEntry]) -> dict[int, Resul
                 raise entry_error(exc, entry) from exc
     for entry in ordered:
         if entry.method in ("GET", "HEAD"):
-            results[entry.index] = _safe(lambda e=entry: run_read_url(ctx, e), entry)
+            results[entry.index] = _safe(partial(run_read_url, ctx, entry), entry)
     return results
 
 
@@ -176,14 +179,17 @@ class _Plan:
         resource = entry.resource
         assert resource is not None
         try:
-            for ref in conditional_references(resource):
-                if ref not in self.mapping:
-                    self.mapping[ref] = self._resolve_conditional(ref)
+            rewrite_references(resource, self.mapping, self._resolve_conditional)
         except CarebaseError as exc:
             raise entry_error(exc, entry) from exc
-        rewrite_references(resource, self.mapping)
 
     def _resolve_conditional(self, ref: str) -> str:
+        """The `Type/id` a conditional reference stands for (remembered in the mapping)."""
+        if ref not in self.mapping:
+            self.mapping[ref] = self._search_conditional(ref)
+        return self.mapping[ref]
+
+    def _search_conditional(self, ref: str) -> str:
         match = CONDITIONAL_REF_RE.fullmatch(ref)
         assert match is not None
         type_ = interactions.require_type(match.group(1))
@@ -263,9 +269,9 @@ def run_batch(ctx: Context, entries: list[BundleEntry]) -> dict[int, Result]:
     results: dict[int, Result] = {}
     for entry in entries:
         if entry.method in ("GET", "HEAD"):
-            results[entry.index] = _safe(lambda e=entry: run_read_url(ctx, e), entry)
+            results[entry.index] = _safe(partial(run_read_url, ctx, entry), entry)
         else:
-            results[entry.index] = _safe(lambda e=entry: _batch_write(ctx, e), entry)
+            results[entry.index] = _safe(partial(_batch_write, ctx, entry), entry)
     return results
 
 
@@ -279,13 +285,17 @@ def _batch_write(ctx: Context, entry: BundleEntry) -> Result:
         return plan.execute(entry)
 
 
-def _safe(run: Any, entry: BundleEntry) -> Result:
+def _safe(run: Callable[[], Result], entry: BundleEntry) -> Result:
+    """Run one independent entry; any failure becomes that entry's error response."""
     try:
-        result: Result = run()
+        return run()
     except CarebaseError as exc:
         failed = entry_error(exc, entry)
         return Result(failed.status, outcome=failed.operation_outcome())
-    return result
+    except Exception:
+        log.exception("Unhandled error in %s (%s %s)", entry.location, entry.method, entry.url)
+        message = f"{entry.location}: internal server error; the server log has the details"
+        return Result(500, outcome=operation_outcome.error_outcome(message))
 
 
 # --- response ---------------------------------------------------------------------------------

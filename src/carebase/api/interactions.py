@@ -59,6 +59,22 @@ def check(resource: Resource, type_: str) -> None:
     check_resource(resource, expected_type=type_)
 
 
+def check_body_id(type_: str, id_: str, resource: Resource) -> None:
+    """An update's body must carry the URL's id (400 when missing or different)."""
+    require_id(id_)
+    body_id = resource.get("id")
+    if body_id is None:
+        raise BadRequest(
+            f"The resource has no id; an update must carry id '{id_}' matching the URL",
+            location=f"{type_}.id",
+        )
+    if body_id != id_:
+        raise BadRequest(
+            f"The id in the body ({body_id!r}) does not match the id in the URL ({id_!r})",
+            location=f"{type_}.id",
+        )
+
+
 def criteria(query: str | list[tuple[str, str]], what: str) -> list[tuple[str, str]]:
     """Search criteria of a conditional interaction; 400 when there are none."""
     pairs = parse_qsl(query, keep_blank_values=True) if isinstance(query, str) else query
@@ -137,18 +153,7 @@ def update(
 ) -> Result:
     """Update (PUT Type/id), creating the resource with the client's id when it is new."""
     require_type(type_)
-    require_id(id_)
-    body_id = resource.get("id")
-    if body_id is None:
-        raise BadRequest(
-            f"The resource has no id; an update must carry id '{id_}' matching the URL",
-            location=f"{type_}.id",
-        )
-    if body_id != id_:
-        raise BadRequest(
-            f"The id in the body ({body_id!r}) does not match the id in the URL ({id_!r})",
-            location=f"{type_}.id",
-        )
+    check_body_id(type_, id_, resource)
     if validate:
         check(resource, type_)
     version = parse_etag(if_match) if if_match else None

@@ -10,7 +10,6 @@ import logging
 from collections.abc import Awaitable, Callable
 from functools import wraps
 
-import orjson
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -139,8 +138,3 @@ def result_response(
     else:
         return Response(status_code=204 if result.status == 200 else result.status, headers=headers)
     return fhir_response(body, result.status, headers)
-
-
-def loads(body: bytes) -> object:
-    """Parse stored JSON bytes."""
-    return orjson.loads(body)

@@ -1,4 +1,4 @@
-"""The FHIR REST endpoints and the route table (which the CapabilityStatement is built from).
+"""The FHIR REST endpoints: one handler per route of `route_table.ROUTES`.
 
 Handlers translate HTTP (path, query, headers, body) into calls of `interactions`, `listing`
 and `bundles`, and their `Result`s back into responses. Reads on SQLite run inline (a primary
@@ -8,22 +8,18 @@ key lookup is faster than a thread hop); writes and PostgreSQL calls go to the t
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
 from starlette.concurrency import run_in_threadpool
-from starlette.convertors import StringConvertor, register_url_convertor
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from carebase import __version__
 from carebase.api import bundles, interactions, listing
 from carebase.api.negotiation import body_kind, check_response_format, is_true, reindent, render
 from carebase.api.request_body import as_resource, parse_json, read_body
 from carebase.api.responses import (
-    Endpoint,
     Shaper,
     fhir_response,
     guarded,
@@ -31,71 +27,15 @@ from carebase.api.responses import (
     result_response,
 )
 from carebase.api.results import Context, Result, not_modified, version_headers
+from carebase.api.route_table import ROUTES, capability_bytes
 from carebase.api.shaping import shaper_for
 from carebase.config import Settings
 from carebase.errors import BadRequest, Gone, NotFound, UnsupportedMediaType
 from carebase.fhir.bundle import ID_RE
-from carebase.fhir.capability import capability_statement
 from carebase.fhir.definitions.loader import get_definitions
 from carebase.store.base import Store, Transaction
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True)
-class RouteSpec:
-    """One FHIR route: path, methods, handler name and the capability tokens it provides."""
-
-    path: str
-    methods: tuple[str, ...]
-    handler: str
-    capabilities: tuple[str, ...] = ()
-
-
-class _TypeSegment(StringConvertor):
-    """A path segment that can be a resource type: not `metadata`, not `_x`/`$x`."""
-
-    regex = r"(?!metadata(?:/|$))(?![_$])[^/]+"
-
-
-class _IdSegment(StringConvertor):
-    """A path segment that can be an id: not `_history`/`_search`/`$op` (ids have no `_`/`$`
-    at the start, so read routes can come first without shadowing the others)."""
-
-    regex = r"(?![_$])[^/]+"
-
-
-register_url_convertor("fhir_type", _TypeSegment())
-register_url_convertor("fhir_id", _IdSegment())
-
-#: The route table. Instance routes come first: read-by-id is the hot path, and Starlette
-#: tries routes in order; the segment convertors keep them from shadowing the rest.
-ROUTES: tuple[RouteSpec, ...] = (
-    RouteSpec("/{type:fhir_type}/{id:fhir_id}", ("GET",), "read", ("read", "conditional-read")),
-    RouteSpec("/{type:fhir_type}/{id:fhir_id}", ("PUT",), "update", ("update",)),
-    RouteSpec("/{type:fhir_type}/{id:fhir_id}", ("DELETE",), "delete", ("delete",)),
-    RouteSpec("/{type:fhir_type}/{id:fhir_id}", ("PATCH",), "patch", ("patch",)),
-    RouteSpec("/{type:fhir_type}", ("GET",), "search", ("search-type",)),
-    RouteSpec("/{type:fhir_type}", ("POST",), "create", ("create", "conditional-create")),
-    RouteSpec("/{type:fhir_type}", ("PUT",), "conditional_update", ("conditional-update",)),
-    RouteSpec("/{type:fhir_type}", ("DELETE",), "conditional_delete", ("conditional-delete",)),
-    RouteSpec("/{type:fhir_type}", ("PATCH",), "conditional_patch", ("conditional-patch",)),
-    RouteSpec("/metadata", ("GET",), "metadata"),
-    RouteSpec("", ("GET",), "search_system", ("search-system",)),
-    RouteSpec("", ("POST",), "bundle", ("transaction", "batch")),
-    RouteSpec("/_history", ("GET",), "history", ("history-system",)),
-    RouteSpec("/{type}/_history", ("GET",), "history", ("history-type",)),
-    RouteSpec("/{type}/_search", ("POST",), "search_post", ("search-type",)),
-    RouteSpec("/{type}/$validate", ("POST",), "validate", ("op:validate",)),
-    RouteSpec("/{type}/{id}/_history/{vid}", ("GET",), "vread", ("vread",)),
-    RouteSpec("/{type}/{id}/_history", ("GET",), "history", ("history-instance",)),
-    RouteSpec("/{type}/{id}/$validate", ("POST",), "validate", ("op:validate",)),
-)
-
-
-def capability_tokens() -> set[str]:
-    """Every capability token the route table provides."""
-    return {token for spec in ROUTES for token in spec.capabilities}
 
 
 class FhirApi:
@@ -153,8 +93,18 @@ class FhirApi:
             return fn(*args)
         return await run_in_threadpool(fn, *args)
 
-    async def _writing(self, fn: Callable[[Transaction], T]) -> T:
+    async def _writing(
+        self, fn: Callable[[Transaction], T], check: tuple[dict[str, Any], str] | None = None
+    ) -> T:
+        """Run `fn` in a store transaction on the thread pool, validating `check` first.
+
+        Validation runs in the worker thread (it is CPU work) but before the transaction
+        opens, so an invalid resource never holds a database lock.
+        """
+
         def run() -> T:
+            if check is not None:
+                interactions.check(*check)
             with self.store.transaction() as tx:
                 return fn(tx)
 
@@ -316,11 +266,11 @@ class FhirApi:
         resource = await self._resource(request)
         ctx = self.context(request)
         inx = request.headers.get("if-none-exist")
-        interactions.check(resource, type_)
         result = await self._writing(
             lambda tx: interactions.create(
                 ctx, tx, type_, resource, if_none_exist=inx, validate=False
-            )
+            ),
+            (resource, type_),
         )
         return self._respond(request, result)
 
@@ -333,12 +283,13 @@ class FhirApi:
         ctx = self.context(request)
         h = request.headers
         if_match, if_none_match = h.get("if-match"), h.get("if-none-match")
-        interactions.check(resource, type_)
+        interactions.check_body_id(type_, id_, resource)
         result = await self._writing(
             lambda tx: interactions.update(
                 ctx, tx, type_, id_, resource, if_match=if_match,
                 if_none_match=if_none_match, validate=False,
-            )
+            ),
+            (resource, type_),
         )  # fmt: skip
         return self._respond(request, result)
 
@@ -349,11 +300,11 @@ class FhirApi:
         resource = await self._resource(request)
         ctx = self.context(request)
         query, if_match = self._query(request), request.headers.get("if-match")
-        interactions.check(resource, type_)
         result = await self._writing(
             lambda tx: interactions.conditional_update(
                 ctx, tx, type_, query, resource, if_match=if_match, validate=False
-            )
+            ),
+            (resource, type_),
         )
         return self._respond(request, result)
 
@@ -429,16 +380,3 @@ class FhirApi:
         response = await run_in_threadpool(bundles.process, ctx, resource, prefer)
         pretty = is_true(request.query_params.get("_pretty"))
         return fhir_response(render(response, pretty=pretty))
-
-
-def capability_bytes(base: str) -> bytes:
-    """The CapabilityStatement for this route table, serialised."""
-    statement = capability_statement(
-        get_definitions(), capability_tokens(), base_url=base, software_version=__version__
-    )
-    return render(statement)
-
-
-def endpoint_of(api: FhirApi, name: str) -> Endpoint:
-    """A guarded bound handler, for tests and extra routes."""
-    return guarded(getattr(api, name))

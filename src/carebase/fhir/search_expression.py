@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 
 from carebase.fhir.definitions.loader import Definitions, get_definitions
+from carebase.fhir.search_expression_parser import Node, UnsupportedExpression, parse
 from carebase.fhir.search_expression_steps import (
     Step,
     chain,
@@ -35,7 +36,6 @@ from carebase.fhir.search_expression_steps import (
     reference_is,
     slice_step,
 )
-from carebase.fhir.search_expression_parser import Node, UnsupportedExpression, parse
 from carebase.fhir.search_expression_types import TypeModel
 
 log = logging.getLogger(__name__)
@@ -120,7 +120,7 @@ class _MultiBase:
         rtype = resource.get("resourceType", "")
         compiled = self._by_type.get(rtype)
         if compiled is None:
-            compiled = self._by_type[rtype] = compile_expression(self.expression, rtype)
+            compiled = self._by_type[rtype] = compile_for(self.expression, rtype)
         return compiled(resource)
 
 
@@ -150,9 +150,7 @@ def compile_for(expr: str, base: str, focus_type: str | None = None) -> Compiled
     return hit
 
 
-def _compile(
-    expr: str, base: str, focus_type: str | None, defs: Definitions
-) -> CompiledExpression:
+def _compile(expr: str, base: str, focus_type: str | None, defs: Definitions) -> CompiledExpression:
     try:
         compiler = _Compiler(defs, base)
         start = _Partial((), focus_type or base)
@@ -265,10 +263,15 @@ class _Compiler:
                 raise UnsupportedExpression(f"resolve() on {item_type}")
             target = cond[2]
             return lambda node: reference_is(node, target)
-        if cond[0] == "call" and cond[1] is None and cond[2] == "hasExtension":
-            if len(cond[3]) == 1 and cond[3][0][0] == "str":
-                has = _url_is(cond[3][0][1])
-                return lambda node: any(has(e) for e in node.get("extension", ()))
+        if (
+            cond[0] == "call"
+            and cond[1] is None
+            and cond[2] == "hasExtension"
+            and len(cond[3]) == 1
+            and cond[3][0][0] == "str"
+        ):
+            has = _url_is(cond[3][0][1])
+            return lambda node: any(has(e) for e in node.get("extension", ()))
         test = self.test(cond, [_Partial((), item_type)])
         return lambda node: test([node]) is True
 

@@ -12,7 +12,6 @@ Composite parameters: see `index_values.composite_key` for the row format.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
 from typing import Any
 
 from carebase.fhir.definitions.loader import Definitions, get_definitions
@@ -32,8 +31,8 @@ _RANGE_TYPES = ("quantity", "number", "date")
 Entry = tuple[Runner, Convert]
 #: (component parameter type, [(branch runner, row writer, runs on %resource)])
 Component = tuple[str, list[tuple[Runner, Convert, bool]]]
-#: (composite code, [(root branch runner, components in order)])
-CompositePlan = tuple[str, list[tuple[Runner, list[Component]]]]
+#: (composite code, [(root branch runner, components in order, last component's keys)])
+CompositePlan = tuple[str, list[tuple[Runner, list[Component], frozenset[str] | None]]]
 
 
 class TypePlan:
@@ -94,12 +93,16 @@ class Indexer:
             roots = []
             for branch in compiled.branches:
                 comps: list[Component] = []
+                keys: frozenset[str] | None = None
                 for comp_code, comp_expr in sp.components:
                     comp_param = params.get(comp_code)
                     ctype = comp_param.type if comp_param else "token"
                     relative = compile_for(comp_expr, rtype, branch.type)
                     comps.append((ctype, self._entries(ctype, relative.branches)))
-                roots.append((branch.run, comps))
+                    heads = [b.head for b in relative.branches if not b.from_resource]
+                    complete = len(heads) == len(relative.branches) and None not in heads
+                    keys = frozenset(h[0] for h in heads if h) if complete else None
+                roots.append((branch.run, comps, keys))
             plan.composites.append((code, roots))
         return plan
 
@@ -132,9 +135,12 @@ class Indexer:
             for value in run(focus):
                 conv(value, rows)
         for code, roots in plan.composites:
-            for root_run, comps in roots:
+            for root_run, comps, keys in roots:
                 for root in root_run(focus):
-                    _composite(code, comps, [root], resource, rows)
+                    # cheap pre-check: the last component (the value) reads keys the root
+                    # must have, and code-value-concept/-date/-string mostly miss
+                    if keys is None or not keys.isdisjoint(root):
+                        _composite(code, comps, [root], resource, rows)
         _dedupe(rows)
         return rows
 
@@ -253,5 +259,3 @@ def index_resource(resource: dict[str, Any], base_url: str | None = None) -> Ind
     """The search index rows of `resource`; `base_url` is this server's FHIR base, if known."""
     return get_indexer(base_url).index(resource)
 
-
-IndexFunction = Callable[[dict[str, Any]], IndexRows]

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Literal
+from typing import Any, Literal
 
 import psycopg
 from psycopg_pool import ConnectionPool
 
 from carebase.errors import StorageError
 from carebase.store.indexer import index_resource
-from carebase.store.repository import SqlTransaction
+from carebase.store.repository import COLUMNS, SqlTransaction
 from carebase.store.sql_store import Cursor, SqlStore, to_pyformat
 
 # Arbitrary constant key for pg_advisory_xact_lock around migrations.
@@ -54,7 +54,13 @@ class PostgresStore(SqlStore):
             raise StorageError(f"PostgreSQL error: {exc}") from exc
 
     def _new_transaction(self, cur: Cursor) -> SqlTransaction:
-        return SqlTransaction(cur, self.q, index_resource, lock_suffix=" FOR UPDATE")
+        return PostgresTransaction(
+            cur,
+            self.q,
+            index_resource,
+            lock_suffix=" FOR UPDATE",
+            duplicate_errors=(psycopg.errors.UniqueViolation,),
+        )
 
     def _lock_for_migration(self, cur: Cursor) -> None:
         cur.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
@@ -65,6 +71,36 @@ class PostgresStore(SqlStore):
 
     def close(self) -> None:
         self._pool.close()
+
+
+class PostgresTransaction(SqlTransaction):
+    """Bulk rows go in with COPY; row ids come from the sequence in blocks.
+
+    Taking ids from the sequence up front lets resource rows be buffered like the rest, so a
+    Bundle costs a few COPY streams instead of one INSERT round trip per entry.
+    """
+
+    _RID_BLOCK = 500
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._rids: list[int] = []
+
+    def allocate_rid(self) -> int | None:
+        if not self._rids:
+            rows = self._cur.execute(
+                "SELECT nextval(pg_get_serial_sequence('resource', 'rid'))"
+                " FROM generate_series(1, %s)",
+                (self._RID_BLOCK,),
+            ).fetchall()
+            self._rids = [row[0] for row in reversed(rows)]
+        return self._rids.pop()
+
+    def write_rows(self, table: str, rows: list[tuple[Any, ...]]) -> None:
+        columns = ", ".join(COLUMNS[table])
+        with self._cur.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:  # type: ignore[attr-defined]
+            for row in rows:
+                copy.write_row(row)
 
 
 def _redact(url: str) -> str:

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
+from functools import cache
 
 
+@cache
 def param_key(resource_type: str, code: str) -> int:
     """The stable integer key of a search parameter in the index tables."""
     return zlib.crc32(f"{resource_type}.{code}".encode()) - 2**31

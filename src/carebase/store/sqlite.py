@@ -94,7 +94,7 @@ class SQLiteStore(SqlStore):
             raise StorageError(f"SQLite commit failed: {exc}") from exc
 
     def _new_transaction(self, cur: Cursor) -> SqlTransaction:
-        return SqlTransaction(cur, self.q, index_resource)
+        return SqlTransaction(cur, self.q, index_resource, duplicate_errors=(sqlite3.IntegrityError,))
 
     def _has_table(self, cur: Cursor, name: str) -> bool:
         row = cur.execute(

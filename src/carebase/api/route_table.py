@@ -1,0 +1,80 @@
+"""The FHIR route table: paths, methods, handler names and the capabilities each provides.
+
+The routes (`routes.FhirApi`) and the CapabilityStatement (`fhir.capability`) are both built
+from this one table, so /metadata says exactly what the server serves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from starlette.convertors import StringConvertor, register_url_convertor
+
+from carebase import __version__
+from carebase.api.negotiation import render
+from carebase.fhir.capability import capability_statement
+from carebase.fhir.definitions.loader import get_definitions
+
+
+@dataclass(frozen=True, slots=True)
+class RouteSpec:
+    """One FHIR route: path, methods, handler name and the capability tokens it provides."""
+
+    path: str
+    methods: tuple[str, ...]
+    handler: str
+    capabilities: tuple[str, ...] = ()
+
+
+class _TypeSegment(StringConvertor):
+    """A path segment that can be a resource type: not `metadata`, not `_x`/`$x`."""
+
+    regex = r"(?!metadata(?:/|$))(?![_$])[^/]+"
+
+
+class _IdSegment(StringConvertor):
+    """A path segment that can be an id: not `_history`/`_search`/`$op` (ids have no `_`/`$`
+    at the start, so read routes can come first without shadowing the others)."""
+
+    regex = r"(?![_$])[^/]+"
+
+
+register_url_convertor("fhir_type", _TypeSegment())
+register_url_convertor("fhir_id", _IdSegment())
+
+#: The route table. Instance routes come first: read-by-id is the hot path, and Starlette
+#: tries routes in order; the segment convertors keep them from shadowing the rest.
+ROUTES: tuple[RouteSpec, ...] = (
+    RouteSpec("/{type:fhir_type}/{id:fhir_id}", ("GET",), "read", ("read", "conditional-read")),
+    RouteSpec("/{type:fhir_type}/{id:fhir_id}", ("PUT",), "update", ("update",)),
+    RouteSpec("/{type:fhir_type}/{id:fhir_id}", ("DELETE",), "delete", ("delete",)),
+    RouteSpec("/{type:fhir_type}/{id:fhir_id}", ("PATCH",), "patch", ("patch",)),
+    RouteSpec("/{type:fhir_type}", ("GET",), "search", ("search-type",)),
+    RouteSpec("/{type:fhir_type}", ("POST",), "create", ("create", "conditional-create")),
+    RouteSpec("/{type:fhir_type}", ("PUT",), "conditional_update", ("conditional-update",)),
+    RouteSpec("/{type:fhir_type}", ("DELETE",), "conditional_delete", ("conditional-delete",)),
+    RouteSpec("/{type:fhir_type}", ("PATCH",), "conditional_patch", ("conditional-patch",)),
+    RouteSpec("/metadata", ("GET",), "metadata"),
+    RouteSpec("", ("GET",), "search_system", ("search-system",)),
+    RouteSpec("", ("POST",), "bundle", ("transaction", "batch")),
+    RouteSpec("/_history", ("GET",), "history", ("history-system",)),
+    RouteSpec("/{type}/_history", ("GET",), "history", ("history-type",)),
+    RouteSpec("/{type}/_search", ("POST",), "search_post", ("search-type",)),
+    RouteSpec("/{type}/$validate", ("POST",), "validate", ("op:validate",)),
+    RouteSpec("/{type}/{id}/_history/{vid}", ("GET",), "vread", ("vread",)),
+    RouteSpec("/{type}/{id}/_history", ("GET",), "history", ("history-instance",)),
+    RouteSpec("/{type}/{id}/$validate", ("POST",), "validate", ("op:validate",)),
+)
+
+
+def capability_tokens() -> set[str]:
+    """Every capability token the route table provides."""
+    return {token for spec in ROUTES for token in spec.capabilities}
+
+
+def capability_bytes(base: str) -> bytes:
+    """The CapabilityStatement for this route table, serialised."""
+    statement = capability_statement(
+        get_definitions(), capability_tokens(), base_url=base, software_version=__version__
+    )
+    return render(statement)
