@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
@@ -57,6 +58,24 @@ def create_app(settings: Settings, store: Store | None = None) -> Starlette:
     return app
 
 
+def tune_server_process() -> None:
+    """Load the definitions now and make the garbage collector suit a server's allocations.
+
+    Ingest builds and drops large JSON trees; with CPython's default thresholds the cyclic
+    collector runs every 700 allocations and rescans long-lived objects (the R4 definitions,
+    compiled indexing plans), which cost about 30% of Bundle ingest time. Objects alive at
+    start are frozen out of collection, and the young generation is collected less often;
+    reference counting still frees acyclic garbage at once.
+    """
+    from carebase.fhir.definitions.loader import get_definitions
+
+    get_definitions()
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 100)
+
+
 def app_from_env() -> Starlette:
     """The app configured from CAREBASE_* environment variables (for `uvicorn --factory`)."""
+    tune_server_process()
     return create_app(Settings.from_env())

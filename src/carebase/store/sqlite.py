@@ -27,6 +27,26 @@ def sqlite_path(url: str) -> str:
     return path
 
 
+class SQLiteTransaction(SqlTransaction):
+    """Row ids counted in-process, so resource rows are buffered and inserted in bulk.
+
+    Safe because BEGIN IMMEDIATE makes this the only writer until it commits; rows are never
+    removed from `resource`, so MAX(rid) + 1 is what SQLite itself would assign.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._next_rid: int | None = None
+
+    def allocate_rid(self) -> int | None:
+        if self._next_rid is None:
+            row = self._cur.execute("SELECT COALESCE(MAX(rid), 0) FROM resource").fetchone()
+            self._next_rid = int(row[0]) + 1
+        rid = self._next_rid
+        self._next_rid += 1
+        return rid
+
+
 class SQLiteStore(SqlStore):
     """Store in one SQLite file."""
 
@@ -94,7 +114,9 @@ class SQLiteStore(SqlStore):
             raise StorageError(f"SQLite commit failed: {exc}") from exc
 
     def _new_transaction(self, cur: Cursor) -> SqlTransaction:
-        return SqlTransaction(cur, self.q, index_resource, duplicate_errors=(sqlite3.IntegrityError,))
+        return SQLiteTransaction(
+            cur, self.q, index_resource, duplicate_errors=(sqlite3.IntegrityError,)
+        )
 
     def _has_table(self, cur: Cursor, name: str) -> bool:
         row = cur.execute(
