@@ -45,7 +45,9 @@ def write_section(name: str, markdown: str) -> None:
     text = DOC.read_text() if DOC.exists() else HEADER
     block = f"{start}\n{markdown.rstrip()}\n{end}"
     if start in text and end in text:
-        text = re.sub(re.escape(start) + r".*?" + re.escape(end), lambda _m: block, text, flags=re.S)
+        text = re.sub(
+            re.escape(start) + r".*?" + re.escape(end), lambda _m: block, text, flags=re.S
+        )
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
     DOC.parent.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,9 @@ import httpx
 import psycopg
 
 REPO = Path(__file__).resolve().parents[1]
-PG_ADMIN_URL = os.environ.get("CAREBASE_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
+PG_ADMIN_URL = os.environ.get(
+    "CAREBASE_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
 
 
 def free_port() -> int:
@@ -38,8 +40,20 @@ class Server:
     def __init__(self, database: str, *, cpus: str | None = None, workers: int = 1) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        cmd = [sys.executable, "-m", "carebase", "serve", "--database", database,
-               "--port", str(self.port), "--workers", str(workers), "--log-level", "warning"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "carebase",
+            "serve",
+            "--database",
+            database,
+            "--port",
+            str(self.port),
+            "--workers",
+            str(workers),
+            "--log-level",
+            "warning",
+        ]
         if cpus:
             cmd = ["taskset", "-c", cpus, *cmd]
         self.proc = subprocess.Popen(cmd, cwd=REPO)

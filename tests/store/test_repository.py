@@ -81,11 +81,16 @@ def test_transaction_rolls_back_everything(store: Store) -> None:
 
     with pytest.raises(Boom), store.transaction() as tx:
         for i in range(1000):
-            tx.create("Observation", {
-                "resourceType": "Observation", "status": "final",
-                "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
-                "subject": {"reference": "Patient/x"},
-            }, id_=f"o{i}")
+            tx.create(
+                "Observation",
+                {
+                    "resourceType": "Observation",
+                    "status": "final",
+                    "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+                    "subject": {"reference": "Patient/x"},
+                },
+                id_=f"o{i}",
+            )
             if i == 899:
                 raise Boom
     assert store.read("Observation", "o0") is None
@@ -185,7 +190,9 @@ def test_concurrent_updates_lose_no_version(store: Store) -> None:
             assert current is not None
             try:
                 with store.transaction() as tx:
-                    tx.update("Patient", "counter", patient(f"{n}-{done}"), if_match=current.version)
+                    tx.update(
+                        "Patient", "counter", patient(f"{n}-{done}"), if_match=current.version
+                    )
                 done += 1
             except PreconditionFailed:
                 continue

@@ -11,7 +11,6 @@ errors per entry.
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -38,6 +37,7 @@ from carebase.fhir.bundle import (
     rewrite_references,
 )
 from carebase.store.base import Transaction
+from carebase.store.ids import new_id
 
 Resource = dict[str, Any]
 log = logging.getLogger("carebase.api")
@@ -147,14 +147,14 @@ class _Plan:
                 found = interactions.match_one(tx, type_, params, "ifNoneExist")
             if found is not None:
                 self.existing.add(entry.index)
-            id_ = found or str(uuid.uuid4())
+            id_ = found or new_id()
         elif id_ is None:
             what = f"Conditional {entry.method.lower()}"
             params = interactions.criteria(entry.target.query, what)
             id_ = interactions.match_one(tx, type_, params, what)
             if id_ is None and entry.method == "PUT":
                 body_id = (entry.resource or {}).get("id")
-                id_ = body_id if isinstance(body_id, str) else str(uuid.uuid4())
+                id_ = body_id if isinstance(body_id, str) else new_id()
         self.ids[entry.index] = id_
         if id_ is not None:
             previous = self.seen_targets.setdefault((type_, id_), entry.index)

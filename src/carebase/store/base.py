@@ -65,7 +65,9 @@ class Transaction(ABC):
         """The current version (or the tombstone if deleted); None if never existed."""
 
     @abstractmethod
-    def create(self, type_: str, resource: dict[str, object], id_: str | None = None) -> StoredResource:
+    def create(
+        self, type_: str, resource: dict[str, object], id_: str | None = None
+    ) -> StoredResource:
         """Create version 1 with a server-assigned id (or `id_`); Conflict if the id exists."""
 
     @abstractmethod
@@ -84,9 +86,7 @@ class Transaction(ABC):
         """
 
     @abstractmethod
-    def delete(
-        self, type_: str, id_: str, *, if_match: int | None = None
-    ) -> StoredResource | None:
+    def delete(self, type_: str, id_: str, *, if_match: int | None = None) -> StoredResource | None:
         """Write a tombstone version; returns it, or None when there was nothing to delete."""
 
     @abstractmethod

@@ -258,4 +258,3 @@ def get_indexer(base_url: str | None = None) -> Indexer:
 def index_resource(resource: dict[str, Any], base_url: str | None = None) -> IndexRows:
     """The search index rows of `resource`; `base_url` is this server's FHIR base, if known."""
     return get_indexer(base_url).index(resource)
-

@@ -27,7 +27,11 @@ class PostgresStore(SqlStore):
         super().__init__(url)
         try:
             self._pool = ConnectionPool(
-                url, min_size=1, max_size=max(1, pool_size), open=True, timeout=30,
+                url,
+                min_size=1,
+                max_size=max(1, pool_size),
+                open=True,
+                timeout=30,
                 kwargs={"autocommit": False},
             )
             self._pool.wait(timeout=30)

@@ -7,7 +7,6 @@ costs a handful of statements rather than tens of thousands.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -16,6 +15,7 @@ import orjson
 from carebase.errors import Conflict, PreconditionFailed
 from carebase.store.base import StoredResource, Transaction
 from carebase.store.clock import ms_to_datetime, ms_to_instant, now_ms
+from carebase.store.ids import new_id
 from carebase.store.index_rows import IndexRows
 from carebase.store.schema import INDEX_TABLES, param_key
 from carebase.store.search_sql import build_search
@@ -94,7 +94,11 @@ class SqlTransaction(Transaction):
             return None
         _rid, version, last_updated, deleted, body = row
         return StoredResource(
-            type_, id_, version, ms_to_datetime(last_updated), bool(deleted),
+            type_,
+            id_,
+            version,
+            ms_to_datetime(last_updated),
+            bool(deleted),
             bytes(body) if body is not None else None,
         )
 
@@ -115,7 +119,7 @@ class SqlTransaction(Transaction):
     ) -> StoredResource:
         # No existence check: the unique (type, id) index refuses a duplicate, which saves a
         # flush and a round trip per entry when a transaction creates thousands of resources.
-        return self._write(type_, id_ or str(uuid.uuid4()), resource, None, "create")
+        return self._write(type_, id_ or new_id(), resource, None, "create")
 
     def update(
         self,
@@ -137,9 +141,7 @@ class SqlTransaction(Transaction):
         stored = self._write(type_, id_, resource, row, "create" if row is None else "update")
         return stored, created
 
-    def delete(
-        self, type_: str, id_: str, *, if_match: int | None = None
-    ) -> StoredResource | None:
+    def delete(self, type_: str, id_: str, *, if_match: int | None = None) -> StoredResource | None:
         row = self._current_row(type_, id_, lock=True)
         if if_match is not None and (row is None or row[1] != if_match):
             raise PreconditionFailed(
@@ -152,7 +154,9 @@ class SqlTransaction(Transaction):
         rid, version = row[0], row[1] + 1
         ms = now_ms()
         self._cur.execute(
-            self._q("UPDATE resource SET version = ?, last_updated = ?, deleted = 1, body = NULL WHERE rid = ?"),
+            self._q(
+                "UPDATE resource SET version = ?, last_updated = ?, deleted = 1, body = NULL WHERE rid = ?"
+            ),
             (version, ms, rid),
         )
         self._stale_rids.append((rid,))
@@ -179,7 +183,9 @@ class SqlTransaction(Transaction):
         else:
             rid = row[0]
             self._cur.execute(
-                self._q("UPDATE resource SET version = ?, last_updated = ?, deleted = 0, body = ? WHERE rid = ?"),
+                self._q(
+                    "UPDATE resource SET version = ?, last_updated = ?, deleted = 0, body = ? WHERE rid = ?"
+                ),
                 (version, ms, body, rid),
             )
             self._stale_rids.append((rid,))
@@ -203,8 +209,7 @@ class SqlTransaction(Transaction):
             )
         except self._duplicate_errors as exc:
             raise Conflict(
-                f"{type_}/{id_} already exists (or existed and was deleted); "
-                "use PUT to update it",
+                f"{type_}/{id_} already exists (or existed and was deleted); use PUT to update it",
                 location=f"{type_}.id",
             ) from exc
         return int(cur.fetchone()[0])
@@ -232,7 +237,9 @@ class SqlTransaction(Transaction):
             return
         if self._stale_rids:
             for table in INDEX_TABLES:
-                self._cur.executemany(self._q(f"DELETE FROM {table} WHERE rid = ?"), self._stale_rids)
+                self._cur.executemany(
+                    self._q(f"DELETE FROM {table} WHERE rid = ?"), self._stale_rids
+                )
             self._stale_rids = []
         if self._resources:
             try:

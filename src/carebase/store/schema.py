@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
-from functools import cache
+from functools import lru_cache
 
 
-@cache
+@lru_cache(maxsize=65536)
 def param_key(resource_type: str, code: str) -> int:
     """The stable integer key of a search parameter in the index tables."""
     return zlib.crc32(f"{resource_type}.{code}".encode()) - 2**31
@@ -91,16 +91,18 @@ def _initial() -> Migration:
             " interaction TEXT NOT NULL,"
             " body {blob})"
         ),
-        _both(
-            "CREATE UNIQUE INDEX resource_version_key ON resource_version (type, id, version)"
-        ),
+        _both("CREATE UNIQUE INDEX resource_version_key ON resource_version (type, id, version)"),
         _both("CREATE INDEX resource_version_type_seq ON resource_version (type, seq)"),
         _both("CREATE INDEX resource_version_updated ON resource_version (last_updated)"),
     ]
     for table, columns in _INDEX_TABLES.items():
-        statements.append(_both(f"CREATE TABLE {table} (rid {{big}} NOT NULL, pkey INTEGER NOT NULL, {columns})"))
+        statements.append(
+            _both(f"CREATE TABLE {table} (rid {{big}} NOT NULL, pkey INTEGER NOT NULL, {columns})")
+        )
         statements.append(_both(f"CREATE INDEX {table}_rid ON {table} (rid)"))
-        statements.append(_both(f"CREATE INDEX {table}_lookup ON {table} ({_INDEX_LOOKUPS[table]})"))
+        statements.append(
+            _both(f"CREATE INDEX {table}_lookup ON {table} ({_INDEX_LOOKUPS[table]})")
+        )
     return Migration(
         1,
         "resources, versions and search index tables",

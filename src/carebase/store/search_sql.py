@@ -24,8 +24,18 @@ from carebase.store.schema import param_key
 #: and they are ignored here should they arrive.
 RESULT_PARAMETERS = frozenset(
     {
-        "_count", "_sort", "_include", "_revinclude", "_total", "_summary", "_elements",
-        "_format", "_pretty", "_contained", "_containedType", "_cursor",
+        "_count",
+        "_sort",
+        "_include",
+        "_revinclude",
+        "_total",
+        "_summary",
+        "_elements",
+        "_format",
+        "_pretty",
+        "_contained",
+        "_containedType",
+        "_cursor",
     }
 )
 _PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
@@ -92,7 +102,10 @@ def _range_condition(prefix: str, lo: Any, hi: Any, col_lo: str, col_hi: str) ->
     if prefix == "eq":
         return f"({col_lo} >= ? AND {col_hi} <= ?)", [lo, hi]
     if prefix == "ne":
-        return f"NOT ({col_lo} IS NOT NULL AND {col_hi} IS NOT NULL AND {col_lo} >= ? AND {col_hi} <= ?)", [lo, hi]
+        return (
+            f"NOT ({col_lo} IS NOT NULL AND {col_hi} IS NOT NULL AND {col_lo} >= ? AND {col_hi} <= ?)",
+            [lo, hi],
+        )
     if prefix == "gt":
         return f"{hi_open} > ?)", [hi]
     if prefix == "lt":
@@ -142,7 +155,9 @@ class _Builder:
         self.modifier = modifier
 
     def conditions(self, values: list[str]) -> Condition:
-        handler: Callable[[str], Condition] = getattr(self, f"_{self.param.type}", self._unsupported)
+        handler: Callable[[str], Condition] = getattr(
+            self, f"_{self.param.type}", self._unsupported
+        )
         parts, args = [], []
         for value in values:
             if value == "":
@@ -186,7 +201,11 @@ class _Builder:
         prefix, text = _prefix(value)
         bounds = date_range_ms(text)
         if bounds is None:
-            raise _bad(self.name, value, "is not a valid date (expected e.g. 2015, 2015-02, 2015-02-07, 2015-02-07T13:28:17Z, optionally prefixed by eq/ne/gt/lt/ge/le/sa/eb/ap)")
+            raise _bad(
+                self.name,
+                value,
+                "is not a valid date (expected e.g. 2015, 2015-02, 2015-02-07, 2015-02-07T13:28:17Z, optionally prefixed by eq/ne/gt/lt/ge/le/sa/eb/ap)",
+            )
         return _range_condition(prefix, bounds[0], bounds[1], "lo", "hi")
 
     def _number(self, value: str) -> Condition:
@@ -204,7 +223,11 @@ class _Builder:
         if len(parts) == 3:
             system, code = _unescape(parts[1]), _unescape(parts[2])
             if code:
-                sql += " AND (code = ? OR (code IS NULL AND unit = ?))" if not system else " AND code = ? AND system = ?"
+                sql += (
+                    " AND (code = ? OR (code IS NULL AND unit = ?))"
+                    if not system
+                    else " AND code = ? AND system = ?"
+                )
                 args += [code, code] if not system else [code, system]
             elif system:
                 sql += " AND system = ?"
@@ -234,8 +257,13 @@ class _Builder:
 
 
 _TABLES = {
-    "token": "idx_token", "string": "idx_string", "date": "idx_date", "number": "idx_number",
-    "quantity": "idx_quantity", "uri": "idx_uri", "reference": "idx_reference",
+    "token": "idx_token",
+    "string": "idx_string",
+    "date": "idx_date",
+    "number": "idx_number",
+    "quantity": "idx_quantity",
+    "uri": "idx_uri",
+    "reference": "idx_reference",
 }
 
 
@@ -272,7 +300,9 @@ def _parameter_condition(type_: str, name: str, raw: str) -> Condition:
         op = "NOT IN" if raw == "true" else "IN"
         return f"rid {op} (SELECT rid FROM {table} WHERE pkey = ?)", [param_key(type_, code)]
     if modifier == "identifier" and param.type == "reference":
-        sub_sql, sub_args = _Builder(type_, SearchParam(code, type_, "token", None, ""), name, None).conditions(values)
+        sub_sql, sub_args = _Builder(
+            type_, SearchParam(code, type_, "token", None, ""), name, None
+        ).conditions(values)
         return (
             f"rid IN (SELECT rid FROM idx_token WHERE pkey = ? AND {sub_sql})",
             [param_key(type_, f"{code}:identifier"), *sub_args],
@@ -281,8 +311,14 @@ def _parameter_condition(type_: str, name: str, raw: str) -> Condition:
         builder._unsupported(raw)
     sub_sql, sub_args = builder.conditions(values)
     if modifier == "not":
-        return f"rid NOT IN (SELECT rid FROM {table} WHERE pkey = ? AND {sub_sql})", [param_key(type_, code), *sub_args]
-    return f"rid IN (SELECT rid FROM {table} WHERE pkey = ? AND {sub_sql})", [param_key(type_, code), *sub_args]
+        return f"rid NOT IN (SELECT rid FROM {table} WHERE pkey = ? AND {sub_sql})", [
+            param_key(type_, code),
+            *sub_args,
+        ]
+    return f"rid IN (SELECT rid FROM {table} WHERE pkey = ? AND {sub_sql})", [
+        param_key(type_, code),
+        *sub_args,
+    ]
 
 
 def build_search(type_: str | None, params: list[tuple[str, str]]) -> tuple[list[str], list[Any]]:

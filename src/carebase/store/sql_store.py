@@ -192,7 +192,9 @@ class SqlStore(Store):
             params.append(datetime_to_ms(since))
         if at is not None:
             inner = " AND ".join([*where, "last_updated <= ?"])
-            where = [f"seq IN (SELECT MAX(seq) FROM resource_version WHERE {inner} GROUP BY type, id)"]
+            where = [
+                f"seq IN (SELECT MAX(seq) FROM resource_version WHERE {inner} GROUP BY type, id)"
+            ]
             params = [*params, datetime_to_ms(at)]
         filters = list(where)
         filter_params = list(params)
