@@ -102,6 +102,7 @@ def test_history_levels_since_at_and_paging(store: Store) -> None:
     with store.transaction() as tx:
         tx.update("Patient", "a", patient("A1"))
         tx.update("Patient", "b", patient("B1"))
+    time.sleep(0.01)  # timestamps have millisecond precision: keep `middle` clear of both
     middle = datetime.now(UTC)
     time.sleep(0.01)
     with store.transaction() as tx:
