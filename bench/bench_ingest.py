@@ -1,4 +1,4 @@
-"""Transaction ingest of the 100 Synthea patients (38,970 resources) over HTTP, SQLite and PostgreSQL.
+"""Transaction ingest of 100 Synthea patients (38,970 resources) over HTTP, SQLite and PostgreSQL.
 
 Each Bundle is POSTed to /fhir as a transaction, as a client would; the figure includes JSON
 parsing, validation, reference resolution, serialisation, index rows and commit. Usage:
@@ -94,7 +94,8 @@ def main() -> None:
         "## Transaction ingest: 100 Synthea patients (38,970 resources)",
         "",
         f"Machine: {machine()}. Script: `bench/bench_ingest.py` ({args.runs} runs each, "
-        "server pinned to one core, two client connections on loopback; one transaction Bundle per patient, "
+        "server pinned to one core, two client connections on loopback; "
+        "one transaction Bundle per patient, "
         "validation and index rows included).",
         "",
         "| database | resources/s (median) | runs | peak server RSS |",

@@ -66,9 +66,7 @@ class CarebaseError(Exception):
         if issues:
             self.issues = list(issues)
         else:
-            self.issues = [
-                Issue("error", self.code, self.message, [location] if location else [])
-            ]
+            self.issues = [Issue("error", self.code, self.message, [location] if location else [])]
         self.headers = dict(headers or {})
 
     def operation_outcome(self) -> dict[str, object]:

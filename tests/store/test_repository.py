@@ -217,7 +217,8 @@ def test_killed_process_leaves_nothing(store: Store, tmp_path: object) -> None:
         store = open_store({store.url!r})
         with store.transaction() as tx:
             for i in range(1000):
-                tx.create("Patient", {{"resourceType": "Patient", "name": [{{"family": "K"}}]}}, id_=f"k{{i}}")
+                resource = {{"resourceType": "Patient", "name": [{{"family": "K"}}]}}
+                tx.create("Patient", resource, id_=f"k{{i}}")
             tx.flush()
             print("ready", flush=True)
             time.sleep(60)

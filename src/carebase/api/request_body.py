@@ -65,8 +65,8 @@ def _within_depth(node: object, remaining: int) -> bool:
         return True
     if remaining <= 0:
         return False
-    children = node.values() if type(node) is dict else node  # type: ignore[attr-defined]
-    for child in children:  # type: ignore[attr-defined]
+    children = node.values() if type(node) is dict else node
+    for child in children:
         kind = type(child)
         if (kind is dict or kind is list) and not _within_depth(child, remaining - 1):
             return False

@@ -369,14 +369,22 @@ class FhirApi:
 
     async def bundle(self, request: Request) -> Response:
         """POST [base]: process a transaction or batch Bundle."""
-        self._negotiate(request)
-        resource = await self._resource(request)
-        if resource.get("resourceType") != "Bundle":
-            raise BadRequest(
-                "POST to [base] takes a transaction or batch Bundle; "
-                f"POST a {resource.get('resourceType')} to [base]/{resource.get('resourceType')}"
-            )
+        pretty = self._negotiate(request)
+        body_kind(request.headers.get("content-type"))
+        raw = await read_body(request, self.settings.max_body_bytes)
         ctx, prefer = self.context(request), prefer_return(request)
-        response = await run_in_threadpool(bundles.process, ctx, resource, prefer)
-        pretty = is_true(request.query_params.get("_pretty"))
-        return fhir_response(render(response, pretty=pretty))
+        max_depth = self.settings.max_json_depth
+
+        def run() -> bytes:
+            # Parsing and rendering happen on the worker thread too: Bundles are megabytes,
+            # and CPU work on the event loop would contend for the GIL with the transaction.
+            resource = as_resource(parse_json(raw, max_depth))
+            if resource.get("resourceType") != "Bundle":
+                kind = resource.get("resourceType")
+                raise BadRequest(
+                    f"POST to [base] takes a transaction or batch Bundle; POST a {kind} to "
+                    f"[base]/{kind}"
+                )
+            return render(bundles.process(ctx, resource, prefer), pretty=pretty)
+
+        return fhir_response(await run_in_threadpool(run))

@@ -102,7 +102,7 @@ class PostgresTransaction(SqlTransaction):
 
     def write_rows(self, table: str, rows: list[tuple[Any, ...]]) -> None:
         columns = ", ".join(COLUMNS[table])
-        with self._cur.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:  # type: ignore[attr-defined]
+        with self._cur.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
             for row in rows:
                 copy.write_row(row)
 

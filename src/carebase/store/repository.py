@@ -84,9 +84,12 @@ class SqlTransaction(Transaction):
     # --- reads (flush first so they see this transaction's writes) ----------------------------
     def _current_row(self, type_: str, id_: str, lock: bool) -> tuple[Any, ...] | None:
         self.flush()
-        sql = "SELECT rid, version, last_updated, deleted, body FROM resource WHERE type = ? AND id = ?"
+        sql = (
+            "SELECT rid, version, last_updated, deleted, body FROM resource"
+            " WHERE type = ? AND id = ?"
+        )
         row = self._cur.execute(self._q(sql + (self._lock_suffix if lock else "")), (type_, id_))
-        return row.fetchone()  # type: ignore[no-any-return]
+        return row.fetchone()
 
     def read(self, type_: str, id_: str) -> StoredResource | None:
         row = self._current_row(type_, id_, lock=False)
@@ -155,7 +158,8 @@ class SqlTransaction(Transaction):
         ms = now_ms()
         self._cur.execute(
             self._q(
-                "UPDATE resource SET version = ?, last_updated = ?, deleted = 1, body = NULL WHERE rid = ?"
+                "UPDATE resource SET version = ?, last_updated = ?, deleted = 1, body = NULL"
+                " WHERE rid = ?"
             ),
             (version, ms, rid),
         )
@@ -184,14 +188,23 @@ class SqlTransaction(Transaction):
             rid = row[0]
             self._cur.execute(
                 self._q(
-                    "UPDATE resource SET version = ?, last_updated = ?, deleted = 0, body = ? WHERE rid = ?"
+                    "UPDATE resource SET version = ?, last_updated = ?, deleted = 0, body = ?"
+                    " WHERE rid = ?"
                 ),
                 (version, ms, body, rid),
             )
             self._stale_rids.append((rid,))
         self._versions.append((rid, type_, id_, version, ms, interaction, body))
         self._add_index_rows(rid, type_, self._index(stamped))
-        return StoredResource(type_, id_, version, ms_to_datetime(ms), False, body, interaction)  # type: ignore[arg-type]
+        return StoredResource(
+            type_,
+            id_,
+            version,
+            ms_to_datetime(ms),
+            False,
+            body,
+            interaction,  # type: ignore[arg-type]
+        )
 
     def _insert_resource(self, type_: str, id_: str, version: int, ms: int, body: bytes) -> int:
         rid = self.allocate_rid()

@@ -10,14 +10,13 @@ that builds on this module.
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections.abc import Callable
 from typing import Any
 
 from carebase.errors import BadRequest, Unsupported
-from carebase.fhir.dates import date_range_ms
 from carebase.fhir.definitions.loader import get_definitions
 from carebase.fhir.definitions.model import SearchParam
+from carebase.store.index_values import date_range, normalize_string
 from carebase.store.schema import param_key
 
 #: Parameters that shape the result rather than select resources; the API strips them,
@@ -39,16 +38,23 @@ RESULT_PARAMETERS = frozenset(
     }
 )
 _PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
+_SEARCH_DATE_RE = re.compile(
+    r"\d{4}(-\d{2}(-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})?)?)?)?"
+)
 _NUMBER_RE = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
 
 Condition = tuple[str, list[Any]]
 
 
-def normalize_text(value: str) -> str:
-    """Case- and accent-insensitive form of a string, as stored in idx_string.norm."""
-    decomposed = unicodedata.normalize("NFKD", value)
-    stripped = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
-    return " ".join(stripped.casefold().split())
+def date_range_ms(text: str) -> tuple[int, int] | None:
+    """The epoch-ms range of a date search value, or None when it is not a FHIR date(Time).
+
+    Stricter on syntax than the indexer (whose input is already validated), and it accepts
+    the coarser forms clients send in searches: minutes without seconds, no timezone (UTC).
+    """
+    if _SEARCH_DATE_RE.fullmatch(text) is None:
+        return None
+    return date_range(text)
 
 
 def split_values(raw: str) -> list[str]:
@@ -103,7 +109,8 @@ def _range_condition(prefix: str, lo: Any, hi: Any, col_lo: str, col_hi: str) ->
         return f"({col_lo} >= ? AND {col_hi} <= ?)", [lo, hi]
     if prefix == "ne":
         return (
-            f"NOT ({col_lo} IS NOT NULL AND {col_hi} IS NOT NULL AND {col_lo} >= ? AND {col_hi} <= ?)",
+            f"NOT ({col_lo} IS NOT NULL AND {col_hi} IS NOT NULL"
+            f" AND {col_lo} >= ? AND {col_hi} <= ?)",
             [lo, hi],
         )
     if prefix == "gt":
@@ -192,7 +199,7 @@ class _Builder:
         text = _unescape(value)
         if self.modifier == "exact":
             return "exact = ?", [text]
-        norm = _like_escape(normalize_text(text))
+        norm = _like_escape(normalize_string(text))
         if self.modifier == "contains":
             return "norm LIKE ? ESCAPE '\\'", [f"%{norm}%"]
         return "norm LIKE ? ESCAPE '\\'", [f"{norm}%"]
@@ -204,7 +211,8 @@ class _Builder:
             raise _bad(
                 self.name,
                 value,
-                "is not a valid date (expected e.g. 2015, 2015-02, 2015-02-07, 2015-02-07T13:28:17Z, optionally prefixed by eq/ne/gt/lt/ge/le/sa/eb/ap)",
+                "is not a valid date (expected e.g. 2015, 2015-02, 2015-02-07 or "
+                "2015-02-07T13:28:17Z, optionally prefixed by eq/ne/gt/lt/ge/le/sa/eb/ap)",
             )
         return _range_condition(prefix, bounds[0], bounds[1], "lo", "hi")
 

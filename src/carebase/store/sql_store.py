@@ -203,7 +203,10 @@ class SqlStore(Store):
             where.append("seq < ?")
             params.append(after)
         clause = (" WHERE " + " AND ".join(where)) if where else ""
-        sql = f"SELECT seq, {_VERSION_COLUMNS} FROM resource_version{clause} ORDER BY seq DESC LIMIT ?"
+        sql = (
+            f"SELECT seq, {_VERSION_COLUMNS} FROM resource_version{clause}"
+            " ORDER BY seq DESC LIMIT ?"
+        )
         with self._reading() as cur:
             rows = cur.execute(self.q(sql), (*params, count + 1)).fetchall()
             total = None

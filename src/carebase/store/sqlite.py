@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Literal
 
@@ -61,28 +61,44 @@ class SQLiteStore(SqlStore):
         self._all: list[sqlite3.Connection] = []
         self._all_lock = threading.Lock()
         self._write_lock = threading.Lock()
+        self._writer_conn: sqlite3.Connection | None = None
+
+    def _connect(self, cache_kib: int) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path,
+            isolation_level=None,
+            check_same_thread=False,
+            timeout=BUSY_TIMEOUT_MS / 1000,
+        )
+        # 16 KiB pages (for a new file; an existing file keeps its own): index inserts
+        # dirty fewer pages per commit, which made Bundle ingest about 25% faster.
+        conn.execute("PRAGMA page_size=16384")
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={self._synchronous}")
+        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        conn.execute(f"PRAGMA cache_size=-{cache_kib}")
+        conn.execute("PRAGMA temp_store=MEMORY")
+        with self._all_lock:
+            self._all.append(conn)
+        return conn
 
     def _conn(self) -> sqlite3.Connection:
+        """This thread's connection for reads (a small cache: there may be many threads)."""
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(
-                self.path,
-                isolation_level=None,
-                check_same_thread=False,
-                timeout=BUSY_TIMEOUT_MS / 1000,
-            )
-            # 16 KiB pages (for a new file; an existing file keeps its own): index inserts
-            # dirty fewer pages per commit, which made Bundle ingest about 25% faster.
-            conn.execute("PRAGMA page_size=16384")
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute(f"PRAGMA synchronous={self._synchronous}")
-            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-            conn.execute("PRAGMA cache_size=-65536")
-            conn.execute("PRAGMA temp_store=MEMORY")
-            self._local.conn = conn
-            with self._all_lock:
-                self._all.append(conn)
+            conn = self._local.conn = self._connect(cache_kib=8 * 1024)
         return conn
+
+    def _writer(self) -> sqlite3.Connection:
+        """The one connection all writes go through (call with the write lock held).
+
+        A connection's page cache is dropped whenever another connection has written, so
+        writes spread over the threads of the server's pool would each start cold; one
+        writer keeps its index pages warm (ingest about 25% faster over HTTP).
+        """
+        if self._writer_conn is None:
+            self._writer_conn = self._connect(cache_kib=64 * 1024)
+        return self._writer_conn
 
     def read(self, type_: str, id_: str) -> Any:
         # The hot path: one prepared statement on this thread's connection, no context managers.
@@ -113,7 +129,7 @@ class SQLiteStore(SqlStore):
         # growing sleeps (seconds of p99 latency under concurrent writes). BEGIN IMMEDIATE
         # still guards against other processes.
         with self._write_lock:
-            conn = self._conn()
+            conn = self._writer()
             try:
                 conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
@@ -143,9 +159,8 @@ class SQLiteStore(SqlStore):
     def close(self) -> None:
         with self._all_lock:
             for conn in self._all:
-                try:
+                with suppress(sqlite3.Error):
                     conn.close()
-                except sqlite3.Error:
-                    pass
             self._all.clear()
         self._local = threading.local()
+        self._writer_conn = None
