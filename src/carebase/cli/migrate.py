@@ -17,8 +17,9 @@ def register(app: typer.Typer) -> None:
         """Create or upgrade the schema of the database."""
         console = Console()
         settings = settings_for(database)
-        with friendly_errors():
-            store = open_store(settings.resolved_database_url, settings)
+        url = settings.resolved_database_url
+        with friendly_errors(url):
+            store = open_store(url, settings)
             try:
                 applied = store.migrate()
                 version = store.schema_version()

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from carebase.config import Settings
 from carebase.errors import CarebaseError
 
-err_console = Console(stderr=True)
+# soft_wrap: an error stays one line however narrow the terminal (or a pipe's 80 columns).
+err_console = Console(stderr=True, soft_wrap=True)
 
 DatabaseOption = Annotated[
     str | None,
@@ -31,10 +34,15 @@ def settings_for(database: str | None, **changes: object) -> Settings:
 
 
 @contextmanager
-def friendly_errors() -> Iterator[None]:
-    """Print carebase errors as one red line and exit 1 instead of a traceback."""
+def friendly_errors(database: str = "") -> Iterator[None]:
+    """Print carebase and file errors as one red line and exit 1 instead of a traceback."""
     try:
         yield
     except CarebaseError as exc:
-        err_console.print(f"[red]error:[/red] {exc.message}")
+        err_console.print(f"[red]error:[/red] {escape(exc.message)}")
+        raise typer.Exit(1) from exc
+    except (OSError, sqlite3.Error) as exc:
+        # A data directory or database file that cannot be created or opened.
+        what = f"the database {database}" if database.startswith("sqlite") else "the database"
+        err_console.print(f"[red]error:[/red] cannot open {escape(what)}: {escape(str(exc))}")
         raise typer.Exit(1) from exc

@@ -37,7 +37,7 @@ def register(app: typer.Typer) -> None:
                 "Use --database postgresql://... or run one worker."
             )
             raise typer.Exit(2)
-        with friendly_errors():
+        with friendly_errors(url):
             # Migrate once here, before workers start, so they never race on DDL.
             store = open_store(url, settings)
             try:

@@ -224,24 +224,15 @@ def _any_rows(rows: IndexRows) -> bool:
     )
 
 
+_ROW_LISTS = tuple(IndexRows.__dataclass_fields__)
+
+
 def _dedupe(rows: IndexRows) -> None:
     # unions (`code | component.code`) and repeated codings can yield the same row twice
-    if len(rows.token) > 1:
-        rows.token = list(dict.fromkeys(rows.token))
-    if len(rows.string) > 1:
-        rows.string = list(dict.fromkeys(rows.string))
-    if len(rows.date) > 1:
-        rows.date = list(dict.fromkeys(rows.date))
-    if len(rows.reference) > 1:
-        rows.reference = list(dict.fromkeys(rows.reference))
-    if len(rows.quantity) > 1:
-        rows.quantity = list(dict.fromkeys(rows.quantity))
-    if len(rows.number) > 1:
-        rows.number = list(dict.fromkeys(rows.number))
-    if len(rows.uri) > 1:
-        rows.uri = list(dict.fromkeys(rows.uri))
-    if len(rows.composite) > 1:
-        rows.composite = list(dict.fromkeys(rows.composite))
+    for name in _ROW_LISTS:
+        values = getattr(rows, name)
+        if len(values) > 1:
+            setattr(rows, name, list(dict.fromkeys(values)))
 
 
 _indexers: dict[str | None, Indexer] = {}

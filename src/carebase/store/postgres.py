@@ -7,6 +7,7 @@ from contextlib import contextmanager
 from typing import Any, Literal
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool
 
 from carebase.errors import StorageError
@@ -25,6 +26,7 @@ class PostgresStore(SqlStore):
 
     def __init__(self, url: str, *, pool_size: int = 10) -> None:
         super().__init__(url)
+        _probe(url)
         try:
             self._pool = ConnectionPool(
                 url,
@@ -105,6 +107,20 @@ class PostgresTransaction(SqlTransaction):
         with self._cur.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
             for row in rows:
                 copy.write_row(row)
+
+
+def _probe(url: str) -> None:
+    """Connect once, so a wrong or unreachable database fails at once with the driver's reason.
+
+    The pool alone would keep retrying in the background and only give up after its timeout
+    (30 s), with a message that hides the cause (refused, unknown database, bad password).
+    """
+    try:
+        timeout = {} if "connect_timeout" in conninfo_to_dict(url) else {"connect_timeout": 10}
+        psycopg.connect(url, **timeout).close()  # type: ignore[arg-type]
+    except psycopg.Error as exc:
+        reason = " ".join(str(exc).split())  # one line: libpq puts hints on new lines
+        raise StorageError(f"Cannot connect to PostgreSQL at {_redact(url)}: {reason}") from exc
 
 
 def _redact(url: str) -> str:

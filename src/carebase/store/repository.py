@@ -19,6 +19,7 @@ from carebase.store.ids import new_id
 from carebase.store.index_rows import IndexRows
 from carebase.store.schema import INDEX_TABLES, param_key
 from carebase.store.search_sql import build_search
+from carebase.store.sql_rows import row_to_stored
 
 #: Columns of every table written in bulk, in the order buffered rows hold them.
 COLUMNS: dict[str, tuple[str, ...]] = {
@@ -96,14 +97,7 @@ class SqlTransaction(Transaction):
         if row is None:
             return None
         _rid, version, last_updated, deleted, body = row
-        return StoredResource(
-            type_,
-            id_,
-            version,
-            ms_to_datetime(last_updated),
-            bool(deleted),
-            bytes(body) if body is not None else None,
-        )
+        return row_to_stored((type_, id_, version, last_updated, deleted, body))
 
     def search_ids(
         self, type_: str, params: list[tuple[str, str]], *, limit: int | None = None

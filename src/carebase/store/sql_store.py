@@ -16,9 +16,10 @@ from typing import Any, Protocol
 
 from carebase.errors import BadRequest, StorageError
 from carebase.store.base import HistoryPage, SearchPage, Store, StoredResource, Transaction
-from carebase.store.clock import datetime_to_ms, ms_to_datetime
+from carebase.store.clock import datetime_to_ms
 from carebase.store.schema import LATEST, MIGRATIONS
 from carebase.store.search_sql import build_search
+from carebase.store.sql_rows import row_to_stored
 
 _COLUMNS = "type, id, version, last_updated, deleted, body"
 _VERSION_COLUMNS = "type, id, version, last_updated, interaction, body"
@@ -37,34 +38,6 @@ class Cursor(Protocol):
 def to_pyformat(sql: str) -> str:
     """`?` placeholders as psycopg's `%s` (our SQL never has `?` or `%` in literals)."""
     return sql.replace("?", "%s")
-
-
-def row_to_stored(row: Any) -> StoredResource:
-    """A (type, id, version, last_updated, deleted, body) row as a StoredResource."""
-    type_, id_, version, last_updated, deleted, body = row
-    return StoredResource(
-        type=type_,
-        id=id_,
-        version=version,
-        last_updated=ms_to_datetime(last_updated),
-        deleted=bool(deleted),
-        body=bytes(body) if body is not None else None,
-        interaction="delete" if deleted else ("create" if version == 1 else "update"),
-    )
-
-
-def version_row_to_stored(row: Any) -> StoredResource:
-    """A (type, id, version, last_updated, interaction, body) row as a StoredResource."""
-    type_, id_, version, last_updated, interaction, body = row
-    return StoredResource(
-        type=type_,
-        id=id_,
-        version=version,
-        last_updated=ms_to_datetime(last_updated),
-        deleted=interaction == "delete",
-        body=bytes(body) if body is not None else None,
-        interaction=interaction,
-    )
 
 
 def _cursor_int(cursor: str | None) -> int | None:
@@ -166,7 +139,7 @@ class SqlStore(Store):
                 ),
                 (type_, id_, version),
             ).fetchone()
-        return version_row_to_stored(row) if row else None
+        return row_to_stored(row) if row else None
 
     def history(
         self,
@@ -216,7 +189,7 @@ class SqlStore(Store):
                     self.q(f"SELECT COUNT(*) FROM resource_version{count_clause}"), filter_params
                 ).fetchone()
                 total = int(total_row[0])
-        entries = [version_row_to_stored(row[1:]) for row in rows[:count]]
+        entries = [row_to_stored(row[1:]) for row in rows[:count]]
         next_cursor = str(rows[count - 1][0]) if len(rows) > count and count > 0 else None
         return HistoryPage(entries, next_cursor, total)
 

@@ -10,8 +10,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from carebase.errors import StorageError
+from carebase.store.base import StoredResource
 from carebase.store.indexer import index_resource
 from carebase.store.repository import SqlTransaction
+from carebase.store.sql_rows import row_to_stored
 from carebase.store.sql_store import Cursor, SqlStore
 
 BUSY_TIMEOUT_MS = 30_000
@@ -100,7 +102,7 @@ class SQLiteStore(SqlStore):
             self._writer_conn = self._connect(cache_kib=64 * 1024)
         return self._writer_conn
 
-    def read(self, type_: str, id_: str) -> Any:
+    def read(self, type_: str, id_: str) -> StoredResource | None:
         # The hot path: one prepared statement on this thread's connection, no context managers.
         row = (
             self._conn()
@@ -111,8 +113,6 @@ class SQLiteStore(SqlStore):
             )
             .fetchone()
         )
-        from carebase.store.sql_store import row_to_stored
-
         return row_to_stored(row) if row else None
 
     @contextmanager
