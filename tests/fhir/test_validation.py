@@ -16,8 +16,6 @@ from carebase.errors import InvalidResource
 from carebase.fhir.validation import check_resource, validate_resource
 
 DATA = Path(__file__).resolve().parents[1] / "data"
-SHARED = Path(__file__).parents[2].parent / "shared/data"
-SYNTHEA = SHARED / "synthea-r4-100.tar.gz"
 
 #: official R4 examples that break the R4 rules themselves, with the expected complaint
 KNOWN_INVALID: dict[tuple[str, str], str] = {
@@ -73,8 +71,8 @@ def test_official_examples_are_accepted() -> None:
     print(f"{accepted} official examples accepted, {len(rejected)} rejected as known invalid")
 
 
-def synthea_resources() -> Iterator[dict[str, Any]]:
-    with tarfile.open(SYNTHEA) as tar:
+def synthea_resources(tar_path: Path) -> Iterator[dict[str, Any]]:
+    with tarfile.open(tar_path) as tar:
         for member in tar:
             extracted = tar.extractfile(member) if member.isfile() else None
             if extracted is not None and member.name.endswith(".json"):
@@ -85,12 +83,9 @@ def synthea_resources() -> Iterator[dict[str, Any]]:
 
 
 @pytest.mark.slow
-def test_synthea_resources_are_valid() -> None:
-    if not SYNTHEA.exists():
-        print(f"skipping: {SYNTHEA} not present")
-        pytest.skip(f"Synthea data not present at {SYNTHEA}")
+def test_synthea_resources_are_valid(synthea_tar: Path) -> None:
     count = 0
-    for resource in synthea_resources():
+    for resource in synthea_resources(synthea_tar):
         assert errors(resource) == [], resource.get("id")
         count += 1
     assert count > 38970  # 38,970 entries plus their bundles
