@@ -34,7 +34,7 @@ def page_size(ctx: Context, value: str | None) -> int:
     """`_count` clamped to the configured maximum (default when absent)."""
     if value is None or value == "":
         return ctx.settings.default_page_size
-    if not value.isdigit():
+    if not (value.isascii() and value.isdigit()):  # str.isdigit() alone accepts '²'
         raise BadRequest(f"_count={value!r} must be a non-negative integer", location="_count")
     return min(int(value), ctx.settings.max_page_size)
 

@@ -68,10 +68,19 @@ class FhirApi:
         return self._store
 
     def routes(self, prefix: str = "/fhir") -> list[Route]:
-        """Starlette routes for the route table."""
+        """Starlette routes for the route table: one route per path, dispatching on method.
+
+        One route per path (not per method) so that a 405 names every method the path
+        allows: Starlette reports only the first route whose path matched.
+        """
+        by_path: dict[str, dict[str, Any]] = {}
+        for spec in ROUTES:
+            handler = guarded(getattr(self, spec.handler))
+            for method in spec.methods:
+                by_path.setdefault(spec.path, {})[method] = handler
         return [
-            Route(prefix + spec.path, guarded(getattr(self, spec.handler)), methods=spec.methods)
-            for spec in ROUTES
+            Route(prefix + path, _by_method(handlers), methods=list(handlers))
+            for path, handlers in by_path.items()
         ]
 
     # --- helpers ------------------------------------------------------------------------------
@@ -388,3 +397,15 @@ class FhirApi:
             return render(bundles.process(ctx, resource, prefer), pretty=pretty)
 
         return fhir_response(await run_in_threadpool(run))
+
+
+def _by_method(handlers: dict[str, Any]) -> Any:
+    """An endpoint calling the handler for the request's method (HEAD is served as GET)."""
+    if "GET" in handlers:
+        handlers.setdefault("HEAD", handlers["GET"])
+
+    async def endpoint(request: Request) -> Response:
+        response: Response = await handlers[request.method](request)
+        return response
+
+    return endpoint

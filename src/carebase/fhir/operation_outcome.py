@@ -37,14 +37,17 @@ def prefix_locations(issues: Iterable[Issue], prefix: str) -> list[Issue]:
     """Copies of `issues` whose expressions are re-rooted under `prefix`.
 
     Used for errors inside Bundle entries: `Patient.name` becomes
-    `Bundle.entry[3].resource.name`; an issue without a location gets `prefix` itself.
+    `Bundle.entry[3].resource.name`; an issue without a location gets `prefix` itself. An
+    expression already under `prefix` is kept, so re-rooting twice changes nothing.
     """
     out: list[Issue] = []
     for issue in issues:
         exprs: list[str] = []
         for expr in issue.expression or [""]:
             head, dot, rest = expr.partition(".")
-            if not expr:
+            if expr == prefix or expr.startswith((prefix + ".", prefix + "[")):
+                exprs.append(expr)
+            elif not expr:
                 exprs.append(prefix)
             elif head[:1].isupper() and dot:
                 exprs.append(f"{prefix}.resource.{rest}")

@@ -1,0 +1,120 @@
+"""Basic search on both databases: each parameter type, modifiers, prefixes, and refusals."""
+
+from __future__ import annotations
+
+import pytest
+
+from carebase.errors import BadRequest, Unsupported
+from carebase.store.base import Store
+
+
+@pytest.fixture
+def loaded(store: Store) -> Store:
+    with store.transaction() as tx:
+        tx.update(
+            "Patient",
+            "p1",
+            {
+                "resourceType": "Patient",
+                "gender": "female",
+                "birthDate": "1980-05-17",
+                "name": [{"family": "Müller", "given": ["Anna"]}],
+                "identifier": [{"system": "http://mrn", "value": "123"}],
+            },
+        )
+        tx.update(
+            "Patient",
+            "p2",
+            {
+                "resourceType": "Patient",
+                "gender": "male",
+                "birthDate": "1999",
+                "name": [{"family": "Miller"}],
+            },
+        )
+        tx.update(
+            "Observation",
+            "o1",
+            {
+                "resourceType": "Observation",
+                "status": "final",
+                "code": {
+                    "coding": [{"system": "http://loinc.org", "code": "8867-4"}],
+                    "text": "Heart rate",
+                },
+                "subject": {"reference": "Patient/p1"},
+                "effectiveDateTime": "2015-02-07T13:28:17Z",
+                "valueQuantity": {
+                    "value": 72.5,
+                    "system": "http://unitsofmeasure.org",
+                    "code": "/min",
+                    "unit": "beats/min",
+                },
+            },
+        )
+    return store
+
+
+def ids(store: Store, type_: str, params: list[tuple[str, str]]) -> list[str]:
+    return sorted(e.id for e in store.search(type_, params, count=100).entries)
+
+
+@pytest.mark.parametrize(
+    ("type_", "params", "expected"),
+    [
+        ("Patient", [("family", "mul")], ["p1"]),  # accent-insensitive prefix
+        ("Patient", [("family:exact", "Müller")], ["p1"]),
+        ("Patient", [("family:contains", "ll")], ["p1", "p2"]),
+        ("Patient", [("gender", "female,male")], ["p1", "p2"]),
+        ("Patient", [("gender:not", "female")], ["p2"]),
+        ("Patient", [("identifier", "http://mrn|123")], ["p1"]),
+        ("Patient", [("identifier", "http://other|123")], []),
+        ("Patient", [("birthdate", "1980")], ["p1"]),
+        ("Patient", [("birthdate", "ge1990")], ["p2"]),
+        ("Patient", [("birthdate", "lt1990-01-01")], ["p1"]),
+        ("Patient", [("birthdate:missing", "true")], []),
+        ("Patient", [("_id", "p2,nope")], ["p2"]),
+        ("Observation", [("code", "http://loinc.org|8867-4")], ["o1"]),
+        ("Observation", [("code:text", "heart")], ["o1"]),
+        ("Observation", [("subject", "Patient/p1")], ["o1"]),
+        ("Observation", [("patient", "p1")], ["o1"]),
+        ("Observation", [("subject:Patient", "p1")], ["o1"]),
+        ("Observation", [("date", "2015-02-07")], ["o1"]),
+        ("Observation", [("date", "gt2015-02-07T13:28:17Z")], []),
+        ("Observation", [("value-quantity", "72.5|http://unitsofmeasure.org|/min")], ["o1"]),
+        ("Observation", [("value-quantity", "gt70")], ["o1"]),
+        ("Observation", [("value-quantity", "lt70")], []),
+    ],
+)
+def test_basic_search(
+    loaded: Store, type_: str, params: list[tuple[str, str]], expected: list[str]
+) -> None:
+    assert ids(loaded, type_, params) == expected
+
+
+@pytest.mark.parametrize(
+    ("params", "error", "named"),
+    [
+        ([("nonsense", "x")], BadRequest, "nonsense"),
+        ([("gender:foo", "x")], BadRequest, "gender:foo"),
+        ([("birthdate", "1980-13")], BadRequest, "birthdate"),
+        ([("birthdate", "xx1980")], BadRequest, "birthdate"),
+        ([("general-practitioner.name", "x")], Unsupported, "general-practitioner.name"),
+        ([("general-practitioner:Practitioner.name", "x")], Unsupported, "Practitioner.name"),
+        ([("_sort", "birthdate")], Unsupported, "_sort"),
+        ([("_include", "Patient:organization")], Unsupported, "_include"),
+        ([("_text", "x")], Unsupported, "_text"),
+        ([("gender:in", "http://vs")], Unsupported, "gender:in"),
+    ],
+)
+def test_refusals_name_the_parameter(
+    loaded: Store, params: list[tuple[str, str]], error: type[Exception], named: str
+) -> None:
+    with pytest.raises(error) as info:
+        loaded.search("Patient", params)
+    assert named in str(info.value)
+
+
+def test_composite_is_refused_not_ignored(loaded: Store) -> None:
+    with pytest.raises(Unsupported):
+        loaded.search("Observation", [("code-value-quantity", "8867-4$72.5")])
