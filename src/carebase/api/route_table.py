@@ -14,6 +14,7 @@ from carebase import __version__
 from carebase.api.negotiation import render
 from carebase.fhir.capability import capability_statement
 from carebase.fhir.definitions.loader import get_definitions
+from carebase.store.search_sql import is_supported
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +76,10 @@ def capability_tokens() -> set[str]:
 def capability_bytes(base: str) -> bytes:
     """The CapabilityStatement for this route table, serialised."""
     statement = capability_statement(
-        get_definitions(), capability_tokens(), base_url=base, software_version=__version__
+        get_definitions(),
+        capability_tokens(),
+        base_url=base,
+        software_version=__version__,
+        searchable=is_supported,
     )
     return render(statement)

@@ -7,10 +7,11 @@ ones, with its search parameters from the R4 definitions.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 
 from carebase.fhir.definitions.loader import Definitions
+from carebase.fhir.definitions.model import SearchParam
 
 #: Type-level RESTful interaction codes (CapabilityStatement.rest.resource.interaction).
 TYPE_INTERACTION_CODES = (
@@ -32,17 +33,25 @@ OPERATION_DEFINITIONS = {
 }
 
 
-def _search_params(definitions: Definitions, type_: str) -> list[dict[str, object]]:
-    out: list[dict[str, object]] = []
-    for param in definitions.search_params(type_).values():
-        if param.expression is None:
-            continue  # _text, _content, _query...: nothing to index, so not offered
-        out.append({"name": param.code, "definition": param.url, "type": param.type})
-    return out
+Searchable = Callable[[SearchParam], bool]
+
+
+def _has_expression(param: SearchParam) -> bool:
+    return param.expression is not None  # _text, _content, _query...: nothing to index
+
+
+def _search_params(
+    definitions: Definitions, type_: str, searchable: Searchable
+) -> list[dict[str, object]]:
+    return [
+        {"name": param.code, "definition": param.url, "type": param.type}
+        for param in definitions.search_params(type_).values()
+        if searchable(param)
+    ]
 
 
 def _resource_entry(
-    definitions: Definitions, type_: str, tokens: frozenset[str]
+    definitions: Definitions, type_: str, tokens: frozenset[str], searchable: Searchable
 ) -> dict[str, object]:
     entry: dict[str, object] = {
         "type": type_,
@@ -57,7 +66,7 @@ def _resource_entry(
         "conditionalDelete": "single" if "conditional-delete" in tokens else "not-supported",
         "referencePolicy": ["literal", "local"],
     }
-    params = _search_params(definitions, type_) if "search-type" in tokens else []
+    params = _search_params(definitions, type_, searchable) if "search-type" in tokens else []
     if params:
         entry["searchParam"] = params
     operations = [
@@ -77,15 +86,19 @@ def capability_statement(
     base_url: str,
     software_version: str,
     date: datetime | None = None,
+    searchable: Searchable = _has_expression,
 ) -> dict[str, object]:
-    """The CapabilityStatement for a server implementing `tokens` on every resource type."""
+    """The CapabilityStatement for a server implementing `tokens` on every resource type.
+
+    `searchable` says which search parameters the search engine supports (listed per type).
+    """
     supported = frozenset(tokens)
     when = (date or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
     rest: dict[str, object] = {
         "mode": "server",
         "documentation": "FHIR R4 RESTful API of carebase",
         "resource": [
-            _resource_entry(definitions, type_, supported)
+            _resource_entry(definitions, type_, supported, searchable)
             for type_ in sorted(definitions.resource_types)
         ],
         "interaction": [{"code": code} for code in SYSTEM_INTERACTION_CODES if code in supported],

@@ -362,6 +362,11 @@ def _check_modifier(param: SearchParam, modifier: str, name: str) -> None:
     )
 
 
+def is_supported(param: SearchParam) -> bool:
+    """Whether this engine can search on `param` (what /metadata lists)."""
+    return param.expression is not None and param.type in _TABLES and param.code not in NOT_YET
+
+
 def build_search(type_: str | None, params: list[tuple[str, str]]) -> tuple[list[str], list[Any]]:
     """WHERE fragments (ANDed) and arguments selecting current resources matching `params`."""
     where = ["deleted = 0"]
