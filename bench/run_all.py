@@ -1,0 +1,23 @@
+"""Run every benchmark that writes to docs/benchmarks.md (what `make bench` does)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+SCRIPTS = (
+    ["http_bench.py", "--write-docs"],
+    ["bench_ingest.py", "--runs", "3"],
+)
+
+
+def main() -> None:
+    for script, *args in SCRIPTS:
+        print(f"== {script} {' '.join(args)}", flush=True)
+        subprocess.run([sys.executable, str(BENCH / script), *args], check=True, cwd=BENCH.parent)
+
+
+if __name__ == "__main__":
+    main()
