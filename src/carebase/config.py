@@ -41,6 +41,8 @@ class Settings:
     max_page_size: int = 1000
     #: PostgreSQL pool size per worker process.
     pool_size: int = 10
+    #: PostgreSQL statement_timeout: the longest one SQL statement may run.
+    statement_timeout_ms: int = 30_000
     extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -59,6 +61,7 @@ class Settings:
             default_page_size=_env_int("CAREBASE_DEFAULT_PAGE_SIZE", 20),
             max_page_size=_env_int("CAREBASE_MAX_PAGE_SIZE", 1000),
             pool_size=_env_int("CAREBASE_POOL_SIZE", 10),
+            statement_timeout_ms=_env_int("CAREBASE_STATEMENT_TIMEOUT_MS", 30_000),
         )
 
     def with_(self, **changes: object) -> Settings:

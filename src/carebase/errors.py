@@ -16,6 +16,7 @@ Tree (HTTP status, OperationOutcome issue code):
     ├── TooLarge (413, too-costly)             body over the configured limit
     ├── UnsupportedMediaType (415, not-supported)
     ├── Unprocessable (422, processing)        business rule broken (e.g. id in body vs URL)
+    │   └── TooCostly (422, too-costly)        the request would exceed the server's limits
     ├── Unsupported (501, not-supported)       a feature the server does not implement
     └── StorageError (500, exception)          the database failed; message is safe to show
 
@@ -165,6 +166,12 @@ class Unprocessable(CarebaseError):
 
     status = 422
     code = "processing"
+
+
+class TooCostly(Unprocessable):
+    """The request would exceed the server's resource limits (e.g. a statement timeout)."""
+
+    code = "too-costly"
 
 
 class Unsupported(CarebaseError):

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from carebase.errors import BadRequest, Unsupported
+from carebase.config import Settings
+from carebase.errors import BadRequest, TooCostly, Unsupported
 from carebase.store.base import Store
+from carebase.store.factory import open_store
 
 
 @pytest.fixture
@@ -118,3 +120,22 @@ def test_refusals_name_the_parameter(
 def test_composite_is_refused_not_ignored(loaded: Store) -> None:
     with pytest.raises(Unsupported):
         loaded.search("Observation", [("code-value-quantity", "8867-4$72.5")])
+
+
+def test_too_many_parameters_are_refused(loaded: Store) -> None:
+    with pytest.raises(BadRequest) as info:
+        loaded.search("Patient", [("birthdate", "ge2000")] * 21)
+    assert "at most 20" in str(info.value)
+
+
+def test_postgres_statement_timeout_gives_too_costly(store: Store) -> None:
+    if store.dialect != "postgresql":
+        pytest.skip("statement_timeout is a PostgreSQL setting (SQLite runs in-process)")
+    impatient = open_store(store.url, Settings(statement_timeout_ms=20))
+    try:
+        # Planning twenty ANDed subqueries takes PostgreSQL far longer than 20 ms.
+        with pytest.raises(TooCostly) as info:
+            impatient.search("Patient", [("birthdate", "ge2000")] * 20)
+        assert "CAREBASE_STATEMENT_TIMEOUT_MS" in str(info.value)
+    finally:
+        impatient.close()

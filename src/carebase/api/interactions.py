@@ -321,9 +321,10 @@ def vread(ctx: Context, type_: str, id_: str, vid: str) -> Result:
     require_id(id_)
     if not (vid.isascii() and vid.isdigit()):  # str.isdigit() alone accepts '²'
         raise BadRequest(f"Version id {vid!r} must be a positive number", location="vid")
-    version = int(vid)
-    # no version is beyond the 64-bit range the databases store (and bind)
-    stored = ctx.store.vread(type_, id_, version) if version < 2**63 else None
+    digits = vid.lstrip("0") or "0"
+    # no version is beyond the 64-bit range the databases store and bind (and int() refuses
+    # over 4,300 digits)
+    stored = ctx.store.vread(type_, id_, int(digits)) if len(digits) <= 18 else None
     if stored is None:
         known = ctx.store.read(type_, id_) is not None
         what = f"version {vid} of {type_}/{id_}" if known else f"{type_}/{id_}"

@@ -36,6 +36,8 @@ def page_size(ctx: Context, value: str | None) -> int:
         return ctx.settings.default_page_size
     if not (value.isascii() and value.isdigit()):  # str.isdigit() alone accepts '²'
         raise BadRequest(f"_count={value!r} must be a non-negative integer", location="_count")
+    if len(value.lstrip("0")) > 9:  # int() refuses over 4,300 digits; any such is the max
+        return ctx.settings.max_page_size
     return min(int(value), ctx.settings.max_page_size)
 
 

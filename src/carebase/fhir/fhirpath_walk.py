@@ -78,9 +78,10 @@ def _parse(path: str, resource_type: str, where: str) -> list[Step]:
         if char == "[":
             close = path.find("]", pos)
             digits = path[pos + 1 : close].strip() if close > 0 else ""
-            if not digits.isdigit():
+            if not (digits.isascii() and digits.isdigit()):  # isdigit() alone accepts '²'
                 raise _fail(where, path, "has an indexer that is not [number]")
-            steps.append(Step("index", number=int(digits)))
+            # int() refuses over 4,300 digits; an index over 18 digits selects nothing anyway
+            steps.append(Step("index", number=int(digits) if len(digits) <= 18 else 10**18))
             pos = close + 1
             continue
         if char == "." and not first:

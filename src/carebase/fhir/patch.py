@@ -167,7 +167,8 @@ def _array_index(array: list[Any], token: str, path: list[str], where: str, *, e
         return len(array)
     if not token.isdigit() or not token.isascii() or (len(token) > 1 and token[0] == "0"):
         raise Unprocessable(f"{where}: '{token}' in '{_show(path)}' is not an array index")
-    position = int(token)
+    # int() refuses over 4,300 digits; any index over 18 digits is out of bounds anyway
+    position = int(token) if len(token) <= 18 else 10**18
     if position > len(array) or (position == len(array) and not end):
         raise Unprocessable(
             f"{where}: index {position} in '{_show(path)}' is out of bounds "

@@ -17,7 +17,9 @@ def open_store(url: str, settings: Settings | None = None) -> Store:
     if url.startswith(("postgresql://", "postgres://")):
         from carebase.store.postgres import PostgresStore
 
-        return PostgresStore(url, pool_size=settings.pool_size)
+        return PostgresStore(
+            url, pool_size=settings.pool_size, statement_timeout_ms=settings.statement_timeout_ms
+        )
     raise StorageError(
         f"Unsupported database URL {url.split('://')[0]!r}: use sqlite:///PATH or postgresql://..."
     )

@@ -10,7 +10,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool
 
-from carebase.errors import StorageError
+from carebase.errors import StorageError, TooCostly
 from carebase.store.indexer import index_resource
 from carebase.store.repository import COLUMNS, SqlTransaction
 from carebase.store.sql_store import Cursor, SqlStore, to_pyformat
@@ -24,8 +24,11 @@ class PostgresStore(SqlStore):
 
     dialect: Literal["sqlite", "postgresql"] = "postgresql"
 
-    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+    def __init__(
+        self, url: str, *, pool_size: int = 10, statement_timeout_ms: int = 30_000
+    ) -> None:
         super().__init__(url)
+        self._statement_timeout_ms = statement_timeout_ms
         _probe(url)
         try:
             self._pool = ConnectionPool(
@@ -35,10 +38,17 @@ class PostgresStore(SqlStore):
                 open=True,
                 timeout=30,
                 kwargs={"autocommit": False},
+                configure=self._configure,
             )
             self._pool.wait(timeout=30)
         except (psycopg.Error, Exception) as exc:  # pool raises PoolTimeout on a bad URL
             raise StorageError(f"Cannot connect to PostgreSQL at {_redact(url)}: {exc}") from exc
+
+    def _configure(self, conn: psycopg.Connection[Any]) -> None:
+        # A ceiling on any one statement: a pathological search must not hold a backend and
+        # a pool connection for minutes.
+        conn.execute(f"SET statement_timeout = {int(self._statement_timeout_ms)}")
+        conn.commit()
 
     def q(self, sql: str) -> str:
         return to_pyformat(sql)
@@ -48,6 +58,8 @@ class PostgresStore(SqlStore):
         try:
             with self._pool.connection() as conn, conn.cursor() as cur:
                 yield cur
+        except psycopg.errors.QueryCanceled as exc:
+            raise self._too_costly() from exc
         except psycopg.Error as exc:
             raise StorageError(f"PostgreSQL error: {exc}") from exc
 
@@ -56,8 +68,16 @@ class PostgresStore(SqlStore):
         try:
             with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
                 yield cur
+        except psycopg.errors.QueryCanceled as exc:
+            raise self._too_costly() from exc
         except psycopg.Error as exc:
             raise StorageError(f"PostgreSQL error: {exc}") from exc
+
+    def _too_costly(self) -> TooCostly:
+        return TooCostly(
+            f"The database gave up after the limit of {self._statement_timeout_ms} ms for one "
+            "statement (CAREBASE_STATEMENT_TIMEOUT_MS); narrow the request"
+        )
 
     def _new_transaction(self, cur: Cursor) -> SqlTransaction:
         return PostgresTransaction(

@@ -44,12 +44,15 @@ def _cursor_int(cursor: str | None) -> int | None:
     if cursor is None or cursor == "":
         return None
     try:
-        return int(cursor)
-    except ValueError as exc:
+        value = int(cursor)
+    except ValueError:
+        value = None
+    if value is None or not 0 <= value < 2**63:  # the databases bind 64-bit integers
         raise BadRequest(
             f"Paging cursor {cursor!r} is not valid; follow the links the server returned",
             location="_cursor",
-        ) from exc
+        )
+    return value
 
 
 class SqlStore(Store):
