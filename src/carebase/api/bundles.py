@@ -27,7 +27,7 @@ from carebase.errors import (
     NotFound,
     PreconditionFailed,
 )
-from carebase.fhir import operation_outcome
+from carebase.fhir import json_io, operation_outcome
 from carebase.fhir.bundle import (
     CONDITIONAL_REF_RE,
     BundleEntry,
@@ -255,8 +255,8 @@ def patch_body(entry: BundleEntry) -> tuple[object, str]:
         import base64
 
         try:
-            return orjson.loads(base64.b64decode(str(resource.get("data", "")))), "json-patch"
-        except (ValueError, orjson.JSONDecodeError) as exc:
+            return json_io.loads(base64.b64decode(str(resource.get("data", "")))), "json-patch"
+        except ValueError as exc:  # JSONDecodeError is a ValueError
             raise BadRequest("The Binary.data of a PATCH entry is not a JSON Patch") from exc
     return resource, "json"
 

@@ -11,8 +11,6 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl
 
-import orjson
-
 from carebase.api.results import Context, Result, parse_etag
 from carebase.errors import (
     BadRequest,
@@ -22,7 +20,7 @@ from carebase.errors import (
     PreconditionFailed,
     Unprocessable,
 )
-from carebase.fhir import operation_outcome
+from carebase.fhir import json_io, operation_outcome
 from carebase.fhir.bundle import is_valid_id
 from carebase.fhir.definitions.loader import get_definitions
 from carebase.store.base import StoredResource, Transaction
@@ -254,7 +252,7 @@ def patch(
             f"server has version {current.version}; read it again and retry",
             location="If-Match",
         )
-    resource: Resource = orjson.loads(current.body)
+    resource: Resource = json_io.loads(current.body)
     if kind == "json-patch":
         patched = apply_json_patch(resource, body)
     else:
@@ -367,7 +365,10 @@ def validate(
 
 def _validate_parameters(body: Resource, mode: str | None) -> tuple[object, str | None]:
     resource: object = None
-    for param in body.get("parameter") or []:
+    params = body.get("parameter") or []
+    if not isinstance(params, list):
+        raise BadRequest("Parameters.parameter must be an array", location="Parameters.parameter")
+    for param in params:
         if not isinstance(param, dict):
             continue
         if param.get("name") == "resource":

@@ -8,9 +8,8 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Literal
 
-import orjson
-
 from carebase.errors import NotAcceptable, UnsupportedMediaType
+from carebase.fhir import json_io
 
 FHIR_JSON = "application/fhir+json"
 FHIR_JSON_UTF8 = "application/fhir+json; charset=utf-8"
@@ -112,11 +111,11 @@ def is_true(value: str | None) -> bool:
 
 def render(value: object, *, pretty: bool = False) -> bytes:
     """Serialise a JSON value (dicts may hold orjson.Fragment bodies) to bytes."""
-    data = orjson.dumps(value)
+    data = json_io.dumps(value)
     # Fragments are copied verbatim, so pretty output goes through a re-parse.
     return reindent(data) if pretty else data
 
 
 def reindent(body: bytes) -> bytes:
     """Pretty-print compact stored JSON bytes."""
-    return orjson.dumps(orjson.loads(body), option=orjson.OPT_INDENT_2)
+    return json_io.dumps(json_io.loads(body), pretty=True)

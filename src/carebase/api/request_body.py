@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-import orjson
+import json
+
 from starlette.requests import Request
 
 from carebase.errors import BadRequest, TooLarge
+from carebase.fhir import json_io
 
 
 async def read_body(request: Request, max_bytes: int) -> bytes:
@@ -36,12 +38,12 @@ def _too_large(max_bytes: int) -> str:
 
 
 def parse_json(raw: bytes, max_depth: int) -> object:
-    """Parse JSON bytes with orjson; 400 naming line, column and offset when malformed."""
+    """Parse JSON bytes (decimals keep their precision); 400 naming where it is malformed."""
     if not raw.strip():
         raise BadRequest("The request body is empty; send a FHIR JSON resource")
     try:
-        value = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
+        value = json_io.loads(raw)
+    except json.JSONDecodeError as exc:  # orjson's error is a subclass
         raise BadRequest(
             f"Malformed JSON at line {exc.lineno}, column {exc.colno} "
             f"(byte offset {exc.pos}): {exc.msg}"

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-import orjson
-
 from carebase.errors import BadRequest
+from carebase.fhir import json_io
 
 _SUMMARY_MODES = ("true", "text", "data", "false", "count")
 
@@ -29,7 +28,7 @@ def shaper_for(params: Mapping[str, str]) -> Callable[[bytes], object] | None:
         def select(body: bytes) -> object:
             from carebase.fhir.summary import select_elements
 
-            return select_elements(orjson.loads(body), names)
+            return select_elements(json_io.loads(body), names)
 
         return select
     if summary in ("true", "text", "data"):
@@ -38,7 +37,7 @@ def shaper_for(params: Mapping[str, str]) -> Callable[[bytes], object] | None:
         def summarise(body: bytes) -> object:
             from carebase.fhir.summary import summarize
 
-            return summarize(orjson.loads(body), mode)
+            return summarize(json_io.loads(body), mode)
 
         return summarise
     return None

@@ -146,7 +146,7 @@ def parse_bundle(bundle: object, base: str | None = None) -> tuple[str, list[Bun
         if not isinstance(request, dict):
             raise BadRequest(f"{where}.request is required", location=f"{where}.request")
         method = request.get("method")
-        if method not in METHOD_ORDER:
+        if not isinstance(method, str) or method not in METHOD_ORDER:
             raise BadRequest(
                 f"{where}.request.method must be one of GET, HEAD, POST, PUT, PATCH, DELETE",
                 location=f"{where}.request.method",

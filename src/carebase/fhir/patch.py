@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 from carebase.errors import BadRequest, Unprocessable
+from carebase.fhir import json_io
 
 __all__ = [
     "apply_fhirpath_patch",
@@ -32,8 +33,8 @@ _NEEDS_FROM = ("move", "copy")
 def json_copy(value: Any) -> Any:
     """A deep copy of a JSON value; orjson round-trips are several times faster than deepcopy."""
     try:
-        return orjson.loads(orjson.dumps(value))
-    except (TypeError, orjson.JSONEncodeError):
+        return json_io.loads(json_io.dumps(value))
+    except (TypeError, orjson.JSONEncodeError, ValueError):
         # Integers beyond 64 bits or non-JSON leaves: fall back to the general copy.
         return copy.deepcopy(value)
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
+from carebase.fhir.json_io import FhirDecimal
+
 #: returns None if the value is fine, else why it is not
 PrimitiveCheck = Callable[[object], str | None]
 
@@ -166,7 +168,8 @@ def check_boolean(value: object) -> str | None:
 
 
 def check_decimal(value: object) -> str | None:
-    if type(value) is not int and type(value) is not float:
+    kind = type(value)
+    if kind is not int and kind is not float and kind is not FhirDecimal:
         return "must be a JSON number"
     return None
 

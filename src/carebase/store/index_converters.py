@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection
 from typing import Any
 
+from carebase.fhir.json_io import FhirDecimal
 from carebase.store.index_rows import IndexRows
 from carebase.store.index_values import (
     date_range,
@@ -18,6 +19,8 @@ from carebase.store.index_values import (
     parse_reference,
 )
 
+#: the classes JSON numbers parse into (FhirDecimal keeps a decimal's written precision)
+_NUMBERS = (int, float, FhirDecimal)
 Convert = Callable[[Any, IndexRows], None]
 
 _QUANTITY_TYPES = frozenset(
@@ -106,7 +109,7 @@ def guess_type(value: Any, ptype: str) -> str:
     """The FHIR type a value of unknown type most likely has (fhirpathpy fallback results)."""
     if isinstance(value, bool):
         return "boolean"
-    if isinstance(value, (int, float)):
+    if isinstance(value, int | float):
         return "decimal"
     if isinstance(value, str):
         return {"date": "dateTime", "reference": "canonical", "uri": "uri"}.get(ptype, "string")
@@ -260,7 +263,7 @@ def _number(vtype: str, code: str, system: str | None, ctx: Context) -> Convert 
         exact = vtype in _INTEGER_TYPES
 
         def number(v: Any, rows: IndexRows) -> None:
-            if v.__class__ in (int, float):
+            if v.__class__ in _NUMBERS:
                 low, high = decimal_range(v, exact)
                 rows.number.append((code, float(v), low, high))
 
@@ -283,7 +286,7 @@ def _range_bounds(v: Any) -> tuple[tuple[float, float, float] | None, ...]:
     for key in ("low", "high"):
         q = v.get(key)
         value = q.get("value") if q else None
-        if value.__class__ in (int, float):
+        if value.__class__ in _NUMBERS:
             low, high = decimal_range(value)
             out.append((float(value), low, high))
         else:
@@ -296,7 +299,7 @@ def _quantity(vtype: str, code: str, system: str | None, ctx: Context) -> Conver
 
         def quantity(v: Any, rows: IndexRows) -> None:
             value = v.get("value")
-            if value.__class__ in (int, float):
+            if value.__class__ in _NUMBERS:
                 low, high = decimal_range(value)
                 rows.quantity.append(
                     (code, v.get("system"), v.get("code"), v.get("unit"), float(value), low, high)
@@ -307,7 +310,7 @@ def _quantity(vtype: str, code: str, system: str | None, ctx: Context) -> Conver
 
         def money(v: Any, rows: IndexRows) -> None:
             value, currency = v.get("value"), v.get("currency")
-            if value.__class__ in (int, float):
+            if value.__class__ in _NUMBERS:
                 low, high = decimal_range(value)
                 rows.quantity.append(
                     (code, "urn:iso:std:iso:4217", currency, currency, float(value), low, high)

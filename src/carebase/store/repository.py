@@ -10,9 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import orjson
-
 from carebase.errors import Conflict, PreconditionFailed
+from carebase.fhir import json_io
 from carebase.store.base import StoredResource, Transaction
 from carebase.store.clock import ms_to_datetime, ms_to_instant, now_ms
 from carebase.store.ids import new_id
@@ -78,6 +77,7 @@ class SqlTransaction(Transaction):
         self._duplicate_errors = duplicate_errors  # the driver's unique-violation error
         self._resources: list[tuple[Any, ...]] = []  # only when rids are pre-allocated
         self._versions: list[tuple[Any, ...]] = []
+        self._archived: list[tuple[Any, ...]] = []  # (body, type, id, version) to keep
         self._index_rows: dict[str, list[tuple[Any, ...]]] = {t: [] for t in INDEX_TABLES}
         self._stale_rids: list[tuple[int]] = []
         self._pending = 0
@@ -158,6 +158,7 @@ class SqlTransaction(Transaction):
             (version, ms, rid),
         )
         self._stale_rids.append((rid,))
+        self._archive(row, type_, id_)
         self._versions.append((rid, type_, id_, version, ms, "delete", None))
         self._bump(1)
         return StoredResource(type_, id_, version, ms_to_datetime(ms), True, None, "delete")
@@ -175,7 +176,7 @@ class SqlTransaction(Transaction):
         stamped = stamp(resource, type_, id_, version, ms)
         resource.clear()
         resource.update(stamped)
-        body = orjson.dumps(stamped)
+        body = json_io.dumps(stamped)
         if row is None:
             rid = self._insert_resource(type_, id_, version, ms, body)
         else:
@@ -188,7 +189,10 @@ class SqlTransaction(Transaction):
                 (version, ms, body, rid),
             )
             self._stale_rids.append((rid,))
-        self._versions.append((rid, type_, id_, version, ms, interaction, body))
+            self._archive(row, type_, id_)
+        # The current version's body lives in `resource` only; `_archive` copies it into its
+        # version row when a newer version replaces it (creates write each body once).
+        self._versions.append((rid, type_, id_, version, ms, interaction, None))
         self._add_index_rows(rid, type_, self._index(stamped))
         return StoredResource(
             type_,
@@ -199,6 +203,12 @@ class SqlTransaction(Transaction):
             body,
             interaction,  # type: ignore[arg-type]
         )
+
+    def _archive(self, row: tuple[Any, ...], type_: str, id_: str) -> None:
+        """Keep the body of the version `row` is at, now that it stops being current."""
+        _rid, version, _ms, deleted, body = row
+        if not deleted and body is not None:
+            self._archived.append((body, type_, id_, version))
 
     def _insert_resource(self, type_: str, id_: str, version: int, ms: int, body: bytes) -> int:
         rid = self.allocate_rid()
@@ -240,7 +250,7 @@ class SqlTransaction(Transaction):
 
     def flush(self) -> None:
         """Send buffered resource, version and index rows to the database."""
-        if not self._pending and not self._stale_rids:
+        if not self._pending and not self._stale_rids and not self._archived:
             return
         if self._stale_rids:
             for table in INDEX_TABLES:
@@ -257,6 +267,14 @@ class SqlTransaction(Transaction):
                     location="id",
                 ) from exc
             self._resources = []
+        if self._archived:
+            self._cur.executemany(
+                self._q(
+                    "UPDATE resource_version SET body = ? WHERE type = ? AND id = ? AND version = ?"
+                ),
+                self._archived,
+            )
+            self._archived = []
         if self._versions:
             self.write_rows("resource_version", self._versions)
             self._versions = []

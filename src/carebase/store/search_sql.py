@@ -410,6 +410,8 @@ def build_search(type_: str | None, params: list[tuple[str, str]]) -> tuple[list
     for name, raw in params:
         if name in RESULT_PARAMETERS:
             continue
+        if "\x00" in raw:  # no resource holds one, and PostgreSQL refuses it in text
+            raise _bad(name, raw, "contains a NUL character")
         if name.partition(":")[0] in NOT_YET:
             raise Unsupported(f"Search parameter '{name}' is not supported yet", location=name)
         if type_ is None and name not in ("_id", "_lastUpdated"):

@@ -22,7 +22,11 @@ from carebase.store.search_sql import build_search
 from carebase.store.sql_rows import row_to_stored
 
 _COLUMNS = "type, id, version, last_updated, deleted, body"
-_VERSION_COLUMNS = "type, id, version, last_updated, interaction, body"
+# A version row has no body while it is the current version (the body is in `resource`).
+_VERSION_COLUMNS = (
+    "type, id, version, last_updated, interaction, COALESCE(body, (SELECT r.body FROM resource r"
+    " WHERE r.rid = resource_version.rid AND r.version = resource_version.version))"
+)
 
 
 class Cursor(Protocol):
