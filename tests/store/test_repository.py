@@ -239,3 +239,36 @@ def test_killed_process_leaves_nothing(store: Store, tmp_path: object) -> None:
         assert fresh.read("Patient", "after-kill") is not None
     finally:
         fresh.close()
+
+
+def test_concurrent_units_succeed_or_fail_alone(store: Store) -> None:
+    """Writers that share a group commit (SQLite) still succeed or fail one by one."""
+
+    class Abort(Exception):
+        pass
+
+    barrier = threading.Barrier(16)
+    outcomes: dict[int, str] = {}
+
+    def writer(n: int) -> None:
+        barrier.wait()
+        try:
+            with store.transaction() as tx:
+                for k in range(3):
+                    tx.create("Patient", patient(f"T{n}"), id_=f"t{n}-{k}")
+                if n % 4 == 0:
+                    raise Abort
+            outcomes[n] = "committed"
+        except Abort:
+            outcomes[n] = "aborted"
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for n, outcome in outcomes.items():
+        present = [store.read("Patient", f"t{n}-{k}") is not None for k in range(3)]
+        assert present == [outcome == "committed"] * 3, (n, outcome, present)
+    assert sorted(outcomes.values()).count("committed") == 12
+    assert store.history("Patient").total == 36
