@@ -8,6 +8,7 @@ from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 SCRIPTS = (
+    ["bench_startup.py"],
     ["http_bench.py", "--write-docs"],
     ["bench_ingest.py", "--runs", "3"],
 )
