@@ -18,6 +18,7 @@ Tree (HTTP status, OperationOutcome issue code):
     ├── Unprocessable (422, processing)        business rule broken (e.g. id in body vs URL)
     │   └── TooCostly (422, too-costly)        the request would exceed the server's limits
     ├── Unsupported (501, not-supported)       a feature the server does not implement
+    ├── Unavailable (503, transient)           the database is unreachable for now; retry
     └── StorageError (500, exception)          the database failed; message is safe to show
 
 Every error carries one or more `Issue`s naming what was wrong and where (a FHIRPath-like
@@ -179,6 +180,13 @@ class Unsupported(CarebaseError):
 
     status = 501
     code = "not-supported"
+
+
+class Unavailable(CarebaseError):
+    """A passing failure (lost database connection); the client may retry."""
+
+    status = 503
+    code = "transient"
 
 
 class StorageError(CarebaseError):

@@ -473,3 +473,16 @@ def test_absurd_nesting_is_an_error_not_a_crash() -> None:
     )
     [issue] = validate_resource(orjson.loads(text))
     assert issue.severity == "error" and "nested too deeply" in issue.diagnostics
+
+
+def test_narrative_with_characters_xml_forbids_is_rejected() -> None:
+    for char in ("\x00", "\x07", "\ufffe"):
+        resource = {
+            "resourceType": "Patient",
+            "text": {
+                "status": "generated",
+                "div": f'<div xmlns="http://www.w3.org/1999/xhtml">a{char}b</div>',
+            },
+        }
+        found = errors(resource)
+        assert found and "XML does not allow" in found[0], (char, found)

@@ -36,6 +36,10 @@ _cache: dict[str, str | None] = {}
 _CACHE_LIMIT = 4096
 
 
+# Characters XML 1.0 forbids anywhere (expat lets some through from a Python string).
+_NOT_XML_CHAR = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+
+
 def check_xhtml(value: object) -> str | None:
     """None if `value` is an acceptable narrative div, else why not (a message tail)."""
     if type(value) is not str:
@@ -43,7 +47,8 @@ def check_xhtml(value: object) -> str | None:
     # Fast path: the common generated narrative `<div xmlns=...>plain text</div>`.
     if value.startswith(_SIMPLE_PREFIX) and value.endswith("</div>"):
         inner = value[len(_SIMPLE_PREFIX) : -6]
-        if "<" not in inner and "&" not in inner and ">" not in inner:
+        plain = "<" not in inner and "&" not in inner and ">" not in inner
+        if plain and _NOT_XML_CHAR.search(inner) is None:
             if inner.strip():
                 return None
             return "has no text content (a narrative needs some non-whitespace content)"
@@ -69,6 +74,9 @@ def _check(value: str) -> str | None:
         return "must not contain a DOCTYPE or entity declarations"
     if "<?" in value:
         return "must not contain processing instructions (<?...?>)"
+    bad = _NOT_XML_CHAR.search(value)
+    if bad:
+        return f"contains U+{ord(bad.group()):04X}, a character XML does not allow"
     text = _ENTITY_RE.sub(_named_entity, value) if "&" in value else value
     try:
         root = ET.fromstring(text)

@@ -10,7 +10,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool
 
-from carebase.errors import StorageError, TooCostly
+from carebase.errors import StorageError, TooCostly, Unavailable
 from carebase.store.indexer import index_resource
 from carebase.store.repository import COLUMNS, SqlTransaction
 from carebase.store.sql_store import Cursor, SqlStore, to_pyformat
@@ -60,6 +60,8 @@ class PostgresStore(SqlStore):
                 yield cur
         except psycopg.errors.QueryCanceled as exc:
             raise self._too_costly() from exc
+        except psycopg.OperationalError as exc:
+            raise _unavailable(exc) from exc
         except psycopg.Error as exc:
             raise StorageError(f"PostgreSQL error: {exc}") from exc
 
@@ -70,6 +72,8 @@ class PostgresStore(SqlStore):
                 yield cur
         except psycopg.errors.QueryCanceled as exc:
             raise self._too_costly() from exc
+        except psycopg.OperationalError as exc:
+            raise _unavailable(exc) from exc
         except psycopg.Error as exc:
             raise StorageError(f"PostgreSQL error: {exc}") from exc
 
@@ -141,6 +145,15 @@ def _probe(url: str) -> None:
     except psycopg.Error as exc:
         reason = " ".join(str(exc).split())  # one line: libpq puts hints on new lines
         raise StorageError(f"Cannot connect to PostgreSQL at {_redact(url)}: {reason}") from exc
+
+
+def _unavailable(exc: psycopg.OperationalError) -> Unavailable:
+    reason = " ".join(str(exc).split())
+    return Unavailable(
+        f"The database connection failed ({reason}); nothing was changed by this request "
+        "unless it was a transaction that committed; retry shortly",
+        headers={"Retry-After": "1"},
+    )
 
 
 def _redact(url: str) -> str:
