@@ -14,15 +14,12 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote
 
 import httpx
-import psycopg
 import pytest
 
 FHIR_JSON = "application/fhir+json"
@@ -100,22 +97,6 @@ def serving(tmp_path: Path, *args: str, **env: str) -> Iterator[Server]:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-
-
-@pytest.fixture
-def fresh_pg_url(postgres_url: str) -> Iterator[str]:
-    """A URL whose search_path is a new, empty schema (dropped afterwards)."""
-    with psycopg.connect(postgres_url, autocommit=True) as conn:
-        row = conn.execute("SELECT current_schema()").fetchone()
-        assert row is not None
-        session_schema = row[0]
-        schema = f"cli_{uuid.uuid4().hex[:10]}"
-        conn.execute(f"CREATE SCHEMA {schema}")
-    old = quote(f"-csearch_path={session_schema}")
-    assert old in postgres_url
-    yield postgres_url.replace(old, quote(f"-csearch_path={schema}"))
-    with psycopg.connect(postgres_url, autocommit=True) as conn:
-        conn.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
 PATIENT = {"resourceType": "Patient", "name": [{"family": "Chalmers", "given": ["Peter"]}]}

@@ -55,21 +55,24 @@ class PostgresStore(SqlStore):
 
     @contextmanager
     def _reading(self) -> Iterator[Cursor]:
-        try:
-            with self._pool.connection() as conn, conn.cursor() as cur:
-                yield cur
-        except psycopg.errors.QueryCanceled as exc:
-            raise self._too_costly() from exc
-        except psycopg.OperationalError as exc:
-            raise _unavailable(exc) from exc
-        except psycopg.Error as exc:
-            raise StorageError(f"PostgreSQL error: {exc}") from exc
+        with self._errors_translated(), self._pool.connection() as conn, conn.cursor() as cur:
+            yield cur
 
     @contextmanager
     def _writing(self) -> Iterator[Cursor]:
+        with (
+            self._errors_translated(),
+            self._pool.connection() as conn,
+            conn.transaction(),
+            conn.cursor() as cur,
+        ):
+            yield cur
+
+    @contextmanager
+    def _errors_translated(self) -> Iterator[None]:
+        """Driver errors as carebase errors: 422 too-costly, 503 unavailable, else 500."""
         try:
-            with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
-                yield cur
+            yield
         except psycopg.errors.QueryCanceled as exc:
             raise self._too_costly() from exc
         except psycopg.OperationalError as exc:
