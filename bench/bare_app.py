@@ -9,10 +9,13 @@ The ratio carebase read / minimal SQLite route says what carebase's own work cos
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
+from collections.abc import AsyncIterator
 from pathlib import Path
 
+from psycopg_pool import AsyncConnectionPool
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -44,6 +47,34 @@ async def sqlite_read(request: Request) -> Response:
     return Response(row[0], media_type=FHIR_JSON)
 
 
+_PG_URL = os.environ.get("BENCH_POSTGRES")
+_PG_POOL = AsyncConnectionPool(_PG_URL, min_size=4, max_size=10, open=False) if _PG_URL else None
+
+
+async def postgresql_read(request: Request) -> Response:
+    """Primary-key lookup in PostgreSQL through psycopg's async pool, bytes returned as is."""
+    if _PG_POOL is None:
+        return Response(b"BENCH_POSTGRES not set", status_code=500)
+    async with _PG_POOL.connection() as conn:
+        cur = await conn.execute(
+            "SELECT body FROM resource WHERE type = %s AND id = %s",
+            ("Patient", request.path_params["id"]),
+        )
+        row = await cur.fetchone()
+    if row is None:
+        return Response(b'{"resourceType":"OperationOutcome"}', 404, media_type=FHIR_JSON)
+    return Response(bytes(row[0]), media_type=FHIR_JSON)
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    if _PG_POOL is not None:
+        await _PG_POOL.open(wait=True)
+    yield
+    if _PG_POOL is not None:
+        await _PG_POOL.close()
+
+
 async def healthz(request: Request) -> Response:
     return Response(b"ok", media_type="text/plain")
 
@@ -52,8 +83,10 @@ app = Starlette(
     routes=[
         Route("/bare/Patient/x", bare),
         Route("/sqlite/Patient/{id}", sqlite_read),
+        Route("/postgresql/Patient/{id}", postgresql_read),
         Route("/healthz", healthz),
-    ]
+    ],
+    lifespan=lifespan,
 )
 
 

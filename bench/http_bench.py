@@ -64,6 +64,8 @@ class BenchContext:
     tmp: Path
     patient: dict[str, object]
     results: list[WrkResult] = field(default_factory=list)
+    #: the carebase PostgreSQL database and Patient ids, for the minimal PostgreSQL route
+    postgres: tuple[str, list[str]] | None = None
 
 
 Phase = Callable[[BenchContext], None]
@@ -138,10 +140,12 @@ def seed_patients(
 class BareServer:
     """uvicorn serving bench/bare_app.py, pinned like carebase's server."""
 
-    def __init__(self, body_file: Path, sqlite_file: Path) -> None:
+    def __init__(self, body_file: Path, sqlite_file: Path, postgres_url: str | None = None) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         env = dict(os.environ, BENCH_BODY=str(body_file), BENCH_SQLITE=str(sqlite_file))
+        if postgres_url:
+            env["BENCH_POSTGRES"] = postgres_url
         cmd = ["taskset", "-c", SERVER_CPU, sys.executable, "-m", "uvicorn", "bare_app:app",
                "--app-dir", str(BENCH), "--port", str(self.port), "--log-level", "warning",
                "--no-access-log"]  # fmt: skip
@@ -204,6 +208,8 @@ def carebase_phases(ctx: BenchContext) -> None:
                 (ctx.tmp / "patient.json").write_bytes(
                     httpx.get(f"{server.base}/fhir/Patient/{ids[0]}", headers=_auth(ctx)).content
                 )
+            if backend == "postgresql":
+                ctx.postgres = (url, ids)
             body = json.dumps(ctx.patient)
             _measure(ctx, f"read-{backend}", server.base, LoadSpec("GET", "/fhir/Patient/", ids))
             _measure(ctx, f"create-{backend}", server.base,
@@ -223,9 +229,16 @@ def reference_phases(ctx: BenchContext) -> None:
 
     ids = [f"p{i}" for i in range(ctx.settings.seed)]
     create_database(ctx.tmp / "reference.db", ids, body)
-    with BareServer(body_file, ctx.tmp / "reference.db") as server:
+    pg_url, pg_ids = ctx.postgres or (None, [])
+    with BareServer(body_file, ctx.tmp / "reference.db", pg_url) as server:
         _measure(ctx, "bare", server.base, LoadSpec("GET", "/bare/Patient/x"))
         _measure(ctx, "starlette-sqlite", server.base, LoadSpec("GET", "/sqlite/Patient/", ids))
+        if pg_url:
+            # carebase's own resource table, read the least expensive way on this stack
+            _measure(
+                ctx, "starlette-postgresql", server.base,
+                LoadSpec("GET", "/postgresql/Patient/", pg_ids),
+            )  # fmt: skip
 
 
 def _auth(ctx: BenchContext) -> dict[str, str]:
@@ -252,7 +265,7 @@ def markdown(results: list[WrkResult], settings: Settings, where: str) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     # Reference rows first: they are the yardstick for the rest.
-    ordered = sorted(results, key=lambda r: r.name not in ("bare", "starlette-sqlite"))
+    ordered = sorted(results, key=lambda r: not r.name.startswith(("bare", "starlette-")))
     for r in ordered:
         ratio = f"{r.rps / reference.rps:.2f}x" if reference and reference.rps else "-"
         to_bare = f"{r.rps / bare.rps:.2f}" if bare and bare.rps else "-"

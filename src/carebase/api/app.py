@@ -44,6 +44,8 @@ def create_app(settings: Settings, store: Store | None = None) -> Starlette:
         try:
             yield
         finally:
+            if api.attached:
+                await api.store.aclose()
             if owned and api.attached:
                 api.store.close()
 

@@ -179,7 +179,7 @@ class FhirApi:
             interactions.require_type(type_)
         if ID_RE.fullmatch(id_) is None:
             interactions.require_id(id_)
-        stored = await self._reading(self.store.read, type_, id_)
+        stored = await self.store.read_async(type_, id_)
         if stored is None:
             raise NotFound(f"{type_}/{id_} is not known", location=f"{type_}/{id_}")
         if stored.body is None or stored.deleted:

@@ -114,6 +114,16 @@ class Store(ABC):
     def read(self, type_: str, id_: str) -> StoredResource | None:
         """The current version or tombstone of a resource; None if it never existed."""
 
+    async def read_async(self, type_: str, id_: str) -> StoredResource | None:
+        """`read` for the event loop; backends override it with something cheaper than a
+        thread hop (SQLite reads inline, PostgreSQL uses an async connection)."""
+        from starlette.concurrency import run_in_threadpool
+
+        return await run_in_threadpool(self.read, type_, id_)
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
+        """Release what `read_async` opened on the event loop (call before `close`)."""
+
     @abstractmethod
     def vread(self, type_: str, id_: str, version: int) -> StoredResource | None:
         """One version (a tombstone when that version is a deletion); None if absent."""

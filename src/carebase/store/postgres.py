@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Literal
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
-from psycopg_pool import ConnectionPool
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from carebase.errors import StorageError, TooCostly, Unavailable
+from carebase.store.base import StoredResource
 from carebase.store.indexer import index_resource
 from carebase.store.repository import COLUMNS, SqlTransaction
+from carebase.store.sql_rows import row_to_stored
 from carebase.store.sql_store import Cursor, SqlStore, to_pyformat
 
+_READ_SQL = (
+    "SELECT type, id, version, last_updated, deleted, body FROM resource"
+    " WHERE type = %s AND id = %s"
+)
 # Arbitrary constant key for pg_advisory_xact_lock around migrations.
 _MIGRATION_LOCK = 0x43415245
 
@@ -29,6 +36,10 @@ class PostgresStore(SqlStore):
     ) -> None:
         super().__init__(url)
         self._statement_timeout_ms = statement_timeout_ms
+        self._pool_size = max(1, pool_size)
+        self._async_pool: AsyncConnectionPool | None = None
+        self._async_loop: asyncio.AbstractEventLoop | None = None
+        self._abandoned: list[AsyncConnectionPool] = []  # kept from GC noise until close
         _probe(url)
         try:
             self._pool = ConnectionPool(
@@ -52,6 +63,40 @@ class PostgresStore(SqlStore):
 
     def q(self, sql: str) -> str:
         return to_pyformat(sql)
+
+    async def read_async(self, type_: str, id_: str) -> StoredResource | None:
+        # The hot path: a pool of async connections on the server's event loop, so a read by
+        # id costs one round trip and no hop to a worker thread.
+        pool = self._async_pool
+        loop = asyncio.get_running_loop()
+        if pool is not None and self._async_loop is not loop:
+            # A pool belongs to the loop that opened it (tests run one loop per test).
+            self._abandoned.append(pool)
+            pool = None
+        if pool is None:
+            self._async_loop = loop
+            pool = self._async_pool = AsyncConnectionPool(
+                self.url,
+                min_size=1,
+                max_size=self._pool_size,
+                open=False,
+                kwargs={"autocommit": True},
+                configure=self._configure_async,
+            )
+            await pool.open(wait=True, timeout=30)
+        with self._errors_translated():
+            async with pool.connection() as conn:
+                cur = await conn.execute(_READ_SQL, (type_, id_))
+                row = await cur.fetchone()
+        return row_to_stored(row) if row else None
+
+    async def _configure_async(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        await conn.execute(f"SET statement_timeout = {int(self._statement_timeout_ms)}")
+
+    async def aclose(self) -> None:
+        if self._async_pool is not None and self._async_loop is asyncio.get_running_loop():
+            await self._async_pool.close()
+        self._async_pool = None
 
     @contextmanager
     def _reading(self) -> Iterator[Cursor]:

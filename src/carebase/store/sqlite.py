@@ -126,6 +126,10 @@ class SQLiteStore(SqlStore):
         )
         return row_to_stored(row) if row else None
 
+    async def read_async(self, type_: str, id_: str) -> StoredResource | None:
+        # A primary-key lookup in-process is cheaper than a hop to a worker thread.
+        return self.read(type_, id_)
+
     @contextmanager
     def _reading(self) -> Iterator[Cursor]:
         try:
