@@ -276,7 +276,9 @@ def markdown(results: list[WrkResult], settings: Settings, where: str) -> str:
     lines += [
         "",
         "`bare` returns fixed bytes; `starlette-sqlite` is one primary-key SELECT returning the "
-        "stored bytes, the least a read can do on this stack. 'vs bare' is the ratio the "
+        "stored bytes, the least a read can do on this stack; `starlette-postgresql` is its "
+        "PostgreSQL counterpart (psycopg's async pool, carebase's own table), so the read "
+        "ratio to aim for on PostgreSQL is its own. 'vs bare' is the ratio the "
         "server-core issue sets a floor of 0.25 on for reads; the last column is throughput "
         "relative to the minimal SQLite route. For scale: Health Samurai's 2026 open benchmark "
         "publishes about 650 CRUD requests/s per vCPU for Aidbox and 380 for HAPI FHIR (their "
