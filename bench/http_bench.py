@@ -33,7 +33,7 @@ from pathlib import Path
 import httpx
 from http_wrk import LoadSpec, WrkResult, run_wrk
 from report import machine, write_section
-from server import REPO, Server, free_port, fresh_postgres_database
+from server import REPO, Server, free_port, fresh_postgres_database, terminate
 
 BENCH = Path(__file__).resolve().parent
 RESULTS = BENCH / "results"
@@ -161,12 +161,7 @@ class BareServer:
         raise RuntimeError("bare app did not start")
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        terminate(self.proc, timeout=10)
 
     def __enter__(self) -> BareServer:
         return self

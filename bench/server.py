@@ -34,6 +34,16 @@ def fresh_postgres_database(name: str = "carebase_bench") -> str:
     return PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
 
 
+def terminate(proc: subprocess.Popen[bytes], timeout: float) -> None:
+    """SIGTERM, then SIGKILL if the process has not exited within `timeout` seconds."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 class Server:
     """`carebase serve` in a subprocess (pinned to `cpus` when given), with peak-RSS sampling."""
 
@@ -101,12 +111,7 @@ class Server:
     def stop(self) -> None:
         """Terminate the server and wait for it."""
         self._stop.set()
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        terminate(self.proc, timeout=20)
 
     def __enter__(self) -> Server:
         return self
