@@ -121,7 +121,9 @@ def create(
     if validate:
         check(resource, type_)
     if if_none_exist is not None:
-        found = match_one(tx, type_, criteria(if_none_exist, "If-None-Exist"), "If-None-Exist")
+        params = criteria(if_none_exist, "If-None-Exist")
+        tx.lock(f"{type_}?{sorted(params)}")
+        found = match_one(tx, type_, params, "If-None-Exist")
         if found is not None:
             existing = tx.read(type_, found)
             assert existing is not None
@@ -180,7 +182,9 @@ def conditional_update(
 ) -> Result:
     """PUT Type?criteria: 0 matches create, 1 updates it, more than one is 412."""
     require_type(type_)
-    found = match_one(tx, type_, criteria(query, "Conditional update"), "Conditional update")
+    params = criteria(query, "Conditional update")
+    tx.lock(f"{type_}?{sorted(params)}")
+    found = match_one(tx, type_, params, "Conditional update")
     body_id = resource.get("id")
     if found is None:
         if body_id is None:

@@ -89,6 +89,13 @@ class Transaction(ABC):
     def delete(self, type_: str, id_: str, *, if_match: int | None = None) -> StoredResource | None:
         """Write a tombstone version; returns it, or None when there was nothing to delete."""
 
+    def lock(self, key: str) -> None:  # noqa: B027 - backends that need it override
+        """Serialise, until this transaction ends, with other transactions locking `key`.
+
+        Conditional create and update lock their criteria, so two concurrent requests with
+        the same criteria cannot both find no match and both create.
+        """
+
     @abstractmethod
     def search_ids(
         self, type_: str, params: list[tuple[str, str]], *, limit: int | None = None

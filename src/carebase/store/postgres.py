@@ -174,6 +174,10 @@ class PostgresTransaction(SqlTransaction):
             self._rids = [row[0] for row in reversed(rows)]
         return self._rids.pop()
 
+    def lock(self, key: str) -> None:
+        # SQLite needs nothing: its writers already run one at a time.
+        self._cur.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (key,))
+
     def write_rows(self, table: str, rows: list[tuple[Any, ...]]) -> None:
         columns = ", ".join(COLUMNS[table])
         with self._cur.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
