@@ -272,3 +272,21 @@ def test_concurrent_units_succeed_or_fail_alone(store: Store) -> None:
         assert present == [outcome == "committed"] * 3, (n, outcome, present)
     assert sorted(outcomes.values()).count("committed") == 12
     assert store.history("Patient").total == 36
+
+
+def test_read_async_concurrent_first_use_and_new_loops(store: Store) -> None:
+    import asyncio
+
+    with store.transaction() as tx:
+        tx.update("Patient", "async", patient("Async"))
+
+    async def many() -> list[int]:
+        found = await asyncio.gather(*(store.read_async("Patient", "async") for _ in range(20)))
+        missing = await store.read_async("Patient", "nope")
+        assert missing is None
+        await store.aclose()
+        return [s.version for s in found if s is not None]
+
+    # Twice, on two event loops: an async pool belongs to the loop that opened it.
+    assert asyncio.run(many()) == [1] * 20
+    assert asyncio.run(many()) == [1] * 20

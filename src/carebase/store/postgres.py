@@ -39,7 +39,8 @@ class PostgresStore(SqlStore):
         self._pool_size = max(1, pool_size)
         self._async_pool: AsyncConnectionPool | None = None
         self._async_loop: asyncio.AbstractEventLoop | None = None
-        self._abandoned: list[AsyncConnectionPool] = []  # kept from GC noise until close
+        self._async_lock = asyncio.Lock()
+        self._lock_loop: asyncio.AbstractEventLoop | None = None
         _probe(url)
         try:
             self._pool = ConnectionPool(
@@ -67,15 +68,24 @@ class PostgresStore(SqlStore):
     async def read_async(self, type_: str, id_: str) -> StoredResource | None:
         # The hot path: a pool of async connections on the server's event loop, so a read by
         # id costs one round trip and no hop to a worker thread.
-        pool = self._async_pool
         loop = asyncio.get_running_loop()
-        if pool is not None and self._async_loop is not loop:
-            # A pool belongs to the loop that opened it (tests run one loop per test).
-            self._abandoned.append(pool)
-            pool = None
+        pool = self._async_pool if self._async_loop is loop else None
         if pool is None:
-            self._async_loop = loop
-            pool = self._async_pool = AsyncConnectionPool(
+            pool = await self._open_async_pool(loop)
+        with self._errors_translated():
+            async with pool.connection() as conn:
+                cur = await conn.execute(_READ_SQL, (type_, id_))
+                row = await cur.fetchone()
+        return row_to_stored(row) if row else None
+
+    async def _open_async_pool(self, loop: asyncio.AbstractEventLoop) -> AsyncConnectionPool:
+        """The async pool of this event loop, opened once (a pool belongs to one loop)."""
+        if self._lock_loop is not loop:  # no await since the check: atomic on this loop
+            self._async_lock, self._lock_loop = asyncio.Lock(), loop
+        async with self._async_lock:
+            if self._async_pool is not None and self._async_loop is loop:
+                return self._async_pool
+            pool = AsyncConnectionPool(
                 self.url,
                 min_size=1,
                 max_size=self._pool_size,
@@ -83,12 +93,10 @@ class PostgresStore(SqlStore):
                 kwargs={"autocommit": True},
                 configure=self._configure_async,
             )
-            await pool.open(wait=True, timeout=30)
-        with self._errors_translated():
-            async with pool.connection() as conn:
-                cur = await conn.execute(_READ_SQL, (type_, id_))
-                row = await cur.fetchone()
-        return row_to_stored(row) if row else None
+            with self._errors_translated():
+                await pool.open(wait=True, timeout=30)
+            self._async_pool, self._async_loop = pool, loop
+            return pool
 
     async def _configure_async(self, conn: psycopg.AsyncConnection[Any]) -> None:
         await conn.execute(f"SET statement_timeout = {int(self._statement_timeout_ms)}")
