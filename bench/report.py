@@ -14,10 +14,10 @@ REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "benchmarks.md"
 HEADER = (
     "# Benchmarks\n\n"
-    "Each section is written by the script named in it (`make bench` runs them all). Figures are\n"
-    "medians of runs made side by side in one session on the machine described; these machines\n"
-    "are shared and noisy, so compare ratios within a section rather than absolute numbers\n"
-    "across sections.\n"
+    "Each section is written by the script named in it (`make bench` runs them all), from runs\n"
+    "made side by side in one session on the machine it names (medians where a section made\n"
+    "several runs). These machines are shared and noisy: compare ratios within a section rather\n"
+    "than absolute numbers across sections.\n"
 )
 
 
