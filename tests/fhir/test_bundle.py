@@ -31,6 +31,8 @@ def test_parse_request_url_shapes() -> None:
     assert (u.type, u.id) == ("Observation", "5")
     u = parse_request_url("https://other/fhir/Observation/5")
     assert (u.type, u.id) == ("Observation", "5")
+    with pytest.raises(BadRequest, match="another server"):
+        parse_request_url("https://other/fhir/Observation/5", "http://example.org/fhir")
     with pytest.raises(BadRequest):
         parse_request_url("Patient/1/_history/2/extra")
 

@@ -68,6 +68,11 @@ def parse_request_url(url: str, base: str | None = None) -> RequestUrl:
     raw = url.strip()
     if base and raw.startswith(base.rstrip("/") + "/"):
         raw = raw[len(base.rstrip("/")) + 1 :]
+    elif "://" in raw and base:
+        raise BadRequest(
+            f"request.url '{url}' points at another server; use a URL relative to this "
+            f"server's base ({base.rstrip('/')})"
+        )
     elif "://" in raw:
         parts = urlsplit(raw)
         path = parts.path
