@@ -13,7 +13,7 @@ def open_store(url: str, settings: Settings | None = None) -> Store:
     if url.startswith("sqlite:///"):
         from carebase.store.sqlite import SQLiteStore
 
-        return SQLiteStore(url)
+        return SQLiteStore(url, statement_timeout_ms=settings.statement_timeout_ms)
     if url.startswith(("postgresql://", "postgres://")):
         from carebase.store.postgres import PostgresStore
 

@@ -119,10 +119,12 @@ def _range_condition(prefix: str, lo: Any, hi: Any, col_lo: str, col_hi: str) ->
         return f"{hi_open} > ?)", [hi]
     if prefix == "lt":
         return f"{lo_open} < ?)", [lo]
+    # ge/le (R4 search.html): the range above/below the search value overlaps the target's,
+    # or the search value's range fully contains the target's
     if prefix == "ge":
-        return f"{hi_open} >= ?)", [lo]
+        return f"({hi_open} > ?) OR ({col_lo} >= ? AND {col_hi} <= ?))", [hi, lo, hi]
     if prefix == "le":
-        return f"{lo_open} <= ?)", [hi]
+        return f"({lo_open} < ?) OR ({col_lo} >= ? AND {col_hi} <= ?))", [lo, lo, hi]
     if prefix == "sa":
         return f"({col_lo} > ?)", [hi]
     if prefix == "eb":

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Literal
 
-from carebase.errors import StorageError
+from carebase.errors import StorageError, TooCostly
 from carebase.store.base import StoredResource
 from carebase.store.indexer import index_resource
 from carebase.store.repository import SqlTransaction
@@ -56,8 +57,11 @@ class SQLiteStore(SqlStore):
 
     dialect: Literal["sqlite", "postgresql"] = "sqlite"
 
-    def __init__(self, url: str, *, synchronous: str = "FULL") -> None:
+    def __init__(
+        self, url: str, *, synchronous: str = "FULL", statement_timeout_ms: int = 30_000
+    ) -> None:
         super().__init__(url)
+        self._statement_timeout_s = statement_timeout_ms / 1000
         self.path = sqlite_path(url)
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._synchronous = synchronous
@@ -132,10 +136,24 @@ class SQLiteStore(SqlStore):
 
     @contextmanager
     def _reading(self) -> Iterator[Cursor]:
+        # Searches and history get the same ceiling as PostgreSQL's statement_timeout: SQLite
+        # asks the progress handler every few thousand steps whether to give up.
+        conn = self._conn()
+        deadline = time.monotonic() + self._statement_timeout_s
+        conn.set_progress_handler(lambda: time.monotonic() > deadline, 20_000)
         try:
-            yield self._conn().cursor()
+            yield conn.cursor()
+        except sqlite3.OperationalError as exc:
+            if "interrupted" in str(exc):
+                raise TooCostly(
+                    f"The query ran over the limit of {self._statement_timeout_s * 1000:.0f} ms "
+                    "(CAREBASE_STATEMENT_TIMEOUT_MS); narrow the request"
+                ) from exc
+            raise StorageError(f"SQLite error: {exc}") from exc
         except sqlite3.Error as exc:
             raise StorageError(f"SQLite error: {exc}") from exc
+        finally:
+            conn.set_progress_handler(None, 0)
 
     @contextmanager
     def _writing(self) -> Iterator[Cursor]:
