@@ -84,7 +84,7 @@ def test_strings_normalise_case_accents_and_spacing() -> None:
         ("http://other.org/fhir/Patient/9", (None, None, None, "http://other.org/fhir/Patient/9")),
         ("urn:uuid:8c1e2f", (None, None, None, "urn:uuid:8c1e2f")),
         ("Unknown/1", (None, None, None, "Unknown/1")),
-        ("#contained-1", None),
+        ("#contained-1", (None, None, None, "#contained-1")),
     ],
 )
 def test_references_parse_by_form(ref: str, expected: Any) -> None:

@@ -142,3 +142,14 @@ def test_statement_timeout_gives_too_costly(store: Store) -> None:
         assert "CAREBASE_STATEMENT_TIMEOUT_MS" in str(info.value)
     finally:
         impatient.close()
+
+
+def test_missing_counts_a_reference_to_a_contained_resource_as_present(store: Store) -> None:
+    with store.transaction() as tx:
+        tx.update("Observation", "with-contained", {
+            "resourceType": "Observation", "status": "final", "code": {"text": "x"},
+            "contained": [{"resourceType": "Patient", "id": "p"}],
+            "subject": {"reference": "#p"},
+        })  # fmt: skip
+    assert ids(store, "Observation", [("subject:missing", "false")]) == ["with-contained"]
+    assert ids(store, "Observation", [("subject:missing", "true")]) == []

@@ -109,13 +109,14 @@ def decimal_range(value: float | int, exact_integers: bool = False) -> tuple[flo
 def parse_reference(
     reference: str, base_url: str | None, resource_types: Collection[str]
 ) -> tuple[str | None, str | None, str | None, str | None] | None:
-    """(type, id, version, url) of a Reference.reference text, or None for `#contained`.
+    """(type, id, version, url) of a Reference.reference text (None when empty).
 
     `Type/id` and `Type/id/_history/v` are local, so is an absolute URL under `base_url`
-    (the server's own base). Other absolute URLs, `urn:uuid:`/`urn:oid:` and anything that is
-    not a known resource type keep only `url`.
+    (the server's own base). Other absolute URLs, `urn:uuid:`/`urn:oid:`, `#contained`
+    references and anything that is not a known resource type keep only `url` (a row for a
+    `#contained` reference is what makes `:missing=false` true for it, as R4 wants).
     """
-    if not reference or reference[0] == "#":
+    if not reference:
         return None
     relative = reference
     if base_url and reference.startswith(base_url):
