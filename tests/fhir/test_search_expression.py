@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import copy
 import gzip
-import re
 import tarfile
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import fhirpathpy
 import orjson
 import pytest
-from fhirpathpy.models import models
 
 from carebase.fhir.definitions.loader import get_definitions
 from carebase.fhir.search_expression import (
@@ -22,13 +19,12 @@ from carebase.fhir.search_expression import (
     compile_for,
     coverage,
     plain,
-    rewrite_resolve,
 )
 from carebase.fhir.search_expression_parser import UnsupportedExpression, parse
 from carebase.fhir.search_expression_steps import reference_is, reference_type
+from fhirpath_oracle import compiled
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "data" / "r4-examples.ndjson.gz"
-_AS = re.compile(r"\(([A-Za-z.]+) as ([A-Za-z]+)\)")
 
 
 def _canon(values: list[Any]) -> set[bytes]:
@@ -43,19 +39,8 @@ class _Oracle:
     the search spec means a filter there, so we then ask for `x.ofType(T)`.
     """
 
-    def __init__(self) -> None:
-        self._cache: dict[str, tuple[Callable[..., Any], Callable[..., Any]]] = {}
-
     def __call__(self, expr: str, resource: dict[str, Any]) -> set[bytes] | None:
-        fns = self._cache.get(expr)
-        if fns is None:
-            text = rewrite_resolve(expr)
-            lenient = _AS.sub(r"\1.ofType(\2)", text).replace(".as(", ".ofType(")
-            fns = (
-                fhirpathpy.compile(text, models["r4"]),
-                fhirpathpy.compile(lenient, models["r4"]),
-            )
-            self._cache[expr] = fns
+        fns = compiled(expr)
         try:
             try:
                 return _canon(fns[0](copy.deepcopy(resource)))

@@ -10,21 +10,15 @@ from __future__ import annotations
 
 import copy
 import math
-import re
 import unicodedata
-from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
-import fhirpathpy
-from fhirpathpy.models import models
-
 from carebase.fhir.definitions.loader import get_definitions
-from carebase.fhir.search_expression import plain, rewrite_resolve
+from carebase.fhir.search_expression import plain
 from carebase.store.index_values import date_range
+from fhirpath_oracle import compiled
 
-_AS = re.compile(r"\(([A-Za-z.]+) as ([A-Za-z]+)\)")
-_COMPILED: dict[str, tuple[Callable[..., Any], Callable[..., Any]]] = {}
 _NAME_KEYS = ("family", "given", "prefix", "suffix", "text")
 _ADDRESS_KEYS = ("line", "city", "district", "state", "postalCode", "country", "text")
 _PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
@@ -37,15 +31,7 @@ def param(type_: str, code: str) -> Any:
 def values(resource: dict[str, Any], code: str) -> list[Any]:
     """The parameter's expression evaluated on `resource` (plain JSON values)."""
     expr = param(resource["resourceType"], code).expression
-    fns = _COMPILED.get(expr)
-    if fns is None:
-        text = rewrite_resolve(expr)
-        lenient = _AS.sub(r"\1.ofType(\2)", text).replace(".as(", ".ofType(")
-        fns = (
-            fhirpathpy.compile(text, models["r4"]),
-            fhirpathpy.compile(lenient, models["r4"]),
-        )
-        _COMPILED[expr] = fns
+    fns = compiled(expr)
     node = copy.deepcopy(resource)
     try:
         out = fns[0](node, {"resource": node})
