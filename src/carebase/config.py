@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 
@@ -43,7 +43,6 @@ class Settings:
     pool_size: int = 10
     #: PostgreSQL statement_timeout: the longest one SQL statement may run.
     statement_timeout_ms: int = 30_000
-    extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls) -> Settings:

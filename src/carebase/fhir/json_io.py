@@ -76,11 +76,12 @@ def loads(raw: bytes | str) -> Any:
     including NaN/Infinity and integers beyond 64 bits, which JSON and orjson refuse.
     """
     data = raw.encode() if isinstance(raw, str) else raw
-    if _all_round_trip(data) or _SURROGATE_ESCAPE.search(data):
+    lossless = _all_round_trip(data)
+    if lossless or _SURROGATE_ESCAPE.search(data):
         # orjson is also the judge of escaped surrogates, which the stdlib lets through
         # unpaired (and orjson could then not write back).
         value = orjson.loads(data)
-        if _all_round_trip(data):
+        if lossless:
             return value
     try:
         return json.loads(
