@@ -16,12 +16,9 @@ from carebase.store.base import StoredResource
 from carebase.store.indexer import index_resource
 from carebase.store.repository import COLUMNS, SqlTransaction
 from carebase.store.sql_rows import row_to_stored
-from carebase.store.sql_store import Cursor, SqlStore, to_pyformat
+from carebase.store.sql_store import READ_SQL, Cursor, SqlStore, to_pyformat
 
-_READ_SQL = (
-    "SELECT type, id, version, last_updated, deleted, body FROM resource"
-    " WHERE type = %s AND id = %s"
-)
+_READ_SQL = to_pyformat(READ_SQL)
 # Arbitrary constant key for pg_advisory_xact_lock around migrations.
 _MIGRATION_LOCK = 0x43415245
 

@@ -22,6 +22,8 @@ from carebase.store.search_sql import build_search
 from carebase.store.sql_rows import row_to_stored
 
 _COLUMNS = "type, id, version, last_updated, deleted, body"
+#: Read by id: the current version or tombstone (`?` placeholders; see `to_pyformat`).
+READ_SQL = f"SELECT {_COLUMNS} FROM resource WHERE type = ? AND id = ?"
 # A version row has no body while it is the current version (the body is in `resource`).
 _VERSION_COLUMNS = (
     "type, id, version, last_updated, interaction, COALESCE(body, (SELECT r.body FROM resource r"
@@ -132,9 +134,7 @@ class SqlStore(Store):
     # --- reads --------------------------------------------------------------------------------
     def read(self, type_: str, id_: str) -> StoredResource | None:
         with self._reading() as cur:
-            row = cur.execute(
-                self.q(f"SELECT {_COLUMNS} FROM resource WHERE type = ? AND id = ?"), (type_, id_)
-            ).fetchone()
+            row = cur.execute(self.q(READ_SQL), (type_, id_)).fetchone()
         return row_to_stored(row) if row else None
 
     def vread(self, type_: str, id_: str, version: int) -> StoredResource | None:

@@ -15,7 +15,7 @@ from carebase.store.base import StoredResource
 from carebase.store.indexer import index_resource
 from carebase.store.repository import SqlTransaction
 from carebase.store.sql_rows import row_to_stored
-from carebase.store.sql_store import Cursor, SqlStore
+from carebase.store.sql_store import READ_SQL, Cursor, SqlStore
 
 BUSY_TIMEOUT_MS = 30_000
 #: Most units of work one COMMIT may carry (bounds the wait of the first in a busy stream).
@@ -119,15 +119,7 @@ class SQLiteStore(SqlStore):
 
     def read(self, type_: str, id_: str) -> StoredResource | None:
         # The hot path: one prepared statement on this thread's connection, no context managers.
-        row = (
-            self._conn()
-            .execute(
-                "SELECT type, id, version, last_updated, deleted, body FROM resource"
-                " WHERE type = ? AND id = ?",
-                (type_, id_),
-            )
-            .fetchone()
-        )
+        row = self._conn().execute(READ_SQL, (type_, id_)).fetchone()
         return row_to_stored(row) if row else None
 
     async def read_async(self, type_: str, id_: str) -> StoredResource | None:
