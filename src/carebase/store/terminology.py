@@ -242,11 +242,12 @@ class Terminology:
 
     # --- reading held resources ------------------------------------------------------------
     def _held(self, type_: str, params: list[tuple[str, str]]) -> dict[str, Any] | None:
-        """The newest matching resource (several versions of one canonical may be held)."""
+        """The newest matching resource (several versions of one canonical may be held):
+        the last updated, and of those written at once, the last stored."""
         entries = self.store.search(type_, params, count=_PAGE, with_total=False).entries
         if not entries:
             return None
-        newest = max(entries, key=lambda e: e.last_updated)
+        newest = max(enumerate(entries), key=lambda pair: (pair[1].last_updated, pair[0]))[1]
         return loads(newest.body) if newest.body is not None else None
 
     def _canonical(self, type_: str, url: str, version: str | None) -> dict[str, Any] | None:
