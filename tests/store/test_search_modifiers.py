@@ -3,8 +3,11 @@ SQL conditions run on both databases, compared with matches worked out here in P
 
 from __future__ import annotations
 
+import tarfile
+from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from terminology_data import (
     BODY,
@@ -411,3 +414,99 @@ def test_of_type(store: Store, values: list[tuple[str, str, str]]) -> None:
     raw = ["|".join(escape(p) for p in v) for v in values]
     got = run(store, "Patient", condition(None, "Patient", "identifier:of-type", raw))
     assert got == {p for p in PATIENTS if any(_of_type(p, *v) for v in values)}
+
+
+# ----------------------------------------------------------------------- on Synthea data
+
+
+def _synthea(store: Store, synthea_tar: Path, bundles: int = 3) -> dict[str, dict[str, Any]]:
+    """Patients, Observations and Conditions of the first patient Bundles, stored by id."""
+    stored: dict[str, dict[str, Any]] = {}
+    with tarfile.open(synthea_tar) as tar:
+        members = [m for m in tar if m.isfile() and Path(m.name).name[0].isupper()]
+        for member in members[:bundles]:
+            extracted = tar.extractfile(member)
+            assert extracted is not None
+            with store.transaction() as tx:
+                for entry in orjson.loads(extracted.read())["entry"]:
+                    resource = entry["resource"]
+                    if resource["resourceType"] in ("Patient", "Observation", "Condition"):
+                        tx.update(resource["resourceType"], resource["id"], resource)
+                        stored[resource["id"]] = resource
+    return stored
+
+
+def _codings(resource: dict[str, Any]) -> set[Code]:
+    return {(c.get("system"), c["code"]) for c in resource.get("code", {}).get("coding", ())}
+
+
+def test_synthea_of_type_in_and_below(store: Store, synthea_tar: Path) -> None:
+    stored = _synthea(store, synthea_tar)
+    patients = {i: r for i, r in stored.items() if r["resourceType"] == "Patient"}
+    typed = [
+        (c["system"], c["code"], ident["value"])
+        for p in patients.values()
+        for ident in p["identifier"]
+        for c in ident.get("type", {}).get("coding", ())
+    ]
+    assert {"MR", "SS", "DL"} <= {t[1] for t in typed}
+    for system, code, value in typed:
+        want = {
+            i
+            for i, p in patients.items()
+            for ident in p["identifier"]
+            if ident["value"] == value
+            and any(
+                (c["system"], c["code"]) == (system, code)
+                for c in ident.get("type", {}).get("coding", ())
+            )
+        }
+        raw = f"{system}|{code}|{value}"
+        assert (
+            run(store, "Patient", condition(None, "Patient", "identifier:of-type", [raw])) == want
+        )
+
+    # a value set and a small SNOMED hierarchy made of codes found in the data
+    conditions = {i: r for i, r in stored.items() if r["resourceType"] == "Condition"}
+    observations = {i: r for i, r in stored.items() if r["resourceType"] == "Observation"}
+    snomed = "http://snomed.info/sct"
+    found = sorted({c for r in conditions.values() for s, c in _codings(r) if s == snomed})
+    loinc = sorted({c for r in observations.values() for s, c in _codings(r) if s == LOINC})
+    assert len(found) >= 3 and len(loinc) >= 3
+    chosen = {(LOINC, c) for c in loinc[::3]}
+    root, kids = found[0], found[1:3]
+    with store.transaction() as tx:
+        tx.update(
+            "ValueSet",
+            "labs",
+            {
+                "resourceType": "ValueSet",
+                "url": "urn:vs:labs",
+                "status": "active",
+                "compose": {
+                    "include": [{"system": LOINC, "concept": [{"code": c} for _, c in chosen]}]
+                },
+            },
+        )
+        tx.update(
+            "CodeSystem",
+            "snomed-part",
+            {
+                "resourceType": "CodeSystem",
+                "url": snomed,
+                "status": "active",
+                "content": "fragment",
+                "concept": [{"code": root, "concept": [{"code": k} for k in kids]}],
+            },
+        )
+    in_labs = {i for i, r in observations.items() if _codings(r) & chosen}
+    assert in_labs and in_labs != set(observations)
+    got = run(store, "Observation", condition(store, "Observation", "code:in", ["urn:vs:labs"]))
+    assert got == in_labs
+    got = run(store, "Observation", condition(store, "Observation", "code:not-in", ["urn:vs:labs"]))
+    assert got == set(observations) - in_labs
+    below = {(snomed, c) for c in [root, *kids]}
+    want = {i for i, r in conditions.items() if _codings(r) & below}
+    assert want
+    got = run(store, "Condition", condition(store, "Condition", "code:below", [f"{snomed}|{root}"]))
+    assert got == want
