@@ -206,7 +206,16 @@ def test_terminology_modifiers_need_a_store(modifier: str) -> None:
         ("code:below", "|A", "value '\\|A' is not a code for :below"),
         ("code:below", f"{BODY}|", "is not a code for :below"),
         ("code:below", "", "value '' is empty"),
-        ("code:of-type", f"{V2}|MR", "is not an identifier type and value .*system\\|code\\|value"),
+        (
+            "identifier:of-type",
+            f"{V2}|MR",
+            "is not an identifier type and value .*system\\|code\\|value",
+        ),
+        (
+            "code:of-type",
+            f"{V2}|MR|1",
+            "':of-type' is only valid for a parameter on Identifier elements",
+        ),
         ("identifier:of-type", "|MR|123", "is not an identifier type and value"),
         ("identifier:of-type", f"{V2}||123", "is not an identifier type and value"),
         ("identifier:of-type", f"{V2}|MR|", "is not an identifier type and value"),

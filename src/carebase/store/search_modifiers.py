@@ -23,6 +23,7 @@ import orjson
 
 from carebase.errors import BadRequest, TooCostly
 from carebase.fhir.definitions.model import SearchParam
+from carebase.fhir.search_expression import compile_for
 from carebase.store.schema import param_key
 from carebase.store.terminology import CodeSet, Terminology
 
@@ -68,6 +69,12 @@ def modifier_condition(
             location=name,
         )
     if modifier == "of-type":
+        if param.expression is None or not _has_identifiers(type_, param.expression):
+            raise BadRequest(
+                f"Search parameter '{name}': modifier ':of-type' is only valid for a parameter "
+                "on Identifier elements (such as identifier)",
+                location=name,
+            )
         sql, args = _of_type_condition(search_sql, values, name)
         return f"rid IN (SELECT rid FROM idx_token WHERE pkey = ? AND {sql})", [
             param_key(type_, f"{param.code}:of-type"),
@@ -86,6 +93,12 @@ def modifier_condition(
         param_key(type_, param.code),
         *args,
     ]
+
+
+def _has_identifiers(type_: str, expression: str) -> bool:
+    """Whether a token parameter's values can be Identifiers (extensions may hold them)."""
+    kinds = {branch.type for branch in compile_for(expression, type_).branches}
+    return bool(kinds & {"Identifier", "Extension", "*"})
 
 
 def _terminology_codes(
