@@ -225,3 +225,21 @@ def test_code_without_system_scans_pages_of_code_systems(store: Store) -> None:
         ("urn:cs:50", "shared"),
         ("urn:cs:100", "shared"),
     }
+
+
+def test_one_instance_sees_code_systems_change(terminology: Terminology, store: Store) -> None:
+    assert set(terminology.subsumption(OTHER, "X", "below").codes) == {(OTHER, "X")}
+    assert terminology.code_system(OTHER) is terminology.code_system(OTHER)  # parsed once
+    with store.transaction() as tx:
+        tx.update(
+            "CodeSystem",
+            "other",
+            {"resourceType": "CodeSystem", "url": OTHER, "status": "active",
+             "content": "complete", "concept": [{"code": "X", "concept": [{"code": "Y"}]}]},
+        )  # fmt: skip
+    assert set(terminology.subsumption(OTHER, "X", "below").codes) == {(OTHER, "X"), (OTHER, "Y")}
+    assert set(terminology.expand(VS + "whole-held").codes) == {(OTHER, "X"), (OTHER, "Y")}
+    with store.transaction() as tx:
+        tx.delete("CodeSystem", "other")
+    assert terminology.code_system(OTHER) is None
+    assert terminology.expand(VS + "whole-held").open_systems == {OTHER: frozenset()}

@@ -2,8 +2,9 @@
 `:below` token search modifiers.
 
 `Terminology(store)` reads ValueSet and CodeSystem resources through `store.search` when a
-query is built. It keeps no cache, so one instance may live as long as its store and always
-sees the current resources.
+query is built. It caches parsed CodeSystems by resource id and version only, so one instance
+may live as long as its store (better: they are parsed once) and always sees the current
+resources.
 
 - `expand(reference)`: the codes of a ValueSet given by canonical URL (`url` or
   `url|version`) or literal reference (`ValueSet/id`). A stored `expansion` is used when it is
@@ -23,6 +24,7 @@ code adds the parameter's name.
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import reduce
@@ -30,7 +32,7 @@ from typing import Any, Literal
 
 from carebase.errors import BadRequest, TooCostly
 from carebase.fhir.json_io import loads
-from carebase.store.base import Store
+from carebase.store.base import Store, StoredResource
 from carebase.store.index_values import escape_part
 
 #: the most codes one expansion (or subsumption) may have
@@ -38,6 +40,8 @@ MAX_CODES = 10_000
 #: the most CodeSystem resources searched for a code given without its system
 MAX_SCANNED_CODE_SYSTEMS = 1_000
 _PAGE = 100
+#: parsed CodeSystems kept per Terminology (each keyed by resource id and version)
+_CACHED_CODE_SYSTEMS = 32
 _PARENT_URI = "http://hl7.org/fhir/concept-properties#parent"
 _CHILD_URI = "http://hl7.org/fhir/concept-properties#child"
 _FILTER_OPS = frozenset(
@@ -234,6 +238,8 @@ class Terminology:
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        #: (id, version) -> the parsed CodeSystem (None: content not-present), newest last
+        self._views: OrderedDict[tuple[str, int], CodeSystemView | None] = OrderedDict()
 
     @property
     def dialect(self) -> Literal["sqlite", "postgresql"]:
@@ -241,43 +247,54 @@ class Terminology:
         return self.store.dialect
 
     # --- reading held resources ------------------------------------------------------------
-    def _held(self, type_: str, params: list[tuple[str, str]]) -> dict[str, Any] | None:
+    def _newest(self, type_: str, params: list[tuple[str, str]]) -> StoredResource | None:
         """The newest matching resource (several versions of one canonical may be held):
         the last updated, and of those written at once, the last stored."""
         entries = self.store.search(type_, params, count=_PAGE, with_total=False).entries
         if not entries:
             return None
-        newest = max(enumerate(entries), key=lambda pair: (pair[1].last_updated, pair[0]))[1]
-        return loads(newest.body) if newest.body is not None else None
+        return max(enumerate(entries), key=lambda pair: (pair[1].last_updated, pair[0]))[1]
 
-    def _canonical(self, type_: str, url: str, version: str | None) -> dict[str, Any] | None:
+    def _canonical(self, type_: str, url: str, version: str | None) -> StoredResource | None:
         params = [("url", escape_part(url))]
         if version:
             params.append(("version", escape_part(version)))
-        return self._held(type_, params)
+        return self._newest(type_, params)
 
     def value_set(self, reference: str) -> dict[str, Any]:
         """The ValueSet `url`, `url|version` or `ValueSet/id` held here (else BadRequest)."""
         parts = reference.split("/")
         if len(parts) == 2 and parts[0] == "ValueSet" and parts[1]:
-            found = self._held("ValueSet", [("_id", escape_part(parts[1]))])
+            found = self._newest("ValueSet", [("_id", escape_part(parts[1]))])
         else:
             url, _, version = reference.partition("|")
             found = self._canonical("ValueSet", url, version or None)
-        if found is None:
+        if found is None or found.body is None:
             raise BadRequest(
                 f"the value set '{reference}' is not held by this server (store it as a "
                 "ValueSet resource to search with it)"
             )
-        return found
+        resource: dict[str, Any] = loads(found.body)
+        return resource
+
+    def _view(self, stored: StoredResource) -> CodeSystemView | None:
+        """A stored CodeSystem read for its concepts (None when they are not present)."""
+        key = (stored.id, stored.version)
+        if key in self._views:
+            self._views.move_to_end(key)
+            return self._views[key]
+        resource = loads(stored.body) if stored.body is not None else {}
+        view = CodeSystemView(resource) if resource.get("content") != "not-present" else None
+        self._views[key] = view
+        if len(self._views) > _CACHED_CODE_SYSTEMS:
+            self._views.popitem(last=False)
+        return view
 
     def code_system(self, url: str, version: str | None = None) -> CodeSystemView | None:
         """The CodeSystem `url` (at `version`) held here with its concepts, else None
         (also when the held resource leaves its concepts out: content `not-present`)."""
         found = self._canonical("CodeSystem", url, version)
-        if found is None or found.get("content") == "not-present":
-            return None
-        return CodeSystemView(found)
+        return self._view(found) if found is not None else None
 
     def _all_code_systems(self) -> Iterator[CodeSystemView]:
         cursor, seen = None, 0
@@ -290,10 +307,9 @@ class Terminology:
                         f"more than {MAX_SCANNED_CODE_SYSTEMS:,} CodeSystems are held: give the "
                         "code with its system (system|code)"
                     )
-                if entry.body is not None:
-                    resource = loads(entry.body)
-                    if resource.get("content") != "not-present":
-                        yield CodeSystemView(resource)
+                view = self._view(entry)
+                if view is not None:
+                    yield view
             cursor = page.next_cursor
             if cursor is None:
                 return
