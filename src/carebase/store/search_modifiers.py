@@ -1,6 +1,6 @@
 """Token and uri modifiers that need terminology or special index rows.
 
-- token `:in` / `:not-in`: codes of a ValueSet held by the server (`store.terminology`);
+- token `:in` / `:not-in`: codes of a ValueSet held by the server (`terminology.Terminology`);
   `:not-in` has `:not` semantics (also resources without the element).
 - token `:below` / `:above`: the code and its descendants / ancestors in a CodeSystem held by
   the server.
@@ -25,7 +25,7 @@ from carebase.errors import BadRequest, TooCostly
 from carebase.fhir.definitions.model import SearchParam
 from carebase.fhir.search_expression import compile_for
 from carebase.store.schema import param_key
-from carebase.store.terminology import CodeSet, Terminology
+from carebase.store.terminology import CodeSet, Direction, Terminology
 
 Condition = tuple[str, list[Any]]
 
@@ -114,7 +114,8 @@ def _terminology_codes(
                 found = terminology.expand(sql_mod._unescape(raw))
             else:
                 system, code = _system_code(sql_mod, raw, name, modifier)
-                found = terminology.subsumption(system, code, modifier)  # type: ignore[arg-type]
+                direction: Direction = "below" if modifier == "below" else "above"
+                found = terminology.subsumption(system, code, direction)
             result = result | found
         except TooCostly as exc:
             raise TooCostly(f"Search parameter '{name}': {exc.message}", location=name) from None
