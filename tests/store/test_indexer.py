@@ -281,3 +281,66 @@ def test_every_synthea_resource_indexes(synthea_tar: Path) -> None:
                     assert any(r[0] == "code" for r in rows.token)
                     assert rows.date
     assert counts.get("Observation", 0) > 100
+
+
+# ----------------------------------------------------------------------- :of-type rows
+
+V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"
+
+
+def test_identifier_of_type_rows() -> None:
+    rows = rows_of(
+        {
+            "resourceType": "Patient",
+            "identifier": [
+                {
+                    "system": "urn:mrn",
+                    "value": "42",
+                    "type": {
+                        "coding": [{"system": V2_0203, "code": "MR"}, {"code": "local"}],
+                        "text": "MRN",
+                    },
+                },
+                {"system": "urn:x", "type": {"coding": [{"system": V2_0203, "code": "SS"}]}},
+                {"value": "7", "type": {"text": "no codings"}},
+                {"value": "8", "type": {"coding": [{"system": V2_0203, "display": "no code"}]}},
+            ],
+            "generalPractitioner": [
+                {"identifier": {"value": "77", "type": {"coding": [{"code": "NPI"}]}}}
+            ],
+        }
+    )
+    # (param, type coding's system, identifier value, type coding's code)
+    assert [r for r in rows.token if r[0].endswith(":of-type")] == [
+        ("identifier:of-type", V2_0203, "42", "MR"),
+        ("identifier:of-type", None, "42", "local"),
+    ]
+    assert ("identifier", "urn:mrn", "42", "MRN") in rows.token  # the plain rows stay as they were
+    assert ("identifier", None, "7", "no codings") in rows.token
+
+
+def test_synthea_patients_get_of_type_rows(synthea_tar: Path) -> None:
+    indexer = Indexer(BASE)
+    checked = 0
+    with tarfile.open(synthea_tar) as tar:
+        for member in list(tar)[:5]:
+            if not member.name.endswith(".json"):
+                continue
+            data = tar.extractfile(member)
+            assert data is not None
+            for entry in orjson.loads(data.read()).get("entry", ()):
+                patient = entry["resource"]
+                if patient["resourceType"] != "Patient":
+                    continue
+                expected = {
+                    ("identifier:of-type", c.get("system"), ident["value"], c["code"])
+                    for ident in patient["identifier"]
+                    if "value" in ident
+                    for c in ident.get("type", {}).get("coding", ())
+                }
+                kinds = {row[3] for row in expected}
+                assert {"MR", "SS"} <= kinds  # Synthea types its identifiers (MR, SS, DL, PPN)
+                rows = indexer.index(patient)
+                assert {r for r in rows.token if r[0] == "identifier:of-type"} == expected
+                checked += 1
+    assert checked > 0

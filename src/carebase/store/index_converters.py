@@ -164,12 +164,19 @@ def _token(vtype: str, code: str, system: str | None, ctx: Context) -> Convert |
             (code, v.get("system"), v.get("code"), v.get("display"))
         )
     if vtype == "Identifier":
+        of_type = code + ":of-type"
 
         def identifier(v: Any, rows: IndexRows) -> None:
             value, sys_ = v.get("value"), v.get("system")
             if value is not None or sys_ is not None:
                 kind = v.get("type")
                 rows.token.append((code, sys_, value, kind.get("text") if kind else None))
+                # `:of-type` rows: (type coding's system, identifier value, type coding's code)
+                # - the value in `code`, the selective column of the token index
+                if kind and value is not None:
+                    for c in kind.get("coding", ()):
+                        if c.get("code") is not None:
+                            rows.token.append((of_type, c.get("system"), value, c["code"]))
 
         return identifier
     if vtype == "ContactPoint":
