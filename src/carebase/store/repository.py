@@ -103,8 +103,8 @@ class SqlTransaction(Transaction):
         self, type_: str, params: list[tuple[str, str]], *, limit: int | None = None
     ) -> list[str]:
         self.flush()
-        dialect = "postgresql" if self._lock_suffix else "sqlite"  # FOR UPDATE: PostgreSQL
-        criteria = build_search(type_, params, dialect=dialect)
+        postgres = bool(self._lock_suffix)  # only PostgreSQL locks rows with FOR UPDATE
+        criteria = build_search(type_, params, dialect="postgresql" if postgres else "sqlite")
         where, args = criteria.where, criteria.args
         sql = f"SELECT id FROM resource WHERE {' AND '.join(where)} ORDER BY rid"
         if limit is not None:

@@ -16,14 +16,14 @@ from carebase.store.search_sql import (
     RANK_EQUAL,
     Criterion,
     SearchContext,
-    conjunction,
     criterion,
     index_criterion,
     keyed,
     or_conditions,
+    typed,
     unknown,
 )
-from carebase.store.search_values import Condition, unescape
+from carebase.store.search_values import Condition, Dialect, unescape
 
 _HAS_FORM = (
     "expected _has:[type]:[reference parameter of that type]:[parameter]=[value], "
@@ -31,10 +31,20 @@ _HAS_FORM = (
 )
 
 
-def _current(type_: str, crit: Criterion) -> Condition:
-    """`SELECT id` of current resources of `type_` meeting `crit`."""
-    sql, args = conjunction([crit])
-    return f"SELECT id FROM resource WHERE type = ? AND deleted = 0 AND {sql}", [type_, *args]
+def _current(ctx: SearchContext, type_: str, crit: Criterion, column: str = "id") -> Condition:
+    """`SELECT id` (or `rid`) of current resources of `type_` meeting `crit`."""
+    sql, args = typed(ctx.dialect, type_, [crit])
+    return f"SELECT {column} FROM resource WHERE {sql} AND deleted = 0", args
+
+
+def _nested(ctx: SearchContext, type_: str, full: str, rest: str, raw: str) -> Criterion:
+    """The criterion of the chain's remainder `rest`; its errors name the whole parameter."""
+    try:
+        return criterion(ctx, type_, rest, raw)
+    except BadRequest as exc:
+        if f"'{full}'" in exc.message:
+            raise
+        raise type(exc)(f"In search parameter '{full}': {exc.message}", location=full) from None
 
 
 def _defines(type_: str, code: str) -> bool:
@@ -77,15 +87,12 @@ def chain(ctx: SearchContext, type_: str, name: str, raw: str) -> Criterion:
     alternatives: list[Condition] = []
     rank = RANK_EQUAL
     for target in candidates:
-        inner = criterion(ctx, target, rest, raw)
+        inner = _nested(ctx, target, name, rest, raw)
         rank = max(rank, inner.rank)
-        select, args = _current(target, inner)
-        alternatives.append(
-            (f"(target_type = ? AND target_id IN ({select}))", [target, *args])
-        )
-    return index_criterion(
-        rank, "idx_reference", keyed([param_key(type_, code)], or_conditions(alternatives))
-    )
+        select, args = _current(ctx, target, inner)
+        alternatives.append((f"(target_type = ? AND target_id IN ({select}))", [target, *args]))
+    inner_sql = keyed([param_key(type_, code)], or_conditions(alternatives))
+    return index_criterion(ctx.dialect, rank, "idx_reference", inner_sql)
 
 
 def reverse_chain(ctx: SearchContext, type_: str, name: str, raw: str) -> Criterion:
@@ -102,13 +109,13 @@ def reverse_chain(ctx: SearchContext, type_: str, name: str, raw: str) -> Criter
         raise unknown(name, f"'{ref}' is not a reference parameter of {source}; {_HAS_FORM}")
     if param.targets and type_ not in param.targets:
         raise unknown(name, f"'{ref}' of {source} never refers to {type_}; {_HAS_FORM}")
-    inner = criterion(ctx, source, rest, raw)
-    sql, args = conjunction([inner])
+    inner = _nested(ctx, source, name, rest, raw)
+    sources, args = _current(ctx, source, inner, "rid")
     select = (
-        "SELECT target_id FROM idx_reference WHERE pkey = ? AND target_type = ? AND rid IN "
-        f"(SELECT rid FROM resource WHERE type = ? AND deleted = 0 AND {sql})"
+        "SELECT target_id FROM idx_reference WHERE pkey = ? AND target_type = ? "
+        f"AND rid IN ({sources})"
     )
-    return Criterion(inner.rank, (f"id IN ({select})", [param_key(source, ref), type_, source, *args]))
+    return Criterion(inner.rank, (f"id IN ({select})", [param_key(source, ref), type_, *args]))
 
 
 def in_lists(type_: str | None, values: list[str]) -> Criterion:
@@ -125,11 +132,14 @@ def in_lists(type_: str | None, values: list[str]) -> Criterion:
             f" WHERE pkey = ? AND {lists})"
         )
         return Criterion(RANK_EQUAL, (sql, [param_key("List", "item"), *ids]))
-    sql = f"id IN (SELECT target_id FROM idx_reference WHERE pkey = ? AND target_type = ? AND {lists})"
+    sql = (
+        "id IN (SELECT target_id FROM idx_reference WHERE pkey = ? AND target_type = ? AND "
+        f"{lists})"
+    )
     return Criterion(RANK_EQUAL, (sql, [param_key("List", "item"), type_, *ids]))
 
 
-def compartment_criterion(type_: str, compartment: tuple[str, str]) -> Criterion:
+def compartment_criterion(dialect: Dialect, type_: str, compartment: tuple[str, str]) -> Criterion:
     """The resource is in the compartment (`("Patient", id)`), per R4's Patient compartment:
     it refers to the patient through one of its type's compartment parameters (the Patient
     itself is in its own compartment)."""
@@ -147,6 +157,7 @@ def compartment_criterion(type_: str, compartment: tuple[str, str]) -> Criterion
             location=type_,
         )
     refs = index_criterion(
+        dialect,
         RANK_EQUAL,
         "idx_reference",
         keyed(

@@ -143,20 +143,33 @@ class Criterion:
     rank: int
     driver: Condition
     correlated: Condition | None = None  # None: the driver form is fine anywhere
+    #: a selective `rid IN (...)`: better than any other index to find the rows
+    drives: bool = False
 
     def as_check(self) -> Condition:
         """The form for a criterion that does not drive the query."""
         return self.correlated or self.driver
 
 
-def index_criterion(rank: int, table: str, inner: Condition, negate: bool = False) -> Criterion:
-    """A criterion `inner` (pkey and column conditions) holds for some row of `table`."""
+def index_criterion(
+    dialect: Dialect, rank: int, table: str, inner: Condition, negate: bool = False
+) -> Criterion:
+    """A criterion `inner` (pkey and column conditions) holds for some row of `table`.
+
+    On SQLite the correlated form writes `+x.pkey`: without statistics SQLite would probe the
+    (pkey, ...) lookup index for each row, scanning every row of that parameter, instead of
+    the rid index that finds the row's few entries.
+    """
     sql, args = inner
-    exists = f"EXISTS (SELECT 1 FROM {table} x WHERE x.rid = resource.rid AND {sql})"
+    check = f"+x.{sql}" if dialect == "sqlite" and sql.startswith("pkey") else sql
+    exists = f"EXISTS (SELECT 1 FROM {table} x WHERE x.rid = resource.rid AND {check})"
     if negate:
         return Criterion(RANK_NEGATED, (f"NOT {exists}", list(args)))
     return Criterion(
-        rank, (f"rid IN (SELECT rid FROM {table} WHERE {sql})", list(args)), (exists, list(args))
+        rank,
+        (f"rid IN (SELECT rid FROM {table} WHERE {sql})", list(args)),
+        (exists, list(args)),
+        drives=rank <= RANK_URI,
     )
 
 
@@ -195,6 +208,16 @@ def conjunction(criteria: list[Criterion]) -> Condition:
     ordered = sorted(criteria, key=lambda c: c.rank)
     parts = [ordered[0].driver] + [c.as_check() for c in ordered[1:]]
     return " AND ".join(p[0] for p in parts), [a for p in parts for a in p[1]]
+
+
+def typed(dialect: Dialect, type_: str, criteria: list[Criterion]) -> Condition:
+    """`type = ? AND <conjunction>`. On SQLite, when a selective criterion drives, `+type`
+    keeps SQLite (which has no statistics) from scanning the type index instead."""
+    if not criteria:
+        return "type = ?", [type_]
+    sql, args = conjunction(criteria)
+    drives = dialect == "sqlite" and min(criteria, key=lambda c: c.rank).drives
+    return f"{'+' if drives else ''}type = ? AND {sql}", [type_, *args]
 
 
 class SearchContext:
@@ -286,23 +309,16 @@ def criterion(ctx: SearchContext, type_: str | None, name: str, raw: str) -> Cri
     code, _, modifier = name.partition(":")
     if code == "_type":
         raise unknown(name, "_type is only valid when searching all types (/fhir?_type=...)")
+    if code in ("_id", "_lastUpdated", "_text", "_content", "_list"):
+        if modifier:
+            raise unknown(name, f"modifier ':{modifier}' is not supported on {code}")
+        return _special(ctx, type_, code, name, _values(name, raw))
     param = resolve_param(type_, code, name)
     if modifier:
-        if code in ("_id", "_lastUpdated", "_text", "_content", "_list"):
-            raise unknown(name, f"modifier ':{modifier}' is not supported on {code}")
         _check_modifier(param, modifier, name)
     if modifier == "missing":
-        return _missing(type_, param, name, raw)
+        return _missing(ctx, type_, param, name, raw)
     values = _values(name, raw)
-    if code == "_id":
-        return Criterion(RANK_ID, (f"id IN ({', '.join('?' * len(values))})", list(map(unescape, values))))
-    if code == "_lastUpdated":
-        conds = [date_condition(name, v, "last_updated", "last_updated") for v in values]
-        return Criterion(RANK_DATE, or_conditions(conds))
-    if code in ("_text", "_content"):
-        return Criterion(RANK_WEAK, search_text.text_condition(ctx.dialect, code, values, name))
-    if code == "_list":
-        return search_chain.in_lists(type_, values)
     if modifier in _DELEGATED_MODIFIERS.get(param.type, ()):
         if type_ is None:
             raise unknown(name, f"modifier ':{modifier}' needs a resource type to search")
@@ -314,6 +330,23 @@ def criterion(ctx: SearchContext, type_: str | None, name: str, raw: str) -> Cri
         assert type_ is not None
         return _composite(ctx, type_, param, name, values)
     return _plain(ctx, type_, param, name, modifier, values)
+
+
+def _special(
+    ctx: SearchContext, type_: str | None, code: str, name: str, values: list[str]
+) -> Criterion:
+    """`_id`, `_lastUpdated` (columns of `resource`), `_text`/`_content`, `_list`."""
+    from carebase.store import search_chain
+
+    if code == "_id":
+        marks = ", ".join("?" * len(values))
+        return Criterion(RANK_ID, (f"id IN ({marks})", [unescape(v) for v in values]))
+    if code == "_lastUpdated":
+        conds = [date_condition(name, v, "last_updated", "last_updated") for v in values]
+        return Criterion(RANK_DATE, or_conditions(conds))
+    if code == "_list":
+        return search_chain.in_lists(type_, values)
+    return Criterion(RANK_WEAK, search_text.text_condition(ctx.dialect, code, values, name))
 
 
 def _plain(
@@ -341,11 +374,13 @@ def _plain(
         assert type_ is not None
         conds = [token_condition(name, v) for v in values]
         inner = keyed([param_key(type_, f"{param.code}:identifier")], or_conditions(conds))
-        return index_criterion(RANK_EQUAL, "idx_token", inner)
+        return index_criterion(ctx.dialect, RANK_EQUAL, "idx_token", inner)
     conds = [_value_condition(ctx, ptype, modifier, name, v) for v in values]
     if modifier in ("contains", "text"):
         rank = RANK_WEAK
-    return index_criterion(rank, table, keyed(pkeys, or_conditions(conds)), modifier == "not")
+    return index_criterion(
+        ctx.dialect, rank, table, keyed(pkeys, or_conditions(conds)), modifier == "not"
+    )
 
 
 def _value_condition(
@@ -368,16 +403,19 @@ def _value_condition(
     return reference_condition(value, modifier or None)
 
 
-def _missing(type_: str | None, param: SearchParam, name: str, raw: str) -> Criterion:
+def _missing(
+    ctx: SearchContext, type_: str | None, param: SearchParam, name: str, raw: str
+) -> Criterion:
     """`:missing=true|false`: the resource has no / some value for the parameter."""
     if raw not in ("true", "false"):
         raise bad_value(name, raw, "must be true or false")
     missing = raw == "true"
     if param.type == "composite":
         assert type_ is not None
-        return _composite_missing(type_, param, missing)
+        return _composite_missing(ctx.dialect, type_, param, missing)
     table = _TABLES[param.type]
-    return index_criterion(RANK_WEAK, table, keyed(_pkeys(type_, param.code)), missing)
+    pkeys = keyed(_pkeys(type_, param.code))
+    return index_criterion(ctx.dialect, RANK_WEAK, table, pkeys, missing)
 
 
 def _components(type_: str, param: SearchParam) -> list[tuple[str, str]]:
@@ -420,19 +458,22 @@ def _composite(
             )
             conds.append(keyed([param_key(type_, param.code)], ("key = ?", [key])))
     table = _TABLES[last_type] if last_type in _RANGE_TYPES and len(comps) > 1 else "idx_composite"
-    return index_criterion(RANK_URI, table, or_conditions(conds))
+    return index_criterion(ctx.dialect, RANK_URI, table, or_conditions(conds))
 
 
-def _composite_missing(type_: str, param: SearchParam, missing: bool) -> Criterion:
+def _composite_missing(
+    dialect: Dialect, type_: str, param: SearchParam, missing: bool
+) -> Criterion:
     """`:missing` on a composite. Rows of range-typed composites are keyed by the other
     components' values, so their presence is read from the component parameters' rows
     (present when every component parameter has a value)."""
     comps = _components(type_, param)
     if comps[-1][1] not in _RANGE_TYPES or len(comps) == 1:
-        return index_criterion(RANK_WEAK, "idx_composite", keyed([param_key(type_, param.code)]), missing)
+        pkeys = keyed([param_key(type_, param.code)])
+        return index_criterion(dialect, RANK_WEAK, "idx_composite", pkeys, missing)
     present = [
-        index_criterion(RANK_WEAK, _TABLES[ctype], keyed([param_key(type_, code)])).as_check()
-        for code, ctype in comps
+        index_criterion(dialect, RANK_WEAK, _TABLES[t], keyed([param_key(type_, c)])).as_check()
+        for c, t in comps
     ]
     sql = "(" + " AND ".join(p[0] for p in present) + ")"
     args = [a for p in present for a in p[1]]
@@ -508,7 +549,8 @@ def build_search(
         types = [type_] if type_ else None
     if compartment is not None and types is None:
         types = sorted({"Patient", *get_definitions().patient_compartment})
-    per_type: dict[str | None, list[Criterion]] = {t: [] for t in types or [None]}
+    searched: list[str | None] = list(types) if types is not None else [None]
+    per_type: dict[str | None, list[Criterion]] = {t: [] for t in searched}
     for name, raw in params:
         if name in RESULT_PARAMETERS or name == "_type":
             continue
@@ -524,15 +566,12 @@ def build_search(
     if compartment is not None:
         for t, crits in per_type.items():
             assert t is not None
-            crits.append(compartment_criterion(t, compartment))
+            crits.append(compartment_criterion(dialect, t, compartment))
     where = ["deleted = 0"]
     args: list[Any] = []
     alternatives: list[Condition] = []
     for t, crits in per_type.items():
-        sql, a = conjunction(crits)
-        if t is not None:
-            sql, a = f"type = ? AND {sql}" if crits else "type = ?", [t, *a]
-        alternatives.append((sql, a))
+        alternatives.append(conjunction(crits) if t is None else typed(dialect, t, crits))
     if len(alternatives) == 1:
         sql, a = alternatives[0]
         if sql != "1 = 1":
@@ -543,4 +582,3 @@ def build_search(
         where.append(sql)
         args.extend(a)
     return SearchCriteria(where, args, tuple(ignored))
-

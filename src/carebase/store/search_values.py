@@ -297,7 +297,9 @@ def composite_part(name: str, ctype: str, value: str) -> str:
     if ctype == "quantity":
         parts = split_unescaped(value, "|")
         if len(parts) != 3:
-            raise bad_value(name, value, "is not a quantity component (expected number|system|code)")
+            raise bad_value(
+                name, value, "is not a quantity component (expected number|system|code)"
+            )
         number = number_bounds(name, parts[0])[0]
         return escape_part(f"{number!r}|{unescape(parts[1])}|{unescape(parts[2])}")
     if ctype == "date":
