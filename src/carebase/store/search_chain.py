@@ -111,8 +111,10 @@ def reverse_chain(ctx: SearchContext, type_: str, name: str, raw: str) -> Criter
         raise unknown(name, f"'{ref}' of {source} never refers to {type_}; {_HAS_FORM}")
     inner = _nested(ctx, source, name, rest, raw)
     sources, args = _current(ctx, source, inner, "rid")
+    # SQLite: find the sources' rows by rid, not every row of the parameter by pkey
+    pkey = "+pkey" if ctx.dialect == "sqlite" else "pkey"
     select = (
-        "SELECT target_id FROM idx_reference WHERE pkey = ? AND target_type = ? "
+        f"SELECT target_id FROM idx_reference WHERE {pkey} = ? AND target_type = ? "
         f"AND rid IN ({sources})"
     )
     return Criterion(inner.rank, (f"id IN ({select})", [param_key(source, ref), type_, *args]))

@@ -248,13 +248,8 @@ def _check_modifier(param: SearchParam, modifier: str, name: str) -> None:
 def is_supported(param: SearchParam) -> bool:
     """Whether this engine can search on `param` (what /metadata lists)."""
     if param.code in _SPECIAL:
-        return param.code not in ("_text", "_content") or search_text_available()
+        return True
     return param.expression is not None and param.type in _TABLES
-
-
-def search_text_available() -> bool:
-    """Whether full-text search is implemented (its module says so with `AVAILABLE`)."""
-    return bool(getattr(search_text, "AVAILABLE", True))
 
 
 def _values(name: str, raw: str) -> list[str]:
@@ -415,6 +410,18 @@ def _missing(
         return _composite_missing(ctx.dialect, type_, param, missing)
     table = _TABLES[param.type]
     pkeys = keyed(_pkeys(type_, param.code))
+    if param.type == "reference":  # a reference by identifier only is there too
+        by_id = keyed(_pkeys(type_, f"{param.code}:identifier"))
+        either = [
+            index_criterion(ctx.dialect, RANK_WEAK, t, k).as_check()
+            for t, k in (("idx_reference", pkeys), ("idx_token", by_id))
+        ]
+        sql, args = or_conditions(either)
+        return (
+            Criterion(RANK_NEGATED, (f"NOT {sql}", args))
+            if missing
+            else Criterion(RANK_WEAK, (sql, args))
+        )
     return index_criterion(ctx.dialect, RANK_WEAK, table, pkeys, missing)
 
 
