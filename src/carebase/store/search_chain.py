@@ -16,6 +16,7 @@ from carebase.store.search_sql import (
     RANK_EQUAL,
     Criterion,
     SearchContext,
+    UnknownParameter,
     criterion,
     index_criterion,
     keyed,
@@ -86,11 +87,21 @@ def chain(ctx: SearchContext, type_: str, name: str, raw: str) -> Criterion:
             )
     alternatives: list[Condition] = []
     rank = RANK_EQUAL
+    refused: list[UnknownParameter] = []
     for target in candidates:
-        inner = _nested(ctx, target, name, rest, raw)
+        try:
+            inner = _nested(ctx, target, name, rest, raw)
+        except UnknownParameter as exc:
+            # a target type where the rest of a longer chain leads nowhere is no candidate
+            if type_modifier:
+                raise
+            refused.append(exc)
+            continue
         rank = max(rank, inner.rank)
         select, args = _current(ctx, target, inner)
         alternatives.append((f"(target_type = ? AND target_id IN ({select}))", [target, *args]))
+    if not alternatives:
+        raise refused[0]
     inner_sql = keyed([param_key(type_, code)], or_conditions(alternatives))
     return index_criterion(ctx.dialect, rank, "idx_reference", inner_sql)
 
