@@ -1,8 +1,11 @@
-"""Basic search equals a brute-force FHIRPath evaluation, on Synthea data, on both databases.
+"""Search equals a brute-force FHIRPath evaluation, on Synthea data, on both databases.
 
 Queries are drawn (hypothesis, derandomized) from values that occur in the stored data -
 a resource, one of its type's parameters, one of its values, a modifier or prefix - plus
-random ones; `store.search` must return exactly the ids `search_reference` matches.
+random ones; `store.search` must return exactly the ids `search_reference` matches. Then
+the forms that span resources or components, drawn the same way: chains (one and two links),
+`_has`, composites (and their `:missing`), `_type`, the Patient compartment, `_list` and
+`:identifier`, run through `build_search` and compared with `search_reference.Reference`.
 To hunt wider: SR_EXAMPLES=2000 (examples per run) and SR_RANDOM=1 (fresh random draws).
 """
 
@@ -16,17 +19,26 @@ from typing import Any
 import orjson
 from hypothesis import HealthCheck, given, reject, settings
 from hypothesis import strategies as st
-from search_reference import matches, param, ranges_of, reference_of, strings_of, tokens_of
+from search_reference import (
+    Reference,
+    composite_roots,
+    matches,
+    param,
+    ranges_of,
+    reference_of,
+    strings_of,
+    tokens_of,
+)
 from search_reference import values as expression_values
 
 from carebase.fhir.definitions.loader import get_definitions
 from carebase.store.base import Store
-from carebase.store.search_sql import is_supported
+from carebase.store.search_sql import build_search, is_supported
 
 PATIENT_BUNDLES = 5
 EXAMPLES = int(os.environ.get("SR_EXAMPLES", "150"))
 _TYPES = {"string", "token", "date", "number", "quantity", "uri", "reference"}
-_PREFIXES = ["eq", "ne", "gt", "lt", "ge", "le", "sa", "eb"]
+_PREFIXES = ["eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap"]
 #: (type, id, code) -> expression values; ids are the Synthea ones on both databases
 _VALUES: dict[tuple[str, str, str], list[Any]] = {}
 
@@ -81,17 +93,38 @@ def _load(store: Store, synthea_tar: Path) -> _Stored:
                 "prediction": [{"probabilityDecimal": p}, {"probabilityDecimal": p * 2}],
             }
             tx.update("RiskAssessment", f"risk{i}", risk)
+    _extras(store, bundles)
     stored = _Stored()
     for res in store.iter_current():
         stored.setdefault(res.type, {})[res.id] = orjson.loads(res.body or b"{}")
     return stored
 
 
+def _extras(store: Store, bundles: list[Json]) -> None:
+    """Lists of stored resources (for `_list`) and references by identifier only."""
+    first = [(e["resource"]["resourceType"], e["resource"]["id"]) for e in bundles[0]["entry"]]
+    second = [(e["resource"]["resourceType"], e["resource"]["id"]) for e in bundles[1]["entry"]]
+    with store.transaction() as tx:
+        for i, picked in enumerate([first[:12], second[::25], first[40:45] + second[:3]]):
+            tx.update("List", f"list{i}", {
+                "resourceType": "List", "status": "current", "mode": "working",
+                "entry": [{"item": {"reference": f"{t}/{x}"}} for t, x in picked],
+            })  # fmt: skip
+        for i, value in enumerate(["42", "43", "42"]):
+            tx.update("Observation", f"ident{i}", {
+                "resourceType": "Observation", "status": "final", "code": {"text": "x"},
+                "subject": {"identifier": {"system": f"http://mrn{i % 2}", "value": value}},
+            })  # fmt: skip
+
+
 def _params(type_: str) -> list[str]:
     return sorted(
         code
         for code, sp in get_definitions().search_params(type_).items()
-        if sp.type in _TYPES and is_supported(sp) and code not in ("_id", "_lastUpdated")
+        if sp.type in _TYPES
+        and is_supported(sp)
+        and sp.expression is not None
+        and code not in ("_id", "_lastUpdated")
     )
 
 
@@ -325,6 +358,177 @@ FOCI: list[tuple[str | None, str | None]] = [
 ]
 
 
+# ---------------------------------------------------------------------------- across resources
+
+Query = tuple[str | None, list[tuple[str, str]], tuple[str, str] | None, list[str]]
+#: the forms drawn by `cross_queries`, each one run of examples
+CROSS = ["chain", "chain2", "has", "composite", "composite-missing", "type", "compartment",
+         "list", "identifier"]  # fmt: skip
+
+
+def _links(stored: _Stored, type_: str, id_: str) -> list[tuple[str, str, str]]:
+    """(reference parameter, target type, target id) of a resource's stored targets."""
+    resource = stored[type_][id_]
+    out = []
+    for code in _params(type_):
+        if param(type_, code).type != "reference":
+            continue
+        for v in _found(type_, id_, resource, code):
+            t, i, _url = reference_of(v)
+            if t and i in stored.get(t, {}):
+                out.append((code, t, i))
+    return sorted(set(out))
+
+
+def _any_resource(draw: Any, stored: _Stored, types: list[str] | None = None) -> tuple[str, str]:
+    type_ = draw(st.sampled_from(types or sorted(stored)))
+    return type_, draw(st.sampled_from(sorted(stored[type_])))
+
+
+def _end(draw: Any, stored: _Stored, type_: str, id_: str) -> tuple[str, str, str]:
+    """(name, value as sent, plain value) of a basic parameter drawn from one resource."""
+    resource = stored[type_][id_]
+    codes = [c for c in _params(type_) if param(type_, c).type != "number"]
+    present = [c for c in codes if _found(type_, id_, resource, c)]
+    code = draw(st.sampled_from(present or codes))
+    got = _value(draw, type_, code, _found(type_, id_, resource, code), None)
+    if got is None:
+        reject()
+    modifier, sent, plain = got
+    return (f"{code}:{modifier}" if modifier else code), sent, plain
+
+
+def _composite_value(draw: Any, type_: str, code: str, found: list[list[Any]]) -> str:
+    comps = [c for c, _e in param(type_, code).components]
+    parts = []
+    for n, (comp, values) in enumerate(zip(comps, found, strict=True)):
+        ctype = param(type_, comp).type
+        last = n == len(comps) - 1
+        if ctype == "token":
+            toks = [t for v in values for t in tokens_of(v) if t[1] is not None]
+            system, value, _text = draw(st.sampled_from(toks)) if toks else (None, "x", None)
+            if system and draw(st.booleans()):
+                value = f"{system}|{value}"
+        elif ctype == "string":
+            texts = [t for v in values for t in strings_of(v)]
+            value = draw(st.sampled_from(texts)) if texts else "x"
+        elif ctype == "reference":
+            refs = [r for r in map(reference_of, values) if r[0]]
+            value = f"{refs[0][0]}/{refs[0][1]}" if refs else "Patient/x"
+        elif ctype in ("quantity", "number") and last:
+            nums = [v.get("value") if isinstance(v, dict) else v for v in values]
+            nums = [x for x in nums if isinstance(x, (int, float))]
+            prefix = draw(st.sampled_from(["", *_PREFIXES]))
+            value = prefix + _number_text(draw, draw(st.sampled_from(nums)) if nums else None)
+            q = values[0] if values and isinstance(values[0], dict) else {}
+            if ctype == "quantity" and draw(st.booleans()) and q.get("system") and q.get("code"):
+                value += f"|{q['system']}|{q['code']}"
+        elif ctype == "date" and last:
+            value = _date_value(draw, values)
+        else:
+            reject()
+        if any(c in value for c in "$,\\") or value.count("|") > (2 if last else 1):
+            reject()
+        parts.append(value)
+    return "$".join(parts)
+
+
+@st.composite
+def cross_queries(draw: Any, stored: _Stored, kind: str, reference: Reference) -> Query:
+    """(type or None, parameters, compartment, expected ids) of one drawn query of `kind`."""
+    if kind in ("chain", "chain2"):
+        type_, id_ = _any_resource(draw, stored)
+        links = _links(stored, type_, id_)
+        if not links:
+            reject()
+        code, t1, i1 = draw(st.sampled_from(links))
+        path = f"{code}:{t1}" if draw(st.booleans()) else code
+        if kind == "chain2":
+            deeper = _links(stored, t1, i1)
+            if not deeper:
+                reject()
+            code2, t1, i1 = draw(st.sampled_from(deeper))
+            path += f".{code2}"
+        name, sent, plain = _end(draw, stored, t1, i1)
+        name = f"{path}.{name}"
+        return type_, [(name, sent)], None, sorted(reference.ids(type_, name, [plain]))
+    if kind == "has":
+        source, sid = _any_resource(draw, stored)
+        links = _links(stored, source, sid)
+        if not links:
+            reject()
+        ref, type_, _tid = draw(st.sampled_from(links))
+        name, sent, plain = _end(draw, stored, source, sid)
+        name = f"_has:{source}:{ref}:{name}"
+        return type_, [(name, sent)], None, sorted(reference.ids(type_, name, [plain]))
+    if kind in ("composite", "composite-missing"):
+        types = sorted(t for t in stored if _composites(t))
+        type_, id_ = _any_resource(draw, stored, types)
+        code = draw(st.sampled_from(_composites(type_)))
+        if kind == "composite-missing":
+            flag = draw(st.sampled_from(["true", "false"]))
+            name = f"{code}:missing"
+            return type_, [(name, flag)], None, sorted(reference.ids(type_, name, [flag]))
+        roots = list(composite_roots(stored[type_][id_], code))
+        if not roots:
+            reject()
+        value = _composite_value(draw, type_, code, draw(st.sampled_from(roots)))
+        return type_, [(code, value)], None, sorted(reference.ids(type_, code, [value]))
+    if kind == "type":
+        a, b = draw(st.lists(st.sampled_from(sorted(stored)), min_size=2, max_size=2, unique=True))
+        shared = sorted(set(_params(a)) & set(_params(b)))
+        if not shared:
+            reject()
+        id_ = draw(st.sampled_from(sorted(stored[a])))
+        code = draw(st.sampled_from(shared))
+        got = _value(draw, a, code, _found(a, id_, stored[a][id_], code), None)
+        if got is None or (got[0] and param(b, code).type != param(a, code).type):
+            reject()
+        name = f"{code}:{got[0]}" if got[0] else code
+        want = reference.ids(a, name, [got[2]]) | reference.ids(b, name, [got[2]])
+        return None, [("_type", f"{a},{b}"), (name, got[1])], None, sorted(want)
+    if kind == "compartment":
+        patient = draw(st.sampled_from(sorted(stored["Patient"])))
+        members = [t for t in sorted(stored) if t in _compartment_types()]
+        type_ = draw(st.sampled_from(members))
+        want = reference.in_compartment(type_, patient)
+        params: list[tuple[str, str]] = []
+        if want and draw(st.booleans()):
+            name, sent, plain = _end(draw, stored, type_, draw(st.sampled_from(sorted(want))))
+            params.append((name, sent))
+            want &= reference.ids(type_, name, [plain])
+        return type_, params, ("Patient", patient), sorted(want)
+    if kind == "list":
+        lists = sorted(stored["List"])
+        chosen = draw(st.lists(st.sampled_from(lists), min_size=1, max_size=2, unique=True))
+        items = {reference_of(e["item"])[0] for i in chosen for e in stored["List"][i]["entry"]}
+        type_ = draw(st.sampled_from(sorted(t for t in items if t)))
+        want = reference.ids(type_, "_list", chosen)
+        return type_, [("_list", ",".join(chosen))], None, sorted(want)
+    value = draw(st.sampled_from(["http://mrn0|42", "http://mrn1|43", "42", "|42", "http://mrn1|"]))
+    want = reference.ids("Observation", "subject:identifier", [value])
+    return "Observation", [("subject:identifier", value)], None, sorted(want)
+
+
+def _composites(type_: str) -> list[str]:
+    return sorted(
+        c for c, sp in get_definitions().search_params(type_).items() if sp.type == "composite"
+    )
+
+
+def _compartment_types() -> set[str]:
+    return {"Patient", *get_definitions().patient_compartment}
+
+
+def _run(store: Store, query: Query) -> list[str]:
+    type_, params, compartment, _want = query
+    criteria = build_search(type_, params, dialect=store.dialect, compartment=compartment)
+    sql = f"SELECT id FROM resource WHERE {' AND '.join(criteria.where)} ORDER BY id"
+    with store._reading() as cur:  # type: ignore[attr-defined]
+        rows = cur.execute(store.q(sql), criteria.args).fetchall()  # type: ignore[attr-defined]
+    return [r[0] for r in rows]
+
+
 def test_search_equals_brute_force(store: Store, synthea_tar: Path) -> None:
     stored = _load(store, synthea_tar)
     seen: set[str] = set()  # parameter types, modifiers and prefixes the queries used
@@ -357,6 +561,29 @@ def test_search_equals_brute_force(store: Store, synthea_tar: Path) -> None:
             ("date", "period"),
         )  # dates: most prefix x range cases
         check(focus, EXAMPLES if wide else max(EXAMPLES // 4, 10))
+    reference = Reference(stored, lambda t, i, c: _found(t, i, stored[t][i], c))
+    hits: dict[str, int] = {}  # queries per kind that matched something
+
+    def cross(kind: str, examples: int) -> None:
+        @settings(
+            max_examples=examples,
+            derandomize=not os.environ.get("SR_RANDOM"),
+            deadline=None,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+        )
+        @given(cross_queries(stored, kind, reference))
+        def run(query: Query) -> None:
+            got = _run(store, query)
+            assert got == query[3], f"{query[0]}?{query[1]} in {query[2]}"
+            if got:
+                hits[kind] = hits.get(kind, 0) + 1
+
+        run()
+
+    for kind in CROSS:
+        cross(kind, max(EXAMPLES // 3, 10))
+    assert set(CROSS) <= set(hits), f"never matched anything: {set(CROSS) - set(hits)}"
     wanted = {"string", "token", "date", "number", "quantity", "reference", "uri"}
     wanted |= {":exact", ":contains", ":not", ":text", ":below", ":missing", ":Patient"}
     wanted |= set(_PREFIXES)

@@ -103,7 +103,9 @@ class SqlTransaction(Transaction):
         self, type_: str, params: list[tuple[str, str]], *, limit: int | None = None
     ) -> list[str]:
         self.flush()
-        where, args = build_search(type_, params)
+        postgres = bool(self._lock_suffix)  # only PostgreSQL locks rows with FOR UPDATE
+        criteria = build_search(type_, params, dialect="postgresql" if postgres else "sqlite")
+        where, args = criteria.where, criteria.args
         sql = f"SELECT id FROM resource WHERE {' AND '.join(where)} ORDER BY rid"
         if limit is not None:
             sql += " LIMIT ?"

@@ -1,286 +1,88 @@
-"""Search parameters as SQL conditions over the index tables (the basic, un-chained forms).
+"""Search parameters as SQL conditions over the index tables: the WHERE clause of a search.
 
-`build_search(type, params)` returns WHERE fragments over the `resource` table plus their
-arguments, written with `?` placeholders. Each parameter becomes `rid IN (SELECT rid FROM
-idx_... WHERE pkey = ? AND ...)`; comma-separated values are ORed inside, repeated
-parameters are ANDed. Chaining, `_has`, `_include` and sorting belong to the search engine
-that builds on this module.
+`build_search(type, params)` returns `SearchCriteria`: WHERE fragments over the (unaliased)
+`resource` table, ANDed, with `?` placeholders. Comma-separated values are ORed inside one
+parameter, repeated parameters are ANDed. Chaining and `_has` live in `search_chain`, value
+syntax in `search_values`; `_text`/`_content` and the terminology modifiers (`:in`, `:not-in`,
+`:above`, `:below`, `:of-type`) are delegated to `search_text` and `search_modifiers`.
+
+Query shape: each criterion knows how selective it probably is (`Criterion.rank`). The most
+selective one drives the query as `rid IN (SELECT rid FROM idx_x WHERE pkey = ? AND ...)`;
+the others are checked per row by correlated `EXISTS (... x.rid = resource.rid ...)`, which
+the databases answer through the `rid` index instead of materialising every match.
+
+Unknown or unsupported parameters and invalid modifiers raise `UnknownParameter` (a 400);
+with `lenient=True` they are dropped and listed in `SearchCriteria.ignored` instead.
+Malformed values are a 400 in both modes.
 """
 
 from __future__ import annotations
 
-import math
-import re
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
 
-from carebase.errors import BadRequest, Unsupported
+from carebase.errors import BadRequest
 from carebase.fhir.definitions.loader import get_definitions
 from carebase.fhir.definitions.model import SearchParam
-from carebase.store.index_values import date_range, normalize_string
+from carebase.store import search_modifiers, search_text
 from carebase.store.schema import param_key
-
-#: Parameters that shape the result rather than select resources; the API handles them,
-#: and they are ignored here should they arrive.
-RESULT_PARAMETERS = frozenset(
-    {"_count", "_total", "_summary", "_elements", "_format", "_pretty", "_cursor"}
+from carebase.store.search_values import (
+    Condition,
+    Dialect,
+    bad_value,
+    composite_part,
+    date_condition,
+    date_range_ms,
+    number_bounds,
+    number_condition,
+    quantity_condition,
+    reference_condition,
+    split_prefix,
+    split_unescaped,
+    split_values,
+    string_condition,
+    token_condition,
+    token_text_condition,
+    unescape,
+    uri_condition,
 )
-#: Search features of R4 this engine does not implement yet: refused with 501 rather than
-#: ignored, so a client never mistakes an unfiltered result for a filtered one.
-NOT_YET = frozenset(
+
+__all__ = [
+    "MAX_SEARCH_CRITERIA",
+    "MAX_SEARCH_VALUES",
+    "RESULT_PARAMETERS",
+    "Criterion",
+    "SearchCriteria",
+    "UnknownParameter",
+    "build_search",
+    "date_range_ms",
+    "is_supported",
+    "split_values",
+]
+
+#: Parameters that shape the result rather than select resources; other parts of the search
+#: engine handle them, and build_search skips them.
+RESULT_PARAMETERS = frozenset(
     {
-        "_sort", "_include", "_revinclude", "_contained", "_containedType", "_has", "_list",
-        "_query", "_filter", "_text", "_content", "_type",
+        "_count", "_total", "_summary", "_elements", "_format", "_pretty", "_cursor", "_sort",
+        "_include", "_revinclude", "_contained", "_containedType",
     }
 )  # fmt: skip
-_PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
-_SEARCH_DATE_RE = re.compile(
-    r"\d{4}(-\d{2}(-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})?)?)?)?"
-)
-_NUMBER_RE = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
-
-Condition = tuple[str, list[Any]]
+#: Parameters every resource type has that are searched on system level (no type)
+COMMON_PARAMETERS = (
+    "_id", "_lastUpdated", "_tag", "_profile", "_security", "_source", "_text", "_content",
+    "_list",
+)  # fmt: skip
+#: Parameters handled here although their SearchParameter has no indexed expression
+_SPECIAL = frozenset({"_id", "_lastUpdated", "_text", "_content", "_list", "_has", "_type"})
 
 #: the most values (comma-separated ones counted singly) one search may have
 MAX_SEARCH_VALUES = 500
-#: the most ANDed parameters one search may have: PostgreSQL's planning time grows steeply
-#: with them (measured: 20 take 0.2 s to plan, 40 take 3 s, 120 take 40 s)
+#: the most ANDed parameters one search may have (chain links and `_has` levels count too):
+#: PostgreSQL's planning time grows steeply with them (measured: 20 take 0.2 s to plan,
+#: 40 take 3 s, 120 take 40 s)
 MAX_SEARCH_CRITERIA = 20
-
-
-def date_range_ms(text: str) -> tuple[int, int] | None:
-    """The epoch-ms range of a date search value, or None when it is not a FHIR date(Time).
-
-    Stricter on syntax than the indexer (whose input is already validated), and it accepts
-    the coarser forms clients send in searches: minutes without seconds, no timezone (UTC).
-    """
-    if _SEARCH_DATE_RE.fullmatch(text) is None:
-        return None
-    return date_range(text)
-
-
-def split_values(raw: str) -> list[str]:
-    """Comma-separated OR values, honouring the `\\,` escape (and `\\|`, `\\$`, `\\\\`)."""
-    values: list[str] = []
-    current: list[str] = []
-    i = 0
-    while i < len(raw):
-        ch = raw[i]
-        if ch == "\\" and i + 1 < len(raw):
-            current.append(raw[i : i + 2])
-            i += 2
-            continue
-        if ch == ",":
-            values.append("".join(current))
-            current = []
-        else:
-            current.append(ch)
-        i += 1
-    values.append("".join(current))
-    return values
-
-
-def _split_unescaped(value: str, sep: str) -> list[str]:
-    parts = re.split(r"(?<!\\)" + re.escape(sep), value)
-    return parts
-
-
-def _unescape(value: str) -> str:
-    return re.sub(r"\\(.)", r"\1", value)
-
-
-def _like_escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
-def _prefix(value: str) -> tuple[str, str]:
-    if len(value) > 2 and value[:2] in _PREFIXES and not value[:2].isdigit():
-        return value[:2], value[2:]
-    return "eq", value
-
-
-def _bad(name: str, value: str, why: str) -> BadRequest:
-    return BadRequest(f"Search parameter '{name}': value '{value}' {why}", location=name)
-
-
-def _range_condition(prefix: str, lo: Any, hi: Any, col_lo: str, col_hi: str) -> Condition:
-    """Range-against-range comparison for dates (NULL bounds are open ends)."""
-    lo_open = f"({col_lo} IS NULL OR {col_lo}"
-    hi_open = f"({col_hi} IS NULL OR {col_hi}"
-    if prefix == "eq":
-        return f"({col_lo} >= ? AND {col_hi} <= ?)", [lo, hi]
-    if prefix == "ne":
-        return (
-            f"NOT ({col_lo} IS NOT NULL AND {col_hi} IS NOT NULL"
-            f" AND {col_lo} >= ? AND {col_hi} <= ?)",
-            [lo, hi],
-        )
-    if prefix == "gt":
-        return f"{hi_open} > ?)", [hi]
-    if prefix == "lt":
-        return f"{lo_open} < ?)", [lo]
-    # ge/le (R4 search.html): the range above/below the search value overlaps the target's,
-    # or the search value's range fully contains the target's
-    if prefix == "ge":
-        return f"({hi_open} > ?) OR ({col_lo} >= ? AND {col_hi} <= ?))", [hi, lo, hi]
-    if prefix == "le":
-        return f"({lo_open} < ?) OR ({col_lo} >= ? AND {col_hi} <= ?))", [lo, lo, hi]
-    if prefix == "sa":
-        return f"({col_lo} > ?)", [hi]
-    if prefix == "eb":
-        return f"({col_hi} < ?)", [lo]
-    # ap: overlaps the value widened by 10% of its distance... use overlap of the range.
-    return f"({lo_open} <= ?) AND {hi_open} >= ?))", [hi, lo]
-
-
-def _number_bounds(name: str, text: str) -> tuple[float, float, float]:
-    if not _NUMBER_RE.fullmatch(text):
-        raise _bad(name, text, "is not a number")
-    value = float(text)
-    mantissa = text.lower().split("e")[0]
-    decimals = len(mantissa.split(".")[1]) if "." in mantissa else 0
-    try:  # 1e400 is infinite as a float; 0e999 has a precision no float can hold
-        exponent = int(text.lower().split("e")[1]) if "e" in text.lower() else 0
-        half = 0.5 * 10.0 ** (exponent - decimals)
-    except (OverflowError, ValueError):  # ValueError: int() refuses over 4,300 digits
-        half = math.inf
-    if not math.isfinite(value + half):
-        raise _bad(name, text, "is out of range")
-    return value, value - half, value + half
-
-
-def _number_condition(prefix: str, value: float, lo: float, hi: float, col: str) -> Condition:
-    ops = {"gt": ">", "lt": "<", "ge": ">=", "le": "<=", "sa": ">", "eb": "<"}
-    if prefix == "eq":
-        return f"({col} >= ? AND {col} < ?)", [lo, hi]
-    if prefix == "ne":
-        return f"NOT ({col} >= ? AND {col} < ?)", [lo, hi]
-    if prefix == "ap":
-        margin = abs(value) * 0.1
-        return f"({col} >= ? AND {col} <= ?)", [value - margin, value + margin]
-    return f"({col} {ops[prefix]} ?)", [value]
-
-
-def _any_of(parts: list[str]) -> str:
-    """`(a OR b OR ...)` nested as a balanced tree: SQLite refuses expression trees deeper
-    than 1,000, which a flat chain of a few hundred ORs already is."""
-    if len(parts) <= 16:
-        return "(" + " OR ".join(parts) + ")"
-    mid = len(parts) // 2
-    return f"({_any_of(parts[:mid])} OR {_any_of(parts[mid:])})"
-
-
-class _Builder:
-    """Turns one parameter's values into an OR of conditions on one index table."""
-
-    def __init__(self, type_: str, param: SearchParam, name: str, modifier: str | None) -> None:
-        self.type = type_
-        self.param = param
-        self.name = name
-        self.modifier = modifier
-
-    def conditions(self, values: list[str]) -> Condition:
-        handler: Callable[[str], Condition] = getattr(
-            self, f"_{self.param.type}", self._unsupported
-        )
-        parts, args = [], []
-        for value in values:
-            if value == "":
-                raise _bad(self.name, value, "is empty")
-            sql, a = handler(value)
-            parts.append(sql)
-            args.extend(a)
-        return _any_of(parts), args
-
-    def _unsupported(self, value: str) -> Condition:
-        raise Unsupported(
-            f"Search parameter '{self.name}' of type {self.param.type} is not supported yet",
-            location=self.name,
-        )
-
-    def _token(self, value: str) -> Condition:
-        if self.modifier == "text":
-            return "LOWER(text) LIKE ? ESCAPE '\\'", [f"%{_like_escape(_unescape(value).lower())}%"]
-        parts = _split_unescaped(value, "|")
-        if len(parts) == 1:
-            return "code = ?", [_unescape(parts[0])]
-        if len(parts) != 2:
-            raise _bad(self.name, value, "has more than one '|' (expected [system]|[code])")
-        system, code = _unescape(parts[0]), _unescape(parts[1])
-        if system == "":
-            return "(system IS NULL AND code = ?)", [code]
-        if code == "":
-            return "system = ?", [system]
-        return "(code = ? AND system = ?)", [code, system]
-
-    def _string(self, value: str) -> Condition:
-        text = _unescape(value)
-        if self.modifier == "exact":
-            return "exact = ?", [text]
-        norm = _like_escape(normalize_string(text))
-        if self.modifier == "contains":
-            return "norm LIKE ? ESCAPE '\\'", [f"%{norm}%"]
-        return "norm LIKE ? ESCAPE '\\'", [f"{norm}%"]
-
-    def _date(self, value: str) -> Condition:
-        prefix, text = _prefix(value)
-        bounds = date_range_ms(text)
-        if bounds is None:
-            raise _bad(
-                self.name,
-                value,
-                "is not a valid date (expected e.g. 2015, 2015-02, 2015-02-07 or "
-                "2015-02-07T13:28:17Z, optionally prefixed by eq/ne/gt/lt/ge/le/sa/eb/ap)",
-            )
-        return _range_condition(prefix, bounds[0], bounds[1], "lo", "hi")
-
-    def _number(self, value: str) -> Condition:
-        prefix, text = _prefix(value)
-        number, lo, hi = _number_bounds(self.name, text)
-        return _number_condition(prefix, number, lo, hi, "value")
-
-    def _quantity(self, value: str) -> Condition:
-        prefix, text = _prefix(value)
-        parts = _split_unescaped(text, "|")
-        if len(parts) not in (1, 3):
-            raise _bad(self.name, value, "is not a quantity (expected [prefix]number|system|code)")
-        number, lo, hi = _number_bounds(self.name, parts[0])
-        sql, args = _number_condition(prefix, number, lo, hi, "value")
-        if len(parts) == 3:
-            system, code = _unescape(parts[1]), _unescape(parts[2])
-            if code:
-                sql += (
-                    " AND (code = ? OR (code IS NULL AND unit = ?))"
-                    if not system
-                    else " AND code = ? AND system = ?"
-                )
-                args += [code, code] if not system else [code, system]
-            elif system:
-                sql += " AND system = ?"
-                args.append(system)
-        return f"({sql})", args
-
-    def _uri(self, value: str) -> Condition:
-        text = _unescape(value)
-        if self.modifier == "below":
-            return "uri LIKE ? ESCAPE '\\'", [f"{_like_escape(text)}%"]
-        return "uri = ?", [text]
-
-    def _reference(self, value: str) -> Condition:
-        text = _unescape(value)
-        if "://" in text or text.startswith("urn:"):
-            return "url = ?", [text]
-        target_type = self.modifier
-        if "/" in text:
-            pieces = text.split("/")
-            if len(pieces) >= 2:
-                target_type, text = pieces[-2], pieces[-1]
-                if len(pieces) >= 4 and pieces[-2] == "_history":
-                    target_type, text = pieces[-4], pieces[-3]
-        if target_type:
-            return "(target_id = ? AND target_type = ?)", [text, target_type]
-        return "target_id = ?", [text]
-
 
 _TABLES = {
     "token": "idx_token",
@@ -290,118 +92,414 @@ _TABLES = {
     "quantity": "idx_quantity",
     "uri": "idx_uri",
     "reference": "idx_reference",
+    "composite": "idx_composite",
 }
-
-
-def _parameter_condition(type_: str, name: str, raw: str) -> Condition:
-    code, _, modifier = name.partition(":")
-    if "." in name:
-        raise Unsupported(f"Chained search parameter '{name}' is not supported yet", location=name)
-    values = split_values(raw)
-    if code == "_id":
-        return f"id IN ({', '.join('?' * len(values))})", [_unescape(v) for v in values]
-    if code == "_lastUpdated":
-        parts, args = [], []
-        for value in values:
-            prefix, text = _prefix(value)
-            bounds = date_range_ms(text)
-            if bounds is None:
-                raise _bad(name, value, "is not a valid date")
-            sql, a = _range_condition(prefix, bounds[0], bounds[1], "last_updated", "last_updated")
-            parts.append(sql)
-            args.extend(a)
-        return "(" + " OR ".join(parts) + ")", args
-    param = get_definitions().search_param(type_, code)
-    if param is None:
-        raise BadRequest(
-            f"Unknown search parameter '{code}' for {type_}; see /fhir/metadata for the "
-            "parameters this server supports",
-            location=name,
-        )
-    table = _TABLES.get(param.type)
-    if table is None or param.expression is None:
-        raise Unsupported(
-            f"Search parameter '{code}' ({param.type}) is not supported yet", location=name
-        )
-    if modifier:
-        _check_modifier(param, modifier, name)
-    builder = _Builder(type_, param, name, modifier or None)
-    if modifier == "missing":
-        if raw not in ("true", "false"):
-            raise _bad(name, raw, "must be true or false")
-        op = "NOT IN" if raw == "true" else "IN"
-        return f"rid {op} (SELECT rid FROM {table} WHERE pkey = ?)", [param_key(type_, code)]
-    if modifier == "identifier" and param.type == "reference":
-        sub_sql, sub_args = _Builder(
-            type_, SearchParam(code, type_, "token", None, ""), name, None
-        ).conditions(values)
-        return (
-            f"rid IN (SELECT rid FROM idx_token WHERE pkey = ? AND {sub_sql})",
-            [param_key(type_, f"{code}:identifier"), *sub_args],
-        )
-    if table is None:
-        builder._unsupported(raw)
-    sub_sql, sub_args = builder.conditions(values)
-    if modifier == "not":
-        return f"rid NOT IN (SELECT rid FROM {table} WHERE pkey = ? AND {sub_sql})", [
-            param_key(type_, code),
-            *sub_args,
-        ]
-    return f"rid IN (SELECT rid FROM {table} WHERE pkey = ? AND {sub_sql})", [
-        param_key(type_, code),
-        *sub_args,
-    ]
-
-
-#: Modifiers implemented, per parameter type.
-_MODIFIERS = {
+_RANGE_TYPES = ("quantity", "number", "date")
+#: Modifiers implemented here, per parameter type (`:[type]` on references besides)
+_OWN_MODIFIERS = {
     "string": {"exact", "contains", "missing"},
     "token": {"text", "not", "missing"},
     "reference": {"identifier", "missing"},
     "date": {"missing"},
     "number": {"missing"},
     "quantity": {"missing"},
-    "uri": {"below", "missing"},
+    "uri": {"missing"},
+    "composite": {"missing"},
 }
-#: Modifiers R4 defines that are not implemented yet (refused with 501 rather than 400).
-_LATER_MODIFIERS = {"above", "below", "in", "not-in", "of-type", "iterate"}
+#: Modifiers `search_modifiers.modifier_condition` implements, per parameter type
+_DELEGATED_MODIFIERS = {
+    "token": set(search_modifiers.MODIFIERS),
+    "uri": {"above", "below"},
+}
+
+# Ranks: which criterion probably selects fewest rows (lowest drives the query).
+RANK_ID = 0
+RANK_EQUAL = 1  # token and reference equality, compartment, _list
+RANK_STRING = 2
+RANK_URI = 3  # uri, composite
+RANK_NUMBER = 4  # number, quantity
+RANK_DATE = 5
+RANK_WEAK = 6  # :missing=false, :contains, :text, full text
+RANK_NEGATED = 7  # :not, :missing=true (NOT EXISTS: never a driver)
+
+
+class UnknownParameter(BadRequest):
+    """An unknown or unsupported parameter or modifier (dropped under lenient handling)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SearchCriteria:
+    """The WHERE clause of a search over the table `resource`."""
+
+    where: list[str]  # ANDed SQL fragments, `?` placeholders
+    args: list[Any]
+    ignored: tuple[str, ...] = ()  # parameter names dropped under lenient handling
+
+
+@dataclass(frozen=True, slots=True)
+class Criterion:
+    """One parameter's condition in two forms: driving (`rid IN (...)`) and correlated."""
+
+    rank: int
+    driver: Condition
+    correlated: Condition | None = None  # None: the driver form is fine anywhere
+    #: a selective `rid IN (...)`: better than any other index to find the rows
+    drives: bool = False
+
+    def as_check(self) -> Condition:
+        """The form for a criterion that does not drive the query."""
+        return self.correlated or self.driver
+
+
+def index_criterion(
+    dialect: Dialect, rank: int, table: str, inner: Condition, negate: bool = False
+) -> Criterion:
+    """A criterion `inner` (pkey and column conditions) holds for some row of `table`.
+
+    On SQLite the correlated form writes `+x.pkey`: without statistics SQLite would probe the
+    (pkey, ...) lookup index for each row, scanning every row of that parameter, instead of
+    the rid index that finds the row's few entries.
+    """
+    sql, args = inner
+    check = f"+x.{sql}" if dialect == "sqlite" and sql.startswith("pkey") else sql
+    exists = f"EXISTS (SELECT 1 FROM {table} x WHERE x.rid = resource.rid AND {check})"
+    if negate:
+        return Criterion(RANK_NEGATED, (f"NOT {exists}", list(args)))
+    return Criterion(
+        rank,
+        (f"rid IN (SELECT rid FROM {table} WHERE {sql})", list(args)),
+        (exists, list(args)),
+        drives=rank <= RANK_URI,
+    )
+
+
+def keyed(pkeys: Sequence[int], cond: Condition | None = None) -> Condition:
+    """`pkey = ? AND (cond)` (or `pkey IN (...)` for several keys)."""
+    if len(pkeys) == 1:
+        sql, args = "pkey = ?", [pkeys[0]]
+    else:
+        sql, args = f"pkey IN ({', '.join('?' * len(pkeys))})", list(pkeys)
+    if cond is not None:
+        sql += f" AND {cond[0]}"
+        args += cond[1]
+    return sql, args
+
+
+def any_of(parts: list[str]) -> str:
+    """`(a OR b OR ...)` nested as a balanced tree: SQLite refuses expression trees deeper
+    than 1,000, which a flat chain of a few hundred ORs already is."""
+    if len(parts) == 1:
+        return parts[0]
+    if len(parts) <= 16:
+        return "(" + " OR ".join(parts) + ")"
+    mid = len(parts) // 2
+    return f"({any_of(parts[:mid])} OR {any_of(parts[mid:])})"
+
+
+def or_conditions(conds: list[Condition]) -> Condition:
+    """The OR of several conditions, with their arguments in order."""
+    return any_of([c[0] for c in conds]), [a for c in conds for a in c[1]]
+
+
+def conjunction(criteria: list[Criterion]) -> Condition:
+    """The AND of criteria: the lowest-ranked drives, the others are correlated checks."""
+    if not criteria:
+        return "1 = 1", []
+    ordered = sorted(criteria, key=lambda c: c.rank)
+    parts = [ordered[0].driver] + [c.as_check() for c in ordered[1:]]
+    return " AND ".join(p[0] for p in parts), [a for p in parts for a in p[1]]
+
+
+def typed(dialect: Dialect, type_: str, criteria: list[Criterion]) -> Condition:
+    """`type = ? AND <conjunction>`. On SQLite, when a selective criterion drives, `+type`
+    keeps SQLite (which has no statistics) from scanning the type index instead."""
+    if not criteria:
+        return "type = ?", [type_]
+    sql, args = conjunction(criteria)
+    drives = dialect == "sqlite" and min(criteria, key=lambda c: c.rank).drives
+    return f"{'+' if drives else ''}type = ? AND {sql}", [type_, *args]
+
+
+class SearchContext:
+    """What building one search needs besides a parameter: dialect and terminology."""
+
+    def __init__(self, dialect: Dialect, terminology: Any) -> None:
+        self.dialect: Dialect = dialect
+        self.terminology = terminology
+
+
+def unknown(name: str, why: str) -> UnknownParameter:
+    """The 400 for a parameter or modifier this server does not know or support."""
+    return UnknownParameter(f"Search parameter '{name}': {why}", location=name)
 
 
 def _check_modifier(param: SearchParam, modifier: str, name: str) -> None:
-    if modifier in _MODIFIERS.get(param.type, ()):
+    if modifier in _OWN_MODIFIERS.get(param.type, ()):
+        return
+    if modifier in _DELEGATED_MODIFIERS.get(param.type, ()):
         return
     if param.type == "reference" and modifier in (
         param.targets or get_definitions().resource_types
     ):
         return
-    if modifier in _LATER_MODIFIERS:
-        raise Unsupported(
-            f"Search parameter '{name}': modifier ':{modifier}' is not supported yet", location=name
-        )
-    raise BadRequest(
-        f"Search parameter '{name}': modifier ':{modifier}' is not valid for a "
-        f"{param.type} parameter",
-        location=name,
-    )
+    raise unknown(name, f"modifier ':{modifier}' is not valid for a {param.type} parameter")
 
 
 def is_supported(param: SearchParam) -> bool:
     """Whether this engine can search on `param` (what /metadata lists)."""
-    return param.expression is not None and param.type in _TABLES and param.code not in NOT_YET
+    if param.code in _SPECIAL:
+        return True
+    return param.expression is not None and param.type in _TABLES
 
 
-def build_search(type_: str | None, params: list[tuple[str, str]]) -> tuple[list[str], list[Any]]:
-    """WHERE fragments (ANDed) and arguments selecting current resources matching `params`."""
-    where = ["deleted = 0"]
-    args: list[Any] = []
+def _values(name: str, raw: str) -> list[str]:
+    values = split_values(raw)
+    for value in values:
+        if value == "":
+            raise bad_value(name, raw, "has an empty value")
+    return values
+
+
+def resolve_param(type_: str | None, code: str, name: str) -> SearchParam:
+    """The search parameter `code` of `type_` (None: the common Resource ones), or 400."""
+    if type_ is None:
+        param = get_definitions().search_param("Resource", code)
+        if code not in COMMON_PARAMETERS or param is None:
+            raise unknown(
+                name,
+                "searching all types allows only the parameters every resource has ("
+                + ", ".join(COMMON_PARAMETERS)
+                + "); name the types with _type or search one type, e.g. /fhir/Patient?...",
+            )
+        return param
+    param = get_definitions().search_param(type_, code)
+    if param is None:
+        raise unknown(
+            name,
+            f"unknown for {type_}; see /fhir/metadata for the parameters this server supports",
+        )
+    if not is_supported(param):
+        raise unknown(name, f"the {param.type} parameter '{code}' is not supported for searching")
+    return param
+
+
+def _pkeys(type_: str | None, code: str) -> list[int]:
     if type_ is not None:
-        where.append("type = ?")
-        args.append(type_)
-    criteria = sum(1 for name, _raw in params if name not in RESULT_PARAMETERS)
+        return [param_key(type_, code)]
+    return [param_key(t, code) for t in sorted(get_definitions().resource_types)]
+
+
+def criterion(ctx: SearchContext, type_: str | None, name: str, raw: str) -> Criterion:
+    """The criterion of one search parameter `name=raw` on resources of `type_` (None: any)."""
+    from carebase.store import search_chain  # the chain module builds on this one
+
+    if name.startswith("_has:") or name == "_has":
+        if type_ is None:
+            raise unknown(name, "_has needs a resource type to search")
+        return search_chain.reverse_chain(ctx, type_, name, raw)
+    if "." in name:
+        if type_ is None:
+            raise unknown(name, "chained parameters need a resource type to search")
+        return search_chain.chain(ctx, type_, name, raw)
+    code, _, modifier = name.partition(":")
+    if code == "_type":
+        raise unknown(name, "_type is only valid when searching all types (/fhir?_type=...)")
+    if code in ("_id", "_lastUpdated", "_text", "_content", "_list"):
+        if modifier:
+            raise unknown(name, f"modifier ':{modifier}' is not supported on {code}")
+        return _special(ctx, type_, code, name, _values(name, raw))
+    param = resolve_param(type_, code, name)
+    if modifier:
+        _check_modifier(param, modifier, name)
+    if modifier == "missing":
+        return _missing(ctx, type_, param, name, raw)
+    values = _values(name, raw)
+    if modifier in _DELEGATED_MODIFIERS.get(param.type, ()):
+        if type_ is None:
+            raise unknown(name, f"modifier ':{modifier}' needs a resource type to search")
+        cond = search_modifiers.modifier_condition(
+            type_, param, modifier, values, name, ctx.terminology
+        )
+        return Criterion(RANK_NEGATED if modifier == "not-in" else RANK_STRING, cond)
+    if param.type == "composite":
+        assert type_ is not None
+        return _composite(ctx, type_, param, name, values)
+    return _plain(ctx, type_, param, name, modifier, values)
+
+
+def _special(
+    ctx: SearchContext, type_: str | None, code: str, name: str, values: list[str]
+) -> Criterion:
+    """`_id`, `_lastUpdated` (columns of `resource`), `_text`/`_content`, `_list`."""
+    from carebase.store import search_chain
+
+    if code == "_id":
+        marks = ", ".join("?" * len(values))
+        return Criterion(RANK_ID, (f"id IN ({marks})", [unescape(v) for v in values]))
+    if code == "_lastUpdated":
+        conds = [date_condition(name, v, "last_updated", "last_updated") for v in values]
+        return Criterion(RANK_DATE, or_conditions(conds))
+    if code == "_list":
+        return search_chain.in_lists(type_, values)
+    return Criterion(RANK_WEAK, search_text.text_condition(ctx.dialect, code, values, name))
+
+
+def _plain(
+    ctx: SearchContext,
+    type_: str | None,
+    param: SearchParam,
+    name: str,
+    modifier: str,
+    values: list[str],
+) -> Criterion:
+    """string, token, date, number, quantity, uri and reference parameters."""
+    ptype = param.type
+    table = _TABLES[ptype]
+    pkeys = _pkeys(type_, param.code)
+    rank = {
+        "token": RANK_EQUAL,
+        "reference": RANK_EQUAL,
+        "string": RANK_STRING,
+        "uri": RANK_URI,
+        "number": RANK_NUMBER,
+        "quantity": RANK_NUMBER,
+        "date": RANK_DATE,
+    }[ptype]
+    if ptype == "reference" and modifier == "identifier":
+        assert type_ is not None
+        conds = [token_condition(name, v) for v in values]
+        inner = keyed([param_key(type_, f"{param.code}:identifier")], or_conditions(conds))
+        return index_criterion(ctx.dialect, RANK_EQUAL, "idx_token", inner)
+    conds = [_value_condition(ctx, ptype, modifier, name, v) for v in values]
+    if modifier in ("contains", "text"):
+        rank = RANK_WEAK
+    return index_criterion(
+        ctx.dialect, rank, table, keyed(pkeys, or_conditions(conds)), modifier == "not"
+    )
+
+
+def _value_condition(
+    ctx: SearchContext, ptype: str, modifier: str, name: str, value: str
+) -> Condition:
+    if ptype == "string":
+        return string_condition(ctx.dialect, modifier, value)
+    if ptype == "token":
+        return token_text_condition(value) if modifier == "text" else token_condition(name, value)
+    if ptype == "date":
+        return date_condition(name, value)
+    if ptype == "number":
+        prefix, text = split_prefix(value)
+        number, lo, hi = number_bounds(name, text)
+        return number_condition(prefix, number, lo, hi, "value")
+    if ptype == "quantity":
+        return quantity_condition(name, value)
+    if ptype == "uri":
+        return uri_condition(value)
+    return reference_condition(value, modifier or None)
+
+
+def _missing(
+    ctx: SearchContext, type_: str | None, param: SearchParam, name: str, raw: str
+) -> Criterion:
+    """`:missing=true|false`: the resource has no / some value for the parameter."""
+    if raw not in ("true", "false"):
+        raise bad_value(name, raw, "must be true or false")
+    missing = raw == "true"
+    if param.type == "composite":
+        assert type_ is not None
+        return _composite_missing(ctx.dialect, type_, param, missing)
+    table = _TABLES[param.type]
+    pkeys = keyed(_pkeys(type_, param.code))
+    if param.type == "reference":  # a reference by identifier only is there too
+        by_id = keyed(_pkeys(type_, f"{param.code}:identifier"))
+        either = [
+            index_criterion(ctx.dialect, RANK_WEAK, t, k).as_check()
+            for t, k in (("idx_reference", pkeys), ("idx_token", by_id))
+        ]
+        sql, args = or_conditions(either)
+        return (
+            Criterion(RANK_NEGATED, (f"NOT {sql}", args))
+            if missing
+            else Criterion(RANK_WEAK, (sql, args))
+        )
+    return index_criterion(ctx.dialect, RANK_WEAK, table, pkeys, missing)
+
+
+def _components(type_: str, param: SearchParam) -> list[tuple[str, str]]:
+    """(component code, type) of a composite parameter (as the indexer types them)."""
+    out = []
+    for comp_code, _expr in param.components:
+        comp = get_definitions().search_param(type_, comp_code)
+        out.append((comp_code, comp.type if comp else "token"))
+    return out
+
+
+def _composite(
+    ctx: SearchContext, type_: str, param: SearchParam, name: str, values: list[str]
+) -> Criterion:
+    """`A$B` values of a composite parameter, against the rows `indexer._composite` writes."""
+    comps = _components(type_, param)
+    last_type = comps[-1][1]
+    conds: list[Condition] = []
+    for value in values:
+        parts = split_unescaped(value, "$")
+        if len(parts) != len(comps):
+            raise bad_value(
+                name,
+                value,
+                f"needs {len(comps)} components separated by '$' ("
+                + "$".join(f"[{c}]" for c, _ in comps)
+                + ")",
+            )
+        if last_type in _RANGE_TYPES and len(comps) > 1:
+            head = "$".join(
+                composite_part(name, ctype, part)
+                for (_c, ctype), part in zip(comps[:-1], parts[:-1], strict=True)
+            )
+            last = _value_condition(ctx, last_type, "", name, parts[-1])
+            conds.append(keyed([param_key(type_, f"{param.code}${head}")], last))
+        else:
+            key = "$".join(
+                composite_part(name, ctype, part)
+                for (_c, ctype), part in zip(comps, parts, strict=True)
+            )
+            conds.append(keyed([param_key(type_, param.code)], ("key = ?", [key])))
+    table = _TABLES[last_type] if last_type in _RANGE_TYPES and len(comps) > 1 else "idx_composite"
+    return index_criterion(ctx.dialect, RANK_URI, table, or_conditions(conds))
+
+
+def _composite_missing(
+    dialect: Dialect, type_: str, param: SearchParam, missing: bool
+) -> Criterion:
+    """`:missing` on a composite. Rows of range-typed composites are keyed by the other
+    components' values, so their presence is read from the component parameters' rows
+    (present when every component parameter has a value)."""
+    comps = _components(type_, param)
+    if comps[-1][1] not in _RANGE_TYPES or len(comps) == 1:
+        pkeys = keyed([param_key(type_, param.code)])
+        return index_criterion(dialect, RANK_WEAK, "idx_composite", pkeys, missing)
+    present = [
+        index_criterion(dialect, RANK_WEAK, _TABLES[t], keyed([param_key(type_, c)])).as_check()
+        for c, t in comps
+    ]
+    sql = "(" + " AND ".join(p[0] for p in present) + ")"
+    args = [a for p in present for a in p[1]]
+    if missing:
+        return Criterion(RANK_NEGATED, (f"NOT {sql}", args))
+    return Criterion(RANK_WEAK, (sql, args))
+
+
+def _count_criteria(params: list[tuple[str, str]]) -> None:
+    criteria = sum(
+        1 + name.count(".") + name.count("_has:")
+        for name, _raw in params
+        if name not in RESULT_PARAMETERS
+    )
     if criteria > MAX_SEARCH_CRITERIA:
         raise BadRequest(
-            f"The search has {criteria} parameters; at most {MAX_SEARCH_CRITERIA} are allowed "
-            "in one search (combine values of one parameter with commas, or narrow it first)"
+            f"The search has {criteria} parameters (chain links and _has levels counted); at "
+            f"most {MAX_SEARCH_CRITERIA} are allowed in one search (combine values of one "
+            "parameter with commas, or narrow it first)"
         )
     values = sum(1 + raw.count(",") for name, raw in params if name not in RESULT_PARAMETERS)
     if values > MAX_SEARCH_VALUES:  # each value binds a few arguments; databases cap those
@@ -409,20 +507,85 @@ def build_search(type_: str | None, params: list[tuple[str, str]]) -> tuple[list
             f"The search has {values} parameter values; at most {MAX_SEARCH_VALUES} are "
             "allowed in one search, so split it into several"
         )
+
+
+def _types(type_: str | None, params: list[tuple[str, str]]) -> list[str] | None:
+    """The types searched: [type_], the `_type` list on system level, or None (all)."""
+    listed = [raw for name, raw in params if name == "_type"]
+    if type_ is not None:
+        if listed:
+            raise unknown("_type", "_type is only valid when searching all types (/fhir?_type=)")
+        return [type_]
+    if not listed:
+        return None
+    types: set[str] = set()
+    for raw in listed:
+        names = [unescape(v).strip() for v in split_values(raw)]
+        for name in names:
+            if name not in get_definitions().resource_types:
+                raise bad_value("_type", raw, f"names '{name}', which is not an R4 resource type")
+        types = set(names) if not types else types & set(names)
+    return sorted(types)
+
+
+def build_search(
+    type_: str | None,
+    params: list[tuple[str, str]],
+    *,
+    dialect: Literal["sqlite", "postgresql"] = "sqlite",
+    lenient: bool = False,
+    compartment: tuple[str, str] | None = None,
+    terminology: Any = None,
+) -> SearchCriteria:
+    """The WHERE clause selecting current resources of `type_` (None: all) matching `params`,
+    inside `compartment` (e.g. ("Patient", "123")) when given."""
+    from carebase.store.search_chain import compartment_criterion
+
+    _count_criteria(params)
     for name, raw in params:
-        if name in RESULT_PARAMETERS:
+        if "\x00" in raw or "\x00" in name:  # no resource holds one; PostgreSQL refuses it
+            raise bad_value(name, raw, "contains a NUL character")
+    ctx = SearchContext(dialect, terminology)
+    ignored: list[str] = []
+    try:
+        types = _types(type_, params)
+    except UnknownParameter:
+        if not lenient:
+            raise
+        ignored.append("_type")
+        types = [type_] if type_ else None
+    if compartment is not None and types is None:
+        types = sorted({"Patient", *get_definitions().patient_compartment})
+    searched: list[str | None] = list(types) if types is not None else [None]
+    per_type: dict[str | None, list[Criterion]] = {t: [] for t in searched}
+    for name, raw in params:
+        if name in RESULT_PARAMETERS or name == "_type":
             continue
-        if "\x00" in raw:  # no resource holds one, and PostgreSQL refuses it in text
-            raise _bad(name, raw, "contains a NUL character")
-        if name.partition(":")[0] in NOT_YET:
-            raise Unsupported(f"Search parameter '{name}' is not supported yet", location=name)
-        if type_ is None and name not in ("_id", "_lastUpdated"):
-            raise BadRequest(
-                f"Search parameter '{name}' needs a resource type; search a type such as "
-                f"/fhir/Patient?{name}=...",
-                location=name,
-            )
-        sql, a = _parameter_condition(type_ or "Resource", name, raw)
+        try:
+            built = {t: criterion(ctx, t, name, raw) for t in per_type}
+        except UnknownParameter:
+            if not lenient:
+                raise
+            ignored.append(name)
+            continue
+        for t, crit in built.items():
+            per_type[t].append(crit)
+    if compartment is not None:
+        for t, crits in per_type.items():
+            assert t is not None
+            crits.append(compartment_criterion(dialect, t, compartment))
+    where = ["deleted = 0"]
+    args: list[Any] = []
+    alternatives: list[Condition] = []
+    for t, crits in per_type.items():
+        alternatives.append(conjunction(crits) if t is None else typed(dialect, t, crits))
+    if len(alternatives) == 1:
+        sql, a = alternatives[0]
+        if sql != "1 = 1":
+            where.append(sql)
+            args.extend(a)
+    else:
+        sql, a = or_conditions([(f"({s})", x) for s, x in alternatives])
         where.append(sql)
         args.extend(a)
-    return where, args
+    return SearchCriteria(where, args, tuple(ignored))

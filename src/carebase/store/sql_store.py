@@ -209,7 +209,8 @@ class SqlStore(Store):
         cursor: str | None = None,
         with_total: bool = True,
     ) -> SearchPage:
-        where, args = build_search(type_, params)
+        criteria = build_search(type_, params, dialect=self.dialect)
+        where, args = list(criteria.where), list(criteria.args)
         filters, filter_args = list(where), list(args)
         after = _cursor_int(cursor)
         if after is not None:
