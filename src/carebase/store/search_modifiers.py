@@ -16,7 +16,6 @@ Terminology is read when the query is built, so the SQL holds plain codes.
 
 from __future__ import annotations
 
-from types import ModuleType
 from typing import Any
 
 import orjson
@@ -25,6 +24,7 @@ from carebase.errors import BadRequest, TooCostly
 from carebase.fhir.definitions.model import SearchParam
 from carebase.fhir.search_expression import compile_for
 from carebase.store.schema import param_key
+from carebase.store.search_values import bad_value, like_escape, split_unescaped, unescape
 from carebase.store.terminology import CodeSet, Direction, Terminology
 
 Condition = tuple[str, list[Any]]
@@ -47,9 +47,6 @@ def modifier_condition(
     `MODIFIERS` and its OR-ed raw (still escaped) `values`. `terminology` reads ValueSets and
     CodeSystems held by the server (None where no store is at hand: then :in/:not-in and token
     :above/:below raise BadRequest saying so)."""
-    # imported here: search_sql imports this module
-    from carebase.store import search_sql
-
     if modifier not in MODIFIERS:
         raise BadRequest(
             f"Search parameter '{name}': modifier ':{modifier}' is not one of "
@@ -57,7 +54,7 @@ def modifier_condition(
             location=name,
         )
     if param.type == "uri" and modifier in ("above", "below"):
-        sql, args = _uri_condition(search_sql, modifier, values, name)
+        sql, args = _uri_condition(modifier, values, name)
         return f"rid IN (SELECT rid FROM idx_uri WHERE pkey = ? AND {sql})", [
             param_key(type_, param.code),
             *args,
@@ -75,7 +72,7 @@ def modifier_condition(
                 "on Identifier elements (such as identifier)",
                 location=name,
             )
-        sql, args = _of_type_condition(search_sql, values, name)
+        sql, args = _of_type_condition(values, name)
         return f"rid IN (SELECT rid FROM idx_token WHERE pkey = ? AND {sql})", [
             param_key(type_, f"{param.code}:of-type"),
             *args,
@@ -86,7 +83,7 @@ def modifier_condition(
             "systems held by the server, which are not available here",
             location=name,
         )
-    codes = _terminology_codes(search_sql, terminology, modifier, values, name)
+    codes = _terminology_codes(terminology, modifier, values, name)
     sql, args = _code_set_sql(codes, terminology.dialect)
     op = "NOT IN" if modifier == "not-in" else "IN"
     return f"rid {op} (SELECT rid FROM idx_token WHERE pkey = ? AND {sql})", [
@@ -102,18 +99,18 @@ def _has_identifiers(type_: str, expression: str) -> bool:
 
 
 def _terminology_codes(
-    sql_mod: ModuleType, terminology: Terminology, modifier: str, values: list[str], name: str
+    terminology: Terminology, modifier: str, values: list[str], name: str
 ) -> CodeSet:
     """The union of the code sets the values name (expansions or subsumption closures)."""
     result = CodeSet()
     for raw in values:
         if raw == "":
-            raise sql_mod._bad(name, raw, "is empty")
+            raise bad_value(name, raw, "is empty")
         try:
             if modifier in ("in", "not-in"):
-                found = terminology.expand(sql_mod._unescape(raw))
+                found = terminology.expand(unescape(raw))
             else:
-                system, code = _system_code(sql_mod, raw, name, modifier)
+                system, code = _system_code(raw, name, modifier)
                 direction: Direction = "below" if modifier == "below" else "above"
                 found = terminology.subsumption(system, code, direction)
             result = result | found
@@ -126,15 +123,13 @@ def _terminology_codes(
     return result
 
 
-def _system_code(sql_mod: ModuleType, raw: str, name: str, modifier: str) -> tuple[str | None, str]:
-    parts = sql_mod._split_unescaped(raw, "|")
+def _system_code(raw: str, name: str, modifier: str) -> tuple[str | None, str]:
+    parts = split_unescaped(raw, "|")
     if len(parts) == 1:
-        return None, sql_mod._unescape(parts[0])
+        return None, unescape(parts[0])
     if len(parts) != 2 or not parts[0] or not parts[1]:
-        raise sql_mod._bad(
-            name, raw, f"is not a code for :{modifier} (expected system|code or code)"
-        )
-    return sql_mod._unescape(parts[0]), sql_mod._unescape(parts[1])
+        raise bad_value(name, raw, f"is not a code for :{modifier} (expected system|code or code)")
+    return unescape(parts[0]), unescape(parts[1])
 
 
 def _in_list(column: str, items: list[str], dialect: str) -> Condition:
@@ -188,24 +183,24 @@ def uri_ancestors(uri: str) -> list[str]:
     return list(dict.fromkeys(p for p in out if p))
 
 
-def _uri_condition(sql_mod: ModuleType, modifier: str, values: list[str], name: str) -> Condition:
+def _uri_condition(modifier: str, values: list[str], name: str) -> Condition:
     parts: list[str] = []
     args: list[Any] = []
     above: list[str] = []
     for raw in values:
         if raw == "":
-            raise sql_mod._bad(name, raw, "is empty")
-        pieces = sql_mod._split_unescaped(raw, "|")
+            raise bad_value(name, raw, "is empty")
+        pieces = split_unescaped(raw, "|")
         if len(pieces) > 2:
-            raise sql_mod._bad(name, raw, "has more than one '|' (expected a uri or url|version)")
-        url = sql_mod._unescape(pieces[0])
-        full = "|".join(sql_mod._unescape(p) for p in pieces)
+            raise bad_value(name, raw, "has more than one '|' (expected a uri or url|version)")
+        url = unescape(pieces[0])
+        full = "|".join(unescape(p) for p in pieces)
         if modifier == "above":
             above.extend(uri_ancestors(url))
             above.append(full)
         else:  # below: starts with the value (LIKE narrows, SUBSTR makes it case-sensitive)
             parts.append("(uri LIKE ? ESCAPE '\\' AND SUBSTR(uri, 1, ?) = ?)")
-            args.extend([f"{sql_mod._like_escape(full)}%", len(full), full])
+            args.extend([f"{like_escape(full)}%", len(full), full])
     if above:
         unique = list(dict.fromkeys(above))
         parts.append(f"uri IN ({', '.join('?' * len(unique))})")
@@ -213,19 +208,19 @@ def _uri_condition(sql_mod: ModuleType, modifier: str, values: list[str], name: 
     return "(" + " OR ".join(parts) + ")", args
 
 
-def _of_type_condition(sql_mod: ModuleType, values: list[str], name: str) -> Condition:
+def _of_type_condition(values: list[str], name: str) -> Condition:
     parts: list[str] = []
     args: list[Any] = []
     for raw in values:
-        pieces = sql_mod._split_unescaped(raw, "|")
+        pieces = split_unescaped(raw, "|")
         if len(pieces) != 3 or not all(pieces):
-            raise sql_mod._bad(
+            raise bad_value(
                 name,
                 raw,
                 "is not an identifier type and value (expected system|code|value, e.g. "
                 "http://terminology.hl7.org/CodeSystem/v2-0203|MR|12345)",
             )
-        system, type_code, value = (sql_mod._unescape(p) for p in pieces)
+        system, type_code, value = (unescape(p) for p in pieces)
         parts.append("(code = ? AND system = ? AND text = ?)")
         args.extend([value, system, type_code])
     return "(" + " OR ".join(parts) + ")", args
