@@ -93,8 +93,8 @@ def _check(store: Store, stored: Stored, type_: str, params: list[tuple[str, str
 
 def test_include_forward_and_wildcard(loaded: Any) -> None:
     store, stored = loaded
-    got = _check(store, stored, "Observation", [("_include", "Observation:subject"),
-                                                 ("_include", "Observation:encounter")])  # fmt: skip
+    both = [("_include", "Observation:subject"), ("_include", "Observation:encounter")]
+    got = _check(store, stored, "Observation", both)
     assert {t for t, _ in got} == {"Patient", "Encounter"}
     got = _check(store, stored, "Encounter", [("_include", "Encounter:*")])
     assert {"Patient", "Practitioner", "Organization"} <= {t for t, _ in got}
@@ -115,8 +115,8 @@ def test_revinclude(loaded: Any) -> None:
 def test_iterate(loaded: Any) -> None:
     store, stored = loaded
     pid = sorted(stored["Patient"])[1]
-    got = _check(store, stored, "Patient", [("_id", pid), ("_revinclude", "Encounter:patient"),
-                                            ("_include:iterate", "Encounter:participant")])  # fmt: skip
+    rules = [("_revinclude", "Encounter:patient"), ("_include:iterate", "Encounter:participant")]
+    got = _check(store, stored, "Patient", [("_id", pid), *rules])
     assert "Practitioner" in {t for t, _ in got}
     # iterating back to the matches never repeats them
     _check(store, stored, "Patient", [("_revinclude:iterate", "Observation:subject"),

@@ -264,7 +264,7 @@ def test_malformed_cursors_are_400(store: Store, cursor: str) -> None:
 
 def test_a_cursor_of_another_sort_is_400(store: Store) -> None:
     with store.transaction() as tx:
-        for i in range(3):
+        for _ in range(3):
             tx.create("Patient", {"resourceType": "Patient", "gender": "male"})
     page = store.search("Patient", [("_sort", "gender")], count=1)
     assert page.next_cursor is not None
