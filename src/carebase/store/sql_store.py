@@ -102,7 +102,10 @@ def _criteria(
     """The selection of a search: the one call of `search_sql.build_search`.
 
     Until `build_search` takes `lenient` and `compartment` itself, this adapter drops unknown
-    parameters when lenient and adds the Patient compartment condition.
+    parameters when lenient and adds the Patient compartment condition. Once it does, the body
+    becomes `return build_search(type_, params, dialect=dialect, lenient=lenient,
+    compartment=compartment)`, and `SearchCriteria` (imported from search_sql instead),
+    `_unknown` and `_compartment_condition` go.
     """
     ignored = tuple(
         name
