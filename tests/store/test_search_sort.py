@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from search_reference import norm, ranges_of, reference_of, strings_of, tokens_of
 from search_reference import values as expression_values
@@ -272,3 +273,26 @@ def test_a_cursor_of_another_sort_is_400(store: Store) -> None:
         store.search("Patient", [("_sort", "-gender")], cursor=page.next_cursor)
     with pytest.raises(BadRequest, match="follow the links"):
         store.search("Patient", [], cursor=page.next_cursor)
+
+
+def test_uri_and_reference_sorts(store: Store) -> None:
+    urls = ["http://b.org/vs", "http://a.org/vs/2", None, "http://a.org/vs", "urn:oid:1.2"]
+    with store.transaction() as tx:
+        for i, url in enumerate(urls):
+            vs: Json = {"resourceType": "ValueSet", "status": "active"}
+            if url:
+                vs["url"] = url
+            tx.update("ValueSet", f"v{i}", vs)
+        for i, ref in enumerate(["Patient/b", "Group/z", None, "Patient/a", "#contained"]):
+            obs: Json = {"resourceType": "Observation", "status": "final", "code": {"text": "x"}}
+            if ref:
+                obs["subject"] = {"reference": ref}
+            tx.update("Observation", f"o{i}", obs)
+    for type_, code in (("ValueSet", "url"), ("Observation", "subject")):
+        resources = {r.id: orjson.loads(r.body or b"{}") for r in store.iter_current(type_)}
+        rows = _row_order(store, type_)
+        for sort in (code, f"-{code}"):
+            expected = expected_order(type_, resources, rows, sort)
+            assert page_through(store, type_, [("_sort", sort)], 2) == expected
+            assert page_back(store, type_, [("_sort", sort)], 2) == expected
+    assert page_through(store, "ValueSet", [("_sort", "url")], 10) == ["v3", "v1", "v0", "v4", "v2"]

@@ -352,6 +352,8 @@ class SqlStore(Store):
         keys = "".join(f", {k.expression} AS {key_column(i)}" for i, k in enumerate(plan.keys))
         key_args = [a for k in plan.keys for a in k.args]
         inner = f"SELECT rid, {_COLUMNS}{keys} FROM resource WHERE {' AND '.join(criteria.where)}"
+        if plan.keys:  # a fence: compute each key once per row, not again in the keyset test
+            inner += " OFFSET 0" if self.dialect == "postgresql" else " LIMIT -1 OFFSET 0"
         sql = f"SELECT * FROM ({inner}) m"
         args: list[Any] = [*key_args, *criteria.args]
         if boundary is not None:
