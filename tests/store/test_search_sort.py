@@ -21,6 +21,7 @@ from test_search_reference import _load
 from carebase.errors import BadRequest
 from carebase.fhir.definitions.loader import get_definitions
 from carebase.store.base import SearchPage, Store
+from carebase.store.search_order import parse_sort
 from carebase.store.search_sql import is_supported
 
 Json = dict[str, Any]
@@ -296,3 +297,11 @@ def test_uri_and_reference_sorts(store: Store) -> None:
             assert page_through(store, type_, [("_sort", sort)], 2) == expected
             assert page_back(store, type_, [("_sort", sort)], 2) == expected
     assert page_through(store, "ValueSet", [("_sort", "url")], 10) == ["v3", "v1", "v0", "v4", "v2"]
+
+
+def test_several_types_sort_on_the_parameters_they_share() -> None:
+    plan = parse_sort(("Patient", "Practitioner"), "-name,gender", "sqlite")
+    assert [k.name for k in plan.keys] == ["name", "gender"]
+    assert len(plan.keys[0].args) == 2 and "IN (?, ?)" in plan.keys[0].expression
+    with pytest.raises(BadRequest, match="Patient, Observation"):
+        parse_sort(("Patient", "Observation"), "name", "sqlite")

@@ -70,9 +70,10 @@ def _text_key(dialect: Dialect, expression: str) -> str:
 
 
 def _index_key(
-    type_: str, code: str, ptype: str, descending: bool, dialect: Dialect
+    code: str, ptype: str, keys: int, descending: bool, dialect: Dialect
 ) -> tuple[str, str]:
-    """(SQL aggregate over the index rows of `resource`, value kind) for one parameter type."""
+    """(SQL aggregate over the index rows of `resource` under `keys` parameter keys, value
+    kind) for one parameter type."""
     pick = "MAX" if descending else "MIN"
     sep = "chr(1)" if dialect == "postgresql" else "char(1)"
     if ptype == "string":
@@ -92,14 +93,23 @@ def _index_key(
         value = _text_key(dialect, "COALESCE(x.target_type || '/' || x.target_id, x.url)")
     else:
         raise _bad_sort(code, f"a {ptype} parameter cannot be sorted on")
-    where = "x.rid = resource.rid AND x.pkey = ?"
+    where = f"x.rid = resource.rid AND x.pkey IN ({', '.join('?' * keys)})"
     if ptype == "token":
         where += " AND x.code IS NOT NULL"
     return f"(SELECT {pick}({value}) FROM {table} x WHERE {where})", kind
 
 
-def parse_sort(type_: str | None, raw: str | None, dialect: Dialect) -> SortPlan:
-    """The sort keys of `_sort=a,-b,...` for a search of `type_` (None: all types)."""
+def _shared_param(types: tuple[str, ...], code: str) -> str | None:
+    """The type of parameter `code` when every one of `types` has it with that one type."""
+    defs = get_definitions()
+    params = [defs.search_param(t, code) for t in types]
+    kinds = {p.type for p in params if p is not None and p.expression is not None}
+    return kinds.pop() if len(kinds) == 1 and len(params) == len(types) and all(params) else None
+
+
+def parse_sort(types: tuple[str, ...] | None, raw: str | None, dialect: Dialect) -> SortPlan:
+    """The sort keys of `_sort=a,-b,...` for a search of `types` (None: all types, which
+    sort on `_id` and `_lastUpdated` only; several: on parameters all of them share)."""
     if raw is None:
         return SortPlan((), "")
     keys: list[SortKey] = []
@@ -119,14 +129,16 @@ def parse_sort(type_: str | None, raw: str | None, dialect: Dialect) -> SortPlan
         elif code == "_lastUpdated":
             expression, kind, args = "resource.last_updated", _NUMBER, ()
         else:
-            param = get_definitions().search_param(type_, code) if type_ else None
-            if param is None or param.expression is None:
+            ptype = _shared_param(types, code) if types else None
+            if ptype is None:
                 where = (
-                    f"for {type_}" if type_ else "across resource types (only _id, _lastUpdated)"
+                    f"for {', '.join(types)}"
+                    if types
+                    else "across resource types (only _id, _lastUpdated)"
                 )
                 raise _bad_sort(code, f"is not a search parameter that can be sorted on {where}")
-            expression, kind = _index_key(type_ or "", code, param.type, descending, dialect)
-            args = (param_key(type_ or "", code),)
+            expression, kind = _index_key(code, ptype, len(types or ()), descending, dialect)
+            args = tuple(param_key(t, code) for t in types or ())
         keys.append(SortKey(code, descending, expression, args, kind))
     return SortPlan(tuple(keys), ",".join(("-" if k.descending else "") + k.name for k in keys))
 

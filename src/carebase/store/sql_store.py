@@ -146,6 +146,16 @@ def _compartment_condition(
     return ("(" + " OR ".join(parts) + ")" if parts else "1 = 0"), args
 
 
+def _searched_types(type_: str | None, params: list[tuple[str, str]]) -> tuple[str, ...] | None:
+    """The resource types a search covers: its type, else those `_type` lists (if all are
+    known; build_search reports the others), else None for every type."""
+    if type_ is not None:
+        return (type_,)
+    listed = [t.strip() for name, value in params if name == "_type" for t in value.split(",")]
+    known = get_definitions().resource_types
+    return tuple(dict.fromkeys(listed)) if listed and all(t in known for t in listed) else None
+
+
 @dataclass(frozen=True, slots=True)
 class _Shape:
     """A search's parameters split: selection criteria, sort, include rules, ignored names."""
@@ -182,11 +192,11 @@ def search_shape(
             "_sort may be given once (list several keys in it: _sort=a,-b)", location="_sort"
         )
     try:
-        plan = parse_sort(type_, sorts[0] if sorts else None, dialect)
+        plan = parse_sort(_searched_types(type_, params), sorts[0] if sorts else None, dialect)
     except BadRequest:
         if not lenient:
             raise
-        plan, ignored = parse_sort(type_, None, dialect), [*ignored, "_sort"]
+        plan, ignored = parse_sort(None, None, dialect), [*ignored, "_sort"]
     rules = [rule for rule in rules if rule.parameter not in ignored]
     return _Shape(criteria, plan, rules, tuple(ignored))
 
