@@ -305,3 +305,20 @@ def test_several_types_sort_on_the_parameters_they_share() -> None:
     assert len(plan.keys[0].args) == 2 and "IN (?, ?)" in plan.keys[0].expression
     with pytest.raises(BadRequest, match="Patient, Observation"):
         parse_sort(("Patient", "Observation"), "name", "sqlite")
+
+
+def test_a_page_emptied_by_deletes_links_back(store: Store) -> None:
+    with store.transaction() as tx:
+        for i in range(4):
+            tx.update("Patient", f"e{i}", {"resourceType": "Patient", "gender": "male"})
+    first = store.search("Patient", [("_sort", "_id")], count=2)
+    with store.transaction() as tx:
+        tx.delete("Patient", "e2")
+        tx.delete("Patient", "e3")
+    empty = store.search("Patient", [("_sort", "_id")], count=2, cursor=first.next_cursor)
+    assert empty.entries == [] and empty.next_cursor is None
+    back = store.search("Patient", [("_sort", "_id")], count=2, cursor=empty.previous_cursor)
+    assert [e.id for e in back.entries] == ["e0"]
+    assert back.next_cursor is not None
+    again = store.search("Patient", [("_sort", "_id")], count=2, cursor=back.next_cursor)
+    assert [e.id for e in again.entries] == ["e1"]

@@ -396,11 +396,16 @@ class SqlStore(Store):
 
         has_next = bool(rows) and (more or reverse)
         has_previous = bool(rows) and (more if reverse else boundary is not None)
+        next_cursor = boundary_cursor(rows[-1], "n") if has_next else None
+        previous_cursor = boundary_cursor(rows[0], "p") if has_previous else None
+        if not rows and count and boundary is not None:  # paged past what is left: turn back
+            back = encode_cursor(plan, boundary.values, boundary.rid, "n" if reverse else "p")
+            next_cursor, previous_cursor = (back, None) if reverse else (None, back)
         return SearchPage(
             entries=[row_to_stored(row[1:width]) for row in rows],
-            next_cursor=boundary_cursor(rows[-1], "n") if has_next else None,
+            next_cursor=next_cursor,
             total=matched,
-            previous_cursor=boundary_cursor(rows[0], "p") if has_previous else None,
+            previous_cursor=previous_cursor,
             included=included,
             includes_truncated=truncated,
             ignored=(*criteria.ignored, *shape.ignored),
