@@ -39,6 +39,8 @@ class Settings:
     max_json_depth: int = 100
     default_page_size: int = 20
     max_page_size: int = 1000
+    #: The most `_include`/`_revinclude` resources added to one search page.
+    max_include: int = 1000
     #: PostgreSQL pool size per worker process.
     pool_size: int = 10
     #: PostgreSQL statement_timeout: the longest one SQL statement may run.
@@ -59,6 +61,7 @@ class Settings:
             max_json_depth=_env_int("CAREBASE_MAX_JSON_DEPTH", 100),
             default_page_size=_env_int("CAREBASE_DEFAULT_PAGE_SIZE", 20),
             max_page_size=_env_int("CAREBASE_MAX_PAGE_SIZE", 1000),
+            max_include=_env_int("CAREBASE_MAX_INCLUDE", 1000),
             pool_size=_env_int("CAREBASE_POOL_SIZE", 10),
             statement_timeout_ms=_env_int("CAREBASE_STATEMENT_TIMEOUT_MS", 30_000),
         )

@@ -110,10 +110,12 @@ async def test_search_paging_total_summary(client: httpx.AsyncClient) -> None:
     for i in range(5):
         await create(client, patient(f"S{i}"))
     page = (await client.get("/fhir/Patient", params={"_count": "2"})).json()
+    assert set(links(page)) == {"self", "first", "next"}
     names = []
     pages = 0
     while True:
         pages += 1
+        assert ("previous" in links(page)) == (pages > 1)
         names += [e["resource"]["name"][0]["family"] for e in page.get("entry", [])]
         if "next" not in links(page):
             break

@@ -104,6 +104,8 @@ def test_basic_search(
         ([("general-practitioner.nonsense", "x")], "general-practitioner.nonsense"),
         ([("general-practitioner:Patient.name", "x")], "general-practitioner:Patient.name"),
         ([("_query", "x")], "_query"),
+        ([("_sort", "no-such-key")], "no-such-key"),
+        ([("_include", "Patient:no-such-param")], "no-such-param"),
     ],
 )
 def test_refusals_name_the_parameter(

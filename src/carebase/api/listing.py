@@ -14,10 +14,12 @@ import orjson
 
 from carebase.api.interactions import CONTROL_PARAMS, require_id, require_type
 from carebase.api.results import Context, Result, instant, parse_instant
-from carebase.errors import BadRequest, NotFound
-from carebase.store.base import StoredResource
+from carebase.errors import BadRequest, Issue, NotFound
+from carebase.fhir import operation_outcome
+from carebase.store.base import StoredResource, TotalMode
 
 _HISTORY_PARAMS = frozenset({"_since", "_at", "_count", "_cursor", "_format", "_pretty"})
+_TOTAL_MODES = ("none", "estimate", "accurate")
 _HISTORY_STATUS = {"create": "201 Created", "update": "200 OK", "delete": "204 No Content"}
 _HISTORY_METHOD = {"create": "POST", "update": "PUT", "delete": "DELETE"}
 
@@ -91,7 +93,11 @@ def history(
     if unknown:
         raise NotFound(f"{type_}/{id_} is not known")
     entries = [_history_entry(ctx, stored) for stored in page.entries]
-    bundle = _bundle("history", page.total, path_url, params, page.next_cursor, entries)
+    visible = [(k, v) for k, v in params if k not in ("_format", "_pretty")]
+    links = [_link("self", _page_url(path_url, visible, values.get("_cursor")))]
+    if page.next_cursor is not None:
+        links.append(_link("next", _page_url(path_url, visible, page.next_cursor)))
+    bundle = _bundle("history", page.total, links, entries)
     return Result(200, body=bundle)
 
 
@@ -119,13 +125,21 @@ def search(
     params: list[tuple[str, str]],
     path_url: str,
     shaper: Shaper = fragment,
+    *,
+    lenient: bool = False,
+    compartment: tuple[str, str] | None = None,
 ) -> Result:
-    """Search (GET or POST _search): a searchset Bundle of the matches, paged by cursor."""
+    """Search (GET or POST _search): a searchset Bundle of the matches, paged by cursor.
+
+    Matches come first (`search.mode` match, reshaped by `shaper` for `_summary`/
+    `_elements`), then `_include`/`_revinclude` resources whole (mode include), then, when
+    the per-page include cap was reached, an OperationOutcome saying so (mode outcome).
+    """
     if type_ is not None:
         require_type(type_)
     count_value: str | None = None
     cursor: str | None = None
-    with_total = True
+    total: TotalMode = "accurate"
     summary_count = False
     criteria: list[tuple[str, str]] = []
     for name, value in params:
@@ -134,44 +148,78 @@ def search(
         elif name == "_cursor":
             cursor = value
         elif name == "_total":
-            if value not in ("none", "estimate", "accurate"):
-                raise BadRequest("_total must be none, estimate or accurate", location="_total")
-            with_total = value != "none"
+            if value not in _TOTAL_MODES:
+                raise BadRequest(
+                    f"_total={value!r} is not valid; use none, estimate or accurate",
+                    location="_total",
+                )
+            total = value  # type: ignore[assignment]
         elif name == "_summary" and value == "count":
             summary_count = True
         elif name not in CONTROL_PARAMS:
             criteria.append((name, value))
+    if summary_count and total == "none":
+        total = "accurate"
     count = 0 if summary_count else page_size(ctx, count_value)
     page = ctx.store.search(
-        type_, criteria, count=count, cursor=cursor, with_total=with_total or summary_count
+        type_,
+        criteria,
+        count=count,
+        cursor=cursor,
+        total=total,
+        lenient=lenient,
+        compartment=compartment,
+        max_include=ctx.settings.max_include,
     )
     entries: list[dict[str, object]] = []
-    for stored in page.entries:
-        if stored.body is None:
-            continue
-        entries.append(
-            {
-                "fullUrl": ctx.url_of(stored),
-                "resource": shaper(stored.body),
-                "search": {"mode": "match"},
-            }
+    for stored, resource, mode in [
+        *((s, shaper, "match") for s in page.entries),
+        *((s, fragment, "include") for s in page.included),
+    ]:
+        if stored.body is not None:
+            entry = {"fullUrl": ctx.url_of(stored), "resource": resource(stored.body)}
+            entries.append({**entry, "search": {"mode": mode}})
+    if page.includes_truncated:
+        warning = Issue(
+            "warning",
+            "too-costly",
+            f"Included resources were cut off at {ctx.settings.max_include} per page "
+            "(CAREBASE_MAX_INCLUDE); request smaller pages (_count) to get them all",
         )
-    bundle = _bundle("searchset", page.total, path_url, params, page.next_cursor, entries)
+        entries.append(
+            {"resource": operation_outcome.outcome([warning]), "search": {"mode": "outcome"}}
+        )
+    visible = [(k, v) for k, v in params if k not in page.ignored]
+    links = _links(path_url, visible, cursor, page.next_cursor, page.previous_cursor)
+    bundle = _bundle("searchset", page.total, links, entries)
     return Result(200, body=bundle)
+
+
+def _links(
+    path_url: str,
+    params: list[tuple[str, str]],
+    current: str | None,
+    next_cursor: str | None,
+    previous_cursor: str | None,
+) -> list[dict[str, str]]:
+    """Paging links: self (this page), first, and next/previous where there are such pages."""
+    visible = [(k, v) for k, v in params if k not in ("_format", "_pretty")]
+    links = [_link("self", _page_url(path_url, visible, current))]
+    if current is not None or next_cursor is not None:
+        links.append(_link("first", _page_url(path_url, visible, None)))
+    if previous_cursor is not None:
+        links.append(_link("previous", _page_url(path_url, visible, previous_cursor)))
+    if next_cursor is not None:
+        links.append(_link("next", _page_url(path_url, visible, next_cursor)))
+    return links
 
 
 def _bundle(
     kind: str,
     total: int | None,
-    path_url: str,
-    params: list[tuple[str, str]],
-    next_cursor: str | None,
+    links: list[dict[str, str]],
     entries: list[dict[str, object]],
 ) -> dict[str, object]:
-    visible = [(k, v) for k, v in params if k not in ("_format", "_pretty")]
-    links = [_link("self", _page_url(path_url, visible, _current_cursor(params)))]
-    if next_cursor is not None:
-        links.append(_link("next", _page_url(path_url, visible, next_cursor)))
     bundle: dict[str, Any] = {"resourceType": "Bundle", "type": kind}
     if total is not None:
         bundle["total"] = total
@@ -179,10 +227,3 @@ def _bundle(
     if entries:
         bundle["entry"] = entries
     return bundle
-
-
-def _current_cursor(params: list[tuple[str, str]]) -> str | None:
-    for name, value in params:
-        if name == "_cursor":
-            return value
-    return None

@@ -220,7 +220,7 @@ class FhirApi:
         return await self._search(request, type_, self._query(request))
 
     async def search_system(self, request: Request) -> Response:
-        """GET [base]?params: search across all types (common parameters only)."""
+        """GET [base]?params: search across all types (`_type` narrows them)."""
         self._negotiate(request)
         return await self._search(request, None, self._query(request))
 
@@ -228,6 +228,49 @@ class FhirApi:
         """POST [base]/Type/_search with a form body (merged with the URL parameters)."""
         self._negotiate(request)
         type_ = self._type(request)
+        return await self._search(request, type_, await self._form_query(request))
+
+    async def search_system_post(self, request: Request) -> Response:
+        """POST [base]/_search with a form body: search across all types."""
+        self._negotiate(request)
+        return await self._search(request, None, await self._form_query(request))
+
+    async def search_compartment(self, request: Request) -> Response:
+        """GET [base]/Patient/id/Type (or `*`): search inside one patient's compartment."""
+        self._negotiate(request)
+        type_, compartment = self._compartment(request)
+        return await self._search(request, type_, self._query(request), compartment)
+
+    async def search_compartment_post(self, request: Request) -> Response:
+        """POST [base]/Patient/id/Type/_search with a form body."""
+        self._negotiate(request)
+        type_, compartment = self._compartment(request)
+        query = await self._form_query(request)
+        return await self._search(request, type_, query, compartment)
+
+    def _compartment(self, request: Request) -> tuple[str | None, tuple[str, str]]:
+        """(searched type or None for `*`, (compartment type, id)) of a compartment route."""
+        p = request.path_params
+        kind, id_, type_ = p["compartment"], p["cid"], p["type"]
+        if kind != "Patient":
+            if kind in self.types:
+                raise NotFound(
+                    f"Compartment search is supported for Patient only, not {kind}",
+                    location="compartment",
+                )
+            interactions.require_type(kind)
+        interactions.require_id(id_)
+        if type_ == "*":
+            return None, (kind, id_)
+        interactions.require_type(type_)
+        if type_ != kind and type_ not in get_definitions().patient_compartment:
+            raise BadRequest(
+                f"{type_} resources are not in the Patient compartment", location="type"
+            )
+        return type_, (kind, id_)
+
+    async def _form_query(self, request: Request) -> list[tuple[str, str]]:
+        """The URL parameters followed by those of an x-www-form-urlencoded body."""
         content_type = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
         if content_type != "application/x-www-form-urlencoded":
             raise UnsupportedMediaType(
@@ -238,19 +281,25 @@ class FhirApi:
             form = parse_qsl(raw.decode("utf-8"), keep_blank_values=True)
         except UnicodeDecodeError as exc:
             raise BadRequest("The form body is not UTF-8") from exc
-        return await self._search(request, type_, self._query(request) + form)
+        return self._query(request) + form
 
     async def _search(
-        self, request: Request, type_: str | None, params: list[tuple[str, str]]
+        self,
+        request: Request,
+        type_: str | None,
+        params: list[tuple[str, str]],
+        compartment: tuple[str, str] | None = None,
     ) -> Response:
         ctx = self.context(request)
-        url = f"{ctx.base}/{type_}" if type_ else ctx.base
-        shaper = shaper_for(dict(params))
-        run = listing.search
-        if shaper is None:
-            result = await self._reading(run, ctx, type_, params, url)
-        else:
-            result = await self._reading(run, ctx, type_, params, url, shaper)
+        path = "/".join([*compartment, type_ or "*"]) if compartment else type_
+        url = f"{ctx.base}/{path}" if path else ctx.base
+        shaper = shaper_for(dict(params)) or listing.fragment
+        lenient = prefer_lenient(request)
+        result = await self._reading(
+            lambda: listing.search(
+                ctx, type_, params, url, shaper, lenient=lenient, compartment=compartment
+            )
+        )
         return self._respond(request, result)
 
     async def history(self, request: Request) -> Response:
@@ -397,6 +446,19 @@ class FhirApi:
             return render(bundles.process(ctx, resource, prefer), pretty=pretty)
 
         return fhir_response(await run_in_threadpool(run))
+
+
+def prefer_lenient(request: Request) -> bool:
+    """Whether `Prefer: handling=lenient` asks to ignore unknown search parameters (the
+    default, and `handling=strict`, refuses them with 400)."""
+    prefer = request.headers.get("prefer")
+    if not prefer:
+        return False
+    for part in prefer.replace(";", ",").split(","):
+        name, _, value = part.strip().partition("=")
+        if name.strip().lower() == "handling":
+            return value.strip().strip('"').lower() == "lenient"
+    return False
 
 
 def _by_method(handlers: dict[str, Any]) -> Any:

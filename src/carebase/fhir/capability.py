@@ -50,6 +50,44 @@ def _search_params(
     ]
 
 
+def _reference_params(definitions: Definitions, type_: str) -> list[SearchParam]:
+    return [
+        p
+        for p in definitions.search_params(type_).values()
+        if p.type == "reference" and p.expression
+    ]
+
+
+def _includes(definitions: Definitions, type_: str) -> list[str]:
+    """`_include` values for `type_`: each reference parameter, and `Type:*`."""
+    names = [f"{type_}:{p.code}" for p in _reference_params(definitions, type_)]
+    return [*names, f"{type_}:*"] if names else []
+
+
+def _revincludes(definitions: Definitions, type_: str) -> list[str]:
+    """`_revinclude` values for `type_`: every reference parameter that can point to it."""
+    return [
+        f"{source}:{p.code}"
+        for source in sorted(definitions.resource_types)
+        for p in _reference_params(definitions, source)
+        if not p.targets or type_ in p.targets
+    ]
+
+
+#: Search result parameters the server supports on every search (rest.searchParam).
+RESULT_PARAMETERS = (
+    ("_sort", "string", "Sort keys, comma-separated, '-' for descending: any search parameter "
+     "of type string, token, date, number, quantity, uri or reference, and _id, _lastUpdated"),
+    ("_count", "number", "Matches per page (default and maximum are configurable)"),
+    ("_total", "token", "none | estimate | accurate (default accurate)"),
+    ("_summary", "token", "true | text | data | count | false"),
+    ("_elements", "string", "Top-level elements to return for the matches"),
+    ("_include", "special", "SourceType:parameter[:TargetType] or SourceType:*; :iterate"),
+    ("_revinclude", "special", "SourceType:parameter[:TargetType]; :iterate"),
+    ("_type", "token", "Resource types of a system or compartment search"),
+)  # fmt: skip
+
+
 def _resource_entry(
     definitions: Definitions, type_: str, tokens: frozenset[str], searchable: Searchable
 ) -> dict[str, object]:
@@ -68,6 +106,8 @@ def _resource_entry(
     }
     params = _search_params(definitions, type_, searchable) if "search-type" in tokens else []
     if params:
+        entry["searchInclude"] = _includes(definitions, type_)
+        entry["searchRevInclude"] = _revincludes(definitions, type_)
         entry["searchParam"] = params
     operations = [
         {"name": name, "definition": url}
@@ -103,6 +143,13 @@ def capability_statement(
         ],
         "interaction": [{"code": code} for code in SYSTEM_INTERACTION_CODES if code in supported],
     }
+    if "search-type" in supported or "search-system" in supported:
+        rest["searchParam"] = [
+            {"name": name, "type": kind, "documentation": text}
+            for name, kind, text in RESULT_PARAMETERS
+        ]
+    if "search-compartment" in supported:
+        rest["compartment"] = ["http://hl7.org/fhir/CompartmentDefinition/patient"]
     statement: dict[str, object] = {
         "resourceType": "CapabilityStatement",
         "status": "active",

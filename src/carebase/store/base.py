@@ -5,11 +5,13 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
 Interaction = Literal["create", "update", "delete"]
+#: `_total`: no total, the database's estimate, or an exact count.
+TotalMode = Literal["none", "estimate", "accurate"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,11 +47,21 @@ class HistoryPage:
 
 @dataclass(frozen=True, slots=True)
 class SearchPage:
-    """One page of search matches (current versions) and the cursor of the next page."""
+    """One page of search matches (current versions, in the search's order) and its cursors.
+
+    `next_cursor`/`previous_cursor` continue after the last / before the first match (None
+    when there is nothing there to page to). `included` are the `_include`/`_revinclude`
+    resources (each once, never a match), `includes_truncated` says the per-page cap cut them
+    short, and `ignored` names the parameters left out under lenient handling.
+    """
 
     entries: list[StoredResource]
     next_cursor: str | None
     total: int | None = None
+    previous_cursor: str | None = None
+    included: list[StoredResource] = field(default_factory=list)
+    includes_truncated: bool = False
+    ignored: tuple[str, ...] = ()
 
 
 class Transaction(ABC):
@@ -161,9 +173,20 @@ class Store(ABC):
         *,
         count: int = 20,
         cursor: str | None = None,
-        with_total: bool = True,
+        total: TotalMode = "accurate",
+        lenient: bool = False,
+        compartment: tuple[str, str] | None = None,
+        max_include: int = 1000,
     ) -> SearchPage:
-        """Current, non-deleted resources matching `params` (name, value) pairs, stable order."""
+        """Current, non-deleted resources matching `params` (name, value) pairs.
+
+        `params` are criteria plus `_sort`, `_include` and `_revinclude`; the page holds up
+        to `count` matches in `_sort` order (then row order), continuing from `cursor` (a
+        `next_cursor`/`previous_cursor` of an earlier page of the same search). `lenient`
+        ignores unknown parameters instead of refusing them; `compartment` is
+        ("Patient", id) to search inside that patient's compartment; at most `max_include`
+        resources are included per page.
+        """
 
     @abstractmethod
     def transaction(self) -> AbstractContextManager[Transaction]:

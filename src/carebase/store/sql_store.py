@@ -10,16 +10,37 @@ from __future__ import annotations
 from abc import abstractmethod
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from carebase.errors import BadRequest, StorageError
-from carebase.store.base import HistoryPage, SearchPage, Store, StoredResource, Transaction
+from carebase.fhir.definitions.loader import get_definitions
+from carebase.store.base import (
+    HistoryPage,
+    SearchPage,
+    Store,
+    StoredResource,
+    TotalMode,
+    Transaction,
+)
 from carebase.store.clock import datetime_to_ms
 from carebase.store.schema import LATEST, MIGRATIONS
-from carebase.store.search_sql import build_search
+from carebase.store.search_include import IncludeRule, collect_includes, is_include_parameter
+from carebase.store.search_include import parse_rule as parse_include
+from carebase.store.search_order import (
+    SortPlan,
+    beyond,
+    decode_cursor,
+    encode_cursor,
+    key_column,
+    order_by,
+    parse_sort,
+)
+from carebase.store.search_sql import SearchCriteria, build_search
 from carebase.store.sql_rows import row_to_stored
+from carebase.store.terminology import Terminology
 
 _COLUMNS = "type, id, version, last_updated, deleted, body"
 #: Read by id: the current version or tombstone (`?` placeholders; see `to_pyformat`).
@@ -61,11 +82,68 @@ def _cursor_int(cursor: str | None) -> int | None:
     return value
 
 
+def _searched_types(type_: str | None, params: list[tuple[str, str]]) -> tuple[str, ...] | None:
+    """The resource types a search covers: its type, else those `_type` lists (if all are
+    known; build_search reports the others), else None for every type."""
+    if type_ is not None:
+        return (type_,)
+    listed = [t.strip() for name, value in params if name == "_type" for t in value.split(",")]
+    known = get_definitions().resource_types
+    return tuple(dict.fromkeys(listed)) if listed and all(t in known for t in listed) else None
+
+
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    """A search's parameters split: selection criteria, sort, include rules, ignored names."""
+
+    criteria: list[tuple[str, str]]
+    sort: SortPlan
+    includes: list[IncludeRule]
+    ignored: tuple[str, ...]
+
+
+def search_shape(
+    type_: str | None, params: list[tuple[str, str]], dialect: Any, *, lenient: bool
+) -> _Shape:
+    """Split `params` into criteria, `_sort` and `_include`/`_revinclude` rules; invalid
+    result parameters are 400 (ignored, and named in `ignored`, when `lenient`)."""
+    criteria: list[tuple[str, str]] = []
+    sorts: list[str] = []
+    rules: list[IncludeRule] = []
+    ignored: list[str] = []
+    for name, value in params:
+        try:
+            if name == "_sort":
+                sorts.append(value)
+            elif is_include_parameter(name):
+                rules.append(parse_include(name, value))
+            else:
+                criteria.append((name, value))
+        except BadRequest:
+            if not lenient:
+                raise
+            ignored.append(name)
+    if len(sorts) > 1:
+        raise BadRequest(
+            "_sort may be given once (list several keys in it: _sort=a,-b)", location="_sort"
+        )
+    try:
+        plan = parse_sort(_searched_types(type_, params), sorts[0] if sorts else None, dialect)
+    except BadRequest:
+        if not lenient:
+            raise
+        plan, ignored = parse_sort(None, None, dialect), [*ignored, "_sort"]
+    rules = [rule for rule in rules if rule.parameter not in ignored]
+    return _Shape(criteria, plan, rules, tuple(ignored))
+
+
 class SqlStore(Store):
     """Store over a DB-API connection; subclasses provide connections and dialect details."""
 
     def __init__(self, url: str) -> None:
         self.url = url
+        #: reads the ValueSets and CodeSystems held here (search modifiers :in, :below, ...)
+        self.terminology = Terminology(self)
 
     # --- what a backend supplies ------------------------------------------------------------
     @abstractmethod
@@ -207,31 +285,87 @@ class SqlStore(Store):
         *,
         count: int = 20,
         cursor: str | None = None,
-        with_total: bool = True,
+        total: TotalMode = "accurate",
+        lenient: bool = False,
+        compartment: tuple[str, str] | None = None,
+        max_include: int = 1000,
     ) -> SearchPage:
-        criteria = build_search(type_, params, dialect=self.dialect)
-        where, args = list(criteria.where), list(criteria.args)
-        filters, filter_args = list(where), list(args)
-        after = _cursor_int(cursor)
-        if after is not None:
-            where.append("rid > ?")
-            args.append(after)
-        clause = " AND ".join(where)
+        shape = search_shape(type_, params, self.dialect, lenient=lenient)
+        criteria = build_search(
+            type_,
+            shape.criteria,
+            dialect=self.dialect,
+            lenient=lenient,
+            compartment=compartment,
+            terminology=self.terminology,
+        )
+        plan = shape.sort
+        boundary = decode_cursor(plan, cursor)
+        reverse = boundary is not None and boundary.direction == "p"
+        keys = "".join(f", {k.expression} AS {key_column(i)}" for i, k in enumerate(plan.keys))
+        key_args = [a for k in plan.keys for a in k.args]
+        inner = f"SELECT rid, {_COLUMNS}{keys} FROM resource WHERE {' AND '.join(criteria.where)}"
+        if plan.keys:  # a fence: compute each key once per row, not again in the keyset test
+            inner += " OFFSET 0" if self.dialect == "postgresql" else " LIMIT -1 OFFSET 0"
+        sql = f"SELECT * FROM ({inner}) m"
+        args: list[Any] = [*key_args, *criteria.args]
+        if boundary is not None:
+            condition, condition_args = beyond(plan, boundary, self.dialect)
+            sql += f" WHERE {condition}"
+            args += condition_args
+        sql += f" ORDER BY {order_by(plan, self.dialect, reverse=reverse)} LIMIT ?"
         with self._reading() as cur:
-            rows = cur.execute(
-                self.q(f"SELECT rid, {_COLUMNS} FROM resource WHERE {clause} ORDER BY rid LIMIT ?"),
-                (*args, count + 1),
-            ).fetchall()
-            total = None
-            if with_total:
-                total_row = cur.execute(
-                    self.q(f"SELECT COUNT(*) FROM resource WHERE {' AND '.join(filters)}"),
-                    filter_args,
-                ).fetchone()
-                total = int(total_row[0])
-        entries = [row_to_stored(row[1:]) for row in rows[:count]]
-        next_cursor = str(rows[count - 1][0]) if len(rows) > count and count > 0 else None
-        return SearchPage(entries, next_cursor, total)
+            rows = cur.execute(self.q(sql), (*args, count + 1)).fetchall() if count else []
+            matched = None if total == "none" else self._count(cur, criteria, total)
+            more = len(rows) > count
+            rows = rows[:count]
+            if reverse:
+                rows.reverse()
+            included: list[StoredResource] = []
+            truncated = False
+            if shape.includes and rows:
+
+                def query(statement: str, values: list[Any]) -> list[Any]:
+                    result: list[Any] = cur.execute(self.q(statement), values).fetchall()
+                    return result
+
+                included, truncated = collect_includes(
+                    query, shape.includes, [row[0] for row in rows], max_include
+                )
+        width = 1 + len(_COLUMNS.split(","))
+
+        def boundary_cursor(row: Any, direction: Literal["n", "p"]) -> str:
+            return encode_cursor(plan, tuple(row[width:]), row[0], direction)
+
+        has_next = bool(rows) and (more or reverse)
+        has_previous = bool(rows) and (more if reverse else boundary is not None)
+        next_cursor = boundary_cursor(rows[-1], "n") if has_next else None
+        previous_cursor = boundary_cursor(rows[0], "p") if has_previous else None
+        if not rows and count and boundary is not None:  # paged past what is left: turn back
+            back = encode_cursor(plan, boundary.values, boundary.rid, "n" if reverse else "p")
+            next_cursor, previous_cursor = (back, None) if reverse else (None, back)
+        return SearchPage(
+            entries=[row_to_stored(row[1:width]) for row in rows],
+            next_cursor=next_cursor,
+            total=matched,
+            previous_cursor=previous_cursor,
+            included=included,
+            includes_truncated=truncated,
+            ignored=(*criteria.ignored, *shape.ignored),
+        )
+
+    def _count(self, cur: Cursor, criteria: SearchCriteria, mode: TotalMode) -> int:
+        """The number of matches: counted, or on PostgreSQL for `estimate` the planner's
+        row estimate (no scan)."""
+        clause = " AND ".join(criteria.where)
+        if mode == "estimate" and self.dialect == "postgresql":
+            plan = cur.execute(
+                self.q(f"EXPLAIN (FORMAT JSON) SELECT rid FROM resource WHERE {clause}"),
+                criteria.args,
+            ).fetchone()[0]
+            return int(plan[0]["Plan"]["Plan Rows"])
+        row = cur.execute(self.q(f"SELECT COUNT(*) FROM resource WHERE {clause}"), criteria.args)
+        return int(row.fetchone()[0])
 
     def iter_current(self, type_: str | None = None) -> Iterator[StoredResource]:
         last = 0

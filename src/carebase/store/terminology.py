@@ -250,7 +250,7 @@ class Terminology:
     def _newest(self, type_: str, params: list[tuple[str, str]]) -> StoredResource | None:
         """The newest matching resource (several versions of one canonical may be held):
         the last updated, and of those written at once, the last stored."""
-        entries = self.store.search(type_, params, count=_PAGE, with_total=False).entries
+        entries = self.store.search(type_, params, count=_PAGE, total="none").entries
         if not entries:
             return None
         return max(enumerate(entries), key=lambda pair: (pair[1].last_updated, pair[0]))[1]
@@ -299,7 +299,7 @@ class Terminology:
     def _all_code_systems(self) -> Iterator[CodeSystemView]:
         cursor, seen = None, 0
         while True:
-            page = self.store.search("CodeSystem", [], count=_PAGE, cursor=cursor, with_total=False)
+            page = self.store.search("CodeSystem", [], count=_PAGE, cursor=cursor, total="none")
             for entry in page.entries:
                 seen += 1
                 if seen > MAX_SCANNED_CODE_SYSTEMS:
