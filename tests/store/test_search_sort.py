@@ -112,7 +112,11 @@ def _row_order(store: Store, type_: str) -> list[str]:
 
 def _sortable(type_: str) -> list[str]:
     params = get_definitions().search_params(type_)
-    codes = [c for c, p in params.items() if p.type in SORTABLE and is_supported(p)]
+    codes = [
+        c
+        for c, p in params.items()
+        if p.type in SORTABLE and is_supported(p) and p.expression is not None  # not _text
+    ]
     return sorted(set(codes) | {"_id"})
 
 
