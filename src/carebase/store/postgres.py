@@ -17,6 +17,7 @@ from carebase.store.indexer import index_resource
 from carebase.store.repository import COLUMNS, SqlTransaction
 from carebase.store.sql_rows import row_to_stored
 from carebase.store.sql_store import READ_SQL, Cursor, SqlStore, to_pyformat
+from carebase.store.text_index import TextDocument, tsvector_literal
 
 _READ_SQL = to_pyformat(READ_SQL)
 # Arbitrary constant key for pg_advisory_xact_lock around migrations.
@@ -182,6 +183,11 @@ class PostgresTransaction(SqlTransaction):
     def lock(self, key: str) -> None:
         # SQLite needs nothing: its writers already run one at a time.
         self._cur.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (key,))
+
+    def text_row(self, rid: int, document: TextDocument) -> tuple[Any, ...]:
+        # tsvector literals (COPY parses them with tsvector's input function), so no text
+        # search parser or dictionary of the server decides what the words are
+        return rid, tsvector_literal(document.narrative), tsvector_literal(document.content)
 
     def write_rows(self, table: str, rows: list[tuple[Any, ...]]) -> None:
         columns = ", ".join(COLUMNS[table])
