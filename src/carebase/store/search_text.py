@@ -17,8 +17,8 @@ import re
 from typing import Any, Literal
 
 from carebase.errors import BadRequest
-from carebase.store.schema import TEXT_TABLE
 from carebase.store.index_values import normalize_string
+from carebase.store.schema import TEXT_TABLE
 from carebase.store.text_index import MAX_WORD_CHARS, WORD_RE
 
 Condition = tuple[str, list[Any]]

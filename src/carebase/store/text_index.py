@@ -1,4 +1,4 @@
-"""The words of a resource for full-text search: its narrative (`_text`) and its content (`_content`).
+"""The words of a resource for full-text search: its narrative (`_text`), its text (`_content`).
 
 Text is folded (lower case, accents removed: `index_values.normalize_string`) and split into
 words here in Python, so SQLite (FTS5) and PostgreSQL (tsvector) index exactly the same words
@@ -41,10 +41,8 @@ _TEXT_TYPES = frozenset({"string", "markdown"})
 _NOT_PROSE = frozenset({("Identifier", "value"), ("Reference", "reference"), ("Coding", "version")})
 _SKIPPED_KEYS = frozenset({"id", "meta"})
 # HTML elements that do not break a word: text on both sides of them runs together.
-_INLINE_TAGS = frozenset(
-    "a abbr acronym b bdo big cite code dfn em font i kbd q s samp small span strike strong"
-    " sub sup tt u var ins del".split()
-)
+_INLINE = "a abbr acronym b bdo big cite code dfn em font i kbd q s samp small span strike strong"
+_INLINE_TAGS = frozenset(f"{_INLINE} sub sup tt u var ins del".split())
 _SIMPLE_DIV = '<div xmlns="http://www.w3.org/1999/xhtml">'
 
 # What one JSON key holds, for the walk (see `_plan`).
