@@ -21,7 +21,9 @@ def register(app: typer.Typer) -> None:
         database: DatabaseOption = None,
         restart: Annotated[
             bool,
-            typer.Option(help="Start from the first resource even if a previous run stopped."),
+            typer.Option(
+                "--restart", help="Start from the first resource even if a previous run stopped."
+            ),
         ] = False,
         batch_size: Annotated[
             int, typer.Option(min=1, help="Resources rebuilt per transaction.")
@@ -56,6 +58,11 @@ def register(app: typer.Typer) -> None:
                     for count in rebuild.run(store, begin.after, batch_size):
                         done += count
                         progress.update(task, completed=done)
+            except KeyboardInterrupt:
+                console.print(
+                    f"Interrupted after {done} resources; run `carebase reindex` again to resume."
+                )
+                raise typer.Exit(130) from None
             finally:
                 store.close()
         console.print(f"Reindexed {done} resources.")
