@@ -6,9 +6,10 @@ and neither database's own tokenizer or dictionaries decide what matches. A word
 letters and digits (`[^\\W_]+`); everything else separates words.
 
 - narrative: the plain text of `text.div` (tags dropped, entities decoded);
-- content: every human-readable string of the resource in document order: `string` and
-  `markdown` elements (names, addresses, `Coding.display`, `CodeableConcept.text`, notes,
-  extension strings, ...) and the narrative, also inside contained resources. Not: ids,
+- content: every distinct human-readable string of the resource, in document order (a string
+  met again is not repeated): `string` and `markdown` elements (names, addresses,
+  `Coding.display`, `CodeableConcept.text`, notes, extension strings, ...) and the
+  narrative, also inside contained resources. Not: ids,
   codes, URIs/URLs, base64 data, dates, numbers, `meta`, `Reference.reference`,
   `Identifier.value` and `Coding.version` (identifiers, not prose).
 
@@ -45,10 +46,11 @@ _INLINE = "a abbr acronym b bdo big cite code dfn em font i kbd q s samp small s
 _INLINE_TAGS = frozenset(f"{_INLINE} sub sup tt u var ins del".split())
 _SIMPLE_DIV = '<div xmlns="http://www.w3.org/1999/xhtml">'
 
-# What one JSON key holds, for the walk (see `_plan`).
-_TEXT, _XHTML, _NODE, _RESOURCE = range(4)
-#: JSON key -> (what it holds, the plan of its children for _NODE keys)
-Plan = dict[str, tuple[int, "Plan | None"]]
+# What one JSON key holds, for the walk (see `_plan`): text, a narrative, a contained
+# resource, or (a dict) the plan of an element's children.
+_TEXT, _XHTML, _RESOURCE = "text", "xhtml", "resource"
+#: JSON key -> _TEXT, _XHTML, _RESOURCE or the plan of its children
+Plan = dict[str, Any]
 _plans: dict[Context, Plan] = {}
 
 
@@ -116,7 +118,7 @@ def xhtml_text(div: str) -> str:
 
 
 def _plan(context: Context) -> Plan:
-    """The keys under `context` that can hold text, with their kind and their children's plan.
+    """The keys under `context` that can hold text: what each holds (see `Plan`).
 
     Plans are built once and linked to each other (types refer to each other in cycles:
     Identifier.assigner is a Reference, whose identifier is an Identifier), so the walk never
@@ -131,36 +133,43 @@ def _plan(context: Context) -> Plan:
         if key in _SKIPPED_KEYS or (context.type_name, key) in _NOT_PROSE:
             continue
         if type_code in _TEXT_TYPES:
-            plan[key] = (_TEXT, None)
+            plan[key] = _TEXT
         elif type_code == "xhtml":
-            plan[key] = (_XHTML, None)
+            plan[key] = _XHTML
         elif type_code == "Resource":
-            plan[key] = (_RESOURCE, None)
+            plan[key] = _RESOURCE
         else:
             child = child_context(context, resolved)
             if child is not None:
-                plan[key] = (_NODE, _plan(child))
+                plan[key] = _plan(child)
     return plan
 
 
 def _walk(node: dict[str, Any], plan: Plan, out: list[str]) -> None:
     """Append the text under `node` (a JSON object whose keys `plan` describes) to `out`."""
     for key, value in node.items():
-        entry = plan.get(key)
-        if entry is None:
+        held = plan.get(key)
+        if held is None:
             continue
-        kind, child = entry
-        for item in value if value.__class__ is list else (value,):
-            if kind == _TEXT:
-                if item.__class__ is str:
-                    out.append(item)
-            elif item.__class__ is dict:
-                if kind == _NODE:
-                    _walk(item, child, out)  # type: ignore[arg-type]
-                elif item.get("resourceType").__class__ is str:  # a contained resource
+        if held is _TEXT:
+            if value.__class__ is str:
+                out.append(value)
+            elif value.__class__ is list:
+                out.extend(v for v in value if v.__class__ is str)
+        elif held.__class__ is dict:
+            if value.__class__ is dict:
+                _walk(value, held, out)
+            elif value.__class__ is list:
+                for item in value:
+                    if item.__class__ is dict:
+                        _walk(item, held, out)
+        elif held is _XHTML:
+            if value.__class__ is str:
+                out.append(xhtml_text(value))
+        else:  # contained resources
+            for item in value if value.__class__ is list else [value]:
+                if item.__class__ is dict and item.get("resourceType").__class__ is str:
                     _walk(item, _plan(root_context(item["resourceType"])), out)
-            elif kind == _XHTML and item.__class__ is str:
-                out.append(xhtml_text(item))
 
 
 def narrative_text(resource: dict[str, Any]) -> str:
@@ -175,7 +184,9 @@ def text_document(resource: dict[str, Any]) -> TextDocument | None:
     """The words of `resource` to index, or None when it has no text at all."""
     content: list[str] = []
     _walk(resource, _plan(root_context(resource["resourceType"])), content)
-    content_words = _capped(words(content))
+    # each distinct string once: a display repeated as its concept's text, or the same
+    # service on every line of a claim, would add nothing but index size
+    content_words = _capped(words(list(dict.fromkeys(content))))
     if not content_words:
         return None
     narrative = narrative_text(resource)
