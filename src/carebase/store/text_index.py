@@ -198,11 +198,8 @@ def tsvector_literal(found: tuple[str, ...]) -> str:
 
     Words are letters and digits only, so quoting them needs no escapes.
     """
-    positions: dict[str, list[str]] = {}
+    positions: dict[str, str] = {}
     for at, word in enumerate(found, 1):
-        slot = positions.get(word)
-        if slot is None:
-            positions[word] = [str(at)]
-        else:
-            slot.append(str(at))
-    return " ".join(f"'{word}':{','.join(at)}" for word, at in positions.items())
+        seen = positions.get(word)
+        positions[word] = str(at) if seen is None else f"{seen},{at}"
+    return " ".join([f"'{word}':{at}" for word, at in positions.items()])
