@@ -14,7 +14,7 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 from carebase.errors import StorageError, TooCostly, Unavailable
 from carebase.store.base import StoredResource
 from carebase.store.indexer import index_resource
-from carebase.store.repository import COLUMNS, SqlTransaction
+from carebase.store.repository import SqlTransaction
 from carebase.store.sql_rows import row_to_stored
 from carebase.store.sql_store import READ_SQL, Cursor, SqlStore, to_pyformat
 from carebase.store.text_index import TextDocument, tsvector_literal
@@ -190,7 +190,7 @@ class PostgresTransaction(SqlTransaction):
         return rid, tsvector_literal(document.narrative), tsvector_literal(document.content)
 
     def write_rows(self, table: str, rows: list[tuple[Any, ...]]) -> None:
-        columns = ", ".join(COLUMNS[table])
+        columns = ", ".join(self.columns(table))
         with self._cur.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
             for row in rows:
                 copy.write_row(row)
