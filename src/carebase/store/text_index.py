@@ -9,9 +9,9 @@ letters and digits (`[^\\W_]+`); everything else separates words.
 - content: every distinct human-readable string of the resource, in document order (a string
   met again is not repeated): `string` and `markdown` elements (names, addresses,
   `Coding.display`, `CodeableConcept.text`, notes, extension strings, ...) and the
-  narrative, also inside contained resources. Not: ids,
-  codes, URIs/URLs, base64 data, dates, numbers, `meta`, `Reference.reference`,
-  `Identifier.value` and `Coding.version` (identifiers, not prose).
+  narrative, also inside contained resources. Not: ids, codes, URIs/URLs, base64 data,
+  dates, numbers, `meta`, `Reference.reference`, `Identifier.value` and `Coding.version`
+  (identifiers, not prose).
 
 Both lists stop at `MAX_WORDS` words (PostgreSQL keeps word positions up to 16,383; a tsvector
 holds at most 1 MB, hence `MAX_CHARS`), and words longer than `MAX_WORD_CHARS` are left out.
@@ -20,6 +20,7 @@ holds at most 1 MB, hence `MAX_CHARS`), and words longer than `MAX_WORD_CHARS` a
 from __future__ import annotations
 
 import re
+import threading
 from dataclasses import dataclass
 from functools import lru_cache
 from html.parser import HTMLParser
@@ -52,6 +53,7 @@ _TEXT, _XHTML, _RESOURCE = "text", "xhtml", "resource"
 #: JSON key -> _TEXT, _XHTML, _RESOURCE or the plan of its children
 Plan = dict[str, Any]
 _plans: dict[Context, Plan] = {}
+_plans_lock = threading.Lock()
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,12 +124,25 @@ def _plan(context: Context) -> Plan:
 
     Plans are built once and linked to each other (types refer to each other in cycles:
     Identifier.assigner is a Reference, whose identifier is an Identifier), so the walk never
-    looks a context up.
+    looks a context up. They are built under a lock and published complete, so a thread never
+    walks a plan another thread is still filling.
     """
     plan = _plans.get(context)
+    if plan is None:
+        with _plans_lock:
+            built: dict[Context, Plan] = {}
+            plan = _build_plan(context, built)
+            _plans.update(built)
+    return plan
+
+
+def _build_plan(context: Context, built: dict[Context, Plan]) -> Plan:
+    plan = _plans.get(context)
+    if plan is None:
+        plan = built.get(context)
     if plan is not None:
         return plan
-    plan = _plans[context] = {}
+    plan = built[context] = {}
     for key, resolved in key_table(context.type_name, context.path).items():
         type_code = resolved.type_code
         if key in _SKIPPED_KEYS or (context.type_name, key) in _NOT_PROSE:
@@ -141,7 +156,7 @@ def _plan(context: Context) -> Plan:
         else:
             child = child_context(context, resolved)
             if child is not None:
-                plan[key] = _plan(child)
+                plan[key] = _build_plan(child, built)
     return plan
 
 
