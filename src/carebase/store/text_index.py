@@ -15,6 +15,8 @@ letters and digits (`[^\\W_]+`); everything else separates words.
 
 Both lists stop at `MAX_WORDS` words (PostgreSQL keeps word positions up to 16,383; a tsvector
 holds at most 1 MB, hence `MAX_CHARS`), and words longer than `MAX_WORD_CHARS` are left out.
+One difference remains: PostgreSQL keeps the first 256 positions of a word, so in a text
+where a word occurs more often, a phrase using its later occurrences matches on SQLite only.
 """
 
 from __future__ import annotations
