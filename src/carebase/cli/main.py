@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from carebase.cli import migrate, serve
+from carebase.cli import migrate, reindex, serve
 
 app = typer.Typer(
     name="carebase",
@@ -15,6 +15,7 @@ app = typer.Typer(
 )
 serve.register(app)
 migrate.register(app)
+reindex.register(app)
 
 
 def main() -> None:

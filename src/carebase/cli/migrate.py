@@ -6,7 +6,9 @@ import typer
 from rich.console import Console
 
 from carebase.cli.options import DatabaseOption, friendly_errors, settings_for
+from carebase.store import reindex
 from carebase.store.factory import open_store
+from carebase.store.schema import MIGRATIONS
 
 
 def register(app: typer.Typer) -> None:
@@ -23,9 +25,16 @@ def register(app: typer.Typer) -> None:
             try:
                 applied = store.migrate()
                 version = store.schema_version()
+                needs_reindex = any(m.needs_reindex for m in MIGRATIONS if m.number in applied)
+                stale = needs_reindex and reindex.start(store).remaining > 0
             finally:
                 store.close()
         if applied:
             console.print(f"Applied migrations {applied}; schema is at version {version}.")
         else:
             console.print(f"Schema is up to date (version {version}).")
+        if stale:
+            console.print(
+                "The database already holds resources, which the new index tables do not "
+                "cover yet: run `carebase reindex` (full-text search finds nothing until then)."
+            )

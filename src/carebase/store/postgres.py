@@ -14,9 +14,10 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 from carebase.errors import StorageError, TooCostly, Unavailable
 from carebase.store.base import StoredResource
 from carebase.store.indexer import index_resource
-from carebase.store.repository import COLUMNS, SqlTransaction
+from carebase.store.repository import SqlTransaction
 from carebase.store.sql_rows import row_to_stored
 from carebase.store.sql_store import READ_SQL, Cursor, SqlStore, to_pyformat
+from carebase.store.text_index import TextDocument, tsvector_literal
 
 _READ_SQL = to_pyformat(READ_SQL)
 # Arbitrary constant key for pg_advisory_xact_lock around migrations.
@@ -183,8 +184,13 @@ class PostgresTransaction(SqlTransaction):
         # SQLite needs nothing: its writers already run one at a time.
         self._cur.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (key,))
 
+    def text_row(self, rid: int, document: TextDocument) -> tuple[Any, ...]:
+        # tsvector literals (COPY parses them with tsvector's input function), so no text
+        # search parser or dictionary of the server decides what the words are
+        return rid, tsvector_literal(document.narrative), tsvector_literal(document.content)
+
     def write_rows(self, table: str, rows: list[tuple[Any, ...]]) -> None:
-        columns = ", ".join(COLUMNS[table])
+        columns = ", ".join(self.columns(table))
         with self._cur.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
             for row in rows:
                 copy.write_row(row)

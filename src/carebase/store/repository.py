@@ -16,9 +16,10 @@ from carebase.store.base import StoredResource, Transaction
 from carebase.store.clock import ms_to_datetime, ms_to_instant, now_ms
 from carebase.store.ids import new_id
 from carebase.store.index_rows import IndexRows
-from carebase.store.schema import INDEX_TABLES, param_key
+from carebase.store.schema import INDEX_TABLES, REINDEX_TABLE, TEXT_TABLE, param_key
 from carebase.store.search_sql import build_search
 from carebase.store.sql_rows import row_to_stored
+from carebase.store.text_index import TextDocument, text_document
 
 #: Columns of every table written in bulk, in the order buffered rows hold them.
 COLUMNS: dict[str, tuple[str, ...]] = {
@@ -32,6 +33,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "idx_uri": ("rid", "pkey", "uri"),
     "idx_reference": ("rid", "pkey", "target_type", "target_id", "target_version", "url"),
     "idx_composite": ("rid", "pkey", "key"),
+    TEXT_TABLE: ("rid", "narrative", "content"),
 }
 _ROW_FIELDS = {
     "idx_token": "token",
@@ -79,6 +81,7 @@ class SqlTransaction(Transaction):
         self._versions: list[tuple[Any, ...]] = []
         self._archived: list[tuple[Any, ...]] = []  # (body, type, id, version) to keep
         self._index_rows: dict[str, list[tuple[Any, ...]]] = {t: [] for t in INDEX_TABLES}
+        self._index_rows[TEXT_TABLE] = []
         self._stale_rids: list[tuple[int]] = []
         self._pending = 0
 
@@ -195,7 +198,7 @@ class SqlTransaction(Transaction):
         # The current version's body lives in `resource` only; `_archive` copies it into its
         # version row when a newer version replaces it (creates write each body once).
         self._versions.append((rid, type_, id_, version, ms, interaction, None))
-        self._add_index_rows(rid, type_, self._index(stamped))
+        self._add_index_rows(rid, type_, stamped)
         return StoredResource(
             type_,
             id_,
@@ -233,8 +236,14 @@ class SqlTransaction(Transaction):
             ) from exc
         return int(cur.fetchone()[0])
 
-    def _add_index_rows(self, rid: int, type_: str, rows: IndexRows) -> None:
+    def _add_index_rows(self, rid: int, type_: str, resource: dict[str, Any]) -> None:
+        """Buffer the search index rows and the full-text row of one resource."""
+        rows = self._index(resource)
+        document = text_document(resource)
         added = 0
+        if document is not None:
+            self._index_rows[TEXT_TABLE].append(self.text_row(rid, document))
+            added = 1
         for table, field_name in _ROW_FIELDS.items():
             values = getattr(rows, field_name)
             if not values:
@@ -259,6 +268,9 @@ class SqlTransaction(Transaction):
                 self._cur.executemany(
                     self._q(f"DELETE FROM {table} WHERE rid = ?"), self._stale_rids
                 )
+            self._cur.executemany(
+                self._q(f"DELETE FROM {TEXT_TABLE} WHERE {self.text_key} = ?"), self._stale_rids
+            )
             self._stale_rids = []
         if self._resources:
             try:
@@ -288,10 +300,69 @@ class SqlTransaction(Transaction):
 
     def write_rows(self, table: str, rows: list[tuple[Any, ...]]) -> None:
         """Insert many rows into `table` (columns as in COLUMNS); backends may do it faster."""
-        columns = COLUMNS[table]
+        columns = self.columns(table)
         sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
         self._cur.executemany(self._q(sql), rows)
 
     def allocate_rid(self) -> int | None:
         """A fresh resource row id, or None when the database assigns it on INSERT."""
         return None
+
+    # --- the full-text table: how each backend keys and spells its rows ----------------------
+    #: the column of the text table holding the resource's rid (FTS5 tables key by `rowid`)
+    text_key = "rid"
+
+    def columns(self, table: str) -> tuple[str, ...]:
+        """The columns rows of `table` are buffered with (COLUMNS, with the text key)."""
+        columns = COLUMNS[table]
+        return (self.text_key, *columns[1:]) if table == TEXT_TABLE else columns
+
+    def text_row(self, rid: int, document: TextDocument) -> tuple[Any, ...]:
+        """The text table row of a resource: its words separated by spaces (for FTS5)."""
+        return rid, " ".join(document.narrative), " ".join(document.content)
+
+    # --- rebuilding index rows (`carebase reindex`) ------------------------------------------
+    def reindex_after(self, after: int, limit: int) -> tuple[int, int] | None:
+        """Rebuild the index rows of the next `limit` resource rows with rid > `after`.
+
+        Every row's old index rows are deleted; current versions get fresh ones (tombstones
+        none). Returns (last rid done, current resources reindexed), or None when no row is
+        left. The rows are locked on PostgreSQL, so a concurrent update cannot interleave.
+        """
+        rows = self._cur.execute(
+            self._q(
+                "SELECT rid, type, deleted, body FROM resource WHERE rid > ?"
+                f" ORDER BY rid LIMIT ?{self._lock_suffix}"
+            ),
+            (after, limit),
+        ).fetchall()
+        if not rows:
+            return None
+        current = 0
+        for rid, type_, deleted, body in rows:
+            self._stale_rids.append((rid,))
+            if not deleted and body is not None:
+                self._add_index_rows(rid, type_, json_io.loads(bytes(body)))
+                current += 1
+        self.flush()
+        return int(rows[-1][0]), current
+
+    def reindex_progress(self) -> int | None:
+        """The last rid an unfinished `carebase reindex` committed, or None."""
+        row = self._cur.execute(f"SELECT last_rid FROM {REINDEX_TABLE} WHERE id = 1").fetchone()
+        return None if row is None else int(row[0])
+
+    def set_reindex_progress(self, last_rid: int | None) -> None:
+        """Record how far a reindex got (in its batch's transaction); None when it is done."""
+        self._cur.execute(f"DELETE FROM {REINDEX_TABLE} WHERE id = 1")
+        if last_rid is not None:
+            self._cur.execute(
+                self._q(f"INSERT INTO {REINDEX_TABLE} (id, last_rid) VALUES (1, ?)"), (last_rid,)
+            )
+
+    def current_count(self, after: int = 0) -> int:
+        """How many current (not deleted) resources have rid > `after`."""
+        row = self._cur.execute(
+            self._q("SELECT COUNT(*) FROM resource WHERE deleted = 0 AND rid > ?"), (after,)
+        ).fetchone()
+        return int(row[0])

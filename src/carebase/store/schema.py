@@ -30,6 +30,8 @@ class Migration:
     description: str
     sqlite: tuple[str, ...]
     postgresql: tuple[str, ...]
+    #: it adds index rows that resources stored before it lack (`carebase reindex` fills them)
+    needs_reindex: bool = False
 
 
 def _both(template: str) -> tuple[str, str]:
@@ -111,6 +113,41 @@ def _initial() -> Migration:
     )
 
 
-MIGRATIONS: tuple[Migration, ...] = (_initial(),)
+#: The full-text table: one row per resource with text, keyed by its rid (`rowid` in SQLite's
+#: FTS5 table), holding the words `store/text_index.py` extracts: `narrative` (`_text`) and
+#: `content` (`_content`).
+TEXT_TABLE = "idx_text"
+#: Progress of an interrupted `carebase reindex` (one row while a run is unfinished).
+REINDEX_TABLE = "reindex_progress"
+
+
+def _full_text() -> Migration:
+    # SQLite: a regular FTS5 table (it keeps its own copy of the text), so a row can be
+    # deleted by rowid alone; contentless tables need the old text for that (or SQLite 3.43).
+    # Words arrive folded and separated by spaces; unicode61 must not fold them further.
+    # PostgreSQL: tsvectors built by the repository from the same words (no parser, no
+    # dictionary, no extension), with GIN indexes.
+    progress = "CREATE TABLE reindex_progress (id INTEGER PRIMARY KEY, last_rid {big} NOT NULL)"
+    return Migration(
+        2,
+        "full-text index for _text and _content; a database that already holds resources "
+        "needs `carebase reindex` to fill it",
+        (
+            "CREATE VIRTUAL TABLE idx_text USING fts5(narrative, content,"
+            " tokenize = 'unicode61 remove_diacritics 0', columnsize = 0)",
+            _both(progress)[0],
+        ),
+        (
+            "CREATE TABLE idx_text (rid BIGINT PRIMARY KEY,"
+            " narrative TSVECTOR NOT NULL, content TSVECTOR NOT NULL)",
+            "CREATE INDEX idx_text_narrative ON idx_text USING GIN (narrative)",
+            "CREATE INDEX idx_text_content ON idx_text USING GIN (content)",
+            _both(progress)[1],
+        ),
+        needs_reindex=True,
+    )
+
+
+MIGRATIONS: tuple[Migration, ...] = (_initial(), _full_text())
 INDEX_TABLES: tuple[str, ...] = tuple(_INDEX_TABLES)
 LATEST = MIGRATIONS[-1].number

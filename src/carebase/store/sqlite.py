@@ -39,6 +39,9 @@ class SQLiteTransaction(SqlTransaction):
     removed from `resource`, so MAX(rid) + 1 is what SQLite itself would assign.
     """
 
+    #: the FTS5 text table keys its rows by rowid (= the resource's rid)
+    text_key = "rowid"
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._next_rid: int | None = None
