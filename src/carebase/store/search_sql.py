@@ -115,11 +115,11 @@ _DELEGATED_MODIFIERS = {
 # Ranks: which criterion probably selects fewest rows (lowest drives the query).
 RANK_ID = 0
 RANK_EQUAL = 1  # token and reference equality, compartment, _list
-RANK_STRING = 2
+RANK_STRING = 2  # string, full text
 RANK_URI = 3  # uri, composite
 RANK_NUMBER = 4  # number, quantity
 RANK_DATE = 5
-RANK_WEAK = 6  # :missing=false, :contains, :text, full text
+RANK_WEAK = 6  # :missing=false, :contains, :text
 RANK_NEGATED = 7  # :not, :missing=true (NOT EXISTS: never a driver)
 
 
@@ -341,7 +341,8 @@ def _special(
         return Criterion(RANK_DATE, or_conditions(conds))
     if code == "_list":
         return search_chain.in_lists(type_, values)
-    return Criterion(RANK_WEAK, search_text.text_condition(ctx.dialect, code, values, name))
+    # words are usually selective, and FTS5/GIN find them fast: let full text drive
+    return Criterion(RANK_STRING, search_text.text_condition(ctx.dialect, code, values, name))
 
 
 def _plain(
