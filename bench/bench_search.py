@@ -40,11 +40,13 @@ from report import machine
 from search_dataset import DEFAULT_DATA_DIR, DEFAULT_TAR, Dataset, build
 from search_plans import capture_sql, database_bytes, explain, full_scans, index_sizes
 from search_report import best_experiment, write_reports
+from search_shapes import run_shapes, shapes
 from server import Server
 
 from carebase.errors import CarebaseError
 from carebase.store.base import Store
 from carebase.store.factory import open_store
+from carebase.store.index_values import date_range
 from carebase.store.schema import param_key
 
 LOINC = "http://loinc.org"
@@ -490,10 +492,18 @@ def run_backend(backend: str, args: argparse.Namespace) -> dict[str, Any]:
                 f"{statistics.median(paging.page50):.1f} ms",
                 flush=True,
             )
+        year = date_range("2015")
+        assert year is not None
+        alternatives = shapes(samples.codes, samples.patient_ids, samples.families, year)
+        shaped = run_shapes(url, alternatives, args.budget / 2)
+        for item in shaped:
+            median = statistics.median(item["samples"]) if item["samples"] else float("nan")
+            print(f"{backend} shape {item['key']}: median {median:.1f} ms", flush=True)
         return {
             "latencies": latencies,
             "paging": asdict(paging),
             "plans": plans_for(s, url, classes),
+            "shapes": shaped,
         }
 
     try:

@@ -193,6 +193,31 @@ def _experiment_lines(results: list[Result]) -> list[str]:
     return lines
 
 
+def _shape_lines(results: list[Result]) -> list[str]:
+    lines = []
+    for r in results:
+        runs = [("schema as shipped", r["baseline"])] + [(e["name"], e) for e in r["experiments"]]
+        shapes = r["baseline"].get("shapes", [])
+        if not shapes:
+            continue
+        lines += [
+            f"**{NAMES[r['backend']]}** (median / p95 ms, n per shape in the first row)",
+            "",
+            "| configuration | " + " | ".join(s["key"] for s in shapes) + " |",
+            "|---|" + "---|" * len(shapes),
+        ]
+        for i, (name, measured) in enumerate(runs):
+            cells = []
+            for item in measured.get("shapes", []):
+                median, p95 = _stats(item["samples"])
+                n = f" ({len(item['samples'])})" if i == 0 else ""
+                cells.append(f"{_ms(median)} / {_ms(p95)}{n}")
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append("")
+    labels = {s["key"]: s["label"] for r in results for s in r["baseline"].get("shapes", [])}
+    return lines + [f"- {key}: {label}" for key, label in labels.items()] + [""]
+
+
 def _size_lines(results: list[Result]) -> list[str]:
     lines = []
     for r in results:
@@ -263,6 +288,15 @@ def benchmarks_section(results: list[Result]) -> str:
         "with the same queries, then the DDL is undone. Plans: docs/search-plans.md.",
         "",
         *_experiment_lines(results),
+        "### The same classes as index-first SQL (raw SQL, for the search engine's authors)",
+        "",
+        "Index rows exist only for current, non-deleted resources and a parameter key implies "
+        "the type, so ids, order and total can come from the index tables alone, reading "
+        "`resource` only for the page's bodies (`bench/search_shapes.py`). Each timed query: "
+        "one page of ids (keyset `rid > cursor`; token pages followed like above), the "
+        "bodies, and the total. Not what the store runs today: what it could run.",
+        "",
+        *_shape_lines(results),
         "### Size per resource",
         "",
         *_size_lines(results),
