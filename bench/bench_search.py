@@ -37,7 +37,7 @@ from typing import Any
 import psycopg
 from http_wrk import LoadSpec, run_wrk
 from report import machine
-from search_dataset import DEFAULT_DATA_DIR, DEFAULT_TAR, Dataset, build
+from search_dataset import COPIED, DEFAULT_DATA_DIR, DEFAULT_TAR, Dataset, build, stored_fingerprint
 from search_plans import capture_sql, database_bytes, explain, full_scans, index_sizes
 from search_report import best_experiment, write_reports
 from search_shapes import run_shapes, shapes
@@ -350,7 +350,7 @@ def run_http(url: str, samples: Samples, prefixes: list[str], seconds: float) ->
 
 def plans_for(store: Store, url: str, classes: list[QueryClass]) -> list[dict[str, Any]]:
     """The plan of every statement one representative query of each class runs."""
-    out = []
+    out: list[dict[str, Any]] = []
     for qc in classes:
         params = qc.walks[len(qc.walks) // 2]
         if qc.fallback and _refusal(store, qc.type, params):
@@ -402,11 +402,6 @@ def experiments(dialect: str) -> list[Experiment]:
         return [
             Experiment("ANALYZE (sqlite_stat1 statistics)", ["ANALYZE"], unstats),
             Experiment(
-                "ANALYZE + idx_string (pkey, norm COLLATE NOCASE, rid)",
-                [nocase, "ANALYZE"],
-                ["DROP INDEX bx_string_nocase", *unstats],
-            ),
-            Experiment(
                 "ANALYZE + NOCASE string index + lookups covering rid",
                 [nocase, *covering, "ANALYZE"],
                 ["DROP INDEX bx_string_nocase", *uncover, *unstats],
@@ -430,16 +425,16 @@ def experiments(dialect: str) -> list[Experiment]:
 def _run_ddl(url: str, statements: list[str]) -> float:
     start = time.perf_counter()
     if url.startswith("sqlite:///"):
-        conn = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
+        lite = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
         try:
             for statement in statements:
-                conn.execute(statement)
+                lite.execute(statement)
         finally:
-            conn.close()
+            lite.close()
     else:
-        with psycopg.connect(url, autocommit=True) as conn:
+        with psycopg.connect(url, autocommit=True) as pg:
             for statement in statements:
-                conn.execute(statement)
+                pg.execute(statement)
     return time.perf_counter() - start
 
 
@@ -518,6 +513,7 @@ def run_backend(backend: str, args: argparse.Namespace) -> dict[str, Any]:
         "resources": samples.resources,
         "writes": loaded,
         "load_seconds": load_seconds,
+        "copied": (stored_fingerprint(url) or "").endswith(COPIED),
         "queries": args.queries,
         "baseline": baseline,
         "database_bytes": database_bytes(url),
