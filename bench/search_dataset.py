@@ -7,11 +7,12 @@ Patient identifier, so string and identifier searches stay as selective as in on
 Everything goes in through the Store API (`tx.update` in batches) into an SQLite file; the
 dedicated PostgreSQL database gets the same rows copied from it (COPY, then the schema's
 indexes built), since a Store API load into PostgreSQL ran at under 300 resources/s on this
-shared 2-core machine (`--pg-via-store` loads it through the Store API all the same). A finished load records a fingerprint (schema version and the
-dataset's parameters) in the database; a later run with the same fingerprint reuses it.
+shared 2-core machine (`--pg-via-store` loads it through the Store API all the same).
+A finished load records a fingerprint (schema version and the dataset's parameters) in the
+database; a later run with the same fingerprint reuses it.
 
     python bench/search_dataset.py [--backend sqlite|postgresql|both] [--data-dir DIR]
-        [--resources 1000000] [--force]
+        [--resources 1000000] [--force] [--pg-via-store]
 """
 
 from __future__ import annotations
