@@ -241,6 +241,56 @@ def _size_lines(results: list[Result]) -> list[str]:
     return lines
 
 
+def _verdict(measured: dict[str, Any], key: str) -> str:
+    if key == "paging":
+        ratio = _paging(measured["paging"])[2]
+        return "-" if math.isnan(ratio) else f"{'met' if ratio <= 2 else 'not met'} ({ratio:.2f}x)"
+    lat = next(x for x in measured["latencies"] if x["key"] == key)
+    if lat["skipped"]:
+        return "not supported by this build"
+    p95 = _stats(lat["samples"])[1]
+    return f"{'met' if p95 < lat['target_ms'] else 'not met'} (p95 {_ms(p95)} ms)"
+
+
+def _shape_verdict(measured: dict[str, Any], key: str, target: float | None) -> str:
+    shape = next((x for x in measured.get("shapes", []) if x["key"] == key), None)
+    if shape is None or target is None or not shape["samples"]:
+        return "-"
+    p95 = _stats(shape["samples"])[1]
+    return f"{'met' if p95 < target else 'not met'} (p95 {_ms(p95)} ms)"
+
+
+def _target_lines(results: list[Result]) -> list[str]:
+    targets = [
+        ("token", "token search p95 < 20 ms"),
+        ("patient", "patient-scoped search p95 < 20 ms"),
+        ("string", "string prefix p95 < 30 ms"),
+        ("chained", "chained p95 < 100 ms"),
+        ("revinclude", "_revinclude p95 < 100 ms"),
+        ("paging", "page 50 no slower than 2x page 1"),
+    ]
+    targets_ms = {"token": 20.0, "patient": 20.0, "chained": 100.0, "revinclude": 100.0}
+    header = "| target (issue 3) |"
+    rule = "|---|"
+    for r in results:
+        name = NAMES[r["backend"]]
+        header += (
+            f" {name}, schema as shipped | {name}, best DDL tried |"
+            f" {name}, index-first SQL with that DDL |"
+        )
+        rule += "---|---|---|"
+    lines = [header, rule]
+    for key, label in targets:
+        row = f"| {label} |"
+        for r in results:
+            best = best_experiment(r)
+            row += f" {_verdict(r['baseline'], key)} |"
+            row += f" {_verdict(best, key) if best else 'no better DDL found'} |"
+            row += f" {_shape_verdict(best or r['baseline'], key, targets_ms.get(key))} |"
+        lines.append(row)
+    return lines
+
+
 def benchmarks_section(results: list[Result]) -> str:
     """The `search` section of docs/benchmarks.md."""
     first = results[0]
@@ -271,6 +321,12 @@ def benchmarks_section(results: list[Result]) -> str:
         "with_total=True)` call in-process (the API counts the total by default); a class "
         "stops early when it has run for its time budget, as its note says. Other jobs "
         "shared the two cores during the runs: absolute figures are noisy, ratios less so.",
+        "",
+        "### Targets",
+        "",
+        *_target_lines(results),
+        "",
+        "Search throughput against read-by-id: see the HTTP table below.",
         "",
         "### Latency by query class (schema as shipped)",
         "",
