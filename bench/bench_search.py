@@ -40,7 +40,7 @@ from report import machine
 from search_dataset import COPIED, DEFAULT_DATA_DIR, DEFAULT_TAR, Dataset, build, stored_fingerprint
 from search_plans import capture_sql, database_bytes, explain, full_scans, index_sizes
 from search_report import best_experiment, write_reports
-from search_shapes import run_shapes, shapes
+from search_shapes import run_shapes, shape_plans, shapes
 from server import Server
 
 from carebase.errors import CarebaseError
@@ -497,7 +497,7 @@ def run_backend(backend: str, args: argparse.Namespace) -> dict[str, Any]:
         return {
             "latencies": latencies,
             "paging": asdict(paging),
-            "plans": plans_for(s, url, classes),
+            "plans": plans_for(s, url, classes) + shape_plans(url, alternatives),
             "shapes": shaped,
         }
 
@@ -553,9 +553,9 @@ def main() -> None:
     parser.add_argument("--resources", type=int, default=1_000_000)
     parser.add_argument("--tar", type=Path, default=DEFAULT_TAR)
     parser.add_argument("--queries", type=int, default=200)
-    parser.add_argument("--http-seconds", type=float, default=10)
+    parser.add_argument("--http-seconds", type=float, default=8)
     parser.add_argument(
-        "--budget", type=float, default=60, help="seconds at most per query class and run"
+        "--budget", type=float, default=30, help="seconds at most per query class and run"
     )
     parser.add_argument("--no-experiments", dest="experiments", action="store_false")
     parser.add_argument("--report-only", action="store_true", help="re-render saved results")

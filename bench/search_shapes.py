@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
+from search_plans import explain, full_scans
 
 from carebase.store.schema import param_key
 
@@ -138,4 +139,27 @@ def run_shapes(url: str, shape_list: list[Shape], budget_s: float) -> list[dict[
                 if time.monotonic() > deadline:
                     break
             out.append({"key": shape.key, "label": shape.label, "samples": shape.samples})
+    return out
+
+
+def shape_plans(url: str, shape_list: list[Shape]) -> list[dict[str, Any]]:
+    """The plans of each shape's first page of ids and its count, like `plans_for`'s."""
+    pg = not url.startswith("sqlite:///")
+    out: list[dict[str, Any]] = []
+    for shape in shape_list:
+        args = shape.args[len(shape.args) // 2]
+        statements = [(shape.ids_sql, _args_with_cursor(shape, args, 0))]
+        if shape.count_sql:
+            statements.append((shape.count_sql, args))
+        explained = []
+        for sql, sql_args in statements:
+            text = sql.replace("?", "%s") if pg else sql
+            plan = explain(url, text, tuple(sql_args))
+            explained.append(
+                {"sql": text, "args": [str(a) for a in sql_args], "plan": plan,
+                 "scans": full_scans(plan)}
+            )  # fmt: skip
+        out.append(
+            {"key": f"index-first {shape.key}", "query": shape.label, "statements": explained}
+        )
     return out
