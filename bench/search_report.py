@@ -113,7 +113,7 @@ def _paging_lines(results: list[Result], key: str = "baseline") -> list[str]:
     for r in results:
         paging = r[key]["paging"]
         p1, p50, ratio = _paging(paging)
-        searches = ", ".join(paging["searches"]) or paging["note"]
+        searches = "; ".join(x for x in (", ".join(paging["searches"]), paging["note"]) if x)
         met = "-" if math.isnan(ratio) else ("yes" if ratio <= 2 else "no")
         lines.append(
             f"| {NAMES[r['backend']]} | {searches} | {_ms(p1)} | {_ms(p50)} | "
