@@ -143,7 +143,13 @@ def _http_lines(results: list[Result]) -> list[str]:
                     "build | | | | |"
                 )
                 continue
-            ratio = f"{row['rps'] / read:.3f}" if read else "-"
+            ratio = f"{row['rps'] / read:.4f}" if read else "-"
+            if not row["requests"]:
+                lines.append(
+                    f"| {NAMES[r['backend']]} | {config} | {row['name']} | 0 (none completed in "
+                    f"{row['seconds']:.0f} s) | | | {row['errors']} | 0 |"
+                )
+                continue
             lines.append(
                 f"| {NAMES[r['backend']]} | {config} | {row['name']} | {row['rps']:,.1f} | "
                 f"{_ms(row['p50_ms'])} | {_ms(row['p99_ms'])} | {row['errors']} | {ratio} |"
