@@ -138,9 +138,10 @@ def _http_lines(results: list[Result]) -> list[str]:
         read = next((x["rps"] for x in rows if x["name"].startswith("read") and "rps" in x), None)
         for row in rows:
             if "skipped" in row:
+                refused = "HTTP 501" in row["skipped"] or "HTTP 400" in row["skipped"]
+                why = "not supported by this build" if refused else f"failed: {row['skipped']}"
                 lines.append(
-                    f"| {NAMES[r['backend']]} | {config} | {row['name']} | not supported by this "
-                    "build | | | | |"
+                    f"| {NAMES[r['backend']]} | {config} | {row['name']} | {why} | | | | |"
                 )
                 continue
             ratio = f"{row['rps'] / read:.4f}" if read else "-"
