@@ -139,7 +139,13 @@ def _http_lines(results: list[Result]) -> list[str]:
         for row in rows:
             if "skipped" in row:
                 refused = "HTTP 501" in row["skipped"] or "HTTP 400" in row["skipped"]
-                why = "not supported by this build" if refused else f"failed: {row['skipped']}"
+                why = (
+                    "not supported by this build"
+                    if refused
+                    else "no response within 30 s to the check request sent before measuring"
+                    if "timed out" in row["skipped"]
+                    else f"failed: {row['skipped']}"
+                )
                 lines.append(
                     f"| {NAMES[r['backend']]} | {config} | {row['name']} | {why} | | | | |"
                 )
