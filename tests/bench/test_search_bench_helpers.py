@@ -1,4 +1,4 @@
-"""The search benchmark's dataset copies and plan flags (bench/search_dataset.py, search_plans.py)."""
+"""The search benchmark's dataset copies and plan flags (bench/search_dataset.py, search_plans)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
-from search_dataset import copy_suffix, make_copy  # noqa: E402
-from search_plans import full_scans  # noqa: E402
+from search_dataset import copy_suffix, make_copy
+from search_plans import full_scans
 
 PATIENT = "a0000000-0000-4000-8000-000000000001"
 ENCOUNTER = "b0000000-0000-4000-8000-000000000002"
