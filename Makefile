@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench format clean
+.PHONY: demo test lint bench bench-search format clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,12 @@ format: $(STAMP)
 ## bench: benchmarks; figures go to docs/benchmarks.md
 bench: $(STAMP)
 	$(PY) bench/run_all.py
+
+## bench-search: search at 1,000,000 resources (builds the dataset once, under BENCH_DATA)
+BENCH_DATA ?= /work/bench-data
+bench-search: $(STAMP)
+	$(PY) bench/search_dataset.py --data-dir $(BENCH_DATA)
+	$(PY) bench/bench_search.py --data-dir $(BENCH_DATA)
 
 clean:
 	rm -rf $(VENV) carebase-data .pytest_cache .mypy_cache .ruff_cache
