@@ -148,6 +148,37 @@ def _full_text() -> Migration:
     )
 
 
-MIGRATIONS: tuple[Migration, ...] = (_initial(), _full_text())
+#: Lookup indexes that end in `rid`, so a search reads its matches, their order (keyset
+#: paging by rid) and their count from the index alone (measured at one million resources:
+#: docs/search-plans.md). PostgreSQL's string index uses text_pattern_ops so `LIKE 'x%'`
+#: is an index range under any database collation.
+_COVERING_LOOKUPS = {
+    "idx_token": ("pkey, code, system, rid", "pkey, code, system, rid"),
+    "idx_reference": ("pkey, target_id, target_type, rid", "pkey, target_id, target_type, rid"),
+    "idx_date": ("pkey, lo, hi, rid", "pkey, lo, hi, rid"),
+    "idx_string": ("pkey, norm, rid", "pkey, norm text_pattern_ops, rid"),
+}
+
+
+def _covering_lookups() -> Migration:
+    sqlite: list[str] = []
+    postgresql: list[str] = []
+    for table, (lite, pg) in _COVERING_LOOKUPS.items():
+        for out, columns in ((sqlite, lite), (postgresql, pg)):
+            out.append(f"DROP INDEX {table}_lookup")
+            out.append(f"CREATE INDEX {table}_lookup ON {table} ({columns})")
+    # Codes are far from independent of their parameter (one LOINC code, one parameter): without
+    # these statistics PostgreSQL underestimated a common code's rows 100-fold and chose
+    # nested loops that took seconds.
+    postgresql.append(
+        "CREATE STATISTICS idx_token_pkey_code_system (dependencies, mcv)"
+        " ON pkey, code, system FROM idx_token"
+    )
+    return Migration(
+        3, "search lookup indexes that cover the row id", tuple(sqlite), tuple(postgresql)
+    )
+
+
+MIGRATIONS: tuple[Migration, ...] = (_initial(), _full_text(), _covering_lookups())
 INDEX_TABLES: tuple[str, ...] = tuple(_INDEX_TABLES)
 LATEST = MIGRATIONS[-1].number

@@ -134,6 +134,24 @@ class SearchCriteria:
     where: list[str]  # ANDed SQL fragments, `?` placeholders
     args: list[Any]
     ignored: tuple[str, ...] = ()  # parameter names dropped under lenient handling
+    #: the same selection read from one index table alone, when it can be (see IndexFirst)
+    index_first: IndexFirst | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class IndexFirst:
+    """A search whose matches one index table yields without the `resource` table.
+
+    Index rows exist only for current, non-deleted resources and `pkey` implies the type, so
+    when the driving criterion is an index lookup and every other criterion only tests the
+    row id, `SELECT DISTINCT resource.rid FROM {table} resource WHERE {where}` is the set of
+    matches: page, order (by rid) and count come from the index, and only the page's bodies
+    are read from `resource` (the alias lets the correlated checks run unchanged).
+    """
+
+    table: str
+    where: str
+    args: list[Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +163,10 @@ class Criterion:
     correlated: Condition | None = None  # None: the driver form is fine anywhere
     #: a selective `rid IN (...)`: better than any other index to find the rows
     drives: bool = False
+    #: (index table, condition on it) when the criterion is "some row of that table matches"
+    index: tuple[str, Condition] | None = None
+    #: both forms test `rid` / `resource.rid` only (no other column of `resource`)
+    rid_only: bool = False
 
     def as_check(self) -> Condition:
         """The form for a criterion that does not drive the query."""
@@ -164,12 +186,14 @@ def index_criterion(
     check = f"+x.{sql}" if dialect == "sqlite" and sql.startswith("pkey") else sql
     exists = f"EXISTS (SELECT 1 FROM {table} x WHERE x.rid = resource.rid AND {check})"
     if negate:
-        return Criterion(RANK_NEGATED, (f"NOT {exists}", list(args)))
+        return Criterion(RANK_NEGATED, (f"NOT {exists}", list(args)), rid_only=True)
     return Criterion(
         rank,
         (f"rid IN (SELECT rid FROM {table} WHERE {sql})", list(args)),
         (exists, list(args)),
         drives=rank <= RANK_URI,
+        index=(table, (sql, list(args))),
+        rid_only=True,
     )
 
 
@@ -208,6 +232,20 @@ def conjunction(criteria: list[Criterion]) -> Condition:
     ordered = sorted(criteria, key=lambda c: c.rank)
     parts = [ordered[0].driver] + [c.as_check() for c in ordered[1:]]
     return " AND ".join(p[0] for p in parts), [a for p in parts for a in p[1]]
+
+
+def index_first(criteria: list[Criterion]) -> IndexFirst | None:
+    """The index-only form of one type's criteria (see IndexFirst), when they allow it."""
+    if not criteria:
+        return None
+    ordered = sorted(criteria, key=lambda c: c.rank)
+    lead = ordered[0]
+    if lead.index is None or not lead.drives or not all(c.rid_only for c in ordered[1:]):
+        return None
+    table, (sql, args) = lead.index
+    checks = [c.as_check() for c in ordered[1:]]
+    where = " AND ".join([sql, *(c[0] for c in checks)])
+    return IndexFirst(table, where, [*args, *(a for c in checks for a in c[1])])
 
 
 def typed(dialect: Dialect, type_: str, criteria: list[Criterion]) -> Condition:
@@ -320,7 +358,8 @@ def criterion(ctx: SearchContext, type_: str | None, name: str, raw: str) -> Cri
         cond = search_modifiers.modifier_condition(
             type_, param, modifier, values, name, ctx.terminology
         )
-        return Criterion(RANK_NEGATED if modifier == "not-in" else RANK_STRING, cond)
+        rank = RANK_NEGATED if modifier == "not-in" else RANK_STRING
+        return Criterion(rank, cond, rid_only=True)  # `rid [NOT] IN (...)`
     if param.type == "composite":
         assert type_ is not None
         return _composite(ctx, type_, param, name, values)
@@ -342,7 +381,8 @@ def _special(
     if code == "_list":
         return search_chain.in_lists(type_, values)
     # words are usually selective, and FTS5/GIN find them fast: let full text drive
-    return Criterion(RANK_STRING, search_text.text_condition(ctx.dialect, code, values, name))
+    condition = search_text.text_condition(ctx.dialect, code, values, name)
+    return Criterion(RANK_STRING, condition, rid_only=True)  # `rid IN (...)`
 
 
 def _plain(
@@ -589,4 +629,6 @@ def build_search(
         sql, a = or_conditions([(f"({s})", x) for s, x in alternatives])
         where.append(sql)
         args.extend(a)
-    return SearchCriteria(where, args, tuple(ignored))
+    only = next(iter(per_type)) if len(per_type) == 1 else None
+    fast = index_first(per_type[only]) if only is not None else None
+    return SearchCriteria(where, args, tuple(ignored), fast)

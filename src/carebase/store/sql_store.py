@@ -29,6 +29,7 @@ from carebase.store.clock import datetime_to_ms
 from carebase.store.schema import LATEST, MIGRATIONS
 from carebase.store.search_include import IncludeRule, collect_includes, is_include_parameter
 from carebase.store.search_include import parse_rule as parse_include
+from carebase.store.search_order import Cursor as PageCursor
 from carebase.store.search_order import (
     SortPlan,
     beyond,
@@ -38,7 +39,7 @@ from carebase.store.search_order import (
     order_by,
     parse_sort,
 )
-from carebase.store.search_sql import SearchCriteria, build_search
+from carebase.store.search_sql import IndexFirst, SearchCriteria, build_search
 from carebase.store.sql_rows import row_to_stored
 from carebase.store.terminology import Terminology
 
@@ -314,8 +315,14 @@ class SqlStore(Store):
             sql += f" WHERE {condition}"
             args += condition_args
         sql += f" ORDER BY {order_by(plan, self.dialect, reverse=reverse)} LIMIT ?"
+        fast = None if plan.keys else criteria.index_first
         with self._reading() as cur:
-            rows = cur.execute(self.q(sql), (*args, count + 1)).fetchall() if count else []
+            if not count:
+                rows = []
+            elif fast is not None:
+                rows = self._index_first_page(cur, fast, boundary, reverse, count + 1)
+            else:
+                rows = cur.execute(self.q(sql), (*args, count + 1)).fetchall()
             matched = None if total == "none" else self._count(cur, criteria, total)
             more = len(rows) > count
             rows = rows[:count]
@@ -354,18 +361,47 @@ class SqlStore(Store):
             ignored=(*criteria.ignored, *shape.ignored),
         )
 
+    def _index_first_page(
+        self,
+        cur: Cursor,
+        fast: IndexFirst,
+        boundary: PageCursor | None,
+        reverse: bool,
+        limit: int,
+    ) -> list[Any]:
+        """One page of matches in rid order read from the index table, then their rows."""
+        sql = f"SELECT DISTINCT resource.rid FROM {fast.table} resource WHERE {fast.where}"
+        args = list(fast.args)
+        if boundary is not None:
+            sql += f" AND resource.rid {'<' if reverse else '>'} ?"
+            args.append(boundary.rid)
+        sql += f" ORDER BY resource.rid{' DESC' if reverse else ''} LIMIT ?"
+        rids = [row[0] for row in cur.execute(self.q(sql), (*args, limit)).fetchall()]
+        if not rids:
+            return []
+        marks = ", ".join("?" * len(rids))
+        found = cur.execute(
+            self.q(f"SELECT rid, {_COLUMNS} FROM resource WHERE rid IN ({marks})"), rids
+        ).fetchall()
+        by_rid = {row[0]: row for row in found}
+        return [by_rid[rid] for rid in rids if rid in by_rid]
+
     def _count(self, cur: Cursor, criteria: SearchCriteria, mode: TotalMode) -> int:
-        """The number of matches: counted, or on PostgreSQL for `estimate` the planner's
-        row estimate (no scan)."""
-        clause = " AND ".join(criteria.where)
+        """The number of matches: counted (from the index alone when the search allows), or
+        on PostgreSQL for `estimate` the planner's row estimate (no scan)."""
+        fast = criteria.index_first
+        if fast is not None:
+            sql = (
+                f"SELECT COUNT(DISTINCT resource.rid) FROM {fast.table} resource WHERE {fast.where}"
+            )
+            args = fast.args
+        else:
+            sql = f"SELECT COUNT(*) FROM resource WHERE {' AND '.join(criteria.where)}"
+            args = criteria.args
         if mode == "estimate" and self.dialect == "postgresql":
-            plan = cur.execute(
-                self.q(f"EXPLAIN (FORMAT JSON) SELECT rid FROM resource WHERE {clause}"),
-                criteria.args,
-            ).fetchone()[0]
+            plan = cur.execute(self.q(f"EXPLAIN (FORMAT JSON) {sql}"), args).fetchone()[0]
             return int(plan[0]["Plan"]["Plan Rows"])
-        row = cur.execute(self.q(f"SELECT COUNT(*) FROM resource WHERE {clause}"), criteria.args)
-        return int(row.fetchone()[0])
+        return int(cur.execute(self.q(sql), args).fetchone()[0])
 
     def iter_current(self, type_: str | None = None) -> Iterator[StoredResource]:
         last = 0
