@@ -45,7 +45,7 @@ from search_shapes import run_shapes, shape_plans, shapes
 from server import Server
 
 from carebase.errors import CarebaseError
-from carebase.store.base import Store
+from carebase.store.base import Store, TotalMode
 from carebase.store.factory import open_store
 from carebase.store.index_values import date_range
 from carebase.store.schema import param_key
@@ -199,12 +199,12 @@ def query_classes(samples: Samples, count: int, rng: random.Random) -> list[Quer
 
 
 def _timed_walk(
-    store: Store, type_: str, params: Params, pages: int, *, with_total: bool = True
+    store: Store, type_: str, params: Params, pages: int, *, total: TotalMode = "accurate"
 ) -> list[float]:
     times, cursor = [], None
     for _ in range(pages):
         start = time.perf_counter()
-        page = store.search(type_, params, count=20, cursor=cursor, with_total=with_total)
+        page = store.search(type_, params, count=20, cursor=cursor, total=total)
         times.append((time.perf_counter() - start) * 1000)
         cursor = page.next_cursor
         if cursor is None:
@@ -215,7 +215,7 @@ def _timed_walk(
 def _refusal(store: Store, qc_type: str, params: Params) -> str | None:
     """Why the store refuses this search (400/501), or None when it runs."""
     try:
-        store.search(qc_type, params, count=20, with_total=False)
+        store.search(qc_type, params, count=20, total="none")
     except CarebaseError as exc:
         if exc.status in (400, 501):
             return f"not supported by this build ({exc.status}: {exc})"
@@ -272,7 +272,7 @@ def big_searches(store: Store) -> list[tuple[str, Params, int]]:
     ]
     found = []
     for type_, params in candidates:
-        total = store.search(type_, params, count=1, with_total=True).total or 0
+        total = store.search(type_, params, count=1, total="accurate").total or 0
         if total >= 100_000:
             found.append((type_, params, total))
             if len(found) == 3:
@@ -301,7 +301,7 @@ def run_paging(store: Store, budget_s: float, runs: int = 2) -> PagingResult:
         if done and time.monotonic() > deadline:
             result.note = f"stopped after {budget_s:.0f} s: {done} of {len(walks)} walks"
             break
-        times = _timed_walk(store, type_, params, 50, with_total=False)
+        times = _timed_walk(store, type_, params, 50, total="none")
         if len(times) == 50:
             result.page1.append(times[0])
             result.page50.append(times[49])
@@ -367,7 +367,7 @@ def plans_for(store: Store, url: str, classes: list[QueryClass]) -> list[dict[st
             out.append({"key": qc.key, "query": query, "skipped": refused})
             continue
         with capture_sql(store) as captured:
-            store.search(qc.type, params, count=20, with_total=True)
+            store.search(qc.type, params, count=20, total="accurate")
         statements = []
         for sql, args in captured:
             plan = explain(url, sql, args)

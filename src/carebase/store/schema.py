@@ -174,6 +174,7 @@ def _covering_lookups() -> Migration:
         "CREATE STATISTICS idx_token_pkey_code_system (dependencies, mcv)"
         " ON pkey, code, system FROM idx_token"
     )
+    postgresql.append("ANALYZE idx_token")  # fills them now on a database that has data
     return Migration(
         3, "search lookup indexes that cover the row id", tuple(sqlite), tuple(postgresql)
     )
