@@ -529,18 +529,23 @@ def _run(store: Store, query: Query) -> list[str]:
     return [r[0] for r in rows]
 
 
+def _hunting(examples: int) -> Any:
+    """Hypothesis settings of these tests: derandomized unless SR_RANDOM is set."""
+    return settings(
+        max_examples=examples,
+        derandomize=not os.environ.get("SR_RANDOM"),
+        deadline=None,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
+
+
 def test_search_equals_brute_force(store: Store, synthea_tar: Path) -> None:
     stored = _load(store, synthea_tar)
     seen: set[str] = set()  # parameter types, modifiers and prefixes the queries used
 
     def check(focus: tuple[str | None, str | None], examples: int) -> None:
-        @settings(
-            max_examples=examples,
-            derandomize=not os.environ.get("SR_RANDOM"),
-            deadline=None,
-            database=None,
-            suppress_health_check=list(HealthCheck),
-        )
+        @_hunting(examples)
         @given(queries(stored, focus))
         def run(query: tuple[str, str, str, list[str]]) -> None:
             type_, name, text, plain = query
@@ -565,13 +570,7 @@ def test_search_equals_brute_force(store: Store, synthea_tar: Path) -> None:
     hits: dict[str, int] = {}  # queries per kind that matched something
 
     def cross(kind: str, examples: int) -> None:
-        @settings(
-            max_examples=examples,
-            derandomize=not os.environ.get("SR_RANDOM"),
-            deadline=None,
-            database=None,
-            suppress_health_check=list(HealthCheck),
-        )
+        @_hunting(examples)
         @given(cross_queries(stored, kind, reference))
         def run(query: Query) -> None:
             got = _run(store, query)

@@ -5,9 +5,8 @@ from __future__ import annotations
 import typer
 from rich.console import Console
 
-from carebase.cli.options import DatabaseOption, friendly_errors, settings_for
+from carebase.cli.options import DatabaseOption, opened_store
 from carebase.store import reindex
-from carebase.store.factory import open_store
 from carebase.store.schema import MIGRATIONS
 
 
@@ -18,17 +17,11 @@ def register(app: typer.Typer) -> None:
     def migrate(database: DatabaseOption = None) -> None:
         """Create or upgrade the schema of the database."""
         console = Console()
-        settings = settings_for(database)
-        url = settings.resolved_database_url
-        with friendly_errors(url):
-            store = open_store(url, settings)
-            try:
-                applied = store.migrate()
-                version = store.schema_version()
-                needs_reindex = any(m.needs_reindex for m in MIGRATIONS if m.number in applied)
-                stale = needs_reindex and reindex.start(store).remaining > 0
-            finally:
-                store.close()
+        with opened_store(database) as store:
+            applied = store.migrate()
+            version = store.schema_version()
+            needs_reindex = any(m.needs_reindex for m in MIGRATIONS if m.number in applied)
+            stale = needs_reindex and reindex.start(store).remaining > 0
         if applied:
             console.print(f"Applied migrations {applied}; schema is at version {version}.")
         else:

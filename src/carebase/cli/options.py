@@ -13,6 +13,8 @@ from rich.markup import escape
 
 from carebase.config import Settings
 from carebase.errors import CarebaseError
+from carebase.store.base import Store
+from carebase.store.factory import open_store
 
 # soft_wrap: an error stays one line however narrow the terminal (or a pipe's 80 columns).
 err_console = Console(stderr=True, soft_wrap=True)
@@ -31,6 +33,20 @@ DatabaseOption = Annotated[
 def settings_for(database: str | None, **changes: object) -> Settings:
     """Settings from the environment with the command line's choices on top."""
     return Settings.from_env().with_(database_url=database, **changes)
+
+
+@contextmanager
+def opened_store(database: str | None) -> Iterator[Store]:
+    """The store of `--database` (or the configured one), closed afterwards; errors are
+    printed as by `friendly_errors`."""
+    settings = settings_for(database)
+    url = settings.resolved_database_url
+    with friendly_errors(url):
+        store = open_store(url, settings)
+        try:
+            yield store
+        finally:
+            store.close()
 
 
 @contextmanager

@@ -8,9 +8,8 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from carebase.cli.options import DatabaseOption, friendly_errors, settings_for
+from carebase.cli.options import DatabaseOption, opened_store
 from carebase.store import reindex as rebuild
-from carebase.store.factory import open_store
 
 
 def register(app: typer.Typer) -> None:
@@ -32,10 +31,8 @@ def register(app: typer.Typer) -> None:
         """Rebuild the search index of every resource (after `migrate` added an index, or
         when indexing rules changed). Safe to interrupt and run again: it resumes."""
         console = Console()
-        settings = settings_for(database)
-        url = settings.resolved_database_url
-        with friendly_errors(url):
-            store = open_store(url, settings)
+        done = 0
+        with opened_store(database) as store:
             try:
                 applied = store.migrate()
                 if applied:
@@ -46,7 +43,6 @@ def register(app: typer.Typer) -> None:
                         f"Resuming an unfinished reindex after resource row {begin.after} "
                         "(--restart starts over)."
                     )
-                done = 0
                 with Progress(
                     TextColumn("Reindexing"),
                     BarColumn(),
@@ -63,6 +59,4 @@ def register(app: typer.Typer) -> None:
                     f"Interrupted after {done} resources; run `carebase reindex` again to resume."
                 )
                 raise typer.Exit(130) from None
-            finally:
-                store.close()
         console.print(f"Reindexed {done} resources.")

@@ -118,10 +118,6 @@ def _related(query: Query, rule: IncludeRule, rids: list[int], limit: int) -> li
             if rule.target is not None:
                 sql += " AND t.type = ?"
                 args.append(rule.target)
-            sql = (
-                f"SELECT rid FROM resource WHERE deleted = 0 AND rid IN ({sql})"
-                " ORDER BY rid LIMIT ?"
-            )
         else:  # what these rows refer to
             sql = (
                 "SELECT t.rid FROM idx_reference x JOIN resource t"
@@ -132,10 +128,7 @@ def _related(query: Query, rule: IncludeRule, rids: list[int], limit: int) -> li
             if rule.target is not None:
                 sql += " AND x.target_type = ?"
                 args.append(rule.target)
-            sql = (
-                f"SELECT rid FROM resource WHERE deleted = 0 AND rid IN ({sql})"
-                " ORDER BY rid LIMIT ?"
-            )
+        sql = f"SELECT rid FROM resource WHERE deleted = 0 AND rid IN ({sql}) ORDER BY rid LIMIT ?"
         found.extend(row[0] for row in query(sql, [*args, limit]))
     return found
 
