@@ -93,7 +93,10 @@ def _index_key(
         value = _text_key(dialect, "COALESCE(x.target_type || '/' || x.target_id, x.url)")
     else:
         raise _bad_sort(code, f"a {ptype} parameter cannot be sorted on")
-    where = f"x.rid = resource.rid AND x.pkey IN ({', '.join('?' * keys)})"
+    # `+x.pkey` on SQLite: without statistics it would otherwise scan the (pkey, ...) lookup
+    # index (every row of the parameter) for each match instead of the match's few rows
+    plus = "+" if dialect == "sqlite" else ""
+    where = f"x.rid = resource.rid AND {plus}x.pkey IN ({', '.join('?' * keys)})"
     if ptype == "token":
         where += " AND x.code IS NOT NULL"
     return f"(SELECT {pick}({value}) FROM {table} x WHERE {where})", kind

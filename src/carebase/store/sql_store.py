@@ -303,26 +303,14 @@ class SqlStore(Store):
         plan = shape.sort
         boundary = decode_cursor(plan, cursor)
         reverse = boundary is not None and boundary.direction == "p"
-        keys = "".join(f", {k.expression} AS {key_column(i)}" for i, k in enumerate(plan.keys))
-        key_args = [a for k in plan.keys for a in k.args]
-        inner = f"SELECT rid, {_COLUMNS}{keys} FROM resource WHERE {' AND '.join(criteria.where)}"
-        if plan.keys:  # a fence: compute each key once per row, not again in the keyset test
-            inner += " OFFSET 0" if self.dialect == "postgresql" else " LIMIT -1 OFFSET 0"
-        sql = f"SELECT * FROM ({inner}) m"
-        args: list[Any] = [*key_args, *criteria.args]
-        if boundary is not None:
-            condition, condition_args = beyond(plan, boundary, self.dialect)
-            sql += f" WHERE {condition}"
-            args += condition_args
-        sql += f" ORDER BY {order_by(plan, self.dialect, reverse=reverse)} LIMIT ?"
-        fast = None if plan.keys else criteria.index_first
+        fast = criteria.index_first
         with self._reading() as cur:
             if not count:
                 rows = []
-            elif fast is not None:
+            elif fast is not None and not plan.keys:
                 rows = self._index_first_page(cur, fast, boundary, reverse, count + 1)
             else:
-                rows = cur.execute(self.q(sql), (*args, count + 1)).fetchall()
+                rows = self._sorted_page(cur, criteria, plan, boundary, reverse, count + 1)
             matched = None if total == "none" else self._count(cur, criteria, total)
             more = len(rows) > count
             rows = rows[:count]
@@ -361,6 +349,50 @@ class SqlStore(Store):
             ignored=(*criteria.ignored, *shape.ignored),
         )
 
+    def _sorted_page(
+        self,
+        cur: Cursor,
+        criteria: SearchCriteria,
+        plan: SortPlan,
+        boundary: PageCursor | None,
+        reverse: bool,
+        limit: int,
+    ) -> list[Any]:
+        """One page in `plan`'s order: the matches' row ids and sort keys first (from the
+        index table alone when the criteria allow), then the page's rows."""
+        keys = "".join(f", {k.expression} AS {key_column(i)}" for i, k in enumerate(plan.keys))
+        fast = criteria.index_first
+        if fast is not None:
+            source, where, where_args = f"{fast.table} resource", fast.where, fast.args
+        else:
+            source, where, where_args = "resource", " AND ".join(criteria.where), criteria.args
+        inner = (
+            f"SELECT {'DISTINCT ' if fast else ''}resource.rid AS rid{keys}"
+            f" FROM {source} WHERE {where}"
+        )
+        if plan.keys:  # a fence: compute each key once per row, not again in the keyset test
+            inner += " OFFSET 0" if self.dialect == "postgresql" else " LIMIT -1 OFFSET 0"
+        sql = f"SELECT * FROM ({inner}) m"
+        args: list[Any] = [a for k in plan.keys for a in k.args] + list(where_args)
+        if boundary is not None:
+            condition, condition_args = beyond(plan, boundary, self.dialect)
+            sql += f" WHERE {condition}"
+            args += condition_args
+        sql += f" ORDER BY {order_by(plan, self.dialect, reverse=reverse)} LIMIT ?"
+        found = cur.execute(self.q(sql), (*args, limit)).fetchall()
+        bodies = self._rows_by_rid(cur, [row[0] for row in found])
+        return [(*bodies[row[0]], *row[1:]) for row in found if row[0] in bodies]
+
+    def _rows_by_rid(self, cur: Cursor, rids: list[int]) -> dict[int, Any]:
+        """rid -> (rid, type, id, version, last_updated, deleted, body) of those rows."""
+        if not rids:
+            return {}
+        marks = ", ".join("?" * len(rids))
+        found = cur.execute(
+            self.q(f"SELECT rid, {_COLUMNS} FROM resource WHERE rid IN ({marks})"), rids
+        ).fetchall()
+        return {row[0]: row for row in found}
+
     def _index_first_page(
         self,
         cur: Cursor,
@@ -377,13 +409,7 @@ class SqlStore(Store):
             args.append(boundary.rid)
         sql += f" ORDER BY resource.rid{' DESC' if reverse else ''} LIMIT ?"
         rids = [row[0] for row in cur.execute(self.q(sql), (*args, limit)).fetchall()]
-        if not rids:
-            return []
-        marks = ", ".join("?" * len(rids))
-        found = cur.execute(
-            self.q(f"SELECT rid, {_COLUMNS} FROM resource WHERE rid IN ({marks})"), rids
-        ).fetchall()
-        by_rid = {row[0]: row for row in found}
+        by_rid = self._rows_by_rid(cur, rids)
         return [by_rid[rid] for rid in rids if rid in by_rid]
 
     def _count(self, cur: Cursor, criteria: SearchCriteria, mode: TotalMode) -> int:
