@@ -322,8 +322,8 @@ def benchmarks_section(results: list[Result]) -> str:
     lines = [
         "## Search at a million resources",
         "",
-        f"Machine: {first['machine']}. Scripts: `bench/search_dataset.py` builds (once; reused "
-        "while the schema version and dataset parameters match) about 1,000,000 resources: the "
+        f"Machine: {first['machine']}. Scripts: `bench/search_dataset.py` builds (once; reused, "
+        "and migrated forward, while the dataset parameters match) about 1,000,000 resources: the "
         "100 Synthea patient Bundles stored again and again through the Store API "
         "(`tx.update`, batches of 5,000), each copy with fresh ids, references rewritten to "
         "match, a two-letter suffix on family names and a `-<copy>` suffix on Patient "
@@ -331,7 +331,7 @@ def benchmarks_section(results: list[Result]) -> str:
         f"`bench/bench_search.py` (`make bench-search`) measures the rest; up to "
         f"{first['queries']} distinct queries per class, drawn from the data with a fixed "
         "seed, after a short warm-up, each query timed as one `store.search(..., count=20, "
-        "with_total=True)` call in-process (the API counts the total by default); a class "
+        "total='accurate')` call in-process (the API counts the total by default); a class "
         "stops early when it has run for its time budget, as its note says. Other jobs "
         "shared the two cores during the runs: absolute figures are noisy, ratios less so.",
         "",
@@ -369,7 +369,9 @@ def benchmarks_section(results: list[Result]) -> str:
         "the type, so ids, order and total can come from the index tables alone, reading "
         "`resource` only for the page's bodies (`bench/search_shapes.py`). Each timed query: "
         "one page of ids (keyset `rid > cursor`; token pages followed like above), the "
-        "bodies, and the total. Not what the store runs today: what it could run.",
+        "bodies, and the total. The store runs this shape itself where the criteria allow "
+        "(`search_sql.IndexFirst`); these hand-written statements are a yardstick (their "
+        "patient shape lacks the store's SQLite steering and its sort).",
         "",
         *_shape_lines(results),
         "### Size per resource",
