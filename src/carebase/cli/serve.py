@@ -9,6 +9,7 @@ import typer
 import uvicorn
 from rich.console import Console
 
+from carebase.cli.migrate import reindex_hint
 from carebase.cli.options import DatabaseOption, err_console, friendly_errors, settings_for
 from carebase.store.factory import open_store
 
@@ -42,11 +43,14 @@ def register(app: typer.Typer) -> None:
             store = open_store(url, settings)
             try:
                 applied = store.migrate()
+                hint = reindex_hint(store, applied)
             finally:
                 store.close()
         console = Console()
         if applied:
             console.print(f"Database migrated ({applied}).")
+        if hint:
+            console.print(hint)
         console.print(
             f"carebase serving on http://{host}:{port}  (FHIR: http://{host}:{port}/fhir, "
             f"database: {_describe(url)})"
