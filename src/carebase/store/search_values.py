@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import re
 import time
+from decimal import Decimal, FloatOperation, localcontext
 from typing import Any, Literal
 
 from carebase.errors import BadRequest
@@ -147,20 +148,28 @@ def date_condition(name: str, value: str, col_lo: str = "lo", col_hi: str = "hi"
 
 
 def number_bounds(name: str, text: str) -> tuple[float, float, float]:
-    """(value, lo, hi): a decimal and the implicit range of its significant digits."""
+    """(value, lo, hi): a decimal and the implicit range of its significant digits.
+
+    The bounds are computed in decimal, then rounded once to floats (what the index holds):
+    `176.3` is [176.25, 176.35), and a stored 176.35 must fall outside it, which float
+    arithmetic (176.3 + 0.05 = 176.35000000000002) would get wrong.
+    """
     if not _NUMBER_RE.fullmatch(text):
         raise bad_value(name, text, "is not a number")
-    value = float(text)
-    mantissa = text.lower().split("e")[0]
-    decimals = len(mantissa.split(".")[1]) if "." in mantissa else 0
-    try:  # 1e400 is infinite as a float; 0e999 has a precision no float can hold
-        exponent = int(text.lower().split("e")[1]) if "e" in text.lower() else 0
-        half = 0.5 * 10.0 ** (exponent - decimals)
-    except (OverflowError, ValueError):  # ValueError: int() refuses over 4,300 digits
-        half = math.inf
-    if not math.isfinite(value + half):
+    try:
+        with localcontext() as ctx:
+            ctx.prec = max(60, len(text) + 10)
+            ctx.traps[FloatOperation] = False
+            number = Decimal(text)
+            exponent = number.as_tuple().exponent
+            assert isinstance(exponent, int)  # the pattern admits no NaN or infinity
+            half = Decimal(5).scaleb(exponent - 1)
+            bounds = float(number), float(number - half), float(number + half)
+    except (ArithmeticError, ValueError):  # exponents beyond what a decimal context holds
+        bounds = math.inf, math.inf, math.inf
+    if not all(math.isfinite(b) for b in bounds):
         raise bad_value(name, text, "is out of range")
-    return value, value - half, value + half
+    return bounds
 
 
 def number_condition(prefix: str, value: float, lo: float, hi: float, col: str) -> Condition:
