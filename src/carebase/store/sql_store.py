@@ -417,17 +417,16 @@ class SqlStore(Store):
         on PostgreSQL for `estimate` the planner's row estimate (no scan)."""
         fast = criteria.index_first
         if fast is not None:
-            sql = (
-                f"SELECT COUNT(DISTINCT resource.rid) FROM {fast.table} resource WHERE {fast.where}"
-            )
+            rows = f"SELECT DISTINCT resource.rid FROM {fast.table} resource WHERE {fast.where}"
             args = fast.args
         else:
-            sql = f"SELECT COUNT(*) FROM resource WHERE {' AND '.join(criteria.where)}"
+            rows = f"SELECT rid FROM resource WHERE {' AND '.join(criteria.where)}"
             args = criteria.args
         if mode == "estimate" and self.dialect == "postgresql":
-            plan = cur.execute(self.q(f"EXPLAIN (FORMAT JSON) {sql}"), args).fetchone()[0]
+            plan = cur.execute(self.q(f"EXPLAIN (FORMAT JSON) {rows}"), args).fetchone()[0]
             return int(plan[0]["Plan"]["Plan Rows"])
-        return int(cur.execute(self.q(sql), args).fetchone()[0])
+        counted = cur.execute(self.q(f"SELECT COUNT(*) FROM ({rows}) matches"), args)
+        return int(counted.fetchone()[0])
 
     def iter_current(self, type_: str | None = None) -> Iterator[StoredResource]:
         last = 0
