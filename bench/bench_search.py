@@ -38,7 +38,13 @@ import httpx
 import psycopg
 from http_wrk import LoadSpec, run_wrk
 from report import machine
-from search_dataset import COPIED, DEFAULT_DATA_DIR, DEFAULT_TAR, Dataset, build, stored_fingerprint
+from search_dataset import (
+    COPIED,
+    Dataset,
+    build,
+    dataset_arguments,
+    stored_fingerprint,
+)
 from search_plans import capture_sql, database_bytes, explain, full_scans, index_sizes
 from search_report import best_experiment, write_reports
 from search_shapes import run_shapes, shape_plans, shapes
@@ -558,11 +564,7 @@ def results_file(data_dir: Path, backend: str) -> Path:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--backend", choices=("sqlite", "postgresql", "both"), default="both")
-    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
-    parser.add_argument("--resources", type=int, default=1_000_000)
-    parser.add_argument("--tar", type=Path, default=DEFAULT_TAR)
+    parser = dataset_arguments(__doc__)
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--http-seconds", type=float, default=8)
     parser.add_argument(

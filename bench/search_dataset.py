@@ -329,12 +329,18 @@ def build(
     return total, seconds
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+def dataset_arguments(description: str | None) -> argparse.ArgumentParser:
+    """A parser with the options that choose the databases and the dataset."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--backend", choices=("sqlite", "postgresql", "both"), default="both")
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     parser.add_argument("--resources", type=int, default=1_000_000)
     parser.add_argument("--tar", type=Path, default=DEFAULT_TAR)
+    return parser
+
+
+def main() -> None:
+    parser = dataset_arguments(__doc__)
     parser.add_argument("--force", action="store_true", help="rebuild even if up to date")
     parser.add_argument(
         "--pg-via-store",
