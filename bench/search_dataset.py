@@ -34,6 +34,7 @@ import orjson
 import psycopg
 from server import PG_ADMIN_URL, REPO
 
+from carebase.fhir.bundle import rewrite_references
 from carebase.store.factory import open_store
 from carebase.store.schema import INDEX_TABLES, MIGRATIONS
 
@@ -53,19 +54,6 @@ _LETTERS = "abcdefghijklmnopqrstuvwxyz"
 Json = dict[str, Any]
 
 
-def _map_references(node: object, assigned: dict[str, str]) -> None:
-    """Replace `urn:uuid:` references of the Bundle by the Type/id they name, in place."""
-    if isinstance(node, dict):
-        ref = node.get("reference")
-        if isinstance(ref, str) and ref in assigned:
-            node["reference"] = assigned[ref]
-        for value in node.values():
-            _map_references(value, assigned)
-    elif isinstance(node, list):
-        for value in node:
-            _map_references(value, assigned)
-
-
 def template(tar_path: Path) -> tuple[bytes, set[bytes]]:
     """The patient Bundles' resources as one JSON array (references as Type/id) and their ids."""
     resources: list[Json] = []
@@ -82,7 +70,7 @@ def template(tar_path: Path) -> tuple[bytes, set[bytes]]:
                     for e in bundle["entry"]
                 }
                 for entry in bundle["entry"]:
-                    _map_references(entry["resource"], assigned)
+                    rewrite_references(entry["resource"], assigned)
                     resources.append(entry["resource"])
     ids = {r["id"].encode() for r in resources}
     return orjson.dumps(resources), ids

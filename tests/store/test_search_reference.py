@@ -31,6 +31,7 @@ from search_reference import (
 )
 from search_reference import values as expression_values
 
+from carebase.fhir.bundle import rewrite_references
 from carebase.fhir.definitions.loader import get_definitions
 from carebase.store.base import Store
 from carebase.store.search_sql import build_search, is_supported
@@ -43,18 +44,6 @@ _PREFIXES = ["eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap"]
 _VALUES: dict[tuple[str, str, str], list[Any]] = {}
 
 Json = dict[str, Any]
-
-
-def _references(node: object, assigned: dict[str, str]) -> None:
-    if isinstance(node, dict):
-        ref = node.get("reference")
-        if isinstance(ref, str) and ref in assigned:
-            node["reference"] = assigned[ref]
-        for value in node.values():
-            _references(value, assigned)
-    elif isinstance(node, list):
-        for value in node:
-            _references(value, assigned)
 
 
 class _Stored(dict[str, dict[str, Json]]):
@@ -82,7 +71,7 @@ def _load(store: Store, synthea_tar: Path) -> _Stored:
         }
         with store.transaction() as tx:
             for resource in entries:
-                _references(resource, assigned)
+                rewrite_references(resource, assigned)
                 tx.update(resource["resourceType"], resource["id"], resource)
     with store.transaction() as tx:  # Synthea has no `number` parameter values: add some
         for i, p in enumerate([0.25, 0.3, 1, 12.5, 0.05, 100, 7.0, 0.333]):
