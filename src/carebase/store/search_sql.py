@@ -550,7 +550,7 @@ def _count_criteria(params: list[tuple[str, str]]) -> None:
         )
 
 
-def _types(type_: str | None, params: list[tuple[str, str]]) -> list[str] | None:
+def searched_types(type_: str | None, params: list[tuple[str, str]]) -> list[str] | None:
     """The types searched: [type_], the `_type` list on system level, or None (all)."""
     listed = [raw for name, raw in params if name == "_type"]
     if type_ is not None:
@@ -589,7 +589,7 @@ def build_search(
     ctx = SearchContext(dialect, terminology)
     ignored: list[str] = []
     try:
-        types = _types(type_, params)
+        types = searched_types(type_, params)
     except UnknownParameter:
         if not lenient:
             raise

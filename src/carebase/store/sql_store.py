@@ -16,7 +16,6 @@ from functools import cache
 from typing import Any, Literal, Protocol
 
 from carebase.errors import BadRequest, StorageError
-from carebase.fhir.definitions.loader import get_definitions
 from carebase.store.base import (
     HistoryPage,
     SearchPage,
@@ -39,7 +38,7 @@ from carebase.store.search_order import (
     order_by,
     parse_sort,
 )
-from carebase.store.search_sql import IndexFirst, SearchCriteria, build_search
+from carebase.store.search_sql import IndexFirst, SearchCriteria, build_search, searched_types
 from carebase.store.sql_rows import row_to_stored
 from carebase.store.terminology import Terminology
 
@@ -83,14 +82,16 @@ def _cursor_int(cursor: str | None) -> int | None:
     return value
 
 
-def _searched_types(type_: str | None, params: list[tuple[str, str]]) -> tuple[str, ...] | None:
-    """The resource types a search covers: its type, else those `_type` lists (if all are
-    known; build_search reports the others), else None for every type."""
+def _sort_types(type_: str | None, params: list[tuple[str, str]]) -> tuple[str, ...] | None:
+    """The resource types a sort must hold for: those the search covers, or None (every
+    type) when `_type` is invalid - build_search reports that."""
     if type_ is not None:
         return (type_,)
-    listed = [t.strip() for name, value in params if name == "_type" for t in value.split(",")]
-    known = get_definitions().resource_types
-    return tuple(dict.fromkeys(listed)) if listed and all(t in known for t in listed) else None
+    try:
+        types = searched_types(None, params)
+    except BadRequest:
+        return None
+    return tuple(types) if types is not None else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +130,7 @@ def search_shape(
             "_sort may be given once (list several keys in it: _sort=a,-b)", location="_sort"
         )
     try:
-        plan = parse_sort(_searched_types(type_, params), sorts[0] if sorts else None, dialect)
+        plan = parse_sort(_sort_types(type_, params), sorts[0] if sorts else None, dialect)
     except BadRequest:
         if not lenient:
             raise
