@@ -45,6 +45,12 @@ class Settings:
     pool_size: int = 10
     #: PostgreSQL statement_timeout: the longest one SQL statement may run.
     statement_timeout_ms: int = 30_000
+    #: Development only: serve without authentication or access control (logs a warning).
+    auth_disabled: bool = False
+    #: Lifetime of issued access tokens, seconds.
+    access_token_ttl: int = 300
+    #: The token issuer (`iss`); defaults to the server's base URL without `/fhir`.
+    issuer: str = ""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -64,6 +70,9 @@ class Settings:
             max_include=_env_int("CAREBASE_MAX_INCLUDE", 1000),
             pool_size=_env_int("CAREBASE_POOL_SIZE", 10),
             statement_timeout_ms=_env_int("CAREBASE_STATEMENT_TIMEOUT_MS", 30_000),
+            auth_disabled=_env_bool("CAREBASE_DEV_NO_AUTH", False),
+            access_token_ttl=_env_int("CAREBASE_ACCESS_TOKEN_TTL", 300),
+            issuer=os.environ.get("CAREBASE_ISSUER", ""),
         )
 
     def with_(self, **changes: object) -> Settings:
@@ -83,3 +92,16 @@ class Settings:
         if self.base_url:
             return self.base_url.rstrip("/")
         return f"http://{self.host}:{self.port}/fhir"
+
+    @property
+    def token_issuer(self) -> str:
+        """The `iss` of tokens this server issues (its origin, e.g. http://127.0.0.1:8080)."""
+        if self.issuer:
+            return self.issuer.rstrip("/")
+        base = self.fhir_base
+        return base[: -len("/fhir")] if base.endswith("/fhir") else base
+
+    @property
+    def keys_dir(self) -> Path:
+        """Where the token signing keys live (files with 0600 permissions)."""
+        return self.data_dir / "keys"

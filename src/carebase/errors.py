@@ -17,6 +17,7 @@ Tree (HTTP status, OperationOutcome issue code):
     ├── UnsupportedMediaType (415, not-supported)
     ├── Unprocessable (422, processing)        business rule broken (e.g. id in body vs URL)
     │   └── TooCostly (422, too-costly)        the request would exceed the server's limits
+    ├── TooManyRequests (429, throttled)       rate limit hit (login, token); Retry-After says when
     ├── Unsupported (501, not-supported)       a feature the server does not implement
     ├── Unavailable (503, transient)           the database is unreachable for now; retry
     └── StorageError (500, exception)          the database failed; message is safe to show
@@ -173,6 +174,14 @@ class TooCostly(Unprocessable):
     """The request would exceed the server's resource limits (e.g. a statement timeout)."""
 
     code = "too-costly"
+
+
+class TooManyRequests(CarebaseError):
+    """Too many attempts in a short time (rate limit, lockout back-off); `Retry-After` says
+    when to try again."""
+
+    status = 429
+    code = "throttled"
 
 
 class Unsupported(CarebaseError):

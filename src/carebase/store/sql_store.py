@@ -160,6 +160,14 @@ class SqlStore(Store):
         """SQL written with `?` placeholders in this backend's style."""
         return sql
 
+    def reading(self) -> AbstractContextManager[Cursor]:
+        """A read cursor for the store's own record modules (accounts, audit log)."""
+        return self._reading()
+
+    def writing(self) -> AbstractContextManager[Cursor]:
+        """A write cursor (one committed unit of work) for the store's own record modules."""
+        return self._writing()
+
     @abstractmethod
     def _new_transaction(self, cur: Cursor) -> Transaction:
         """The Transaction object for a write cursor."""

@@ -1,0 +1,1 @@
+"""Who may do what: users, OAuth 2.0 / SMART on FHIR, scopes, access policy, audit chain."""

@@ -1,0 +1,65 @@
+"""The authenticated caller of one request: who, in what role, with which scopes and context."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+#: The roles a user can have (DESIGN.md contracts); `service` is a backend application.
+ROLES: tuple[str, ...] = (
+    "admin",
+    "clinician",
+    "nurse",
+    "front-desk",
+    "patient",
+    "researcher",
+    "service",
+)
+
+PrincipalKind = Literal["user", "service", "development"]
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling, established from a verified access token (or a browser session).
+
+    `scopes` are the granted SMART scope strings; `patient` is the launch context (the id of
+    the one Patient that `patient/` scopes apply to); `fhir_user` is the caller's FHIR
+    identity ("Practitioner/123", "Patient/456"); `organization` is the Organization id whose
+    patients a clinician may see. `break_glass` is the stated reason when a clinician opens a
+    record outside their organisation (set per request, never carried in a token).
+    """
+
+    subject: str
+    kind: PrincipalKind = "user"
+    role: str | None = None
+    username: str | None = None
+    fhir_user: str | None = None
+    patient: str | None = None
+    organization: str | None = None
+    scopes: frozenset[str] = field(default_factory=frozenset)
+    client_id: str | None = None
+    token_id: str | None = None
+    expires_at: int | None = None
+    break_glass: str | None = None
+
+    @property
+    def is_development(self) -> bool:
+        """The all-powerful caller used when auth is turned off for local development."""
+        return self.kind == "development"
+
+    def with_break_glass(self, reason: str) -> Principal:
+        """This principal for one request that breaks the glass with `reason`."""
+        from dataclasses import replace
+
+        return replace(self, break_glass=reason)
+
+
+#: The caller when the server runs with `CAREBASE_DEV_NO_AUTH` (development only).
+DEVELOPMENT_PRINCIPAL = Principal(
+    subject="development",
+    kind="development",
+    role="admin",
+    username="development",
+    scopes=frozenset({"system/*.cruds"}),
+)
