@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from urllib.parse import urlencode
 
 from carebase.auth.scopes import (
-    _BREADTH,
+    CONTEXT_BREADTH,
     ResourceScope,
     ScopeError,
     canonical_permissions,
@@ -69,8 +69,9 @@ def permitted_scopes(role: str | None, requested: Iterable[str]) -> list[str]:
                 kept.append(text)
             continue
         allowed: set[str] = set()
+        breadth = CONTEXT_BREADTH[scope.context]
         for c in ceiling:
-            if c.type in ("*", scope.type) and _BREADTH[c.context] >= _BREADTH[scope.context]:
+            if c.type in ("*", scope.type) and CONTEXT_BREADTH[c.context] >= breadth:
                 allowed |= c.permissions
         letters = canonical_permissions(scope.permissions & allowed)
         if letters:

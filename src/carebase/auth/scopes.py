@@ -38,7 +38,7 @@ _RESOURCE_SCOPE = re.compile(
     r"\.(?P<perm>read|write|\*|c?r?u?d?s?)(?:\?(?P<query>.+))?"
 )
 #: The broader context wins when scopes of several contexts grant the same thing.
-_BREADTH = {"system": 3, "user": 2, "patient": 1}
+CONTEXT_BREADTH = {"system": 3, "user": 2, "patient": 1}
 
 
 class ScopeError(ValueError):
@@ -114,8 +114,8 @@ class ScopeSet:
         matching = [s for s in self.resource_scopes if s.covers(type_, permission)]
         if not matching:
             return None
-        broadest = max(_BREADTH[s.context] for s in matching)
-        in_context = [s for s in matching if _BREADTH[s.context] == broadest]
+        broadest = max(CONTEXT_BREADTH[s.context] for s in matching)
+        in_context = [s for s in matching if CONTEXT_BREADTH[s.context] == broadest]
         context = in_context[0].context
         if any(not s.query for s in in_context):
             return ScopeGrant(context)
