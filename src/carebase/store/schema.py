@@ -180,6 +180,13 @@ def _covering_lookups() -> Migration:
     )
 
 
-MIGRATIONS: tuple[Migration, ...] = (_initial(), _full_text(), _covering_lookups())
+def _migrations() -> tuple[Migration, ...]:
+    # The OAuth tables live beside their records module (store/oauth_schema.py).
+    from carebase.store.oauth_schema import oauth_migration
+
+    return (_initial(), _full_text(), _covering_lookups(), oauth_migration())
+
+
+MIGRATIONS: tuple[Migration, ...] = _migrations()
 INDEX_TABLES: tuple[str, ...] = tuple(_INDEX_TABLES)
 LATEST = MIGRATIONS[-1].number
