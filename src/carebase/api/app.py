@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -12,10 +12,16 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from carebase.api.oauth_routes import OAuthApi
 from carebase.api.responses import http_exception, unhandled_exception
 from carebase.api.routes import FhirApi
+from carebase.auth.keys import KeyRing
+from carebase.auth.oauth_server import OAuthConfig, OAuthServer
+from carebase.auth.revocation_list import RevokedTokens
+from carebase.auth.tokens import TokenService
 from carebase.config import Settings
 from carebase.store.base import Store
+from carebase.store.oauth_records import OAuthRecords
 
 FHIR_PREFIX = "/fhir"
 
@@ -49,7 +55,10 @@ def create_app(settings: Settings, store: Store | None = None) -> Starlette:
             if owned and api.attached:
                 api.store.close()
 
+    oauth = oauth_server(settings, lambda: api.store)
     routes: list[Route] = [Route("/healthz", healthz, methods=["GET"])]
+    # before the FHIR routes: /fhir/.well-known/... would otherwise match /fhir/{type}/{id}
+    routes.extend(OAuthApi(oauth, lambda: api.store).routes())
     routes.extend(api.routes(FHIR_PREFIX))
     app = Starlette(
         routes=routes,
@@ -57,7 +66,25 @@ def create_app(settings: Settings, store: Store | None = None) -> Starlette:
         exception_handlers={HTTPException: http_exception, Exception: unhandled_exception},
     )
     app.state.fhir = api
+    app.state.oauth = oauth
+    #: the one TokenService of the app (bearer checks use it; revocations apply to it)
+    app.state.tokens = oauth.tokens
     return app
+
+
+def oauth_server(settings: Settings, store: Callable[[], Store]) -> OAuthServer:
+    """The authorization server: key ring from `settings.keys_dir`, records in `store`."""
+    records = OAuthRecords(store)
+    revoked = RevokedTokens(records)
+    tokens = TokenService(
+        KeyRing.open(settings.keys_dir),
+        issuer=settings.token_issuer,
+        audience=settings.fhir_base,
+        ttl=settings.access_token_ttl,
+        is_revoked=revoked.is_revoked,
+    )
+    config = OAuthConfig(issuer=settings.token_issuer, fhir_base=settings.fhir_base)
+    return OAuthServer(records, tokens, revoked, config)
 
 
 def tune_server_process() -> None:

@@ -10,10 +10,12 @@ presenting the same credential cannot both succeed, on SQLite or PostgreSQL.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from carebase.errors import StorageError
+from carebase.store.base import Store
 from carebase.store.sql_store import Cursor, SqlStore
 
 
@@ -157,11 +159,26 @@ def _changed(cur: Cursor) -> int:
 
 
 class OAuthRecords:
-    """SQL access to the OAuth tables of one store."""
+    """SQL access to the OAuth tables of one store.
 
-    def __init__(self, store: SqlStore) -> None:
-        self.store = store
-        self.q = store.q
+    `store` may be a function returning the store, for an app whose store is opened at
+    startup, after the records object is made.
+    """
+
+    def __init__(self, store: Store | Callable[[], Store]) -> None:
+        self._store = store
+
+    @property
+    def store(self) -> SqlStore:
+        """The SQL store holding the tables."""
+        store = self._store if isinstance(self._store, Store) else self._store()
+        if not isinstance(store, SqlStore):
+            raise StorageError("OAuth records need a SQL store (SQLite or PostgreSQL)")
+        return store
+
+    def q(self, sql: str) -> str:
+        """`sql` with the store's placeholder style."""
+        return self.store.q(sql)
 
     # --- clients ------------------------------------------------------------------------------
     def add_client(self, client: ClientRecord) -> None:
