@@ -45,6 +45,21 @@ def _candidate_keys(client: ClientRecord, header: dict[str, Any], alg: str) -> l
     return found
 
 
+def _problem(exc: jwt.PyJWTError, token_url: str) -> str:
+    """What is wrong with an assertion PyJWT refused, in words for the client developer."""
+    if isinstance(exc, jwt.MissingRequiredClaimError):
+        return f"client_assertion lacks the {exc.claim} claim"
+    if isinstance(exc, jwt.InvalidAudienceError):
+        return f"client_assertion aud must be the token endpoint URL {token_url}"
+    if isinstance(exc, jwt.InvalidIssuerError):
+        return "client_assertion iss must equal the client_id"
+    if isinstance(exc, jwt.ExpiredSignatureError):
+        return "client_assertion has expired"
+    if isinstance(exc, jwt.ImmatureSignatureError):
+        return "client_assertion is not valid yet (nbf/iat in the future)"
+    return f"client_assertion rejected: {exc}"
+
+
 def verify_client_assertion(
     assertion: str,
     client: ClientRecord,
@@ -86,7 +101,7 @@ def verify_client_assertion(
         except jwt.InvalidSignatureError:
             continue
         except jwt.PyJWTError as exc:
-            raise invalid_client(f"client_assertion rejected: {exc}") from exc
+            raise invalid_client(_problem(exc, token_url)) from exc
     if claims is None:
         raise invalid_client("client_assertion signature does not verify with the client's keys")
     if claims.get("sub") != client.client_id:

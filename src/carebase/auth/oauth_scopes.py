@@ -1,10 +1,11 @@
 """What an OAuth request may be granted: the requested scopes narrowed by the client's
 registered scopes (and, for users, by their role: `auth.roles.permitted_scopes`).
 
-A requested resource scope keeps the permissions that some allowed scope of the same context
-grants on its type; granular criteria (`?category=...`) of the allowed scope must be present
-unchanged in the request (the request may add criteria, which only narrows it). Other scopes
-(openid, launch/patient, offline_access...) pass only when the client may ask for them.
+A requested resource scope is intersected with each allowed scope of the same context: the
+narrower resource type, the common permissions, and the granular criteria (`?category=...`)
+of both (`system/*.cruds` against `system/Observation.rs` gives `system/Observation.rs`).
+Other scopes (openid, launch/patient, offline_access...) pass only when the client may ask
+for them.
 """
 
 from __future__ import annotations
@@ -30,14 +31,23 @@ def requested_scopes(raw: str | None) -> list[str]:
         raise invalid_scope(str(exc)) from exc
 
 
-def _covers(allowed: ResourceScope, wanted: ResourceScope) -> bool:
-    if allowed.context != wanted.context or allowed.type not in ("*", wanted.type):
-        return False
-    return set(allowed.query) <= set(wanted.query)
+def _intersect(allowed: ResourceScope, wanted: ResourceScope) -> ResourceScope | None:
+    """What both scopes grant, or None: same context, overlapping types (the narrower
+    wins), the common permissions, and the criteria of both (each narrows)."""
+    if allowed.context != wanted.context:
+        return None
+    if "*" not in (allowed.type, wanted.type) and allowed.type != wanted.type:
+        return None
+    letters = allowed.permissions & wanted.permissions
+    if not letters:
+        return None
+    type_ = wanted.type if wanted.type != "*" else allowed.type
+    query = wanted.query + tuple(p for p in allowed.query if p not in wanted.query)
+    return ResourceScope(wanted.context, type_, frozenset(letters), query)
 
 
-def _spell(scope: ResourceScope, letters: str) -> str:
-    text = f"{scope.context}/{scope.type}.{letters}"
+def _spell(scope: ResourceScope) -> str:
+    text = f"{scope.context}/{scope.type}.{canonical_permissions(scope.permissions)}"
     return f"{text}?{urlencode(scope.query)}" if scope.query else text
 
 
@@ -52,13 +62,12 @@ def narrow_scopes(allowed: Iterable[str], requested: Iterable[str]) -> list[str]
             if text in allowed_set:
                 kept.append(text)
             continue
-        letters: set[str] = set()
         for scope in ceiling:
-            if _covers(scope, wanted):
-                letters |= scope.permissions
-        granted = canonical_permissions(wanted.permissions & letters)
-        if granted:
-            kept.append(text if set(granted) == wanted.permissions else _spell(wanted, granted))
+            common = _intersect(scope, wanted)
+            if common == wanted:
+                kept.append(text)  # granted as asked, in the client's own spelling
+            elif common is not None:
+                kept.append(_spell(common))
     return list(dict.fromkeys(kept))
 
 

@@ -212,7 +212,7 @@ class OAuthRecords:
         """Every client, oldest first."""
         with self.store.reading() as cur:
             rows = cur.execute(
-                f"SELECT {_CLIENT_COLUMNS} FROM oauth_client ORDER BY created, client_id"
+                f"SELECT {_CLIENT_COLUMNS} FROM oauth_client ORDER BY created, name, client_id"
             ).fetchall()
         return [_client(r) for r in rows]
 

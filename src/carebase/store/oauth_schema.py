@@ -1,12 +1,10 @@
-"""Migration 5: the OAuth 2.0 / SMART authorization server's tables.
+"""Migration 5 (see store/schema.py): the OAuth 2.0 / SMART authorization server's tables.
 
 Secrets (client secrets, authorization codes, refresh tokens) are stored as SHA-256 hashes
 only: a copy of the database never yields a usable credential. Times are Unix seconds.
 """
 
 from __future__ import annotations
-
-from carebase.store.schema import Migration
 
 #: Every table of the authorization server (tests truncate them between runs).
 OAUTH_TABLES: tuple[str, ...] = (
@@ -80,11 +78,7 @@ _DDL = (
 )
 
 
-def oauth_migration() -> Migration:
-    """Migration 5: clients, codes, refresh tokens, revoked jtis, assertion jtis, launches."""
-    return Migration(
-        5,
-        "OAuth 2.0 / SMART: clients, authorization codes, refresh tokens, revocations, launches",
-        tuple(s.format(big="INTEGER") for s in _DDL),
-        tuple(s.format(big="BIGINT") for s in _DDL),
-    )
+def oauth_ddl(dialect: str) -> tuple[str, ...]:
+    """The statements of migration 5 in `dialect` ("sqlite" or "postgresql")."""
+    big = "INTEGER" if dialect == "sqlite" else "BIGINT"
+    return tuple(s.format(big=big) for s in _DDL)

@@ -15,6 +15,8 @@ import zlib
 from dataclasses import dataclass
 from functools import lru_cache
 
+from carebase.store.oauth_schema import oauth_ddl
+
 
 @lru_cache(maxsize=65536)
 def param_key(resource_type: str, code: str) -> int:
@@ -180,13 +182,16 @@ def _covering_lookups() -> Migration:
     )
 
 
-def _migrations() -> tuple[Migration, ...]:
-    # The OAuth tables live beside their records module (store/oauth_schema.py).
-    from carebase.store.oauth_schema import oauth_migration
+def _oauth() -> Migration:
+    # The OAuth tables are spelled beside their records module (store/oauth_schema.py).
+    return Migration(
+        5,
+        "OAuth 2.0 / SMART: clients, authorization codes, refresh tokens, revocations, launches",
+        oauth_ddl("sqlite"),
+        oauth_ddl("postgresql"),
+    )
 
-    return (_initial(), _full_text(), _covering_lookups(), oauth_migration())
 
-
-MIGRATIONS: tuple[Migration, ...] = _migrations()
+MIGRATIONS: tuple[Migration, ...] = (_initial(), _full_text(), _covering_lookups(), _oauth())
 INDEX_TABLES: tuple[str, ...] = tuple(_INDEX_TABLES)
 LATEST = MIGRATIONS[-1].number
