@@ -83,7 +83,7 @@ def assertion_form(assertion: str, **extra: str) -> dict[str, str]:
 class Account:
     """A user as the OAuth flows see one."""
 
-    id: int
+    id: str
     username: str
     role: str
     fhir_user: str | None = None
@@ -103,6 +103,6 @@ class Accounts:
         return self.users.get(user_id)
 
 
-CLINICIAN = Account(1, "dr.who", "clinician", fhir_user="Practitioner/p1", organization="o1")
-PATIENT = Account(2, "amy", "patient", fhir_user="Patient/pat1", patient="pat1")
-RESEARCHER = Account(3, "rita", "researcher")
+CLINICIAN = Account("1", "dr.who", "clinician", fhir_user="Practitioner/p1", organization="o1")
+PATIENT = Account("2", "amy", "patient", fhir_user="Patient/pat1", patient="pat1")
+RESEARCHER = Account("3", "rita", "researcher")

@@ -199,7 +199,8 @@ def test_redirect_urls() -> None:
     ("scope", "text"),
     [
         ("patient/Observation.rs", "Read and search the selected patient's observation records"),
-        ("user/*.cruds", "Create, read, update, delete and search any patient's records"),
+        ("user/*.cruds", "Create, read, update, delete and search records of every kind that"),
+        ("system/*.rs", "Read and search records of every kind of all patients"),
         ("patient/MedicationRequest.r", "Read the selected patient's medication request records"),
         ("offline_access", "Keep access when you are not using it"),
         (
@@ -210,3 +211,19 @@ def test_redirect_urls() -> None:
 )
 def test_scope_descriptions(scope: str, text: str) -> None:
     assert text in describe_scope(scope)
+
+
+def test_narrowing_drops_what_another_scope_covers() -> None:
+    from carebase.auth.oauth_scopes import narrow_scopes, within
+
+    allowed = ["patient/*.rs", "patient/Observation.rs?category=http://x|laboratory"]
+    assert narrow_scopes(allowed, allowed) == ["patient/*.rs"]
+    assert narrow_scopes(["system/Observation.rs?category=http://x|lab"], ["system/*.cruds"]) == [
+        "system/Observation.rs?category=http://x|lab"
+    ]
+    assert narrow_scopes(["user/*.rs"], ["user/Patient.cruds", "patient/*.rs"]) == [
+        "user/Patient.rs"
+    ]
+    assert within(["patient/*.rs"], ["patient/*.rs", "patient/Observation.r"])
+    assert not within(["patient/Observation.rs"], ["patient/*.rs"])
+    assert not within(["patient/*.r"], ["patient/*.rs"])

@@ -48,7 +48,34 @@ def _intersect(allowed: ResourceScope, wanted: ResourceScope) -> ResourceScope |
 
 def _spell(scope: ResourceScope) -> str:
     text = f"{scope.context}/{scope.type}.{canonical_permissions(scope.permissions)}"
-    return f"{text}?{urlencode(scope.query)}" if scope.query else text
+    return f"{text}?{urlencode(scope.query, safe=':/|,')}" if scope.query else text
+
+
+def _covered(narrow: ResourceScope, broad: ResourceScope) -> bool:
+    """Whether `broad` grants everything `narrow` does."""
+    return (
+        narrow.context == broad.context
+        and broad.type in ("*", narrow.type)
+        and narrow.permissions <= broad.permissions
+        and set(broad.query) <= set(narrow.query)
+    )
+
+
+def _drop_covered(scopes: list[str]) -> list[str]:
+    """The scopes without those another of them already grants (first of equals kept)."""
+    parsed = [parse_scope(s) for s in scopes]
+    kept = []
+    for i, (text, scope) in enumerate(zip(scopes, parsed, strict=True)):
+        if scope is not None and any(
+            other is not None
+            and j != i
+            and _covered(scope, other)
+            and (not _covered(other, scope) or j < i)
+            for j, other in enumerate(parsed)
+        ):
+            continue
+        kept.append(text)
+    return kept
 
 
 def narrow_scopes(allowed: Iterable[str], requested: Iterable[str]) -> list[str]:
@@ -68,11 +95,11 @@ def narrow_scopes(allowed: Iterable[str], requested: Iterable[str]) -> list[str]
                 kept.append(text)  # granted as asked, in the client's own spelling
             elif common is not None:
                 kept.append(_spell(common))
-    return list(dict.fromkeys(kept))
+    return _drop_covered(list(dict.fromkeys(kept)))
 
 
 def within(granted: Iterable[str], requested: Iterable[str]) -> bool:
     """Whether every requested scope is covered by the granted ones (a refresh may narrow
     the scope, never widen it)."""
-    requested = list(requested)
-    return narrow_scopes(granted, requested) == list(dict.fromkeys(requested))
+    granted = list(granted)
+    return all(narrow_scopes(granted, [scope]) == [scope] for scope in requested)

@@ -99,12 +99,7 @@ class OAuthServer:
         """The enabled user with this id, or None (unknown, disabled, or no directory)."""
         if self.users is None:
             return None
-        user = self.users.by_id(_native_id(user_id))
+        user = self.users.by_id(user_id)
         if user is None or user.disabled:
             return None
         return user
-
-
-def _native_id(user_id: str) -> Any:
-    # ids are stored as text; the directory may key users by integer
-    return int(user_id) if user_id.isdigit() else user_id

@@ -8,10 +8,11 @@ import re
 from carebase.auth.scopes import ScopeError, parse_scope
 
 _VERBS = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
+#: (before, after) the kind of records, per scope context
 _WHOSE = {
-    "patient": "the selected patient's",
-    "user": "any patient's records you can see:",
-    "system": "every",
+    "patient": ("the selected patient's ", ""),
+    "user": ("", " that you can access"),
+    "system": ("", " of all patients"),
 }
 _OTHER = {
     "openid": "Confirm who you are to the application",
@@ -27,7 +28,7 @@ _OTHER = {
 
 def _type_words(type_: str) -> str:
     if type_ == "*":
-        return "all kinds of records"
+        return "records of every kind"
     # "MedicationRequest" -> "medication request records"
     return re.sub(r"(?<!^)(?=[A-Z])", " ", type_).lower() + " records"
 
@@ -44,7 +45,8 @@ def describe_scope(scope: str) -> str:
         return f"Use the permission {scope!r}"
     verbs = [_VERBS[c] for c in "cruds" if c in parsed.permissions]
     action = ", ".join(verbs[:-1]) + (" and " if len(verbs) > 1 else "") + verbs[-1]
-    text = f"{action.capitalize()} {_WHOSE[parsed.context]} {_type_words(parsed.type)}"
+    before, after = _WHOSE[parsed.context]
+    text = f"{action.capitalize()} {before}{_type_words(parsed.type)}{after}"
     if parsed.query:
         criteria = ", ".join(f"{k} = {v.split('|')[-1]}" for k, v in parsed.query)
         text += f" (only where {criteria})"
