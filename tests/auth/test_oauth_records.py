@@ -89,3 +89,22 @@ def test_launch_round_trip(server: OAuthServer) -> None:
     server.records.add_launch(launch)
     assert server.records.launch("L1") == launch
     assert server.records.launch("L2") is None
+
+
+def test_racing_redemptions_have_one_winner(server: OAuthServer) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    records = server.records
+    records.add_code(_code("race"))
+    records.add_refresh(_refresh("r-race", family="f-race"))
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        codes = list(pool.map(lambda _: records.use_code("race")[1], range(8)))
+        rotations = list(
+            pool.map(
+                lambda n: records.rotate_refresh("r-race", _refresh(f"r{n}", "f-race")), range(8)
+            )
+        )
+        jtis = list(pool.map(lambda _: records.remember_assertion("c", "j-race", 2**40), range(8)))
+    assert codes.count(True) == 1
+    assert rotations.count(True) == 1
+    assert jtis.count(True) == 1
