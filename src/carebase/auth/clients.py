@@ -8,6 +8,7 @@ no prefix, pattern or normalisation matching, so `https://app.example/cb.evil.co
 from __future__ import annotations
 
 import json
+import secrets
 import time
 from pathlib import Path
 from typing import Any
@@ -128,7 +129,8 @@ class ClientRegistry:
                 raise BadRequest(f"A backend client may only hold system/ scopes, not {wrong}")
         secret = new_opaque() if kind == "confidential" else None
         client = ClientRecord(
-            client_id=new_opaque(16),
+            # hex: never starts with "-" (an option on a command line) or needs quoting
+            client_id=secrets.token_hex(12),
             name=name.strip(),
             kind=kind,
             redirect_uris=uris,
