@@ -39,7 +39,7 @@ def test_parse_rate_limit() -> None:
     assert parse_rate_limit("off") is None
     assert parse_rate_limit("0") is None
     for bad in ("ten per minute", "10/fortnight", "10/minute:x", "0/minute:5"):
-        with pytest.raises(ValueError, match="RATE/UNIT|positive"):
+        with pytest.raises(ValueError, match=r"RATE/UNIT|positive"):
             parse_rate_limit(bad)
 
 
