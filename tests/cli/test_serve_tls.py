@@ -129,7 +129,7 @@ def test_serve_https_with_hsts_and_http_without(tmp_path: Path) -> None:
 
 
 def test_tls_files_also_come_from_the_environment(tmp_path: Path) -> None:
-    cert, key = make_certificate(tmp_path)
+    cert, _key = make_certificate(tmp_path)
     port = free_port()
     env = cli_env(
         CAREBASE_DATA_DIR=str(tmp_path / "data"),
