@@ -4,6 +4,7 @@ history, search with includes, mixed plaintext rows, wrong keys and swapped ciph
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+
 import httpx
 import pytest
 import pytest_asyncio

@@ -18,8 +18,8 @@ from typing import Any
 from carebase.errors import BadRequest
 from carebase.fhir.definitions.loader import get_definitions
 from carebase.store.base import StoredResource
-from carebase.store.schema import param_key
 from carebase.store.body_cipher import BodyCipher
+from carebase.store.schema import param_key
 from carebase.store.sql_rows import row_to_stored
 
 #: How many times `:iterate` rules are applied to newly included resources, at most.
