@@ -4,10 +4,13 @@ can then be retired."""
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
+import httpx
 import pytest
 from test_migrate import run_cli
+from test_serve import serving
 
 from carebase.config import Settings
 from carebase.store.body_cipher import key_id, new_key, read_ring_file, write_ring_file
@@ -161,3 +164,22 @@ def test_clear_errors(url: str, tmp_path: Path) -> None:
         "encryption", "status", CAREBASE_ENCRYPTION_KEY_FILE=str(ring), CAREBASE_DATABASE_URL=url
     )
     assert loose.returncode == 1 and "chmod 600" in loose.stderr
+
+
+def test_serve_seals_with_the_configured_key(tmp_path: Path) -> None:
+    ring = tmp_path / "ring"
+    write_ring_file(ring, [new_key()])
+    db = tmp_path / "served.db"
+    env = {"CAREBASE_DATABASE_URL": f"sqlite:///{db}", "CAREBASE_ENCRYPTION_KEY_FILE": str(ring)}
+    with serving(tmp_path, **env) as server:
+        made = httpx.post(
+            f"{server.base}/fhir/Patient",
+            json={"resourceType": "Patient", "name": [{"family": "Served"}]},
+            headers={"Content-Type": "application/fhir+json"},
+            timeout=10,
+        )
+        assert made.status_code == 201, made.text
+        read = httpx.get(f"{server.base}/fhir/Patient/{made.json()['id']}", timeout=10)
+        assert read.json() == made.json()
+    body = sqlite3.connect(db).execute("SELECT body FROM resource").fetchone()[0]
+    assert bytes(body).startswith(b"\x00CB1") and b"Served" not in bytes(body)

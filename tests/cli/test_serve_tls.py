@@ -185,3 +185,17 @@ def test_serve_refuses_bad_tls_files(tmp_path: Path, problem: str, expected: str
     err = proc.stderr.strip()
     assert err.startswith("error:") and expected in err, err
     assert "Traceback" not in proc.stderr
+
+
+def test_serve_refuses_a_malformed_rate_limit(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "carebase", "serve", "--port", str(free_port())],
+        cwd=tmp_path,
+        env=cli_env(CAREBASE_DATA_DIR=str(tmp_path / "data"), CAREBASE_AUTH_RATE_LIMIT="lots"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    err = proc.stderr.strip()
+    assert err.startswith("error: CAREBASE_AUTH_RATE_LIMIT") and "RATE/UNIT" in err, err

@@ -12,6 +12,7 @@ import uvicorn
 from rich.console import Console
 from rich.markup import escape
 
+from carebase.auth.rate_limiter import parse_rate_limit
 from carebase.cli.migrate import reindex_hint
 from carebase.cli.options import DatabaseOption, err_console, friendly_errors, settings_for
 from carebase.store.factory import open_store
@@ -56,6 +57,11 @@ def register(app: typer.Typer) -> None:
             err_console.print(f"[red]error:[/red] {escape(tls_problem)}")
             raise typer.Exit(2)
         scheme = "https" if settings.ssl_certfile else "http"
+        try:
+            parse_rate_limit(settings.auth_rate_limit)
+        except ValueError as exc:
+            err_console.print(f"[red]error:[/red] CAREBASE_AUTH_RATE_LIMIT: {escape(str(exc))}")
+            raise typer.Exit(2) from exc
         url = settings.resolved_database_url
         if workers < 1:
             err_console.print("[red]error:[/red] --workers must be at least 1")
