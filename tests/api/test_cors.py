@@ -73,6 +73,8 @@ async def test_responses_labelled_only_for_allowed_origins(
     )
     assert made.status_code == 201
     assert made.headers["access-control-allow-origin"] == GOOD
+    assert "Origin" in made.headers.get_list("vary")
+    assert "access-control-allow-credentials" not in made.headers
     exposed = made.headers["access-control-expose-headers"]
     for name in ("Location", "ETag", "Content-Location", "Last-Modified"):
         assert name in exposed
