@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from carebase.api.hardening import hardening_middleware
 from carebase.api.responses import http_exception, unhandled_exception
 from carebase.api.routes import FhirApi
 from carebase.config import Settings
@@ -54,6 +55,7 @@ def create_app(settings: Settings, store: Store | None = None) -> Starlette:
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
+        middleware=hardening_middleware(settings),  # headers, CORS, rate limit, body limit
         exception_handlers={HTTPException: http_exception, Exception: unhandled_exception},
     )
     app.state.fhir = api
