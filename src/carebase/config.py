@@ -51,6 +51,8 @@ class Settings:
     access_token_ttl: int = 300
     #: The token issuer (`iss`); defaults to the server's base URL without `/fhir`.
     issuer: str = ""
+    #: How long the audit trail gathers entries before writing them in one transaction, ms.
+    audit_flush_ms: float = 5.0
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -73,6 +75,7 @@ class Settings:
             auth_disabled=_env_bool("CAREBASE_DEV_NO_AUTH", False),
             access_token_ttl=_env_int("CAREBASE_ACCESS_TOKEN_TTL", 300),
             issuer=os.environ.get("CAREBASE_ISSUER", ""),
+            audit_flush_ms=_env_int("CAREBASE_AUDIT_FLUSH_MS", 5),
         )
 
     def with_(self, **changes: object) -> Settings:
