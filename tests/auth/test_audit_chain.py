@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import replace
 
 from carebase.auth.audit_chain import UNCLEAN_SHUTDOWN, entry_hash, link, link_all, verify
@@ -36,7 +37,7 @@ def test_a_fresh_chain_is_intact() -> None:
     records = chain()
     assert [r.seq for r in records] == [1, 2, 3, 4, 5, 6]
     assert records[0].prev_hash == GENESIS_HASH
-    assert all(b.prev_hash == a.hash for a, b in zip(records, records[1:], strict=False))
+    assert all(b.prev_hash == a.hash for a, b in itertools.pairwise(records))
     result = verify(records)
     assert result.intact and result.count == 6 and result.head == records[-1].hash
     assert result.broken_seq is None

@@ -51,7 +51,11 @@ def test_search_is_rest_search_type_with_patient_and_query_entities() -> None:
         recorded=WHEN,
     )
     ev = event(entry)
-    assert ev["type"] == {"system": AUDIT_EVENT_TYPE, "code": "rest", "display": "Restful Operation"}
+    assert ev["type"] == {
+        "system": AUDIT_EVENT_TYPE,
+        "code": "rest",
+        "display": "Restful Operation",
+    }
     assert ev["subtype"] == [{"system": RESTFUL_INTERACTION, "code": "search-type"}]
     assert ev["action"] == "R"
     assert ev["outcome"] == "0"

@@ -28,7 +28,7 @@ def record(n: int, *, patients: tuple[str, ...] = (), agent: str = "Practitioner
         agent=agent,
         agent_name="dr.grey" if agent == "Practitioner/1" else "lab-feed",
         patients=patients,
-        entities=tuple(f"Patient/{p}" for p in patients) + (f"Observation/o{n}",),
+        entities=(*tuple(f"Patient/{p}" for p in patients), f"Observation/o{n}"),
         break_glass=False,
         event=b'{"resourceType":"AuditEvent","id":"ev-%d"}' % n,
         prev_hash="",
