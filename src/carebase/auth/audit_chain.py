@@ -23,12 +23,13 @@ UNCLEAN_SHUTDOWN = "unclean-shutdown"
 
 
 def canonical_bytes(record: AuditRecord) -> bytes:
-    """The bytes an entry's hash covers: its columns (not seq or the hashes) as a JSON array.
+    """The bytes an entry's hash covers: its columns (not seq or the hashes) as a JSON array,
+    a newline, then the AuditEvent JSON bytes.
 
-    A JSON array of strings and numbers is unambiguous (no two different rows give the same
-    bytes), and orjson writes it the same way every time.
+    Unambiguous (orjson writes no raw newline, so the array ends at the first one) and
+    always written the same way for the same row.
     """
-    return orjson.dumps(
+    columns = orjson.dumps(
         [
             record.id,
             record.recorded,
@@ -37,18 +38,17 @@ def canonical_bytes(record: AuditRecord) -> bytes:
             record.outcome,
             record.agent,
             record.agent_name,
-            list(record.patients),
-            list(record.entities),
+            record.patients,
+            record.entities,
             record.break_glass,
-            record.event.decode("utf-8"),
         ]
     )
+    return columns + b"\n" + record.event
 
 
 def entry_hash(prev_hash: str, seq: int, record: AuditRecord) -> str:
     """SHA-256 (hex) over the previous hash, the position and the canonical bytes."""
-    digest = hashlib.sha256()
-    digest.update(bytes.fromhex(prev_hash))
+    digest = hashlib.sha256(bytes.fromhex(prev_hash))
     digest.update(seq.to_bytes(8, "big", signed=True))
     digest.update(canonical_bytes(record))
     return digest.hexdigest()
@@ -56,8 +56,7 @@ def entry_hash(prev_hash: str, seq: int, record: AuditRecord) -> str:
 
 def link(record: AuditRecord, seq: int, prev_hash: str) -> AuditRecord:
     """`record` placed at `seq` after an entry whose hash is `prev_hash`, with its own hash."""
-    placed = replace(record, seq=seq, prev_hash=prev_hash)
-    return replace(placed, hash=entry_hash(prev_hash, seq, placed))
+    return replace(record, seq=seq, prev_hash=prev_hash, hash=entry_hash(prev_hash, seq, record))
 
 
 def link_all(records: Iterable[AuditRecord], after_seq: int, after_hash: str) -> list[AuditRecord]:

@@ -17,6 +17,7 @@ from typing import Any
 
 from carebase.auth.audit_entry import AuditEntry
 from carebase.auth.principal import Principal
+from carebase.store.clock import datetime_to_ms, ms_to_instant
 
 AUDIT_EVENT_TYPE = "http://terminology.hl7.org/CodeSystem/audit-event-type"
 RESTFUL_INTERACTION = "http://hl7.org/fhir/restful-interaction"
@@ -189,8 +190,6 @@ def outcome_of(entry: AuditEntry) -> str:
 
 def recorded_instant(entry: AuditEntry) -> str:
     """`entry.recorded` as a FHIR instant with milliseconds (UTC)."""
-    from carebase.store.clock import datetime_to_ms, ms_to_instant
-
     return ms_to_instant(datetime_to_ms(entry.recorded))
 
 
