@@ -18,10 +18,13 @@ from starlette.applications import Starlette
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from carebase.api.app import create_app
-from carebase.auth.audit_entry import AuditEntry
+from carebase.auth.audit_chain import SHUTDOWN, verify
+from carebase.auth.audit_entry import AuditEntry, MemoryAuditTrail
 from carebase.auth.audit_log import DatabaseAuditTrail
 from carebase.auth.principal import DEVELOPMENT_PRINCIPAL, Principal
 from carebase.config import Settings
+from carebase.store import audit_records
+from carebase.store.factory import open_store
 from carebase.store.sql_store import SqlStore
 
 ADMIN = Principal(subject="a", username="root", role="admin", scopes=frozenset({"user/*.rs"}))
@@ -227,3 +230,37 @@ async def test_reading_the_log_is_itself_audited(
     event = entry["resource"]
     assert event["agent"][0]["who"]["reference"] == "Patient/amy"
     assert event["entity"][0]["what"]["reference"] == "Patient/amy"
+
+
+async def test_the_app_starts_and_closes_its_durable_trail(settings: Settings) -> None:
+    app = create_app(settings)  # opens its own SQLite store in the data directory
+    async with app.router.lifespan_context(app):
+        trail = app.state.audit_trail
+        assert isinstance(trail, DatabaseAuditTrail) and trail.healthy
+        transport = httpx.ASGITransport(app=AsCaller(app))
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+            r = await c.get("/fhir/AuditEvent", headers={"x-test-caller": "admin"})
+            assert r.status_code == 200
+    store = open_store(settings.resolved_database_url)
+    assert isinstance(store, SqlStore)
+    try:
+        records = list(audit_records.iter_records(store))
+    finally:
+        store.close()
+    assert verify(records).intact
+    # the search was recorded, and shutdown wrote everything and its marker
+    assert [r.interaction for r in records] == ["search-type", SHUTDOWN]
+    assert records[0].agent == "root"
+
+
+async def test_a_given_trail_is_used(store: SqlStore, settings: Settings) -> None:
+    memory = MemoryAuditTrail()
+    app = create_app(settings, store, audit=memory)
+    assert app.state.audit_trail is memory
+    transport = httpx.ASGITransport(app=AsCaller(app))
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+        r = await c.get("/fhir/AuditEvent?patient=amy", headers={"x-test-caller": "service"})
+    assert r.status_code == 200 and r.json()["type"] == "searchset"
+    (entry,) = memory.entries
+    assert entry.interaction == "search-type" and entry.principal is SERVICE
+    assert entry.query == "patient=amy"
