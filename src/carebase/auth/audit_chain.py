@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import orjson
 
@@ -56,7 +56,12 @@ def entry_hash(prev_hash: str, seq: int, record: AuditRecord) -> str:
 
 def link(record: AuditRecord, seq: int, prev_hash: str) -> AuditRecord:
     """`record` placed at `seq` after an entry whose hash is `prev_hash`, with its own hash."""
-    return replace(record, seq=seq, prev_hash=prev_hash, hash=entry_hash(prev_hash, seq, record))
+    # the constructor, not dataclasses.replace: this runs for every entry written
+    return AuditRecord(
+        seq, record.id, record.recorded, record.interaction, record.action, record.outcome,
+        record.agent, record.agent_name, record.patients, record.entities, record.break_glass,
+        record.event, prev_hash, entry_hash(prev_hash, seq, record),
+    )  # fmt: skip
 
 
 def link_all(records: Iterable[AuditRecord], after_seq: int, after_hash: str) -> list[AuditRecord]:

@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import base64
 import re
+from datetime import UTC
+from functools import lru_cache
 from typing import Any
+
+import orjson
 
 from carebase.auth.audit_entry import AuditEntry
 from carebase.auth.principal import Principal
-from carebase.store.clock import datetime_to_ms, ms_to_instant
 
 AUDIT_EVENT_TYPE = "http://terminology.hl7.org/CodeSystem/audit-event-type"
 RESTFUL_INTERACTION = "http://hl7.org/fhir/restful-interaction"
@@ -70,6 +73,7 @@ def _coding(system: str, code: str, display: str | None = None) -> dict[str, str
     return out
 
 
+@lru_cache(maxsize=256)
 def _type_and_subtype(interaction: str) -> tuple[dict[str, str], list[dict[str, str]]]:
     if interaction in REST_INTERACTIONS:
         rest = _coding(AUDIT_EVENT_TYPE, "rest", "Restful Operation")
@@ -106,8 +110,9 @@ def _who(principal: Principal) -> dict[str, Any]:
     return who
 
 
-def _agents(entry: AuditEntry) -> list[dict[str, Any]]:
-    principal = entry.principal
+@lru_cache(maxsize=4096)
+def _agents(principal: Principal | None, source_ip: str | None) -> list[dict[str, Any]]:
+    """The agents of an event (cached: one caller makes many requests from one address)."""
     agent: dict[str, Any]
     if principal is None:
         # no credentials, or credentials that failed: who is unknown, where from is not
@@ -125,8 +130,8 @@ def _agents(entry: AuditEntry) -> list[dict[str, Any]]:
             agent["role"] = [{"coding": [_coding(ROLE_SYSTEM, principal.role)]}]
         if principal.username or principal.client_id:
             agent["name"] = principal.username or principal.client_id
-    if entry.source_ip:
-        agent["network"] = {"address": entry.source_ip, "type": "2"}  # 2 = IP address
+    if source_ip:
+        agent["network"] = {"address": source_ip, "type": "2"}  # 2 = IP address
     agents = [agent]
     if principal is not None and principal.kind == "user" and principal.client_id:
         # the app the user acted through (a SMART app), not itself the requestor
@@ -157,27 +162,27 @@ def _entities(entry: AuditEntry) -> list[dict[str, Any]]:
         query = base64.b64encode(entry.query.encode("utf-8")).decode("ascii")
         entities.append(
             {
-                "type": _coding(ENTITY_TYPE, "2", "System Object"),
-                "role": _coding(OBJECT_ROLE, "24", "Query"),
+                "type": _SYSTEM_OBJECT,
+                "role": _QUERY_ROLE,
                 "query": query,
             }
         )
     return entities
 
 
+_PERSON = _coding(ENTITY_TYPE, "1", "Person")
+_PATIENT_ROLE = _coding(OBJECT_ROLE, "1", "Patient")
+_SYSTEM_OBJECT = _coding(ENTITY_TYPE, "2", "System Object")
+_RESOURCE_ROLE = _coding(OBJECT_ROLE, "4", "Domain Resource")
+_QUERY_ROLE = _coding(OBJECT_ROLE, "24", "Query")
+_OTHER = _coding(ENTITY_TYPE, "4", "Other")
+
+
 def _entity(reference: str, *, patient: bool) -> dict[str, Any]:
     what = {"reference": reference} if _REFERENCE.fullmatch(reference) else {"display": reference}
     if patient:
-        return {
-            "what": what,
-            "type": _coding(ENTITY_TYPE, "1", "Person"),
-            "role": _coding(OBJECT_ROLE, "1", "Patient"),
-        }
-    return {
-        "what": what,
-        "type": _coding(ENTITY_TYPE, "2", "System Object"),
-        "role": _coding(OBJECT_ROLE, "4", "Domain Resource"),
-    }
+        return {"what": what, "type": _PERSON, "role": _PATIENT_ROLE}
+    return {"what": what, "type": _SYSTEM_OBJECT, "role": _RESOURCE_ROLE}
 
 
 def outcome_of(entry: AuditEntry) -> str:
@@ -190,7 +195,10 @@ def outcome_of(entry: AuditEntry) -> str:
 
 def recorded_instant(entry: AuditEntry) -> str:
     """`entry.recorded` as a FHIR instant with milliseconds (UTC)."""
-    return ms_to_instant(datetime_to_ms(entry.recorded))
+    moment = entry.recorded
+    if moment.tzinfo is not UTC:
+        moment = moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return moment.replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
 
 
 def to_audit_event(
@@ -198,6 +206,27 @@ def to_audit_event(
 ) -> dict[str, Any]:
     """The AuditEvent resource for `entry`, with id `id_`; `observer` names this server and
     `site` is where it serves (its FHIR base URL)."""
+    resource: dict[str, Any] = orjson.loads(audit_event_bytes(entry, id_, observer, site))
+    return resource
+
+
+@lru_cache(maxsize=16)
+def _source(observer: str, site: str | None) -> dict[str, Any]:
+    source: dict[str, Any] = {
+        "observer": {"display": observer},
+        "type": [_coding(SOURCE_TYPE, "4", "Application Server")],
+    }
+    if site:
+        source["site"] = site
+    return source
+
+
+def audit_event_bytes(entry: AuditEntry, id_: str, observer: str, site: str | None) -> bytes:
+    """`to_audit_event` serialised (compact JSON): the trail's hot path.
+
+    Parts that repeat across events (codes, the caller's agent, the source) are built once
+    and shared, which is safe because the dict is serialised here and never handed out.
+    """
     type_, subtypes = _type_and_subtype(entry.interaction)
     event: dict[str, Any] = {"resourceType": "AuditEvent", "id": id_}
     break_glass = entry.break_glass or (entry.principal.break_glass if entry.principal else None)
@@ -217,23 +246,17 @@ def to_audit_event(
     if break_glass:
         btg = _coding(ACT_REASON, "BTG", "break the glass")
         event["purposeOfEvent"] = [{"coding": [btg], "text": break_glass}]
-    event["agent"] = _agents(entry)
-    source: dict[str, Any] = {
-        "observer": {"display": observer},
-        "type": [_coding(SOURCE_TYPE, "4", "Application Server")],
-    }
-    if site:
-        source["site"] = site
-    event["source"] = source
+    event["agent"] = _agents(entry.principal, entry.source_ip)
+    event["source"] = _source(observer, site)
     entities = _entities(entry)
     if entities:
         event["entity"] = entities
     if entry.user_agent:
         event.setdefault("entity", []).append(
             {
-                "type": _coding(ENTITY_TYPE, "4", "Other"),
+                "type": _OTHER,
                 "name": "user-agent",
                 "description": entry.user_agent,
             }
         )
-    return event
+    return orjson.dumps(event)

@@ -12,17 +12,15 @@ marker at the end of the log writes an entry saying the previous run stopped unc
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
-import uuid
 from collections import deque
 from dataclasses import dataclass
 
-import orjson
-
 from carebase.auth.audit_chain import SHUTDOWN, UNCLEAN_SHUTDOWN, link_all
 from carebase.auth.audit_entry import AuditEntry, AuditTrail
-from carebase.auth.audit_event import agent_key, outcome_of, to_audit_event
+from carebase.auth.audit_event import agent_key, audit_event_bytes, outcome_of
 from carebase.errors import Unavailable
 from carebase.store import audit_records
 from carebase.store.audit_records import AuditRecord, ChainHead
@@ -59,8 +57,8 @@ class TrailStats:
 
 def to_record(entry: AuditEntry, *, observer: str, site: str | None) -> AuditRecord:
     """An unchained audit log row for `entry` (`audit_chain.link` places it in the chain)."""
-    id_ = str(uuid.uuid4())
-    event = orjson.dumps(to_audit_event(entry, id_, observer=observer, site=site))
+    id_ = os.urandom(16).hex()  # 128 random bits, a valid FHIR id
+    event = audit_event_bytes(entry, id_, observer, site)
     principal = entry.principal
     agent, agent_name = agent_key(principal)
     entities = tuple(dict.fromkeys([*(f"Patient/{p}" for p in entry.patients), *entry.entities]))

@@ -17,9 +17,7 @@ from carebase.store.base import Store
 from carebase.store.clock import ms_to_instant
 from carebase.store.sql_store import SqlStore
 
-audit_app = typer.Typer(
-    name="audit", help="The tamper-evident audit log.", no_args_is_help=True
-)
+audit_app = typer.Typer(name="audit", help="The tamper-evident audit log.", no_args_is_help=True)
 
 
 def _audit_store(store: Store) -> SqlStore:
