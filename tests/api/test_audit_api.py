@@ -264,3 +264,27 @@ async def test_a_given_trail_is_used(store: SqlStore, settings: Settings) -> Non
     (entry,) = memory.entries
     assert entry.interaction == "search-type" and entry.principal is SERVICE
     assert entry.query == "patient=amy"
+
+
+async def test_bundles_cannot_write_audit_events(api: httpx.AsyncClient) -> None:
+    event = (await search(api, "patient=zed"))["entry"][0]["resource"]
+    for kind in ("transaction", "batch"):
+        bundle = {
+            "resourceType": "Bundle",
+            "type": kind,
+            "entry": [
+                {
+                    "resource": {**event, "outcome": "0"},
+                    "request": {"method": "PUT", "url": f"AuditEvent/{event['id']}"},
+                }
+            ],
+        }
+        r = await api.post("/fhir", json=bundle, headers={"content-type": "application/fhir+json"})
+        text = r.text
+        if kind == "transaction":
+            assert r.status_code == 405, text
+        else:
+            assert r.json()["entry"][0]["response"]["status"].startswith("405"), text
+        assert "append-only" in text
+    r = await api.get("/fhir/AuditEvent?patient=zed", headers={"x-test-caller": "admin"})
+    assert [e["resource"] for e in r.json()["entry"]] == [event]  # untouched
