@@ -219,3 +219,22 @@ def test_a_full_buffer_refuses_instead_of_growing(store: SqlStore) -> None:
             trail.record(entry(5))
     trail.close()
     assert len(stored(store)) == 6  # the five, then the shutdown marker
+
+
+def test_a_store_failing_at_start_refuses_until_it_works(store: SqlStore) -> None:
+    crashed = DatabaseAuditTrail(store)
+    crashed.record(entry(1))
+    crashed.flush()  # a previous run that ended without a shutdown marker
+    _rename(store, "audit_log", "audit_log_away")
+    trail = DatabaseAuditTrail(store)
+    try:
+        trail.start()
+        assert not trail.healthy
+        with pytest.raises(Unavailable, match="audit store unavailable"):
+            trail.record(entry(2))
+    finally:
+        _rename(store, "audit_log_away", "audit_log")
+    wait_for(lambda: trail.healthy)  # the writer kept retrying the start-up check
+    trail.record(entry(3))
+    trail.close()
+    assert [r.interaction for r in stored(store)] == ["read", UNCLEAN_SHUTDOWN, "read", SHUTDOWN]

@@ -107,6 +107,8 @@ class DatabaseAuditTrail(AuditTrail):
         self._error: str | None = None
         self._closing = False
         self._closed = False
+        #: the start-up check for an unclean previous shutdown has not succeeded yet
+        self._check_pending = True
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
 
@@ -174,15 +176,17 @@ class DatabaseAuditTrail(AuditTrail):
             if self._thread is not None:
                 return
             try:
-                audit_records.append(self.store, self._unclean_marker)
-            except Exception as exc:  # the store failing at start: unhealthy until it works
+                self._write([])  # the start-up check alone
+            except Exception as exc:  # the store failing at start: the writer retries it
                 self._fail(exc)
             thread = threading.Thread(target=self._run, name="carebase-audit", daemon=True)
             self._thread = thread
             thread.start()
 
     def _unclean_marker(self, head: ChainHead) -> list[AuditRecord]:
-        if head.seq == 0 or head.interaction == SHUTDOWN:
+        """The entry noting an unclean previous shutdown, if the log's last entry says so
+        (checked once, with the first append that succeeds)."""
+        if not self._check_pending or head.seq == 0 or head.interaction == SHUTDOWN:
             return []
         entry = AuditEntry(
             UNCLEAN_SHUTDOWN,
@@ -193,18 +197,17 @@ class DatabaseAuditTrail(AuditTrail):
                 "is not a shutdown marker): entries of its last few milliseconds may be lost"
             ),
         )
-        record = to_record(entry, observer=self.observer, site=self.site)
-        return link_all([record], head.seq, head.hash)
+        return [to_record(entry, observer=self.observer, site=self.site)]
 
     # --- the writer thread ----------------------------------------------------------------
     def _run(self) -> None:
         retry = RETRY_FIRST_S
         while True:
             with self._cond:
-                while not self._buffer and not self._closing:
+                while not self._buffer and not self._closing and not self._check_pending:
                     self._cond.wait()
-                if not self._buffer:
-                    return  # closing, and everything is written
+                if not self._buffer and self._closing:
+                    return  # everything is written
             if not self._closing and self._healthy:
                 time.sleep(self.flush_s)  # let entries of concurrent requests gather
             with self._cond:
@@ -230,8 +233,14 @@ class DatabaseAuditTrail(AuditTrail):
                 self._cond.notify_all()
 
     def _write(self, batch: list[AuditEntry]) -> None:
+        """Append `batch` in one transaction (after the start-up marker, if one is due)."""
         records = [to_record(e, observer=self.observer, site=self.site) for e in batch]
-        audit_records.append(self.store, lambda head: link_all(records, head.seq, head.hash))
+
+        def build(head: ChainHead) -> list[AuditRecord]:
+            return link_all([*self._unclean_marker(head), *records], head.seq, head.hash)
+
+        audit_records.append(self.store, build)
+        self._check_pending = False
 
     def _fail(self, exc: Exception) -> None:
         reason = getattr(exc, "message", None) or str(exc) or type(exc).__name__

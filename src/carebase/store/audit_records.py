@@ -136,22 +136,28 @@ def append(store: SqlStore, build: Builder) -> list[AuditRecord]:
         if store.dialect == "postgresql":
             cur.execute("SELECT pg_advisory_xact_lock(%s)", (APPEND_LOCK,))
         records = build(_head(cur))
-        if records:
-            cur.executemany(
-                store.q(f"INSERT INTO audit_log ({_COLUMNS}) VALUES ({_marks(14)})"),
-                [_row(r) for r in records],
-            )
-            patients = [(r.seq, p) for r in records for p in dict.fromkeys(r.patients)]
-            if patients:
-                cur.executemany(
-                    store.q("INSERT INTO audit_patient (seq, patient) VALUES (?, ?)"), patients
-                )
-            entities = [(r.seq, e) for r in records for e in dict.fromkeys(r.entities)]
-            if entities:
-                cur.executemany(
-                    store.q("INSERT INTO audit_entity (seq, reference) VALUES (?, ?)"), entities
-                )
+        _insert(store, cur, "audit_log", _COLUMNS, [_row(r) for r in records])
+        patients = [(r.seq, p) for r in records for p in dict.fromkeys(r.patients)]
+        _insert(store, cur, "audit_patient", "seq, patient", patients)
+        entities = [(r.seq, e) for r in records for e in dict.fromkeys(r.entities)]
+        _insert(store, cur, "audit_entity", "seq, reference", entities)
         return records
+
+
+def _insert(
+    store: SqlStore, cur: Cursor, table: str, columns: str, rows: list[tuple[Any, ...]]
+) -> None:
+    """Insert `rows`: one COPY stream on PostgreSQL (an INSERT each cost 10 times as much),
+    executemany on SQLite (in-process, already cheap)."""
+    if not rows:
+        return
+    if store.dialect == "postgresql":
+        with cur.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:  # type: ignore[attr-defined]
+            for row in rows:
+                copy.write_row(row)
+    else:
+        marks = _marks(len(rows[0]))
+        cur.executemany(f"INSERT INTO {table} ({columns}) VALUES ({marks})", rows)
 
 
 def _marks(n: int) -> str:
