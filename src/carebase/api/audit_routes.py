@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
 import orjson
 from starlette.concurrency import run_in_threadpool
@@ -184,7 +184,7 @@ class AuditApi:
         return await self._search(request, list(request.query_params.multi_items()) + form)
 
     async def _search(self, request: Request, params: list[tuple[str, str]]) -> Response:
-        self.fhir._negotiate(request)
+        pretty = self.fhir._negotiate(request)
         view = audit_view(_principal(request), "s")
         query, cursor = parse_query(params, view)
         ctx = self.fhir.context(request)
@@ -197,14 +197,13 @@ class AuditApi:
         shown = records[:count]
         self._audit(request, lambda **who: AuditEntry(
             "search-type", "R", patients=(view.patient,) if view.patient else (),
-            query=str(request.url.query), description="audit log search", **who,
+            query=urlencode(params), description="audit log search", **who,
         ))  # fmt: skip
         url = f"{ctx.base}/{AUDIT_TYPE}"
         visible = [(k, v) for k, v in params if k not in ("_format", "_pretty")]
         links = listing.paging_links(url, visible, cursor, next_cursor, None)
         entries: list[dict[str, object]] = [_entry(ctx.base, r) for r in shown]
         bundle = listing.result_bundle("searchset", None, links, entries)
-        pretty = request.query_params.get("_pretty") == "true"
         return fhir_response(render(bundle, pretty=pretty))
 
     async def read(self, request: Request) -> Response:
