@@ -121,7 +121,7 @@ class DatabaseAuditTrail(AuditTrail):
     def record(self, entry: AuditEntry) -> None:
         """Buffer `entry` for the writer; raises Unavailable when the audit store is failing,
         the buffer is full, or the trail is closed."""
-        if self._thread is None:
+        if self._thread is None and not self._closed:
             self.start()
         with self._cond:
             if self._closed or self._closing:
