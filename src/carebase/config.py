@@ -71,6 +71,8 @@ class Settings:
     #: Encryption at rest of resource bodies: a key ring file, or one base64 key.
     encryption_key_file: str = ""
     encryption_key: str = ""
+    #: How long the audit trail gathers entries before writing them in one transaction, ms.
+    audit_flush_ms: float = 5.0
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -100,6 +102,7 @@ class Settings:
             ssl_keyfile=os.environ.get("CAREBASE_SSL_KEYFILE", ""),
             encryption_key_file=os.environ.get("CAREBASE_ENCRYPTION_KEY_FILE", ""),
             encryption_key=os.environ.get("CAREBASE_ENCRYPTION_KEY", ""),
+            audit_flush_ms=_env_int("CAREBASE_AUDIT_FLUSH_MS", 5),
         )
 
     def with_(self, **changes: object) -> Settings:
