@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import logging
 from collections.abc import AsyncIterator, Callable
 
 from starlette.applications import Starlette
@@ -12,18 +13,25 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from carebase.api.audit_routes import AuditApi
+from carebase.api.hardening import hardening_middleware
 from carebase.api.oauth_routes import OAuthApi
 from carebase.api.responses import http_exception, unhandled_exception
 from carebase.api.routes import FhirApi
+from carebase.auth.audit_entry import AuditTrail
+from carebase.auth.audit_log import DatabaseAuditTrail
 from carebase.auth.keys import KeyRing
 from carebase.auth.oauth_server import OAuthConfig, OAuthServer
 from carebase.auth.revocation_list import RevokedTokens
 from carebase.auth.tokens import TokenService
 from carebase.config import Settings
+from carebase.errors import CarebaseError
 from carebase.store.base import Store
 from carebase.store.oauth_records import OAuthRecords
+from carebase.store.sql_store import SqlStore
 
 FHIR_PREFIX = "/fhir"
+log = logging.getLogger("carebase.api")
 
 
 async def healthz(request: Request) -> Response:
@@ -31,14 +39,26 @@ async def healthz(request: Request) -> Response:
     return Response(b'{"status":"ok"}', media_type="application/json")
 
 
-def create_app(settings: Settings, store: Store | None = None) -> Starlette:
+def durable_trail(store: Store, settings: Settings) -> DatabaseAuditTrail:
+    """The database audit trail of `store`, configured from `settings`."""
+    if not isinstance(store, SqlStore):
+        raise TypeError(f"the audit trail needs a SQL store, not {type(store).__name__}")
+    return DatabaseAuditTrail(store, flush_ms=settings.audit_flush_ms, site=settings.fhir_base)
+
+
+def create_app(
+    settings: Settings, store: Store | None = None, *, audit: AuditTrail | None = None
+) -> Starlette:
     """The carebase ASGI app.
 
     With no `store`, one is opened from `settings.resolved_database_url` at startup (and
-    closed at shutdown); either way the schema is migrated at startup.
+    closed at shutdown); either way the schema is migrated at startup. With no `audit`, the
+    durable database trail of the store is `app.state.audit_trail`: started at startup (it
+    notes an unclean previous shutdown) and flushed and closed at shutdown.
     """
     owned = store is None
     api = FhirApi(store, settings)
+    owned_trail = audit is None
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -47,9 +67,16 @@ def create_app(settings: Settings, store: Store | None = None) -> Starlette:
 
             api.attach(open_store(settings.resolved_database_url, settings))
         api.store.migrate()
+        if getattr(app.state, "audit_trail", None) is None:
+            app.state.audit_trail = durable_trail(api.store, settings)
+        trail = app.state.audit_trail
+        if owned_trail and isinstance(trail, DatabaseAuditTrail):
+            trail.start()
         try:
             yield
         finally:
+            if owned_trail:
+                _close_trail(trail)
             if api.attached:
                 await api.store.aclose()
             if owned and api.attached:
@@ -59,16 +86,24 @@ def create_app(settings: Settings, store: Store | None = None) -> Starlette:
     routes: list[Route] = [Route("/healthz", healthz, methods=["GET"])]
     # before the FHIR routes: /fhir/.well-known/... would otherwise match /fhir/{type}/{id}
     routes.extend(OAuthApi(oauth, lambda: api.store).routes())
+    routes.extend(AuditApi(api).routes(FHIR_PREFIX))
     routes.extend(api.routes(FHIR_PREFIX))
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
+        middleware=hardening_middleware(settings),  # headers, CORS, rate limit, body limit
         exception_handlers={HTTPException: http_exception, Exception: unhandled_exception},
     )
     app.state.fhir = api
     app.state.oauth = oauth
     #: the one TokenService of the app (bearer checks use it; revocations apply to it)
     app.state.tokens = oauth.tokens
+    # Known now when the store or trail was given; else the lifespan builds it at startup.
+    app.state.audit_trail = (
+        audit
+        if audit is not None
+        else (durable_trail(store, settings) if store is not None else None)
+    )
     return app
 
 
@@ -85,6 +120,14 @@ def oauth_server(settings: Settings, store: Callable[[], Store]) -> OAuthServer:
     )
     config = OAuthConfig(issuer=settings.token_issuer, fhir_base=settings.fhir_base)
     return OAuthServer(records, tokens, revoked, config)
+
+
+def _close_trail(trail: AuditTrail) -> None:
+    """Close the trail at shutdown; a failure is logged (the store must still be closed)."""
+    try:
+        trail.close()
+    except CarebaseError as exc:
+        log.error("The audit trail did not close cleanly: %s", exc.message)
 
 
 def tune_server_process() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from carebase.cli import clients, migrate, reindex, serve
+from carebase.cli import audit, clients, encryption, migrate, reindex, serve
 
 app = typer.Typer(
     name="carebase",
@@ -17,6 +17,8 @@ serve.register(app)
 migrate.register(app)
 reindex.register(app)
 clients.register(app)
+encryption.register(app)
+audit.register(app)
 
 
 def main() -> None:
