@@ -11,11 +11,20 @@ import pytest
 from oauth_http import FORM, basic, bearer, post_form, store_patient
 from starlette.applications import Starlette
 
+from carebase.api.app import create_app
+from carebase.auth.audit_entry import MemoryAuditTrail
 from carebase.auth.oauth_server import OAuthServer
+from carebase.config import Settings
 from carebase.store.base import Store
 from oauth_helpers import TOKEN_URL, assertion_form, ec_key, rsa_key
 
 pytestmark = pytest.mark.asyncio
+
+
+@pytest.fixture
+def app(store: Store, settings: Settings) -> Starlette:
+    """The app with an in-memory audit trail (the OAuth endpoints audit what they do)."""
+    return create_app(settings, store, audit=MemoryAuditTrail())
 
 
 def oauth(app: Starlette) -> OAuthServer:
