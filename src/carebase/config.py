@@ -51,6 +51,13 @@ class Settings:
     access_token_ttl: int = 300
     #: The token issuer (`iss`); defaults to the server's base URL without `/fhir`.
     issuer: str = ""
+    #: Mark browser cookies Secure even when the request arrived over plain http (behind a
+    #: TLS-terminating proxy that does not say so).
+    cookie_secure: bool = False
+    #: Browser sessions end after this long unused, seconds (sliding).
+    session_idle_seconds: int = 30 * 60
+    #: Browser sessions end this long after login whatever the use, seconds.
+    session_absolute_seconds: int = 12 * 60 * 60
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -73,6 +80,9 @@ class Settings:
             auth_disabled=_env_bool("CAREBASE_DEV_NO_AUTH", False),
             access_token_ttl=_env_int("CAREBASE_ACCESS_TOKEN_TTL", 300),
             issuer=os.environ.get("CAREBASE_ISSUER", ""),
+            cookie_secure=_env_bool("CAREBASE_COOKIE_SECURE", False),
+            session_idle_seconds=_env_int("CAREBASE_SESSION_IDLE_SECONDS", 30 * 60),
+            session_absolute_seconds=_env_int("CAREBASE_SESSION_ABSOLUTE_SECONDS", 12 * 60 * 60),
         )
 
     def with_(self, **changes: object) -> Settings:

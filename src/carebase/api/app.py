@@ -1,4 +1,5 @@
-"""The ASGI application factory: FHIR routes under `/fhir`, liveness at `/healthz`."""
+"""The ASGI application factory: FHIR routes under `/fhir`, liveness at `/healthz`, the
+login pages and static files of the browser UI."""
 
 from __future__ import annotations
 
@@ -10,12 +11,15 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
 
 from carebase.api.responses import http_exception, unhandled_exception
 from carebase.api.routes import FhirApi
 from carebase.config import Settings
 from carebase.store.base import Store
+from carebase.web import STATIC_DIR
+from carebase.web.login_routes import login_routes
 
 FHIR_PREFIX = "/fhir"
 
@@ -49,14 +53,17 @@ def create_app(settings: Settings, store: Store | None = None) -> Starlette:
             if owned and api.attached:
                 api.store.close()
 
-    routes: list[Route] = [Route("/healthz", healthz, methods=["GET"])]
+    routes: list[BaseRoute] = [Route("/healthz", healthz, methods=["GET"])]
     routes.extend(api.routes(FHIR_PREFIX))
+    routes.extend(login_routes())
+    routes.append(Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"))
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
         exception_handlers={HTTPException: http_exception, Exception: unhandled_exception},
     )
     app.state.fhir = api
+    app.state.settings = settings
     return app
 
 
