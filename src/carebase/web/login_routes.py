@@ -203,13 +203,16 @@ async def second_factor(request: Request) -> Response:
 
 
 async def logout(request: Request) -> Response:
-    """POST: end the session (the form carries the session's CSRF token)."""
+    """GET: a page with the sign-out button. POST: end the session (the form carries the
+    session's CSRF token)."""
     user = await http.current_user(request)
     session = await http.current_session(request)
     response = RedirectResponse(LOGIN_PATH, status_code=303)
     if session is None or user is None:
         http.clear_cookie(request, response, http.SESSION_COOKIE)
         return response
+    if request.method == "GET":
+        return render(request, "logout.html", {"user": user})
     form = await read_form(request)
     http.check_csrf(request, form)
     await run_in_threadpool(http.browser_sessions(request).revoke, session.token)
@@ -256,5 +259,5 @@ def login_routes() -> list[Route]:
     return [
         Route(LOGIN_PATH, html_guarded(login), methods=["GET", "POST"]),
         Route(SECOND_FACTOR_PATH, html_guarded(second_factor), methods=["GET", "POST"]),
-        Route(LOGOUT_PATH, html_guarded(logout), methods=["POST"]),
+        Route(LOGOUT_PATH, html_guarded(logout), methods=["GET", "POST"]),
     ]
