@@ -37,9 +37,7 @@ def test_clinician_gets_a_practitioner_named_after_them(
     store: Store, directory: UserDirectory
 ) -> None:
     _create(store, "Organization", "org1")
-    user = directory.add(
-        "Alice", "clinician", PASSWORD, name="Alice B Smith", organization="org1"
-    )
+    user = directory.add("Alice", "clinician", PASSWORD, name="Alice B Smith", organization="org1")
     assert (user.username, user.role, user.organization) == ("alice", "clinician", "org1")
     assert user.fhir_user is not None and user.fhir_user.startswith("Practitioner/")
     stored = store.read("Practitioner", user.fhir_user.split("/")[1])
@@ -261,9 +259,7 @@ def test_totp_enrolment_waits_for_confirmation(directory: UserDirectory, clock: 
         directory.authenticate("alice", PASSWORD, code)
 
 
-def test_totp_login_refuses_replay_and_wrong_codes(
-    directory: UserDirectory, clock: Clock
-) -> None:
+def test_totp_login_refuses_replay_and_wrong_codes(directory: UserDirectory, clock: Clock) -> None:
     directory.add("alice", "clinician", PASSWORD)
     secret = directory.enroll_totp("alice", activate=True).secret
     code = totp.code_at(secret, totp.current_step(clock()))
