@@ -4,7 +4,7 @@ revocation, half-finished logins."""
 from __future__ import annotations
 
 import pytest
-from conftest import PASSWORD, Clock
+from auth_helpers import PASSWORD, Clock
 
 from carebase.auth.sessions import (
     ABSOLUTE_SECONDS,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import orjson
 import pytest
-from conftest import FAST, PASSWORD, Clock
+from auth_helpers import FAST, PASSWORD, Clock
 
 from carebase.auth import lockout, totp
 from carebase.auth.passwords import Passwords
