@@ -132,14 +132,16 @@ def register(app: typer.Typer) -> None:
             caller = Caller(subject=CLI_SUBJECT, kind="service", role="service", patient=patient)
         granted = permitted_scopes(caller.role, requested)
         dropped = [s for s in requested if s not in granted]
-        if dropped:
-            err_console.print(
-                f"note: role {caller.role} may not hold {escape(' '.join(dropped))}; "
-                f"granted: {escape(' '.join(granted)) or 'nothing'}"
-            )
         with friendly_errors():
             if not granted:
-                raise Forbidden(f"No requested scope is allowed for role {caller.role}")
+                raise Forbidden(
+                    f"No requested scope is allowed for role {caller.role} ({' '.join(requested)})"
+                )
+            if dropped:
+                err_console.print(
+                    f"note: role {caller.role} may not hold {escape(' '.join(dropped))}; "
+                    f"granted: {escape(' '.join(granted))}"
+                )
             if caller.patient is None and any(s.startswith("patient/") for s in granted):
                 raise BadRequest("patient/ scopes need a patient context: add --patient ID")
             service = TokenService(
