@@ -367,12 +367,11 @@ class UserDirectory:
         Retry-After (locked out), or Forbidden (right password, disabled account).
         """
         now = self.clock()
-        try:
-            name = normalise_username(username)
-        except BadRequest:
-            name = username.strip().lower()[:64]
+        # A malformed name cannot exist, but is answered (and locked out) like any unknown one.
+        name = username.strip().lower()
         row = self.records.user_by_username(name) if USERNAME_PATTERN.fullmatch(name) else None
         if row is None:
+            name = name[:200]  # the in-process tracker keeps no arbitrarily long keys
             self._phantoms.check(name, now)
             self.passwords.verify(None, password)  # same cost as a real check
             until = self._phantoms.fail(name, now)
