@@ -120,3 +120,15 @@ def test_purge_deletes_ended_sessions(
     clock.advance(IDLE_SECONDS + 1)
     assert sessions.purge() == 1
     assert _stored_rows(store) == []
+
+
+def test_logins_delete_ended_sessions_now_and_then(
+    store: Store, sessions: BrowserSessions, clock: Clock, user_id: str
+) -> None:
+    first = sessions.create(user_id)
+    sessions.revoke(first.token)
+    sessions.create(user_id)  # within the hour: nothing is purged yet
+    assert len(_stored_rows(store)) == 2
+    clock.advance(3601)
+    sessions.create(user_id)  # the expired and the revoked one go
+    assert len(_stored_rows(store)) == 1

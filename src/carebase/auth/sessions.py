@@ -27,6 +27,8 @@ ABSOLUTE_SECONDS = 12 * 60 * 60
 PENDING_SECONDS = 5 * 60
 #: A session's last use is written at most this often (not on every request).
 _TOUCH_EVERY_SECONDS = 60
+#: Ended sessions are deleted (on a login) at most this often per process.
+_PURGE_EVERY_SECONDS = 3600
 
 
 def token_hash(token: str) -> str:
@@ -62,6 +64,7 @@ class BrowserSessions:
         self.idle_seconds = idle_seconds
         self.absolute_seconds = absolute_seconds
         self.clock = clock
+        self._last_purge = 0.0
 
     def create(
         self,
@@ -73,6 +76,10 @@ class BrowserSessions:
     ) -> Session:
         """A new session for `user_id`; its token goes into the cookie and nowhere else."""
         now = self.clock()
+        if now - self._last_purge >= _PURGE_EVERY_SECONDS:
+            # Housekeeping rides on logins so the table holds live sessions, not history.
+            self._last_purge = now
+            self.purge()
         token = secrets.token_urlsafe(32)
         csrf = secrets.token_urlsafe(32)
         lifetime = PENDING_SECONDS if second_factor_pending else self.absolute_seconds
