@@ -20,8 +20,7 @@ from carebase.store.base import Store
 @pytest.fixture
 def app(store: Store, settings: Settings) -> Starlette:
     """The app with a memory audit trail and cheap password hashing."""
-    app = create_app(settings, store)
-    app.state.audit_trail = MemoryAuditTrail()
+    app = create_app(settings, store, audit=MemoryAuditTrail())
     app.state.user_directory = UserDirectory(store, passwords=FAST)
     return app
 

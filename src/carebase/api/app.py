@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import logging
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
@@ -14,14 +15,21 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from carebase.api.audit_routes import AuditApi
+from carebase.api.hardening import hardening_middleware
 from carebase.api.responses import http_exception, unhandled_exception
 from carebase.api.routes import FhirApi
+from carebase.auth.audit_entry import AuditTrail
+from carebase.auth.audit_log import DatabaseAuditTrail
 from carebase.config import Settings
+from carebase.errors import CarebaseError
 from carebase.store.base import Store
+from carebase.store.sql_store import SqlStore
 from carebase.web import STATIC_DIR
 from carebase.web.login_routes import login_routes
 
 FHIR_PREFIX = "/fhir"
+log = logging.getLogger("carebase.api")
 
 
 async def healthz(request: Request) -> Response:
@@ -29,14 +37,26 @@ async def healthz(request: Request) -> Response:
     return Response(b'{"status":"ok"}', media_type="application/json")
 
 
-def create_app(settings: Settings, store: Store | None = None) -> Starlette:
+def durable_trail(store: Store, settings: Settings) -> DatabaseAuditTrail:
+    """The database audit trail of `store`, configured from `settings`."""
+    if not isinstance(store, SqlStore):
+        raise TypeError(f"the audit trail needs a SQL store, not {type(store).__name__}")
+    return DatabaseAuditTrail(store, flush_ms=settings.audit_flush_ms, site=settings.fhir_base)
+
+
+def create_app(
+    settings: Settings, store: Store | None = None, *, audit: AuditTrail | None = None
+) -> Starlette:
     """The carebase ASGI app.
 
     With no `store`, one is opened from `settings.resolved_database_url` at startup (and
-    closed at shutdown); either way the schema is migrated at startup.
+    closed at shutdown); either way the schema is migrated at startup. With no `audit`, the
+    durable database trail of the store is `app.state.audit_trail`: started at startup (it
+    notes an unclean previous shutdown) and flushed and closed at shutdown.
     """
     owned = store is None
     api = FhirApi(store, settings)
+    owned_trail = audit is None
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -45,26 +65,49 @@ def create_app(settings: Settings, store: Store | None = None) -> Starlette:
 
             api.attach(open_store(settings.resolved_database_url, settings))
         api.store.migrate()
+        if getattr(app.state, "audit_trail", None) is None:
+            app.state.audit_trail = durable_trail(api.store, settings)
+        trail = app.state.audit_trail
+        if owned_trail and isinstance(trail, DatabaseAuditTrail):
+            trail.start()
         try:
             yield
         finally:
+            if owned_trail:
+                _close_trail(trail)
             if api.attached:
                 await api.store.aclose()
             if owned and api.attached:
                 api.store.close()
 
     routes: list[BaseRoute] = [Route("/healthz", healthz, methods=["GET"])]
+    routes.extend(AuditApi(api).routes(FHIR_PREFIX))
     routes.extend(api.routes(FHIR_PREFIX))
     routes.extend(login_routes())
     routes.append(Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"))
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
+        middleware=hardening_middleware(settings),  # headers, CORS, rate limit, body limit
         exception_handlers={HTTPException: http_exception, Exception: unhandled_exception},
     )
     app.state.fhir = api
     app.state.settings = settings
+    # Known now when the store or trail was given; else the lifespan builds it at startup.
+    app.state.audit_trail = (
+        audit
+        if audit is not None
+        else (durable_trail(store, settings) if store is not None else None)
+    )
     return app
+
+
+def _close_trail(trail: AuditTrail) -> None:
+    """Close the trail at shutdown; a failure is logged (the store must still be closed)."""
+    try:
+        trail.close()
+    except CarebaseError as exc:
+        log.error("The audit trail did not close cleanly: %s", exc.message)
 
 
 def tune_server_process() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from carebase.cli import keys, migrate, reindex, serve, token, users
+from carebase.cli import audit, encryption, keys, migrate, reindex, serve, token, users
 
 app = typer.Typer(
     name="carebase",
@@ -19,6 +19,8 @@ reindex.register(app)
 users.register(app)
 token.register(app)
 keys.register(app)
+encryption.register(app)
+audit.register(app)
 
 
 def main() -> None:

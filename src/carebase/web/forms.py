@@ -7,10 +7,8 @@ from urllib.parse import parse_qsl
 from starlette.requests import Request
 
 from carebase.api.request_body import read_body
+from carebase.config import Settings
 from carebase.errors import BadRequest, UnsupportedMediaType
-
-#: Forms are a few fields; anything larger is not one of ours.
-MAX_FORM_BYTES = 64 * 1024
 
 
 async def read_form(request: Request) -> dict[str, str]:
@@ -18,7 +16,9 @@ async def read_form(request: Request) -> dict[str, str]:
     content_type = (request.headers.get("content-type") or "").split(";")[0].strip().lower()
     if content_type != "application/x-www-form-urlencoded":
         raise UnsupportedMediaType("This form takes an application/x-www-form-urlencoded body")
-    raw = await read_body(request, MAX_FORM_BYTES)
+    # Forms are a few fields: the small form limit (CAREBASE_MAX_FORM_BYTES) applies.
+    settings: Settings = request.app.state.settings
+    raw = await read_body(request, settings.max_form_bytes)
     try:
         pairs = parse_qsl(raw.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
     except UnicodeDecodeError as exc:
