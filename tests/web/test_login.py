@@ -8,9 +8,14 @@ import pytest
 from starlette.applications import Starlette
 from web_helpers import PASSWORD, hidden, login_form, post_login, set_cookie_headers
 
+from carebase.api.app import create_app
 from carebase.auth import lockout, totp
 from carebase.auth.audit_entry import MemoryAuditTrail
 from carebase.auth.users import User, UserDirectory
+from carebase.config import Settings
+from carebase.store import audit_records
+from carebase.store.base import Store
+from carebase.store.sql_store import SqlStore
 
 pytestmark = pytest.mark.asyncio
 
@@ -277,3 +282,27 @@ async def test_stylesheet_is_served(client: httpx.AsyncClient) -> None:
     response = await client.get("/static/carebase.css")
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/css")
     assert ":focus-visible" in response.text
+
+
+async def test_logins_reach_the_durable_audit_log(
+    store: Store, settings: Settings, directory: UserDirectory
+) -> None:
+    app = create_app(settings, store)  # the database audit trail, not a test double
+    app.state.user_directory = directory
+    directory.add("dora", "nurse", PASSWORD)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+        assert (await post_login(c, "dora", "not the password")).status_code == 401
+        assert (await post_login(c, "dora", PASSWORD)).status_code == 303
+        page = await c.get("/logout")
+        await c.post("/logout", data={"csrf_token": hidden(page.text, "csrf_token")})
+    trail = app.state.audit_trail
+    trail.flush()
+    trail.close()
+    assert isinstance(store, SqlStore)
+    rows = [
+        (r.interaction, r.outcome, r.agent_name)
+        for r in audit_records.iter_records(store)
+        if r.interaction in ("login", "logout", "failed-auth")
+    ]
+    assert rows == [("failed-auth", "4", None), ("login", "0", "dora"), ("logout", "0", "dora")]
