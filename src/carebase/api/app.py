@@ -1,4 +1,5 @@
-"""The ASGI application factory: FHIR routes under `/fhir`, liveness at `/healthz`."""
+"""The ASGI application factory: FHIR routes under `/fhir`, liveness at `/healthz`, the
+login pages and static files of the browser UI."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
 
 from carebase.api.audit_routes import AuditApi
 from carebase.api.hardening import hardening_middleware
@@ -23,6 +25,8 @@ from carebase.config import Settings
 from carebase.errors import CarebaseError
 from carebase.store.base import Store
 from carebase.store.sql_store import SqlStore
+from carebase.web import STATIC_DIR
+from carebase.web.login_routes import login_routes
 
 FHIR_PREFIX = "/fhir"
 log = logging.getLogger("carebase.api")
@@ -76,9 +80,11 @@ def create_app(
             if owned and api.attached:
                 api.store.close()
 
-    routes: list[Route] = [Route("/healthz", healthz, methods=["GET"])]
+    routes: list[BaseRoute] = [Route("/healthz", healthz, methods=["GET"])]
     routes.extend(AuditApi(api).routes(FHIR_PREFIX))
     routes.extend(api.routes(FHIR_PREFIX))
+    routes.extend(login_routes())
+    routes.append(Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"))
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
@@ -86,6 +92,7 @@ def create_app(
         exception_handlers={HTTPException: http_exception, Exception: unhandled_exception},
     )
     app.state.fhir = api
+    app.state.settings = settings
     # Known now when the store or trail was given; else the lifespan builds it at startup.
     app.state.audit_trail = (
         audit
