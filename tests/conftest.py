@@ -21,7 +21,13 @@ from carebase.config import Settings
 from carebase.store.base import Store
 from carebase.store.factory import open_store
 from carebase.store.oauth_schema import OAUTH_TABLES
-from carebase.store.schema import AUDIT_TABLES, INDEX_TABLES, REINDEX_TABLE, TEXT_TABLE
+from carebase.store.schema import (
+    ACCOUNT_TABLES,
+    AUDIT_TABLES,
+    INDEX_TABLES,
+    REINDEX_TABLE,
+    TEXT_TABLE,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -99,6 +105,7 @@ def _truncate(postgres_url: str) -> None:
             *INDEX_TABLES,
             TEXT_TABLE,
             REINDEX_TABLE,
+            *ACCOUNT_TABLES,
             *AUDIT_TABLES,
             *OAUTH_TABLES,
         ]

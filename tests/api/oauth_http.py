@@ -39,3 +39,22 @@ def store_patient(store: Store, id_: str, family: str, given: str = "Amy") -> No
     }
     with store.transaction() as tx:
         tx.update("Patient", id_, resource)
+
+
+def hidden_fields(html: str) -> dict[str, str]:
+    """Every hidden input of a page (name -> unescaped value)."""
+    import html as html_lib
+    import re
+
+    found = re.findall(r'<input type="hidden" name="([^"]*)" value="([^"]*)">', html)
+    return {html_lib.unescape(n): html_lib.unescape(v) for n, v in found}
+
+
+async def sign_in(client: httpx.AsyncClient, username: str, password: str, next_: str) -> str:
+    """Log in through /login (CSRF included) and return where it sends the browser."""
+    page = await client.get("/login", params={"next": next_})
+    assert page.status_code == 200, page.text
+    form = {**hidden_fields(page.text), "username": username, "password": password}
+    r = await client.post("/login", data=form)
+    assert r.status_code == 303, r.text
+    return r.headers["location"]

@@ -1,18 +1,32 @@
-"""Fixtures of the auth tests: an authorization server over the real `store` (both DBs)."""
+"""Fixtures of the auth tests: a settable clock, a UserDirectory and an authorization server
+over the test store (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+from auth_helpers import FAST, Clock
 
 from carebase.auth.keys import KeyRing
 from carebase.auth.oauth_server import OAuthConfig, OAuthServer
 from carebase.auth.revocation_list import RevokedTokens
 from carebase.auth.tokens import TokenService
+from carebase.auth.users import UserDirectory
 from carebase.store.base import Store
 from carebase.store.oauth_records import OAuthRecords
 from oauth_helpers import CLINICIAN, FHIR_BASE, ISSUER, PATIENT, RESEARCHER, Accounts
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def directory(store: Store, clock: Clock) -> UserDirectory:
+    """Users in the test store (SQLite and PostgreSQL), with the hand-moved clock."""
+    return UserDirectory(store, passwords=FAST, clock=clock)
 
 
 @pytest.fixture(scope="session")

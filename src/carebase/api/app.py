@@ -1,4 +1,5 @@
-"""The ASGI application factory: FHIR routes under `/fhir`, liveness at `/healthz`."""
+"""The ASGI application factory: FHIR routes under `/fhir`, liveness at `/healthz`, the
+login pages and static files of the browser UI."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
 
 from carebase.api.audit_routes import AuditApi
 from carebase.api.hardening import hardening_middleware
@@ -24,11 +26,15 @@ from carebase.auth.keys import KeyRing
 from carebase.auth.oauth_server import OAuthConfig, OAuthServer
 from carebase.auth.revocation_list import RevokedTokens
 from carebase.auth.tokens import TokenService
+from carebase.auth.users import User, UserDirectory
 from carebase.config import Settings
 from carebase.errors import CarebaseError
 from carebase.store.base import Store
 from carebase.store.oauth_records import OAuthRecords
 from carebase.store.sql_store import SqlStore
+from carebase.web import STATIC_DIR
+from carebase.web.login_routes import login_routes
+from carebase.web.oauth_pages import oauth_page_routes
 
 FHIR_PREFIX = "/fhir"
 log = logging.getLogger("carebase.api")
@@ -83,11 +89,14 @@ def create_app(
                 api.store.close()
 
     oauth = oauth_server(settings, lambda: api.store)
-    routes: list[Route] = [Route("/healthz", healthz, methods=["GET"])]
+    routes: list[BaseRoute] = [Route("/healthz", healthz, methods=["GET"])]
     # before the FHIR routes: /fhir/.well-known/... would otherwise match /fhir/{type}/{id}
     routes.extend(OAuthApi(oauth, lambda: api.store).routes())
     routes.extend(AuditApi(api).routes(FHIR_PREFIX))
     routes.extend(api.routes(FHIR_PREFIX))
+    routes.extend(login_routes())
+    routes.extend(oauth_page_routes())
+    routes.append(Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"))
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
@@ -95,7 +104,9 @@ def create_app(
         exception_handlers={HTTPException: http_exception, Exception: unhandled_exception},
     )
     app.state.fhir = api
+    app.state.settings = settings
     app.state.oauth = oauth
+    oauth.users = _AppUsers(app)
     #: the one TokenService of the app (bearer checks use it; revocations apply to it)
     app.state.tokens = oauth.tokens
     # Known now when the store or trail was given; else the lifespan builds it at startup.
@@ -105,6 +116,21 @@ def create_app(
         else (durable_trail(store, settings) if store is not None else None)
     )
     return app
+
+
+class _AppUsers:
+    """The app's user directory (`app.state.user_directory`, made on first use like the
+    login pages do), for the token endpoint's lookups of a grant's user."""
+
+    def __init__(self, app: Starlette) -> None:
+        self.app = app
+
+    def by_id(self, user_id: str) -> User | None:
+        state = self.app.state
+        directory: UserDirectory | None = getattr(state, "user_directory", None)
+        if directory is None:
+            directory = state.user_directory = UserDirectory(state.fhir.store)
+        return directory.by_id(user_id)
 
 
 def oauth_server(settings: Settings, store: Callable[[], Store]) -> OAuthServer:

@@ -26,6 +26,8 @@ from carebase.auth.principal import Principal
 from carebase.auth.scopes import NON_RESOURCE_SCOPES
 from carebase.errors import CarebaseError
 from carebase.store.base import Store
+from carebase.web import sessions_http
+from carebase.web.login_routes import audit
 
 log = logging.getLogger("carebase.oauth")
 
@@ -173,10 +175,19 @@ class OAuthApi:
         )
 
     async def token(self, request: Request) -> Response:
-        """POST /oauth/token."""
+        """POST /oauth/token; every issue and every refusal is audited."""
         form = await read_form(request)
         auth = request.headers.get("authorization")
-        return oauth_json(await run_in_threadpool(self.endpoint.exchange, form, auth))
+        grant = form.get("grant_type", "?")
+        try:
+            answer = await run_in_threadpool(self.endpoint.exchange, form, auth)
+        except OAuthError as exc:
+            audit(request, "failed-auth", "4", None, f"token ({grant}) refused: {exc.error}: "
+                  f"{exc.description}")  # fmt: skip
+            raise
+        issued = await run_in_threadpool(self.server.tokens.verify, answer["access_token"])
+        audit(request, "token", "0", issued, f"{grant} token for client {issued.client_id}")
+        return oauth_json(answer)
 
     async def introspect(self, request: Request) -> Response:
         """POST /oauth/introspect (RFC 7662): for our confidential and backend clients, and
@@ -206,13 +217,15 @@ class OAuthApi:
         client = await run_in_threadpool(authenticate_client, self.server, form, auth)
         if "token" not in form:
             raise invalid_request("token is missing")
-        await run_in_threadpool(revoke, self.server, client.client_id, form["token"])
+        if await run_in_threadpool(revoke, self.server, client.client_id, form["token"]):
+            audit(request, "token", "0", None, f"client {client.client_id} revoked a token")
         return Response(b"", 200, _NO_STORE)
 
     async def launch(self, request: Request) -> Response:
-        """POST /oauth/launch: a launch id for an EHR launch of a patient (and encounter)."""
-        user_id = await self._launching_user(request)
+        """POST /oauth/launch: a launch id for an EHR launch of a patient (and encounter),
+        for a clinician's bearer token or signed-in browser session (with its CSRF token)."""
         form = await read_form(request)
+        user_id = await self._launching_user(request, form)
         patient, encounter = form.get("patient", ""), form.get("encounter") or None
         if not patient:
             raise invalid_request("patient (a Patient id) is required")
@@ -225,22 +238,27 @@ class OAuthApi:
         launch_id = await run_in_threadpool(create_launch, self.server, user_id, patient, encounter)
         return oauth_json({"launch": launch_id, "expires_in": self.server.config.launch_ttl})
 
-    async def _launching_user(self, request: Request) -> str:
+    async def _launching_user(self, request: Request, form: dict[str, str]) -> str:
         auth = request.headers.get("authorization") or ""
         if auth[:7].lower() == "bearer ":
             caller = await run_in_threadpool(self.server.tokens.verify, auth[7:].strip())
-            if caller.kind != "user" or caller.role not in LAUNCHING_ROLES:
+            kind, role, subject = caller.kind, caller.role, caller.subject
+        else:
+            user = await sessions_http.current_user(request)
+            if user is None:
                 raise OAuthError(
-                    "access_denied",
-                    "Only clinicians, nurses and admins start EHR launches",
-                    status=403,
+                    "invalid_token",
+                    "Sign in or send a clinician's bearer token to start a launch",
+                    status=401,
                 )
-            return caller.subject
-        raise OAuthError(
-            "invalid_token",
-            "Sign in or send a clinician's bearer token to start a launch",
-            status=401,
-        )
+            # a cookie-authenticated POST must prove it comes from our own page
+            sessions_http.check_csrf(request, form)
+            kind, role, subject = "user", user.role, user.id
+        if kind != "user" or role not in LAUNCHING_ROLES:
+            raise OAuthError(
+                "access_denied", "Only clinicians, nurses and admins start EHR launches", status=403
+            )
+        return subject
 
 
 def _may_introspect(caller: Principal) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from carebase.cli import audit, clients, encryption, migrate, reindex, serve
+from carebase.cli import audit, clients, encryption, keys, migrate, reindex, serve, token, users
 
 app = typer.Typer(
     name="carebase",
@@ -17,6 +17,9 @@ serve.register(app)
 migrate.register(app)
 reindex.register(app)
 clients.register(app)
+users.register(app)
+token.register(app)
+keys.register(app)
 encryption.register(app)
 audit.register(app)
 

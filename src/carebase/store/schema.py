@@ -182,6 +182,64 @@ def _covering_lookups() -> Migration:
     )
 
 
+#: Login accounts, their one-time recovery codes and browser sessions (`store/accounts.py`).
+ACCOUNT_TABLES: tuple[str, ...] = ("users", "user_recovery_codes", "user_sessions")
+
+
+def _accounts() -> Migration:
+    # Times are Unix milliseconds ({big}); flags are SMALLINT 0/1 on both backends.
+    statements = [
+        _both(
+            "CREATE TABLE users ("
+            " id TEXT PRIMARY KEY,"
+            " username TEXT NOT NULL,"
+            " role TEXT NOT NULL,"
+            " display_name TEXT,"
+            " password_hash TEXT,"
+            " fhir_user TEXT,"
+            " patient_id TEXT,"
+            " organization_id TEXT,"
+            " totp_secret TEXT,"
+            " totp_pending_secret TEXT,"
+            " totp_last_step {big},"
+            " disabled SMALLINT NOT NULL DEFAULT 0,"
+            " failed_attempts INTEGER NOT NULL DEFAULT 0,"
+            " locked_until {big},"
+            " created {big} NOT NULL,"
+            " updated {big} NOT NULL)"
+        ),
+        _both("CREATE UNIQUE INDEX users_username ON users (username)"),
+        _both(
+            "CREATE TABLE user_recovery_codes ("
+            " user_id TEXT NOT NULL,"
+            " code_hash TEXT NOT NULL,"
+            " used {big},"
+            " PRIMARY KEY (user_id, code_hash))"
+        ),
+        _both(
+            "CREATE TABLE user_sessions ("
+            " token_hash TEXT PRIMARY KEY,"
+            " user_id TEXT NOT NULL,"
+            " csrf_secret TEXT NOT NULL,"
+            " second_factor_pending SMALLINT NOT NULL DEFAULT 0,"
+            " created {big} NOT NULL,"
+            " last_seen {big} NOT NULL,"
+            " idle_expires {big} NOT NULL,"
+            " absolute_expires {big} NOT NULL,"
+            " revoked SMALLINT NOT NULL DEFAULT 0,"
+            " source_ip TEXT,"
+            " user_agent TEXT)"
+        ),
+        _both("CREATE INDEX user_sessions_user ON user_sessions (user_id)"),
+    ]
+    return Migration(
+        4,
+        "login accounts, recovery codes and browser sessions",
+        tuple(s for s, _ in statements),
+        tuple(p for _, p in statements),
+    )
+
+
 def _oauth() -> Migration:
     # The OAuth tables are spelled beside their records module (store/oauth_schema.py).
     return Migration(
@@ -263,6 +321,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     _initial(),
     _full_text(),
     _covering_lookups(),
+    _accounts(),
     _oauth(),
     _audit_log(),
 )
