@@ -20,6 +20,7 @@ import pytest
 from carebase.config import Settings
 from carebase.store.base import Store
 from carebase.store.factory import open_store
+from carebase.store.oauth_schema import OAUTH_TABLES
 from carebase.store.schema import (
     ACCOUNT_TABLES,
     AUDIT_TABLES,
@@ -106,6 +107,7 @@ def _truncate(postgres_url: str) -> None:
             REINDEX_TABLE,
             *ACCOUNT_TABLES,
             *AUDIT_TABLES,
+            *OAUTH_TABLES,
         ]
     )
     with psycopg.connect(postgres_url, autocommit=True) as conn:

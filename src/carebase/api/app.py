@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -17,16 +17,24 @@ from starlette.staticfiles import StaticFiles
 
 from carebase.api.audit_routes import AuditApi
 from carebase.api.hardening import hardening_middleware
+from carebase.api.oauth_routes import OAuthApi
 from carebase.api.responses import http_exception, unhandled_exception
 from carebase.api.routes import FhirApi
 from carebase.auth.audit_entry import AuditTrail
 from carebase.auth.audit_log import DatabaseAuditTrail
+from carebase.auth.keys import KeyRing
+from carebase.auth.oauth_server import OAuthConfig, OAuthServer
+from carebase.auth.revocation_list import RevokedTokens
+from carebase.auth.tokens import TokenService
+from carebase.auth.users import User, UserDirectory
 from carebase.config import Settings
 from carebase.errors import CarebaseError
 from carebase.store.base import Store
+from carebase.store.oauth_records import OAuthRecords
 from carebase.store.sql_store import SqlStore
 from carebase.web import STATIC_DIR
 from carebase.web.login_routes import login_routes
+from carebase.web.oauth_pages import oauth_page_routes
 
 FHIR_PREFIX = "/fhir"
 log = logging.getLogger("carebase.api")
@@ -80,10 +88,14 @@ def create_app(
             if owned and api.attached:
                 api.store.close()
 
+    oauth = oauth_server(settings, lambda: api.store)
     routes: list[BaseRoute] = [Route("/healthz", healthz, methods=["GET"])]
+    # before the FHIR routes: /fhir/.well-known/... would otherwise match /fhir/{type}/{id}
+    routes.extend(OAuthApi(oauth, lambda: api.store).routes())
     routes.extend(AuditApi(api).routes(FHIR_PREFIX))
     routes.extend(api.routes(FHIR_PREFIX))
     routes.extend(login_routes())
+    routes.extend(oauth_page_routes())
     routes.append(Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"))
     app = Starlette(
         routes=routes,
@@ -93,6 +105,10 @@ def create_app(
     )
     app.state.fhir = api
     app.state.settings = settings
+    app.state.oauth = oauth
+    oauth.users = _AppUsers(app)
+    #: the one TokenService of the app (bearer checks use it; revocations apply to it)
+    app.state.tokens = oauth.tokens
     # Known now when the store or trail was given; else the lifespan builds it at startup.
     app.state.audit_trail = (
         audit
@@ -100,6 +116,36 @@ def create_app(
         else (durable_trail(store, settings) if store is not None else None)
     )
     return app
+
+
+class _AppUsers:
+    """The app's user directory (`app.state.user_directory`, made on first use like the
+    login pages do), for the token endpoint's lookups of a grant's user."""
+
+    def __init__(self, app: Starlette) -> None:
+        self.app = app
+
+    def by_id(self, user_id: str) -> User | None:
+        state = self.app.state
+        directory: UserDirectory | None = getattr(state, "user_directory", None)
+        if directory is None:
+            directory = state.user_directory = UserDirectory(state.fhir.store)
+        return directory.by_id(user_id)
+
+
+def oauth_server(settings: Settings, store: Callable[[], Store]) -> OAuthServer:
+    """The authorization server: key ring from `settings.keys_dir`, records in `store`."""
+    records = OAuthRecords(store)
+    revoked = RevokedTokens(records)
+    tokens = TokenService(
+        KeyRing.open(settings.keys_dir),
+        issuer=settings.token_issuer,
+        audience=settings.fhir_base,
+        ttl=settings.access_token_ttl,
+        is_revoked=revoked.is_revoked,
+    )
+    config = OAuthConfig(issuer=settings.token_issuer, fhir_base=settings.fhir_base)
+    return OAuthServer(records, tokens, revoked, config)
 
 
 def _close_trail(trail: AuditTrail) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from carebase.cli import audit, encryption, keys, migrate, reindex, serve, token, users
+from carebase.cli import audit, clients, encryption, keys, migrate, reindex, serve, token, users
 
 app = typer.Typer(
     name="carebase",
@@ -16,6 +16,7 @@ app = typer.Typer(
 serve.register(app)
 migrate.register(app)
 reindex.register(app)
+clients.register(app)
 users.register(app)
 token.register(app)
 keys.register(app)

@@ -15,6 +15,8 @@ import zlib
 from dataclasses import dataclass
 from functools import lru_cache
 
+from carebase.store.oauth_schema import oauth_ddl
+
 
 @lru_cache(maxsize=65536)
 def param_key(resource_type: str, code: str) -> int:
@@ -238,6 +240,16 @@ def _accounts() -> Migration:
     )
 
 
+def _oauth() -> Migration:
+    # The OAuth tables are spelled beside their records module (store/oauth_schema.py).
+    return Migration(
+        5,
+        "OAuth 2.0 / SMART: clients, authorization codes, refresh tokens, revocations, launches",
+        oauth_ddl("sqlite"),
+        oauth_ddl("postgresql"),
+    )
+
+
 #: The audit log's tables (written and read only by `store/audit_records.py`).
 AUDIT_TABLES: tuple[str, ...] = ("audit_log", "audit_patient", "audit_entity")
 
@@ -310,6 +322,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     _full_text(),
     _covering_lookups(),
     _accounts(),
+    _oauth(),
     _audit_log(),
 )
 INDEX_TABLES: tuple[str, ...] = tuple(_INDEX_TABLES)
