@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import logging
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
@@ -12,12 +13,17 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from carebase.api.authentication import Authentication
 from carebase.api.responses import http_exception, unhandled_exception
 from carebase.api.routes import FhirApi
+from carebase.auth.audit_entry import AuditTrail, MemoryAuditTrail
+from carebase.auth.keys import KeyRing
+from carebase.auth.tokens import TokenService
 from carebase.config import Settings
 from carebase.store.base import Store
 
 FHIR_PREFIX = "/fhir"
+log = logging.getLogger("carebase")
 
 
 async def healthz(request: Request) -> Response:
@@ -25,14 +31,25 @@ async def healthz(request: Request) -> Response:
     return Response(b'{"status":"ok"}', media_type="application/json")
 
 
-def create_app(settings: Settings, store: Store | None = None) -> Starlette:
+def create_app(
+    settings: Settings, store: Store | None = None, *, audit: AuditTrail | None = None
+) -> Starlette:
     """The carebase ASGI app.
 
     With no `store`, one is opened from `settings.resolved_database_url` at startup (and
-    closed at shutdown); either way the schema is migrated at startup.
+    closed at shutdown); either way the schema is migrated at startup. `audit` is the audit
+    trail every FHIR interaction is recorded to (default: an in-memory trail until the
+    durable one is wired in). Access tokens are verified with `app.state.tokens`.
     """
     owned = store is None
-    api = FhirApi(store, settings)
+    trail = audit if audit is not None else MemoryAuditTrail()
+    api = FhirApi(store, settings, trail)
+    if settings.auth_disabled:
+        log.warning(
+            "AUTHENTICATION AND ACCESS CONTROL ARE DISABLED (CAREBASE_DEV_NO_AUTH): every "
+            "request to /fhir runs as an all-powerful development user. Never do this with "
+            "real patient data."
+        )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -48,6 +65,8 @@ def create_app(settings: Settings, store: Store | None = None) -> Starlette:
                 await api.store.aclose()
             if owned and api.attached:
                 api.store.close()
+            if audit is None:
+                trail.close()
 
     routes: list[Route] = [Route("/healthz", healthz, methods=["GET"])]
     routes.extend(api.routes(FHIR_PREFIX))
@@ -57,6 +76,15 @@ def create_app(settings: Settings, store: Store | None = None) -> Starlette:
         exception_handlers={HTTPException: http_exception, Exception: unhandled_exception},
     )
     app.state.fhir = api
+    app.state.audit_trail = trail
+    if getattr(app.state, "tokens", None) is None:
+        app.state.tokens = TokenService(
+            KeyRing.open(settings.keys_dir),
+            issuer=settings.token_issuer,
+            audience=settings.fhir_base,
+            ttl=settings.access_token_ttl,
+        )
+    app.add_middleware(Authentication, state=app.state, disabled=settings.auth_disabled)
     return app
 
 

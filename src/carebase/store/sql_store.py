@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from functools import cache
+from functools import cache, partial
 from typing import Any, Literal, Protocol
 
 from carebase.errors import BadRequest, StorageError
@@ -38,6 +38,7 @@ from carebase.store.search_order import (
     order_by,
     parse_sort,
 )
+from carebase.store.search_restriction import Restriction
 from carebase.store.search_sql import IndexFirst, SearchCriteria, build_search, searched_types
 from carebase.store.sql_rows import row_to_stored
 from carebase.store.terminology import Terminology
@@ -246,6 +247,7 @@ class SqlStore(Store):
         count: int = 20,
         cursor: str | None = None,
         with_total: bool = True,
+        restriction: Restriction | None = None,
     ) -> HistoryPage:
         where: list[str] = []
         params: list[Any] = []
@@ -255,6 +257,10 @@ class SqlStore(Store):
         if id_ is not None:
             where.append("id = ?")
             params.append(id_)
+        if restriction is not None:
+            visible = build_search(type_, [], dialect=self.dialect, restriction=restriction)
+            where.append(f"rid IN (SELECT rid FROM resource WHERE {' AND '.join(visible.where)})")
+            params.extend(visible.args)
         if since is not None:
             where.append("last_updated >= ?")
             params.append(datetime_to_ms(since))
@@ -299,6 +305,8 @@ class SqlStore(Store):
         lenient: bool = False,
         compartment: tuple[str, str] | None = None,
         max_include: int = 1000,
+        restriction: Restriction | None = None,
+        include_restriction: Restriction | None = None,
     ) -> SearchPage:
         shape = search_shape(type_, params, self.dialect, lenient=lenient)
         criteria = build_search(
@@ -308,6 +316,7 @@ class SqlStore(Store):
             lenient=lenient,
             compartment=compartment,
             terminology=self.terminology,
+            restriction=restriction,
         )
         plan = shape.sort
         boundary = decode_cursor(plan, cursor)
@@ -333,8 +342,11 @@ class SqlStore(Store):
                     result: list[Any] = cur.execute(self.q(statement), values).fetchall()
                     return result
 
+                admit = None
+                if include_restriction is not None:
+                    admit = partial(self._admitted, cur, include_restriction)
                 included, truncated = collect_includes(
-                    query, shape.includes, [row[0] for row in rows], max_include
+                    query, shape.includes, [row[0] for row in rows], max_include, admit
                 )
         width = 1 + len(_COLUMNS.split(","))
 
@@ -357,6 +369,42 @@ class SqlStore(Store):
             includes_truncated=truncated,
             ignored=(*criteria.ignored, *shape.ignored),
         )
+
+    def visible(self, type_: str, id_: str, restriction: Restriction) -> bool:
+        criteria = build_search(
+            type_, [("_id", id_)], dialect=self.dialect, restriction=restriction
+        )
+        sql = f"SELECT 1 FROM resource WHERE {' AND '.join(criteria.where)}"
+        with self._reading() as cur:
+            return cur.execute(self.q(sql), criteria.args).fetchone() is not None
+
+    def _admitted(self, cur: Cursor, restriction: Restriction, rids: list[int]) -> list[int]:
+        """The row ids among `rids` the caller may see (an included resource must be
+        readable by the caller, or it is left out)."""
+        if not rids:
+            return rids
+        marks = ", ".join("?" * len(rids))
+        typed = cur.execute(
+            self.q(f"SELECT rid, type FROM resource WHERE rid IN ({marks})"), rids
+        ).fetchall()
+        by_type: dict[str, list[int]] = {}
+        for rid, type_ in typed:
+            by_type.setdefault(type_, []).append(rid)
+        admitted: set[int] = set()
+        for type_, group in by_type.items():
+            visibility = restriction.of(type_)
+            if visibility is None:
+                continue
+            if visibility.unrestricted:
+                admitted.update(group)
+                continue
+            criteria = build_search(type_, [], dialect=self.dialect, restriction=restriction)
+            marks = ", ".join("?" * len(group))
+            sql = f"SELECT rid FROM resource WHERE rid IN ({marks}) AND " + " AND ".join(
+                criteria.where
+            )
+            admitted.update(r[0] for r in cur.execute(self.q(sql), [*group, *criteria.args]))
+        return [rid for rid in rids if rid in admitted]
 
     def _sorted_page(
         self,
