@@ -60,7 +60,7 @@ def bearer_token(headers: list[tuple[bytes, bytes]]) -> tuple[str | None, str | 
 
 
 def _token_of(header: str | None) -> str:
-    if header is None:
+    if header is None or not header.strip():  # an empty header sends no credentials either
         raise missing_token()
     scheme, _, token = header.strip().partition(" ")
     if scheme.lower() != "bearer" or not token.strip():

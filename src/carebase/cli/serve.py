@@ -24,9 +24,19 @@ def register(app: typer.Typer) -> None:
         port: Annotated[int, typer.Option(help="TCP port.")] = 8080,
         workers: Annotated[int, typer.Option(help="Worker processes (PostgreSQL only).")] = 1,
         log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+        dev_no_auth: Annotated[
+            bool,
+            typer.Option(
+                "--dev-no-auth",
+                help="DEVELOPMENT ONLY: serve /fhir without authentication or access control "
+                "(same as CAREBASE_DEV_NO_AUTH=1).",
+            ),
+        ] = False,
     ) -> None:
         """Serve carebase: FHIR API at /fhir, liveness at /healthz."""
         settings = settings_for(database, host=host, port=port, workers=workers)
+        if dev_no_auth:
+            settings = settings.with_(auth_disabled=True)
         url = settings.resolved_database_url
         if workers < 1:
             err_console.print("[red]error:[/red] --workers must be at least 1")
@@ -47,6 +57,12 @@ def register(app: typer.Typer) -> None:
             finally:
                 store.close()
         console = Console()
+        if settings.auth_disabled:
+            err_console.print(
+                "[bold red]WARNING: authentication and access control are DISABLED "
+                "(--dev-no-auth / CAREBASE_DEV_NO_AUTH). Development only: anyone who can "
+                "reach this port can read and change every record.[/bold red]"
+            )
         if applied:
             console.print(f"Database migrated ({applied}).")
         if hint:
@@ -59,6 +75,7 @@ def register(app: typer.Typer) -> None:
         os.environ["CAREBASE_DATABASE_URL"] = url
         os.environ["CAREBASE_HOST"] = host
         os.environ["CAREBASE_PORT"] = str(port)
+        os.environ["CAREBASE_DEV_NO_AUTH"] = "1" if settings.auth_disabled else "0"
         uvicorn.run(
             "carebase.api.app:app_from_env",
             factory=True,
