@@ -105,7 +105,7 @@ def audited(endpoint: Endpoint, handler: str, trail: Callable[[Request], AuditTr
 
 
 def _description(request: Request, status: int, guard: Guard, glass: str | None) -> str:
-    text = f"{request.method} {request.url.path} -> {status}"
+    text = f"{request.scope['method']} {request.scope['path']} -> {status}"
     if guard.more_entities:
         text += f" ({guard.more_entities} more resources not listed)"
     if glass:

@@ -95,7 +95,7 @@ class FhirApi:
     def _trail(self, request: Request) -> AuditTrail:
         """The app's audit trail (`app.state.audit_trail`, which may be swapped after the
         app is built), else the one this API was given."""
-        trail: AuditTrail | None = getattr(request.app.state, "audit_trail", None)
+        trail: AuditTrail | None = getattr(request.scope["app"].state, "audit_trail", None)
         return trail if trail is not None else self.audit_trail
 
     def context(self, request: Request) -> Context:

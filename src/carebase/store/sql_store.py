@@ -371,12 +371,21 @@ class SqlStore(Store):
         )
 
     def visible(self, type_: str, id_: str, restriction: Restriction) -> bool:
-        criteria = build_search(
-            type_, [("_id", id_)], dialect=self.dialect, restriction=restriction
-        )
-        sql = f"SELECT 1 FROM resource WHERE {' AND '.join(criteria.where)}"
+        where, args = self._visible_where(type_, restriction)
+        sql = f"SELECT 1 FROM resource WHERE id = ? AND {where}"
         with self._reading() as cur:
-            return cur.execute(self.q(sql), criteria.args).fetchone() is not None
+            return cur.execute(self.q(sql), [id_, *args]).fetchone() is not None
+
+    def _visible_where(self, type_: str, restriction: Restriction) -> tuple[str, list[Any]]:
+        """The condition on `resource` rows of `type_` the caller may see (built once per
+        restriction and type: the read hot path of a restricted token runs it every time)."""
+        key = ("visible", self.dialect, type_)
+        built: tuple[str, list[Any]] | None = restriction.memo.get(key)  # type: ignore[assignment]
+        if built is None:
+            criteria = build_search(type_, [], dialect=self.dialect, restriction=restriction)
+            built = (" AND ".join(criteria.where), criteria.args)
+            restriction.memo[key] = built
+        return built[0], list(built[1])
 
     def _admitted(self, cur: Cursor, restriction: Restriction, rids: list[int]) -> list[int]:
         """The row ids among `rids` the caller may see (an included resource must be
@@ -398,12 +407,10 @@ class SqlStore(Store):
             if visibility.unrestricted:
                 admitted.update(group)
                 continue
-            criteria = build_search(type_, [], dialect=self.dialect, restriction=restriction)
+            where, args = self._visible_where(type_, restriction)
             marks = ", ".join("?" * len(group))
-            sql = f"SELECT rid FROM resource WHERE rid IN ({marks}) AND " + " AND ".join(
-                criteria.where
-            )
-            admitted.update(r[0] for r in cur.execute(self.q(sql), [*group, *criteria.args]))
+            sql = f"SELECT rid FROM resource WHERE rid IN ({marks}) AND {where}"
+            admitted.update(r[0] for r in cur.execute(self.q(sql), [*group, *args]))
         return [rid for rid in rids if rid in admitted]
 
     def _sorted_page(
