@@ -61,7 +61,7 @@ class Restriction:
 
     types: Mapping[str, Visibility] = field(default_factory=dict)
     #: what the caller lacks, for the 403 of a chain or `_has` into a forbidden type
-    describe: str = "a scope for it"
+    describe: str = "scope for {type} resources"
     #: SQL the store built for this restriction, kept for its next request (a policy, and
     #: so its restrictions, lives as long as the token: reads then skip query building)
     memo: dict[object, object] = field(default_factory=dict, compare=False, repr=False)

@@ -371,6 +371,8 @@ class SqlStore(Store):
         )
 
     def visible(self, type_: str, id_: str, restriction: Restriction) -> bool:
+        if restriction.of(type_) is None:
+            return False
         where, args = self._visible_where(type_, restriction)
         sql = f"SELECT 1 FROM resource WHERE id = ? AND {where}"
         with self._reading() as cur:
