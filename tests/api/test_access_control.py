@@ -66,12 +66,21 @@ def _forge(tokens: TokenService, **change: object) -> str:
     return f"{header}.{payload}.{signature}"
 
 
-@pytest.mark.parametrize("case", ["expired", "audience", "issuer", "tampered", "none", "hmac"])
+@pytest.mark.parametrize(
+    "case", ["expired", "not-yet-valid", "audience", "issuer", "tampered", "none", "hmac"]
+)
 async def test_bad_tokens_are_401_invalid_token(
     client: httpx.AsyncClient, tokens: TokenService, audit: MemoryAuditTrail, case: str
 ) -> None:
     if case == "expired":
         token, _ = tokens.issue(subject="x", scopes=["system/*.cruds"], ttl=-120)
+    elif case == "not-yet-valid":  # signed by the server's own key, valid only later
+        key = tokens.ring.active
+        _, claims = tokens.issue(subject="x", scopes=["system/*.cruds"], kind="service")
+        claims.update(nbf=int(time.time()) + 600, exp=int(time.time()) + 900)
+        token = jwt.encode(
+            claims, key.private, algorithm="RS256", headers={"kid": key.kid, "typ": "at+jwt"}
+        )
     elif case in ("audience", "issuer"):
         other = TokenService(
             tokens.ring,
