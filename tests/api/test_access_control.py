@@ -52,6 +52,11 @@ async def test_no_token_is_401_with_a_bare_challenge(
 async def test_metadata_needs_no_token(client: httpx.AsyncClient) -> None:
     r = await client.get("/fhir/metadata", headers={"Authorization": ""})
     assert r.status_code == 200
+    # a public prefix does not open the FHIR routes behind it (deny by default)
+    for path in ("/fhir/.well-known/A/Patient", "/fhir/.well-known/Patient/A/_history"):
+        r = await client.get(path, headers={"Authorization": ""})
+        assert r.status_code in (401, 404), path
+        assert b"resourceType\":\"Patient" not in r.content
 
 
 def _b64(data: bytes) -> bytes:
