@@ -24,6 +24,12 @@ def _env_bool(name: str, default: bool) -> bool:
     return raw.strip().lower() in {"1", "true", "yes", "on"}
 
 
+def _env_list(name: str) -> tuple[str, ...]:
+    """A comma-separated variable as a tuple of its non-empty, stripped items."""
+    raw = os.environ.get(name) or ""
+    return tuple(item.strip() for item in raw.split(",") if item.strip())
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Every setting carebase reads; build with `Settings.from_env()` then `.with_(...)`."""
@@ -51,6 +57,20 @@ class Settings:
     access_token_ttl: int = 300
     #: The token issuer (`iss`); defaults to the server's base URL without `/fhir`.
     issuer: str = ""
+    #: Browser origins allowed to call the API cross-origin (CORS); empty: none. "*" allows
+    #: any origin (never with credentials).
+    cors_origins: tuple[str, ...] = ()
+    #: Rate limit per client IP on the login and OAuth endpoints: "RATE/UNIT[:BURST]"
+    #: (e.g. "10/minute:20"), or "off". Per worker process, in memory.
+    auth_rate_limit: str = "10/minute:20"
+    #: The largest form post (login, OAuth) accepted, bytes.
+    max_form_bytes: int = 64 * 1024
+    #: TLS certificate and key (PEM) for `carebase serve`; both or neither.
+    ssl_certfile: str = ""
+    ssl_keyfile: str = ""
+    #: Encryption at rest of resource bodies: a key ring file, or one base64 key.
+    encryption_key_file: str = ""
+    encryption_key: str = ""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -73,6 +93,13 @@ class Settings:
             auth_disabled=_env_bool("CAREBASE_DEV_NO_AUTH", False),
             access_token_ttl=_env_int("CAREBASE_ACCESS_TOKEN_TTL", 300),
             issuer=os.environ.get("CAREBASE_ISSUER", ""),
+            cors_origins=_env_list("CAREBASE_CORS_ORIGINS"),
+            auth_rate_limit=os.environ.get("CAREBASE_AUTH_RATE_LIMIT") or "10/minute:20",
+            max_form_bytes=_env_int("CAREBASE_MAX_FORM_BYTES", 64 * 1024),
+            ssl_certfile=os.environ.get("CAREBASE_SSL_CERTFILE", ""),
+            ssl_keyfile=os.environ.get("CAREBASE_SSL_KEYFILE", ""),
+            encryption_key_file=os.environ.get("CAREBASE_ENCRYPTION_KEY_FILE", ""),
+            encryption_key=os.environ.get("CAREBASE_ENCRYPTION_KEY", ""),
         )
 
     def with_(self, **changes: object) -> Settings:
@@ -91,7 +118,8 @@ class Settings:
         """Absolute base URL of the FHIR endpoint (used in Location headers and links)."""
         if self.base_url:
             return self.base_url.rstrip("/")
-        return f"http://{self.host}:{self.port}/fhir"
+        scheme = "https" if self.ssl_certfile else "http"
+        return f"{scheme}://{self.host}:{self.port}/fhir"
 
     @property
     def token_issuer(self) -> str:

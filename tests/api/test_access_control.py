@@ -44,6 +44,7 @@ async def test_no_token_is_401_with_a_bare_challenge(
     r = await client.get("/fhir/Patient", headers={"Authorization": ""})
     assert r.status_code == 401
     assert r.headers["WWW-Authenticate"] == 'Bearer realm="carebase"'
+    assert r.headers["X-Content-Type-Options"] == "nosniff"  # hardening wraps refusals too
     assert issue_text(r).startswith("This endpoint needs an access token")
     entry = audit.entries[-1]
     assert (entry.interaction, entry.outcome, entry.principal) == ("failed-auth", "4", None)
@@ -56,7 +57,7 @@ async def test_metadata_needs_no_token(client: httpx.AsyncClient) -> None:
     for path in ("/fhir/.well-known/A/Patient", "/fhir/.well-known/Patient/A/_history"):
         r = await client.get(path, headers={"Authorization": ""})
         assert r.status_code in (401, 404), path
-        assert b"resourceType\":\"Patient" not in r.content
+        assert b'resourceType":"Patient' not in r.content
 
 
 def _b64(data: bytes) -> bytes:

@@ -9,11 +9,13 @@ from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from carebase.api.authentication import Authentication
+from carebase.api.hardening import hardening_middleware
 from carebase.api.responses import http_exception, unhandled_exception
 from carebase.api.routes import FhirApi
 from carebase.auth.audit_entry import AuditTrail, MemoryAuditTrail
@@ -73,6 +75,7 @@ def create_app(
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
+        middleware=hardening_middleware(settings),  # headers, CORS, rate limit, body limit
         exception_handlers={HTTPException: http_exception, Exception: unhandled_exception},
     )
     app.state.fhir = api
@@ -84,7 +87,10 @@ def create_app(
             audience=settings.fhir_base,
             ttl=settings.access_token_ttl,
         )
-    app.add_middleware(Authentication, state=app.state, disabled=settings.auth_disabled)
+    # innermost: headers, CORS preflight, rate and body limits apply to refusals too
+    app.user_middleware.append(
+        Middleware(Authentication, state=app.state, disabled=settings.auth_disabled)
+    )
     return app
 
 

@@ -44,6 +44,8 @@ def parse_json(raw: bytes, max_depth: int) -> object:
     try:
         value = json_io.loads(raw)
     except json.JSONDecodeError as exc:  # orjson's error is a subclass
+        if "depth" in exc.msg or "recursion" in exc.msg:  # the parser's own ceiling (1024)
+            raise _too_deep(max_depth) from exc
         raise BadRequest(
             f"Malformed JSON at line {exc.lineno}, column {exc.colno} "
             f"(byte offset {exc.pos}): {exc.msg}"
@@ -55,9 +57,13 @@ def parse_json(raw: bytes, max_depth: int) -> object:
 def check_depth(value: object, max_depth: int) -> None:
     """Raise BadRequest when arrays/objects nest deeper than `max_depth`."""
     if not _within_depth(value, max_depth):
-        raise BadRequest(
-            f"JSON nests deeper than the limit of {max_depth} levels (CAREBASE_MAX_JSON_DEPTH)"
-        )
+        raise _too_deep(max_depth)
+
+
+def _too_deep(max_depth: int) -> BadRequest:
+    return BadRequest(
+        f"JSON nests deeper than the limit of {max_depth} levels (CAREBASE_MAX_JSON_DEPTH)"
+    )
 
 
 def _within_depth(node: object, remaining: int) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from carebase.cli import migrate, reindex, serve
+from carebase.cli import encryption, migrate, reindex, serve
 
 app = typer.Typer(
     name="carebase",
@@ -16,6 +16,7 @@ app = typer.Typer(
 serve.register(app)
 migrate.register(app)
 reindex.register(app)
+encryption.register(app)
 
 
 def main() -> None:

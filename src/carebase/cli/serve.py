@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+import ssl
+from pathlib import Path
 from typing import Annotated
 
 import typer
 import uvicorn
 from rich.console import Console
+from rich.markup import escape
 
+from carebase.auth.rate_limiter import parse_rate_limit
 from carebase.cli.migrate import reindex_hint
 from carebase.cli.options import DatabaseOption, err_console, friendly_errors, settings_for
 from carebase.store.factory import open_store
@@ -32,11 +36,42 @@ def register(app: typer.Typer) -> None:
                 "(same as CAREBASE_DEV_NO_AUTH=1).",
             ),
         ] = False,
+        ssl_certfile: Annotated[
+            str | None,
+            typer.Option(
+                help="TLS certificate chain (PEM); serve https. Env: CAREBASE_SSL_CERTFILE.",
+                show_default=False,
+            ),
+        ] = None,
+        ssl_keyfile: Annotated[
+            str | None,
+            typer.Option(
+                help="TLS private key (PEM) of the certificate. Env: CAREBASE_SSL_KEYFILE.",
+                show_default=False,
+            ),
+        ] = None,
     ) -> None:
         """Serve carebase: FHIR API at /fhir, liveness at /healthz."""
-        settings = settings_for(database, host=host, port=port, workers=workers)
+        settings = settings_for(
+            database,
+            host=host,
+            port=port,
+            workers=workers,
+            ssl_certfile=ssl_certfile,
+            ssl_keyfile=ssl_keyfile,
+        )
         if dev_no_auth:
             settings = settings.with_(auth_disabled=True)
+        tls_problem = check_tls_files(settings.ssl_certfile, settings.ssl_keyfile)
+        if tls_problem:
+            err_console.print(f"[red]error:[/red] {escape(tls_problem)}")
+            raise typer.Exit(2)
+        scheme = "https" if settings.ssl_certfile else "http"
+        try:
+            parse_rate_limit(settings.auth_rate_limit)
+        except ValueError as exc:
+            err_console.print(f"[red]error:[/red] CAREBASE_AUTH_RATE_LIMIT: {escape(str(exc))}")
+            raise typer.Exit(2) from exc
         url = settings.resolved_database_url
         if workers < 1:
             err_console.print("[red]error:[/red] --workers must be at least 1")
@@ -68,7 +103,7 @@ def register(app: typer.Typer) -> None:
         if hint:
             console.print(hint)
         console.print(
-            f"carebase serving on http://{host}:{port}  (FHIR: http://{host}:{port}/fhir, "
+            f"carebase serving on {scheme}://{host}:{port}  (FHIR: {scheme}://{host}:{port}/fhir, "
             f"database: {_describe(url)})"
         )
         # Workers are separate processes: hand them the settings through the environment.
@@ -76,6 +111,8 @@ def register(app: typer.Typer) -> None:
         os.environ["CAREBASE_HOST"] = host
         os.environ["CAREBASE_PORT"] = str(port)
         os.environ["CAREBASE_DEV_NO_AUTH"] = "1" if settings.auth_disabled else "0"
+        os.environ["CAREBASE_SSL_CERTFILE"] = settings.ssl_certfile
+        os.environ["CAREBASE_SSL_KEYFILE"] = settings.ssl_keyfile
         uvicorn.run(
             "carebase.api.app:app_from_env",
             factory=True,
@@ -85,7 +122,34 @@ def register(app: typer.Typer) -> None:
             log_level=log_level,
             access_log=False,
             proxy_headers=False,
+            ssl_certfile=settings.ssl_certfile or None,
+            ssl_keyfile=settings.ssl_keyfile or None,
         )
+
+
+def check_tls_files(certfile: str, keyfile: str) -> str | None:
+    """Why the TLS certificate/key pair cannot be used (one line), or None when it can.
+
+    Loaded here with the ssl module, so a missing, unreadable or mismatched file is a clear
+    message before the server starts rather than a traceback from each worker.
+    """
+    if not certfile and not keyfile:
+        return None
+    if not certfile or not keyfile:
+        return "--ssl-certfile and --ssl-keyfile go together: give both (or neither, for http)"
+    for option, path in (("--ssl-certfile", certfile), ("--ssl-keyfile", keyfile)):
+        if not Path(path).is_file():
+            return f"{option} {path}: no such file"
+        if not os.access(path, os.R_OK):
+            return f"{option} {path}: not readable by this user"
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(certfile, keyfile)
+    except (ssl.SSLError, OSError) as exc:
+        return (
+            f"cannot use the TLS certificate {certfile} with the key {keyfile}: {exc} "
+            "(both must be PEM, and the key must belong to the certificate)"
+        )
+    return None
 
 
 def _describe(url: str) -> str:

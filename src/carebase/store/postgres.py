@@ -74,7 +74,7 @@ class PostgresStore(SqlStore):
             async with pool.connection() as conn:
                 cur = await conn.execute(_READ_SQL, (type_, id_))
                 row = await cur.fetchone()
-        return row_to_stored(row) if row else None
+        return row_to_stored(row, self.cipher) if row else None
 
     async def _open_async_pool(self, loop: asyncio.AbstractEventLoop) -> AsyncConnectionPool:
         """The async pool of this event loop, opened once (a pool belongs to one loop)."""

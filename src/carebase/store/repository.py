@@ -13,6 +13,7 @@ from typing import Any
 from carebase.errors import Conflict, PreconditionFailed
 from carebase.fhir import json_io
 from carebase.store.base import StoredResource, Transaction
+from carebase.store.body_cipher import BodyCipher, open_body
 from carebase.store.clock import ms_to_datetime, ms_to_instant, now_ms
 from carebase.store.ids import new_id
 from carebase.store.index_rows import IndexRows
@@ -64,6 +65,9 @@ def stamp(resource: dict[str, Any], type_: str, id_: str, version: int, ms: int)
 class SqlTransaction(Transaction):
     """Transaction over a write cursor; see module docstring for the buffering rules."""
 
+    #: seals bodies as they are written and opens them as they are read (set by the store)
+    cipher: BodyCipher | None = None
+
     def __init__(
         self,
         cur: Any,
@@ -101,7 +105,7 @@ class SqlTransaction(Transaction):
         if row is None:
             return None
         _rid, version, last_updated, deleted, body = row
-        return row_to_stored((type_, id_, version, last_updated, deleted, body))
+        return row_to_stored((type_, id_, version, last_updated, deleted, body), self.cipher)
 
     def search_ids(
         self,
@@ -193,8 +197,11 @@ class SqlTransaction(Transaction):
         resource.clear()
         resource.update(stamped)
         body = json_io.dumps(stamped)
+        # The current row and, once archived, its version row hold the same sealed bytes:
+        # both are bound to (type, id, version).
+        stored = body if self.cipher is None else self.cipher.seal(body, type_, id_, version)
         if row is None:
-            rid = self._insert_resource(type_, id_, version, ms, body)
+            rid = self._insert_resource(type_, id_, version, ms, stored)
         else:
             rid = row[0]
             self._cur.execute(
@@ -202,7 +209,7 @@ class SqlTransaction(Transaction):
                     "UPDATE resource SET version = ?, last_updated = ?, deleted = 0, body = ?"
                     " WHERE rid = ?"
                 ),
-                (version, ms, body, rid),
+                (version, ms, stored, rid),
             )
             self._stale_rids.append((rid,))
             self._archive(row, type_, id_)
@@ -342,7 +349,7 @@ class SqlTransaction(Transaction):
         """
         rows = self._cur.execute(
             self._q(
-                "SELECT rid, type, deleted, body FROM resource WHERE rid > ?"
+                "SELECT rid, type, id, version, deleted, body FROM resource WHERE rid > ?"
                 f" ORDER BY rid LIMIT ?{self._lock_suffix}"
             ),
             (after, limit),
@@ -350,10 +357,11 @@ class SqlTransaction(Transaction):
         if not rows:
             return None
         current = 0
-        for rid, type_, deleted, body in rows:
+        for rid, type_, id_, version, deleted, body in rows:
             self._stale_rids.append((rid,))
             if not deleted and body is not None:
-                self._add_index_rows(rid, type_, json_io.loads(bytes(body)))
+                plain = open_body(bytes(body), type_, id_, version, self.cipher)
+                self._add_index_rows(rid, type_, json_io.loads(plain))
                 current += 1
         self.flush()
         return int(rows[-1][0]), current

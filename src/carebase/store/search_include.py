@@ -18,6 +18,7 @@ from typing import Any
 from carebase.errors import BadRequest
 from carebase.fhir.definitions.loader import get_definitions
 from carebase.store.base import StoredResource
+from carebase.store.body_cipher import BodyCipher
 from carebase.store.schema import param_key
 from carebase.store.sql_rows import row_to_stored
 
@@ -138,6 +139,7 @@ def collect_includes(
     rules: list[IncludeRule],
     match_rids: list[int],
     cap: int,
+    cipher: BodyCipher | None = None,
     admit: Callable[[list[int]], list[int]] | None = None,
 ) -> tuple[list[StoredResource], bool]:
     """The resources `rules` add to a page whose matches are `match_rids`, in rule order,
@@ -169,11 +171,11 @@ def collect_includes(
         if not new or not active or truncated:
             break
         frontier = new
-    return _load(query, added), truncated
+    return _load(query, added, cipher), truncated
 
 
-def _load(query: Query, rids: list[int]) -> list[StoredResource]:
-    """The current versions of rows `rids`, in that order."""
+def _load(query: Query, rids: list[int], cipher: BodyCipher | None) -> list[StoredResource]:
+    """The current versions of rows `rids`, in that order (bodies opened with `cipher`)."""
     by_rid: dict[int, StoredResource] = {}
     for chunk in _chunks(rids):
         rows = query(
@@ -182,5 +184,5 @@ def _load(query: Query, rids: list[int]) -> list[StoredResource]:
             list(chunk),
         )
         for row in rows:
-            by_rid[row[0]] = row_to_stored(row[1:])
+            by_rid[row[0]] = row_to_stored(row[1:], cipher)
     return [by_rid[rid] for rid in rids if rid in by_rid]

@@ -24,7 +24,9 @@ from carebase.store.base import (
     TotalMode,
     Transaction,
 )
+from carebase.store.body_cipher import BodyCipher
 from carebase.store.clock import datetime_to_ms
+from carebase.store.repository import SqlTransaction
 from carebase.store.schema import LATEST, MIGRATIONS
 from carebase.store.search_include import IncludeRule, collect_includes, is_include_parameter
 from carebase.store.search_include import parse_rule as parse_include
@@ -147,6 +149,8 @@ class SqlStore(Store):
         self.url = url
         #: reads the ValueSets and CodeSystems held here (search modifiers :in, :below, ...)
         self.terminology = Terminology(self)
+        #: encrypts bodies at rest when configured (store/body_cipher.py); None: plaintext
+        self.cipher: BodyCipher | None = None
 
     # --- what a backend supplies ------------------------------------------------------------
     @abstractmethod
@@ -170,7 +174,7 @@ class SqlStore(Store):
         return self._writing()
 
     @abstractmethod
-    def _new_transaction(self, cur: Cursor) -> Transaction:
+    def _new_transaction(self, cur: Cursor) -> SqlTransaction:
         """The Transaction object for a write cursor."""
 
     # --- schema -------------------------------------------------------------------------------
@@ -224,7 +228,7 @@ class SqlStore(Store):
     def read(self, type_: str, id_: str) -> StoredResource | None:
         with self._reading() as cur:
             row = cur.execute(self.q(READ_SQL), (type_, id_)).fetchone()
-        return row_to_stored(row) if row else None
+        return row_to_stored(row, self.cipher) if row else None
 
     def vread(self, type_: str, id_: str, version: int) -> StoredResource | None:
         with self._reading() as cur:
@@ -235,7 +239,7 @@ class SqlStore(Store):
                 ),
                 (type_, id_, version),
             ).fetchone()
-        return row_to_stored(row) if row else None
+        return row_to_stored(row, self.cipher) if row else None
 
     def history(
         self,
@@ -290,7 +294,7 @@ class SqlStore(Store):
                     self.q(f"SELECT COUNT(*) FROM resource_version{count_clause}"), filter_params
                 ).fetchone()
                 total = int(total_row[0])
-        entries = [row_to_stored(row[1:]) for row in rows[:count]]
+        entries = [row_to_stored(row[1:], self.cipher) for row in rows[:count]]
         next_cursor = str(rows[count - 1][0]) if len(rows) > count and count > 0 else None
         return HistoryPage(entries, next_cursor, total)
 
@@ -346,7 +350,12 @@ class SqlStore(Store):
                 if include_restriction is not None:
                     admit = partial(self._admitted, cur, include_restriction)
                 included, truncated = collect_includes(
-                    query, shape.includes, [row[0] for row in rows], max_include, admit
+                    query,
+                    shape.includes,
+                    [row[0] for row in rows],
+                    max_include,
+                    self.cipher,
+                    admit,
                 )
         width = 1 + len(_COLUMNS.split(","))
 
@@ -361,7 +370,7 @@ class SqlStore(Store):
             back = encode_cursor(plan, boundary.values, boundary.rid, "n" if reverse else "p")
             next_cursor, previous_cursor = (back, None) if reverse else (None, back)
         return SearchPage(
-            entries=[row_to_stored(row[1:width]) for row in rows],
+            entries=[row_to_stored(row[1:width], self.cipher) for row in rows],
             next_cursor=next_cursor,
             total=matched,
             previous_cursor=previous_cursor,
@@ -507,7 +516,7 @@ class SqlStore(Store):
             if not rows:
                 return
             for row in rows:
-                yield row_to_stored(row[1:])
+                yield row_to_stored(row[1:], self.cipher)
             last = rows[-1][0]
 
     # --- writes -------------------------------------------------------------------------------
@@ -515,5 +524,6 @@ class SqlStore(Store):
     def transaction(self) -> Iterator[Transaction]:
         with self._writing() as cur:
             tx = self._new_transaction(cur)
+            tx.cipher = self.cipher
             yield tx
-            tx.flush()  # type: ignore[attr-defined]
+            tx.flush()

@@ -123,7 +123,7 @@ class SQLiteStore(SqlStore):
     def read(self, type_: str, id_: str) -> StoredResource | None:
         # The hot path: one prepared statement on this thread's connection, no context managers.
         row = self._conn().execute(READ_SQL, (type_, id_)).fetchone()
-        return row_to_stored(row) if row else None
+        return row_to_stored(row, self.cipher) if row else None
 
     async def read_async(self, type_: str, id_: str) -> StoredResource | None:
         # A primary-key lookup in-process is cheaper than a hop to a worker thread.
