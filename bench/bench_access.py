@@ -5,7 +5,8 @@ Usage: python bench/bench_access.py [--reads N] [--rounds R]
 Drives the ASGI app directly (no sockets, no HTTP parsing: those costs are the same with and
 without security, so leaving them out makes the ratio a pessimistic bound) with GET
 /fhir/Patient/{id} on SQLite, in three configurations:
-  plain      the read handler with an unrestricted guard, no token check, no audit entry
+  plain      the same routes and hardening middleware with an unrestricted guard, no token
+             check and no audit entry
   admin      the full app: bearer token (system/*.cruds) verified, access checked, audited
   patient    the full app with a patient-context token (one extra visibility query)
 and prints reads per second and the ratio to `plain`.
@@ -26,6 +27,7 @@ from starlette.routing import Route
 from carebase.api.access import Guard
 from carebase.api.app import create_app
 from carebase.api.audited import GUARD_KEY
+from carebase.api.hardening import hardening_middleware
 from carebase.api.responses import guarded
 from carebase.api.route_table import ROUTES
 from carebase.api.routes import _by_method
@@ -80,7 +82,8 @@ def _plain_app(app: Starlette) -> Starlette:
         Route("/fhir" + path, _by_method(handlers), methods=list(handlers))
         for path, handlers in by_path.items()
     ]
-    return Starlette(routes=routes)
+    # the hardening middleware (headers, limits) is no part of what is measured: keep it
+    return Starlette(routes=routes, middleware=hardening_middleware(api.settings))
 
 
 async def main(reads: int, rounds: int) -> None:
