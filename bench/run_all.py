@@ -11,6 +11,7 @@ SCRIPTS = (
     ["bench_startup.py"],
     ["http_bench.py", "--write-docs"],
     ["bench_ingest.py", "--runs", "3"],
+    ["bench_audit.py", "--runs", "3"],
 )
 
 

@@ -20,7 +20,13 @@ import pytest
 from carebase.config import Settings
 from carebase.store.base import Store
 from carebase.store.factory import open_store
-from carebase.store.schema import INDEX_TABLES, REINDEX_TABLE, TEXT_TABLE
+from carebase.store.schema import (
+    ACCOUNT_TABLES,
+    AUDIT_TABLES,
+    INDEX_TABLES,
+    REINDEX_TABLE,
+    TEXT_TABLE,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -91,8 +97,20 @@ def _pg_store(postgres_url: str) -> Iterator[Store]:
 
 
 def _truncate(postgres_url: str) -> None:
-    tables = ", ".join(["resource", "resource_version", *INDEX_TABLES, TEXT_TABLE, REINDEX_TABLE])
+    tables = ", ".join(
+        [
+            "resource",
+            "resource_version",
+            *INDEX_TABLES,
+            TEXT_TABLE,
+            REINDEX_TABLE,
+            *ACCOUNT_TABLES,
+            *AUDIT_TABLES,
+        ]
+    )
     with psycopg.connect(postgres_url, autocommit=True) as conn:
+        # The audit tables refuse TRUNCATE through triggers; replica mode skips triggers.
+        conn.execute("SET session_replication_role = replica")
         conn.execute(f"TRUNCATE {tables} RESTART IDENTITY")
 
 

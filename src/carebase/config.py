@@ -71,6 +71,15 @@ class Settings:
     #: Encryption at rest of resource bodies: a key ring file, or one base64 key.
     encryption_key_file: str = ""
     encryption_key: str = ""
+    #: How long the audit trail gathers entries before writing them in one transaction, ms.
+    audit_flush_ms: float = 5.0
+    #: Mark browser cookies Secure even when the request arrived over plain http (behind a
+    #: TLS-terminating proxy that does not say so).
+    cookie_secure: bool = False
+    #: Browser sessions end after this long unused, seconds (sliding).
+    session_idle_seconds: int = 30 * 60
+    #: Browser sessions end this long after login whatever the use, seconds.
+    session_absolute_seconds: int = 12 * 60 * 60
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -100,6 +109,10 @@ class Settings:
             ssl_keyfile=os.environ.get("CAREBASE_SSL_KEYFILE", ""),
             encryption_key_file=os.environ.get("CAREBASE_ENCRYPTION_KEY_FILE", ""),
             encryption_key=os.environ.get("CAREBASE_ENCRYPTION_KEY", ""),
+            audit_flush_ms=_env_int("CAREBASE_AUDIT_FLUSH_MS", 5),
+            cookie_secure=_env_bool("CAREBASE_COOKIE_SECURE", False),
+            session_idle_seconds=_env_int("CAREBASE_SESSION_IDLE_SECONDS", 30 * 60),
+            session_absolute_seconds=_env_int("CAREBASE_SESSION_ABSOLUTE_SECONDS", 12 * 60 * 60),
         )
 
     def with_(self, **changes: object) -> Settings:

@@ -26,9 +26,13 @@ def cli_env(**extra: str) -> dict[str, str]:
 
 
 def run_cli(
-    *args: str, cwd: Path | None = None, timeout: float = 60, **env: str
+    *args: str,
+    cwd: Path | None = None,
+    timeout: float = 60,
+    input: str | None = None,
+    **env: str,
 ) -> subprocess.CompletedProcess[str]:
-    """Run `python -m carebase ARGS` and capture its output."""
+    """Run `python -m carebase ARGS` (with `input` on stdin) and capture its output."""
     return subprocess.run(
         [sys.executable, "-m", "carebase", *args],
         cwd=cwd,
@@ -36,6 +40,7 @@ def run_cli(
         capture_output=True,
         text=True,
         timeout=timeout,
+        input=input,
     )
 
 

@@ -95,7 +95,8 @@ def test_upgrade_then_reindex_fills_the_new_index(url: str) -> None:
     _version_1_with_a_resource(url)
     migrated = run_cli("migrate", "--database", url)
     assert migrated.returncode == 0, migrated.stderr
-    assert "Applied migrations [2, 3]" in migrated.stdout
+    later = [m.number for m in MIGRATIONS if m.number > 1]  # every migration after the first
+    assert f"Applied migrations {later}" in migrated.stdout
     assert "carebase reindex" in migrated.stdout  # the hint
     assert _count(url, TEXT_TABLE) == 0 and _count(url, "idx_string") == 0
     assert _finds(url, "_text", "unique") == []

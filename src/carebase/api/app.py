@@ -1,4 +1,5 @@
-"""The ASGI application factory: FHIR routes under `/fhir`, liveness at `/healthz`."""
+"""The ASGI application factory: FHIR routes under `/fhir`, liveness at `/healthz`, the
+login pages and static files of the browser UI."""
 
 from __future__ import annotations
 
@@ -12,25 +13,39 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
 
+from carebase.api.audit_routes import AuditApi
 from carebase.api.authentication import Authentication
 from carebase.api.hardening import hardening_middleware
 from carebase.api.responses import http_exception, unhandled_exception
 from carebase.api.routes import FhirApi
-from carebase.auth.audit_entry import AuditTrail, MemoryAuditTrail
+from carebase.auth.audit_entry import AuditTrail
+from carebase.auth.audit_log import DatabaseAuditTrail
 from carebase.auth.keys import KeyRing
 from carebase.auth.tokens import TokenService
 from carebase.config import Settings
+from carebase.errors import CarebaseError
 from carebase.store.base import Store
+from carebase.store.sql_store import SqlStore
+from carebase.web import STATIC_DIR
+from carebase.web.login_routes import login_routes
 
 FHIR_PREFIX = "/fhir"
-log = logging.getLogger("carebase")
+log = logging.getLogger("carebase.api")
 
 
 async def healthz(request: Request) -> Response:
     """Liveness: the process answers."""
     return Response(b'{"status":"ok"}', media_type="application/json")
+
+
+def durable_trail(store: Store, settings: Settings) -> DatabaseAuditTrail:
+    """The database audit trail of `store`, configured from `settings`."""
+    if not isinstance(store, SqlStore):
+        raise TypeError(f"the audit trail needs a SQL store, not {type(store).__name__}")
+    return DatabaseAuditTrail(store, flush_ms=settings.audit_flush_ms, site=settings.fhir_base)
 
 
 def create_app(
@@ -39,13 +54,15 @@ def create_app(
     """The carebase ASGI app.
 
     With no `store`, one is opened from `settings.resolved_database_url` at startup (and
-    closed at shutdown); either way the schema is migrated at startup. `audit` is the audit
-    trail every FHIR interaction is recorded to (default: an in-memory trail until the
-    durable one is wired in). Access tokens are verified with `app.state.tokens`.
+    closed at shutdown); either way the schema is migrated at startup. With no `audit`, the
+    durable database trail of the store is `app.state.audit_trail`: started at startup (it
+    notes an unclean previous shutdown) and flushed and closed at shutdown. Every `/fhir`
+    request is authenticated (access tokens verified with `app.state.tokens`) unless
+    `settings.auth_disabled`, which logs a warning.
     """
     owned = store is None
-    trail = audit if audit is not None else MemoryAuditTrail()
-    api = FhirApi(store, settings, trail)
+    api = FhirApi(store, settings)
+    owned_trail = audit is None
     if settings.auth_disabled:
         log.warning(
             "AUTHENTICATION AND ACCESS CONTROL ARE DISABLED (CAREBASE_DEV_NO_AUTH): every "
@@ -60,18 +77,26 @@ def create_app(
 
             api.attach(open_store(settings.resolved_database_url, settings))
         api.store.migrate()
+        if getattr(app.state, "audit_trail", None) is None:
+            app.state.audit_trail = durable_trail(api.store, settings)
+        trail = app.state.audit_trail
+        if owned_trail and isinstance(trail, DatabaseAuditTrail):
+            trail.start()
         try:
             yield
         finally:
+            if owned_trail:
+                _close_trail(trail)
             if api.attached:
                 await api.store.aclose()
             if owned and api.attached:
                 api.store.close()
-            if audit is None:
-                trail.close()
 
-    routes: list[Route] = [Route("/healthz", healthz, methods=["GET"])]
+    routes: list[BaseRoute] = [Route("/healthz", healthz, methods=["GET"])]
+    routes.extend(AuditApi(api).routes(FHIR_PREFIX))
     routes.extend(api.routes(FHIR_PREFIX))
+    routes.extend(login_routes())
+    routes.append(Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"))
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
@@ -79,7 +104,13 @@ def create_app(
         exception_handlers={HTTPException: http_exception, Exception: unhandled_exception},
     )
     app.state.fhir = api
-    app.state.audit_trail = trail
+    app.state.settings = settings
+    # Known now when the store or trail was given; else the lifespan builds it at startup.
+    app.state.audit_trail = (
+        audit
+        if audit is not None
+        else (durable_trail(store, settings) if store is not None else None)
+    )
     if getattr(app.state, "tokens", None) is None:
         app.state.tokens = TokenService(
             KeyRing.open(settings.keys_dir),
@@ -92,6 +123,14 @@ def create_app(
         Middleware(Authentication, state=app.state, disabled=settings.auth_disabled)
     )
     return app
+
+
+def _close_trail(trail: AuditTrail) -> None:
+    """Close the trail at shutdown; a failure is logged (the store must still be closed)."""
+    try:
+        trail.close()
+    except CarebaseError as exc:
+        log.error("The audit trail did not close cleanly: %s", exc.message)
 
 
 def tune_server_process() -> None:

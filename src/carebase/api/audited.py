@@ -97,7 +97,7 @@ def audited(endpoint: Endpoint, handler: str, trail: Callable[[Request], AuditTr
         )
         try:
             trail(request).record(entry)
-        except Unavailable as exc:
+        except Unavailable as exc:  # no trail, or it cannot store: drop the response
             return error_response(exc)
         return response
 

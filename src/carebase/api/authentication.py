@@ -7,8 +7,10 @@ with 401, an OperationOutcome and a `WWW-Authenticate: Bearer` challenge (RFC 67
 attempt is audited. `X-Break-Glass: <reason>` lets a clinician or nurse open a record outside
 their organisation (the reason goes into the audit entry and is flagged for review).
 
-With `Settings.auth_disabled` (development only) every request runs as the all-powerful
-`DEVELOPMENT_PRINCIPAL`; `create_app` logs a warning about it on every start.
+A principal already in the scope (put there by a trusted ASGI layer in front of the app,
+never by a client) is kept. With `Settings.auth_disabled` (development only) every request
+runs as the all-powerful `DEVELOPMENT_PRINCIPAL`; `create_app` logs a warning about it on
+every start.
 """
 
 from __future__ import annotations
@@ -98,7 +100,10 @@ class Authentication:
         if scope["type"] != "http" or not scope["path"].startswith("/fhir"):
             await self.app(scope, receive, send)
             return
-        if is_public(scope["method"], scope["path"]):
+        if is_public(scope["method"], scope["path"]) or PRINCIPAL_KEY in scope:
+            # a trusted ASGI layer in front (an in-process caller such as the web app with a
+            # session's user, or a test harness) may have established the caller already;
+            # HTTP clients cannot set scope keys, only headers
             await self.app(scope, receive, send)
             return
         header, glass = bearer_token(scope["headers"])
@@ -136,8 +141,10 @@ class Authentication:
             user_agent=header_value(scope, b"user-agent"),
             description=f"{scope['method']} {scope['path']}: {exc.message}"[:1000],
         )
-        trail: AuditTrail = self.state.audit_trail
+        trail: AuditTrail | None = getattr(self.state, "audit_trail", None)
         try:
+            if trail is None:
+                raise Unavailable("The audit trail is not running; try again shortly")
             trail.record(entry)
         except Unavailable as unavailable:
             exc = unavailable

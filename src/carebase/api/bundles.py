@@ -20,10 +20,12 @@ import orjson
 from carebase.api import interactions
 from carebase.api.rest_urls import run_read_url
 from carebase.api.results import Context, Result, instant
+from carebase.auth.audit_access import AUDIT_TYPE
 from carebase.errors import (
     BadRequest,
     CarebaseError,
     InvalidResource,
+    MethodNotAllowed,
     NotFound,
     PreconditionFailed,
 )
@@ -209,6 +211,12 @@ class _Plan:
         """Run one write entry with its resolved identity."""
         ctx, tx, type_ = self.ctx, self.tx, entry.target.type
         assert type_ is not None
+        if type_ == AUDIT_TYPE:
+            # [base]/AuditEvent is the audit log, which only the server writes (audit_routes)
+            raise MethodNotAllowed(
+                f"{entry.method} {type_}: the audit log is append-only; carebase writes "
+                "AuditEvents itself"
+            )
         id_ = self.ids.get(entry.index)
         if entry.method == "POST":
             assert id_ is not None and entry.resource is not None

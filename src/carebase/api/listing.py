@@ -100,7 +100,7 @@ def history(
     links = [_link("self", _page_url(path_url, visible, values.get("_cursor")))]
     if page.next_cursor is not None:
         links.append(_link("next", _page_url(path_url, visible, page.next_cursor)))
-    bundle = _bundle("history", page.total, links, entries)
+    bundle = result_bundle("history", page.total, links, entries)
     return Result(200, body=bundle)
 
 
@@ -198,12 +198,12 @@ def search(
             {"resource": operation_outcome.outcome([warning]), "search": {"mode": "outcome"}}
         )
     visible = [(k, v) for k, v in params if k not in page.ignored]
-    links = _links(path_url, visible, cursor, page.next_cursor, page.previous_cursor)
-    bundle = _bundle("searchset", page.total, links, entries)
+    links = paging_links(path_url, visible, cursor, page.next_cursor, page.previous_cursor)
+    bundle = result_bundle("searchset", page.total, links, entries)
     return Result(200, body=bundle)
 
 
-def _links(
+def paging_links(
     path_url: str,
     params: list[tuple[str, str]],
     current: str | None,
@@ -222,12 +222,13 @@ def _links(
     return links
 
 
-def _bundle(
+def result_bundle(
     kind: str,
     total: int | None,
     links: list[dict[str, str]],
     entries: list[dict[str, object]],
 ) -> dict[str, object]:
+    """A history or searchset Bundle of `entries` with its paging links (and total)."""
     bundle: dict[str, Any] = {"resourceType": "Bundle", "type": kind}
     if total is not None:
         bundle["total"] = total

@@ -19,6 +19,7 @@ from starlette.routing import Route
 from carebase.api import bundles, interactions, listing
 from carebase.api.access import Guard
 from carebase.api.audited import GUARD_KEY, audited
+from carebase.api.authentication import PRINCIPAL_KEY, missing_token
 from carebase.api.negotiation import body_kind, check_response_format, is_true, reindent, render
 from carebase.api.request_body import as_resource, parse_json, read_body
 from carebase.api.responses import (
@@ -31,9 +32,9 @@ from carebase.api.responses import (
 from carebase.api.results import Context, Result, not_modified, version_headers
 from carebase.api.route_table import ROUTES, capability_bytes
 from carebase.api.shaping import shaper_for
-from carebase.auth.audit_entry import AuditTrail, MemoryAuditTrail
+from carebase.auth.audit_entry import AuditTrail
 from carebase.config import Settings
-from carebase.errors import BadRequest, Gone, NotFound, UnsupportedMediaType
+from carebase.errors import BadRequest, Gone, NotFound, Unavailable, UnsupportedMediaType
 from carebase.fhir.bundle import ID_RE
 from carebase.fhir.definitions.loader import get_definitions
 from carebase.store.base import Store, Transaction
@@ -44,12 +45,8 @@ T = TypeVar("T")
 class FhirApi:
     """The FHIR endpoints over one store; `routes(prefix)` lists them for Starlette."""
 
-    def __init__(
-        self, store: Store | None, settings: Settings, audit: AuditTrail | None = None
-    ) -> None:
+    def __init__(self, store: Store | None, settings: Settings) -> None:
         self.settings = settings
-        #: where every interaction's audit entry goes (the app replaces it at creation)
-        self.audit_trail: AuditTrail = audit or MemoryAuditTrail()
         self.types = get_definitions().resource_types
         self._store: Store | None = None
         self.inline_reads = False
@@ -92,11 +89,14 @@ class FhirApi:
 
     # --- helpers ------------------------------------------------------------------------------
 
-    def _trail(self, request: Request) -> AuditTrail:
-        """The app's audit trail (`app.state.audit_trail`, which may be swapped after the
-        app is built), else the one this API was given."""
+    @staticmethod
+    def _trail(request: Request) -> AuditTrail:
+        """The app's audit trail (`app.state.audit_trail`, read per request so it may be
+        swapped); none at all is 503: patient data is never served unaudited."""
         trail: AuditTrail | None = getattr(request.scope["app"].state, "audit_trail", None)
-        return trail if trail is not None else self.audit_trail
+        if trail is None:
+            raise Unavailable("The audit trail is not running; try again shortly")
+        return trail
 
     def context(self, request: Request) -> Context:
         """The interaction context with this request's FHIR base URL and access guard."""
@@ -469,8 +469,16 @@ class FhirApi:
 
 
 def _guard(request: Request) -> Guard:
-    """The request's access guard (`audited` puts it there for every protected route)."""
-    guard: Guard = request.scope[GUARD_KEY]
+    """The request's access guard: the one `audited` put there, else one for the
+    authenticated principal (routes of other modules, such as the audit log's, use
+    `FhirApi.context` too); no principal at all is 401 (deny by default)."""
+    scope = request.scope
+    guard: Guard | None = scope.get(GUARD_KEY)
+    if guard is None:
+        principal = scope.get(PRINCIPAL_KEY)
+        if principal is None:
+            raise missing_token()
+        guard = scope[GUARD_KEY] = Guard(principal)
     return guard
 
 

@@ -85,6 +85,10 @@ class KeyRing:
             found = self._keys.get(kid)
         return found
 
+    def kept(self) -> list[SigningKey]:
+        """Every kept key, newest first (the active one among them)."""
+        return sorted(self._keys.values(), key=lambda k: -k.created)
+
     def jwks(self) -> dict[str, Any]:
         """The JSON Web Key Set of every kept key (for `/oauth/jwks`)."""
         keys = sorted(self._keys.values(), key=lambda k: -k.created)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from carebase.cli import encryption, migrate, reindex, serve
+from carebase.cli import audit, encryption, keys, migrate, reindex, serve, token, users
 
 app = typer.Typer(
     name="carebase",
@@ -16,7 +16,11 @@ app = typer.Typer(
 serve.register(app)
 migrate.register(app)
 reindex.register(app)
+users.register(app)
+token.register(app)
+keys.register(app)
 encryption.register(app)
+audit.register(app)
 
 
 def main() -> None:

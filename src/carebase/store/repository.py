@@ -90,6 +90,13 @@ class SqlTransaction(Transaction):
         self._stale_rids: list[tuple[int]] = []
         self._pending = 0
 
+    @property
+    def cursor(self) -> Any:
+        """The write cursor, for the store's record modules (accounts) to join this unit of
+        work; flush first so their statements see (and follow) this transaction's writes."""
+        self.flush()
+        return self._cur
+
     # --- reads (flush first so they see this transaction's writes) ----------------------------
     def _current_row(self, type_: str, id_: str, lock: bool) -> tuple[Any, ...] | None:
         self.flush()

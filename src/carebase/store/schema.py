@@ -180,6 +180,137 @@ def _covering_lookups() -> Migration:
     )
 
 
-MIGRATIONS: tuple[Migration, ...] = (_initial(), _full_text(), _covering_lookups())
+#: Login accounts, their one-time recovery codes and browser sessions (`store/accounts.py`).
+ACCOUNT_TABLES: tuple[str, ...] = ("users", "user_recovery_codes", "user_sessions")
+
+
+def _accounts() -> Migration:
+    # Times are Unix milliseconds ({big}); flags are SMALLINT 0/1 on both backends.
+    statements = [
+        _both(
+            "CREATE TABLE users ("
+            " id TEXT PRIMARY KEY,"
+            " username TEXT NOT NULL,"
+            " role TEXT NOT NULL,"
+            " display_name TEXT,"
+            " password_hash TEXT,"
+            " fhir_user TEXT,"
+            " patient_id TEXT,"
+            " organization_id TEXT,"
+            " totp_secret TEXT,"
+            " totp_pending_secret TEXT,"
+            " totp_last_step {big},"
+            " disabled SMALLINT NOT NULL DEFAULT 0,"
+            " failed_attempts INTEGER NOT NULL DEFAULT 0,"
+            " locked_until {big},"
+            " created {big} NOT NULL,"
+            " updated {big} NOT NULL)"
+        ),
+        _both("CREATE UNIQUE INDEX users_username ON users (username)"),
+        _both(
+            "CREATE TABLE user_recovery_codes ("
+            " user_id TEXT NOT NULL,"
+            " code_hash TEXT NOT NULL,"
+            " used {big},"
+            " PRIMARY KEY (user_id, code_hash))"
+        ),
+        _both(
+            "CREATE TABLE user_sessions ("
+            " token_hash TEXT PRIMARY KEY,"
+            " user_id TEXT NOT NULL,"
+            " csrf_secret TEXT NOT NULL,"
+            " second_factor_pending SMALLINT NOT NULL DEFAULT 0,"
+            " created {big} NOT NULL,"
+            " last_seen {big} NOT NULL,"
+            " idle_expires {big} NOT NULL,"
+            " absolute_expires {big} NOT NULL,"
+            " revoked SMALLINT NOT NULL DEFAULT 0,"
+            " source_ip TEXT,"
+            " user_agent TEXT)"
+        ),
+        _both("CREATE INDEX user_sessions_user ON user_sessions (user_id)"),
+    ]
+    return Migration(
+        4,
+        "login accounts, recovery codes and browser sessions",
+        tuple(s for s, _ in statements),
+        tuple(p for _, p in statements),
+    )
+
+
+#: The audit log's tables (written and read only by `store/audit_records.py`).
+AUDIT_TABLES: tuple[str, ...] = ("audit_log", "audit_patient", "audit_entity")
+
+
+def _audit_log() -> Migration:
+    # `seq` is assigned by the appender (last + 1 under its lock), not by a sequence: a gap
+    # then means a deleted entry, where a sequence would leave gaps on every rollback.
+    # Each table refuses UPDATE and DELETE (and, on PostgreSQL, TRUNCATE) in the database
+    # itself; the hash chain is what catches a superuser who drops the triggers first.
+    statements = [
+        _both(
+            "CREATE TABLE audit_log ("
+            " seq {big} PRIMARY KEY,"
+            " id TEXT NOT NULL UNIQUE,"
+            " recorded {big} NOT NULL,"
+            " interaction TEXT NOT NULL,"
+            " action TEXT NOT NULL,"
+            " outcome TEXT NOT NULL,"
+            " agent TEXT,"
+            " agent_name TEXT,"
+            " patients TEXT NOT NULL,"
+            " entities TEXT NOT NULL,"
+            " break_glass SMALLINT NOT NULL,"
+            " event {blob} NOT NULL,"
+            " prev_hash TEXT NOT NULL,"
+            " hash TEXT NOT NULL)"
+        ),
+        _both("CREATE INDEX audit_log_recorded ON audit_log (recorded, seq)"),
+        _both("CREATE INDEX audit_log_agent ON audit_log (agent, seq)"),
+        _both("CREATE INDEX audit_log_agent_name ON audit_log (agent_name, seq)"),
+        _both("CREATE TABLE audit_patient (seq {big} NOT NULL, patient TEXT NOT NULL)"),
+        _both("CREATE INDEX audit_patient_lookup ON audit_patient (patient, seq)"),
+        _both("CREATE INDEX audit_patient_seq ON audit_patient (seq)"),
+        _both("CREATE TABLE audit_entity (seq {big} NOT NULL, reference TEXT NOT NULL)"),
+        _both("CREATE INDEX audit_entity_lookup ON audit_entity (reference, seq)"),
+        _both("CREATE INDEX audit_entity_seq ON audit_entity (seq)"),
+    ]
+    sqlite = [s for s, _ in statements]
+    postgresql = [p for _, p in statements]
+    postgresql.append(
+        "CREATE FUNCTION audit_append_only() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+        " RAISE EXCEPTION 'the audit log is append-only: % on % refused', TG_OP, TG_TABLE_NAME;"
+        " END $$"
+    )
+    for table in AUDIT_TABLES:
+        for op in ("UPDATE", "DELETE"):
+            sqlite.append(
+                f"CREATE TRIGGER {table}_no_{op.lower()} BEFORE {op} ON {table} BEGIN"
+                f" SELECT RAISE(ABORT, 'the audit log is append-only: {op} on {table} refused');"
+                " END"
+            )
+        postgresql.append(
+            f"CREATE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE ON {table}"
+            " FOR EACH ROW EXECUTE FUNCTION audit_append_only()"
+        )
+        postgresql.append(
+            f"CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table}"
+            " FOR EACH STATEMENT EXECUTE FUNCTION audit_append_only()"
+        )
+    return Migration(
+        6,
+        "the append-only, hash-chained audit log (audit_log, audit_patient, audit_entity)",
+        tuple(sqlite),
+        tuple(postgresql),
+    )
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    _initial(),
+    _full_text(),
+    _covering_lookups(),
+    _accounts(),
+    _audit_log(),
+)
 INDEX_TABLES: tuple[str, ...] = tuple(_INDEX_TABLES)
 LATEST = MIGRATIONS[-1].number

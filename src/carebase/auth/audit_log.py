@@ -1,0 +1,252 @@
+"""The durable audit trail: entries buffered in memory, group-committed to the database.
+
+`record()` only appends to a bounded buffer; a writer thread turns what has accumulated into
+AuditEvents and appends them - hash-chained - in one transaction every `flush_ms`
+milliseconds, so a request never waits for the database. If appending fails the trail turns
+unhealthy and `record()` raises `Unavailable` (the API then serves no patient data, rather
+than serve it unaudited) until a retry succeeds; entries already accepted stay buffered and
+are written then. `close()` writes everything plus a shutdown marker; a start that finds no
+marker at the end of the log writes an entry saying the previous run stopped uncleanly.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+
+from carebase.auth.audit_chain import SHUTDOWN, UNCLEAN_SHUTDOWN, link_all
+from carebase.auth.audit_entry import AuditEntry, AuditTrail
+from carebase.auth.audit_event import agent_key, audit_event_bytes, outcome_of
+from carebase.errors import Unavailable
+from carebase.store import audit_records
+from carebase.store.audit_records import AuditRecord, ChainHead
+from carebase.store.clock import datetime_to_ms
+from carebase.store.sql_store import SqlStore
+
+log = logging.getLogger("carebase.audit")
+
+#: Most entries held in memory; beyond it `record()` refuses (503) instead of growing.
+DEFAULT_MAX_BUFFER = 10_000
+#: Most entries one transaction writes (a backlog after an outage goes in several).
+MAX_BATCH = 2_000
+#: Wait between retries while the audit store fails (doubling up to the maximum).
+RETRY_FIRST_S, RETRY_MAX_S = 0.05, 1.0
+
+
+def _unavailable(reason: str) -> Unavailable:
+    return Unavailable(
+        f"audit store unavailable: {reason}; no patient data is served until accesses can "
+        "be recorded again, retry shortly",
+        headers={"Retry-After": "1"},
+    )
+
+
+@dataclass(slots=True)
+class TrailStats:
+    """Counters for tests, benchmarks and operators."""
+
+    accepted: int = 0
+    written: int = 0
+    transactions: int = 0
+    failures: int = 0
+
+
+def to_record(entry: AuditEntry, *, observer: str, site: str | None) -> AuditRecord:
+    """An unchained audit log row for `entry` (`audit_chain.link` places it in the chain)."""
+    id_ = os.urandom(16).hex()  # 128 random bits, a valid FHIR id
+    event = audit_event_bytes(entry, id_, observer, site)
+    principal = entry.principal
+    agent, agent_name = agent_key(principal)
+    entities = tuple(dict.fromkeys([*(f"Patient/{p}" for p in entry.patients), *entry.entities]))
+    return AuditRecord(
+        seq=0,
+        id=id_,
+        recorded=datetime_to_ms(entry.recorded),
+        interaction=entry.interaction,
+        action=entry.action,
+        outcome=outcome_of(entry),
+        agent=agent,
+        agent_name=agent_name,
+        patients=tuple(dict.fromkeys(entry.patients)),
+        entities=entities,
+        break_glass=bool(entry.break_glass or (principal and principal.break_glass)),
+        event=event,
+        prev_hash="",
+        hash="",
+    )
+
+
+class DatabaseAuditTrail(AuditTrail):
+    """The audit trail of a carebase store (SQLite or PostgreSQL); see the module docstring.
+
+    `start()` checks the previous run's shutdown and starts the writer thread (`record()`
+    starts it too if nobody did); `close()` flushes and stops it.
+    """
+
+    def __init__(
+        self,
+        store: SqlStore,
+        *,
+        flush_ms: float = 5.0,
+        max_buffer: int = DEFAULT_MAX_BUFFER,
+        observer: str = "carebase",
+        site: str | None = None,
+    ) -> None:
+        self.store = store
+        self.flush_s = max(flush_ms, 0.0) / 1000
+        self.max_buffer = max_buffer
+        self.observer, self.site = observer, site
+        self.stats = TrailStats()
+        self._buffer: deque[AuditEntry] = deque()
+        self._cond = threading.Condition()
+        self._healthy = True
+        self._error: str | None = None
+        self._closing = False
+        self._closed = False
+        #: the start-up check for an unclean previous shutdown has not succeeded yet
+        self._check_pending = True
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+
+    # --- the AuditTrail interface ---------------------------------------------------------
+    @property
+    def healthy(self) -> bool:
+        """Whether the last attempt to write succeeded (False: `record()` refuses)."""
+        return self._healthy
+
+    def record(self, entry: AuditEntry) -> None:
+        """Buffer `entry` for the writer; raises Unavailable when the audit store is failing,
+        the buffer is full, or the trail is closed."""
+        if self._thread is None and not self._closed:
+            self.start()
+        with self._cond:
+            if self._closed or self._closing:
+                raise _unavailable("the audit trail is shut down")
+            if not self._healthy:
+                raise _unavailable(self._error or "writes are failing")
+            if len(self._buffer) >= self.max_buffer:
+                raise _unavailable(f"{self.max_buffer} entries are waiting to be written")
+            self._buffer.append(entry)
+            self.stats.accepted += 1
+            if len(self._buffer) == 1:
+                self._cond.notify()
+
+    def flush(self, timeout: float = 30.0) -> None:
+        """Return once every entry accepted so far is written; Unavailable if that fails
+        within `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            target = self.stats.accepted
+            self._cond.notify_all()
+            while self.stats.written < target:
+                left = deadline - time.monotonic()
+                if left <= 0 or self._thread is None:
+                    raise _unavailable(self._error or "entries could not be written in time")
+                self._cond.wait(min(left, 0.05))
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Write every buffered entry and a shutdown marker, then stop the writer."""
+        with self._cond:
+            if self._closed or self._closing:
+                return
+            if self._thread is None:
+                self._closed = True
+                return
+            self._buffer.append(AuditEntry(SHUTDOWN, "E", description="carebase shut down"))
+            self.stats.accepted += 1
+            self._closing = True
+            self._cond.notify_all()
+        thread = self._thread
+        thread.join(timeout)
+        with self._cond:
+            self._closed = True
+            lost = len(self._buffer)
+        if thread.is_alive() or lost:
+            log.error("audit trail closed with %d entries unwritten: %s", lost, self._error)
+            raise _unavailable(f"{lost} entries could not be written before shutdown")
+
+    # --- start-up -----------------------------------------------------------------------------
+    def start(self) -> None:
+        """Note an unclean previous shutdown in the log, then start the writer thread."""
+        with self._start_lock:
+            if self._thread is not None:
+                return
+            try:
+                self._write([])  # the start-up check alone
+            except Exception as exc:  # the store failing at start: the writer retries it
+                self._fail(exc)
+            thread = threading.Thread(target=self._run, name="carebase-audit", daemon=True)
+            self._thread = thread
+            thread.start()
+
+    def _unclean_marker(self, head: ChainHead) -> list[AuditRecord]:
+        """The entry noting an unclean previous shutdown, if the log's last entry says so
+        (checked once, with the first append that succeeds)."""
+        if not self._check_pending or head.seq == 0 or head.interaction == SHUTDOWN:
+            return []
+        entry = AuditEntry(
+            UNCLEAN_SHUTDOWN,
+            "E",
+            outcome="4",
+            description=(
+                f"The previous run did not shut down cleanly (its last entry, seq {head.seq}, "
+                "is not a shutdown marker): entries of its last few milliseconds may be lost"
+            ),
+        )
+        return [to_record(entry, observer=self.observer, site=self.site)]
+
+    # --- the writer thread ----------------------------------------------------------------
+    def _run(self) -> None:
+        retry = RETRY_FIRST_S
+        while True:
+            with self._cond:
+                while not self._buffer and not self._closing and not self._check_pending:
+                    self._cond.wait()
+                if not self._buffer and self._closing:
+                    return  # everything is written
+            if not self._closing and self._healthy:
+                time.sleep(self.flush_s)  # let entries of concurrent requests gather
+            with self._cond:
+                batch = [self._buffer[i] for i in range(min(len(self._buffer), MAX_BATCH))]
+            try:
+                self._write(batch)
+            except Exception as exc:
+                self._fail(exc)
+                if self._closing and retry >= RETRY_MAX_S:
+                    return  # close() reports what is left
+                time.sleep(retry)
+                retry = min(retry * 2, RETRY_MAX_S)
+                continue
+            retry = RETRY_FIRST_S
+            with self._cond:
+                for _ in batch:
+                    self._buffer.popleft()
+                self.stats.written += len(batch)
+                self.stats.transactions += 1
+                if not self._healthy:
+                    log.warning("audit store writes succeed again; serving resumes")
+                self._healthy, self._error = True, None
+                self._cond.notify_all()
+
+    def _write(self, batch: list[AuditEntry]) -> None:
+        """Append `batch` in one transaction (after the start-up marker, if one is due)."""
+        records = [to_record(e, observer=self.observer, site=self.site) for e in batch]
+
+        def build(head: ChainHead) -> list[AuditRecord]:
+            return link_all([*self._unclean_marker(head), *records], head.seq, head.hash)
+
+        audit_records.append(self.store, build)
+        self._check_pending = False
+
+    def _fail(self, exc: Exception) -> None:
+        reason = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+        with self._cond:
+            if self._healthy:
+                log.error("audit store writes fail; refusing to serve patient data: %s", reason)
+            self._healthy, self._error = False, reason
+            self.stats.failures += 1
+            self._cond.notify_all()

@@ -1,0 +1,46 @@
+"""Rendering HTML pages from `web/templates/` with Jinja2 (autoescaped, no inline script)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from jinja2 import Environment, PackageLoader, StrictUndefined
+from starlette.requests import Request
+from starlette.responses import HTMLResponse
+
+from carebase.web.sessions_http import apply_cookies, csrf_token
+
+# Autoescape every template whatever its name: all of them are HTML. StrictUndefined turns a
+# misspelt variable into an error in tests instead of an empty string on a page.
+_environment = Environment(
+    loader=PackageLoader("carebase.web", "templates"),
+    autoescape=True,
+    undefined=StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+
+def render(
+    request: Request,
+    name: str,
+    context: Mapping[str, Any] | None = None,
+    status: int = 200,
+    headers: Mapping[str, str] | None = None,
+) -> HTMLResponse:
+    """The page `name` filled with `context`.
+
+    Every template also sees `request`, `csrf_token` (for the hidden form field; pages for a
+    signed-in user must have awaited `current_user` first) and `user` (None unless given).
+    Pages are never cached: they may show personal data or carry a CSRF token.
+    """
+    values: dict[str, Any] = {"request": request, "user": None}
+    values.update(context or {})
+    if "csrf_token" not in values:
+        values["csrf_token"] = csrf_token(request)
+    html = _environment.get_template(name).render(values)
+    response = HTMLResponse(html, status_code=status, headers=dict(headers or {}))
+    response.headers["Cache-Control"] = "no-store"
+    apply_cookies(request, response)
+    return response
