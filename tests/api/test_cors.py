@@ -10,6 +10,7 @@ import pytest_asyncio
 from api_helpers import FHIR_JSON, bearer, create, patient
 
 from carebase.api.app import create_app
+from carebase.auth.audit_entry import MemoryAuditTrail
 from carebase.config import Settings
 from carebase.store.base import Store
 
@@ -19,7 +20,11 @@ EVIL = "https://evil.example.com"
 
 @pytest_asyncio.fixture
 async def cors_client(store: Store, settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings.with_(cors_origins=(GOOD, "http://localhost:3000")), store)
+    app = create_app(
+        settings.with_(cors_origins=(GOOD, "http://localhost:3000")),
+        store,
+        audit=MemoryAuditTrail(),
+    )
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(
         transport=transport, base_url="http://testserver", headers=bearer(app)
@@ -98,7 +103,7 @@ async def test_no_origins_configured_means_no_cors(client: httpx.AsyncClient) ->
 
 @pytest.mark.asyncio
 async def test_wildcard_never_with_credentials(store: Store, settings: Settings) -> None:
-    app = create_app(settings.with_(cors_origins=("*",)), store)
+    app = create_app(settings.with_(cors_origins=("*",)), store, audit=MemoryAuditTrail())
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(
         transport=transport, base_url="http://testserver", headers=bearer(app)

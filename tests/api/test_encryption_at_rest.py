@@ -12,6 +12,7 @@ from api_helpers import FHIR_JSON, bearer, create, observation, patient
 from starlette.applications import Starlette
 
 from carebase.api.app import create_app
+from carebase.auth.audit_entry import MemoryAuditTrail
 from carebase.config import Settings
 from carebase.errors import StorageError
 from carebase.store.base import Store
@@ -33,7 +34,7 @@ def sealed_store(store: Store) -> Iterator[SqlStore]:
 
 @pytest_asyncio.fixture
 async def client(sealed_store: SqlStore, settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    app: Starlette = create_app(settings, sealed_store)
+    app: Starlette = create_app(settings, sealed_store, audit=MemoryAuditTrail())
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(
         transport=transport, base_url="http://testserver", headers=bearer(app)

@@ -10,6 +10,7 @@ from starlette.applications import Starlette
 
 from carebase.api import interactions
 from carebase.api.app import create_app
+from carebase.auth.audit_entry import MemoryAuditTrail
 from carebase.config import Settings
 from carebase.store.base import Store
 
@@ -106,7 +107,7 @@ async def test_nesting_depth_limit(client: httpx.AsyncClient) -> None:
 
 
 async def test_body_size_limit(store: Store, settings: Settings) -> None:
-    app = create_app(settings.with_(max_body_bytes=1000), store)
+    app = create_app(settings.with_(max_body_bytes=1000), store, audit=MemoryAuditTrail())
     transport = httpx.ASGITransport(app=app)
     big = orjson.dumps(patient("x" * 2000))
     async with httpx.AsyncClient(

@@ -12,6 +12,7 @@ from api_helpers import BASE, bearer, create, issue_text, observation, patient
 from starlette.applications import Starlette
 
 from carebase.api.app import create_app
+from carebase.auth.audit_entry import MemoryAuditTrail
 from carebase.config import Settings
 from carebase.store.base import Store
 
@@ -87,7 +88,7 @@ async def test_include_revinclude_entries(client: httpx.AsyncClient) -> None:
 
 
 async def test_include_cap_adds_a_warning(store: Store, settings: Settings) -> None:
-    app: Starlette = create_app(settings.with_(max_include=2), store)
+    app: Starlette = create_app(settings.with_(max_include=2), store, audit=MemoryAuditTrail())
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://testserver", headers=bearer(app)
     ) as client:
