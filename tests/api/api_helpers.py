@@ -40,3 +40,15 @@ def issue_text(response: httpx.Response) -> str:
     body = response.json()
     assert body["resourceType"] == "OperationOutcome", body
     return " | ".join(i.get("diagnostics", "") for i in body["issue"])
+
+
+def bearer(
+    app: Any, scopes: tuple[str, ...] = ("system/*.cruds",), **claims: Any
+) -> dict[str, str]:
+    """An Authorization header with a token the app accepts (default: a backend service
+    allowed everything); `claims` go to `TokenService.issue` (role, patient, ...)."""
+    claims.setdefault("kind", "service")
+    claims.setdefault("role", "service")
+    claims.setdefault("subject", "test-client")
+    token, _ = app.state.tokens.issue(scopes=list(scopes), **claims)
+    return {"Authorization": f"Bearer {token}"}

@@ -26,6 +26,7 @@ from urllib.parse import quote, urlencode
 import anyio.from_thread
 import httpx
 import orjson
+from api_helpers import bearer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.applications import Starlette
@@ -449,7 +450,9 @@ def test_bad_input_never_breaks_the_server(app: Starlette) -> None:
     # Hypothesis drives a synchronous function; requests reach the in-process app through a
     # blocking portal (an event loop in a helper thread), as Starlette's TestClient does.
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    client = httpx.AsyncClient(transport=transport, base_url="http://testserver")
+    client = httpx.AsyncClient(
+        transport=transport, base_url="http://testserver", headers=bearer(app)
+    )
     with anyio.from_thread.start_blocking_portal() as portal:
 
         def call(method: str, url: str, **kwargs: Any) -> httpx.Response:

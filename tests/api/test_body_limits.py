@@ -8,7 +8,7 @@ from urllib.parse import parse_qs
 import httpx
 import pytest
 import pytest_asyncio
-from api_helpers import FHIR_JSON, create, issue_text, patient
+from api_helpers import FHIR_JSON, bearer, create, issue_text, patient
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -17,6 +17,7 @@ from starlette.routing import Route
 
 from carebase.api.app import create_app
 from carebase.api.body_limit import BodyLimitMiddleware
+from carebase.auth.audit_entry import MemoryAuditTrail
 from carebase.config import Settings
 from carebase.store.base import Store
 
@@ -26,9 +27,13 @@ LIMIT = 4096
 
 @pytest_asyncio.fixture
 async def small(store: Store, settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings.with_(max_body_bytes=LIMIT, max_json_depth=20), store)
+    app = create_app(
+        settings.with_(max_body_bytes=LIMIT, max_json_depth=20), store, audit=MemoryAuditTrail()
+    )
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://testserver", headers=bearer(app)
+    ) as c:
         yield c
 
 

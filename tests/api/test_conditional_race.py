@@ -6,6 +6,7 @@ import threading
 import time
 
 from carebase.api import interactions
+from carebase.api.access import Guard
 from carebase.api.results import Context
 from carebase.config import Settings
 from carebase.store.base import Store
@@ -16,7 +17,7 @@ def patient(family: str, **extra: object) -> dict[str, object]:
 
 
 def test_concurrent_conditional_creates_make_one_resource(store: Store) -> None:
-    ctx = Context(store, Settings(), "http://testserver/fhir")
+    ctx = Context(store, Settings(), "http://testserver/fhir", Guard.unrestricted())
     barrier = threading.Barrier(6)
     statuses: list[int] = []
 

@@ -7,9 +7,10 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 import pytest_asyncio
-from api_helpers import FHIR_JSON, create, patient
+from api_helpers import FHIR_JSON, bearer, create, patient
 
 from carebase.api.app import create_app
+from carebase.auth.audit_entry import MemoryAuditTrail
 from carebase.config import Settings
 from carebase.store.base import Store
 
@@ -19,9 +20,15 @@ EVIL = "https://evil.example.com"
 
 @pytest_asyncio.fixture
 async def cors_client(store: Store, settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings.with_(cors_origins=(GOOD, "http://localhost:3000")), store)
+    app = create_app(
+        settings.with_(cors_origins=(GOOD, "http://localhost:3000")),
+        store,
+        audit=MemoryAuditTrail(),
+    )
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://testserver", headers=bearer(app)
+    ) as c:
         yield c
 
 
@@ -96,9 +103,11 @@ async def test_no_origins_configured_means_no_cors(client: httpx.AsyncClient) ->
 
 @pytest.mark.asyncio
 async def test_wildcard_never_with_credentials(store: Store, settings: Settings) -> None:
-    app = create_app(settings.with_(cors_origins=("*",)), store)
+    app = create_app(settings.with_(cors_origins=("*",)), store, audit=MemoryAuditTrail())
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://testserver", headers=bearer(app)
+    ) as c:
         r = await c.get("/fhir/metadata", headers={"Origin": EVIL})
         pre = await c.options("/fhir/Patient", headers=_preflight(EVIL, "POST"))
     assert r.headers["access-control-allow-origin"] == "*"

@@ -14,12 +14,15 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import orjson
 import psycopg
 import pytest
 
+from carebase.auth.keys import KeyRing
+from carebase.auth.tokens import TokenService
 from carebase.store.base import Store
 
 ENTRIES = 5000
@@ -31,7 +34,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _start(url: str) -> tuple[subprocess.Popen[bytes], str]:
+def _start(url: str, data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
     port = _free_port()
     proc = subprocess.Popen(
         [
@@ -48,6 +51,7 @@ def _start(url: str) -> tuple[subprocess.Popen[bytes], str]:
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        env={**os.environ, "CAREBASE_DATA_DIR": str(data_dir)},
     )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -90,8 +94,19 @@ def _bundle() -> bytes:
     return orjson.dumps({"resourceType": "Bundle", "type": "transaction", "entry": entries})
 
 
-def _history_total(base: str) -> int:
-    response = httpx.get(f"{base}/fhir/_history", params={"_count": "1"}, timeout=30)
+def _auth(base: str, data_dir: Path) -> dict[str, str]:
+    """A bearer token the server at `base` accepts (signed with its data directory's keys)."""
+    tokens = TokenService(KeyRing.open(data_dir / "keys"), issuer=base, audience=f"{base}/fhir")
+    token, _ = tokens.issue(
+        subject="test", scopes=["system/*.cruds"], kind="service", role="service"
+    )
+    return {"Authorization": f"Bearer {token}"}
+
+
+def _history_total(base: str, data_dir: Path) -> int:
+    response = httpx.get(
+        f"{base}/fhir/_history", params={"_count": "1"}, headers=_auth(base, data_dir), timeout=30
+    )
     assert response.status_code == 200, response.text
     return int(response.json()["total"])
 
@@ -109,8 +124,8 @@ def _writing_started(store: Store, wal_start: int) -> bool:
     return bool(row and row[0])
 
 
-def test_sigkill_during_transaction_leaves_nothing(store: Store) -> None:
-    proc, base = _start(store.url)
+def test_sigkill_during_transaction_leaves_nothing(store: Store, tmp_path: Path) -> None:
+    proc, base = _start(store.url, tmp_path)
     outcome: list[object] = []
 
     def post() -> None:
@@ -119,7 +134,7 @@ def test_sigkill_during_transaction_leaves_nothing(store: Store) -> None:
                 httpx.post(
                     f"{base}/fhir",
                     content=_bundle(),
-                    headers={"Content-Type": "application/fhir+json"},
+                    headers={"Content-Type": "application/fhir+json", **_auth(base, tmp_path)},
                     timeout=120,
                 ).status_code
             )
@@ -127,7 +142,7 @@ def test_sigkill_during_transaction_leaves_nothing(store: Store) -> None:
             outcome.append(exc)
 
     try:
-        assert _history_total(base) == 0
+        assert _history_total(base, tmp_path) == 0
         wal = f"{getattr(store, 'path', '')}-wal"
         wal_start = os.path.getsize(wal) if os.path.exists(wal) else 0
         client = threading.Thread(target=post)
@@ -146,17 +161,17 @@ def test_sigkill_during_transaction_leaves_nothing(store: Store) -> None:
         pytest.fail("the transaction finished before the kill; make the Bundle larger")
     assert outcome and isinstance(outcome[0], httpx.HTTPError)
 
-    proc, base = _start(store.url)
+    proc, base = _start(store.url, tmp_path)
     try:
-        assert _history_total(base) == 0
+        assert _history_total(base, tmp_path) == 0
         created = httpx.post(
             f"{base}/fhir/Patient",
             content=b'{"resourceType":"Patient","name":[{"family":"After"}]}',
-            headers={"Content-Type": "application/fhir+json"},
+            headers={"Content-Type": "application/fhir+json", **_auth(base, tmp_path)},
             timeout=30,
         )
         assert created.status_code == 201
-        assert _history_total(base) == 1
+        assert _history_total(base, tmp_path) == 1
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

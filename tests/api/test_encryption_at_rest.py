@@ -8,10 +8,11 @@ from collections.abc import AsyncIterator, Iterator
 import httpx
 import pytest
 import pytest_asyncio
-from api_helpers import FHIR_JSON, create, observation, patient
+from api_helpers import FHIR_JSON, bearer, create, observation, patient
 from starlette.applications import Starlette
 
 from carebase.api.app import create_app
+from carebase.auth.audit_entry import MemoryAuditTrail
 from carebase.config import Settings
 from carebase.errors import StorageError
 from carebase.store.base import Store
@@ -33,9 +34,11 @@ def sealed_store(store: Store) -> Iterator[SqlStore]:
 
 @pytest_asyncio.fixture
 async def client(sealed_store: SqlStore, settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    app: Starlette = create_app(settings, sealed_store)
+    app: Starlette = create_app(settings, sealed_store, audit=MemoryAuditTrail())
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://testserver", headers=bearer(app)
+    ) as c:
         yield c
 
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import httpx
 import orjson
 import pytest
-from api_helpers import FHIR_JSON, create, issue_text, patient
+from api_helpers import FHIR_JSON, bearer, create, issue_text, patient
 from starlette.applications import Starlette
 
 from carebase.api import interactions
 from carebase.api.app import create_app
+from carebase.auth.audit_entry import MemoryAuditTrail
 from carebase.config import Settings
 from carebase.store.base import Store
 
@@ -106,10 +107,12 @@ async def test_nesting_depth_limit(client: httpx.AsyncClient) -> None:
 
 
 async def test_body_size_limit(store: Store, settings: Settings) -> None:
-    app = create_app(settings.with_(max_body_bytes=1000), store)
+    app = create_app(settings.with_(max_body_bytes=1000), store, audit=MemoryAuditTrail())
     transport = httpx.ASGITransport(app=app)
     big = orjson.dumps(patient("x" * 2000))
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://testserver", headers=bearer(app)
+    ) as c:
         r = await c.post("/fhir/Patient", content=big, headers=FHIR_JSON)
         assert r.status_code == 413
         assert "1000 bytes" in issue_text(r)

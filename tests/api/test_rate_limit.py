@@ -12,6 +12,7 @@ from starlette.routing import Route
 from carebase.api.app import create_app
 from carebase.api.hardening import hardening_middleware
 from carebase.api.rate_limit import LIMITED_PATHS, RateLimitMiddleware
+from carebase.auth.audit_entry import MemoryAuditTrail
 from carebase.auth.rate_limiter import RateLimit, TokenBucketLimiter
 from carebase.config import Settings
 from carebase.store.base import Store
@@ -60,7 +61,7 @@ async def test_each_limited_endpoint_throttles_per_ip() -> None:
 async def test_the_app_limits_by_default_and_labels_the_429(
     store: Store, settings: Settings
 ) -> None:
-    app = create_app(settings.with_(auth_rate_limit="2/minute:2"), store)
+    app = create_app(settings.with_(auth_rate_limit="2/minute:2"), store, audit=MemoryAuditTrail())
     async with _client(app, "192.0.2.7") as client:
         codes = [(await client.post("/oauth/token")).status_code for _ in range(3)]
         # No OAuth routes on this branch yet: the router answers 404 until the limit hits.

@@ -8,10 +8,11 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-from api_helpers import BASE, create, issue_text, observation, patient
+from api_helpers import BASE, bearer, create, issue_text, observation, patient
 from starlette.applications import Starlette
 
 from carebase.api.app import create_app
+from carebase.auth.audit_entry import MemoryAuditTrail
 from carebase.config import Settings
 from carebase.store.base import Store
 
@@ -87,9 +88,9 @@ async def test_include_revinclude_entries(client: httpx.AsyncClient) -> None:
 
 
 async def test_include_cap_adds_a_warning(store: Store, settings: Settings) -> None:
-    app: Starlette = create_app(settings.with_(max_include=2), store)
+    app: Starlette = create_app(settings.with_(max_include=2), store, audit=MemoryAuditTrail())
     async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://testserver"
+        transport=httpx.ASGITransport(app=app), base_url="http://testserver", headers=bearer(app)
     ) as client:
         pid = (await create(client, patient()))["id"]
         for i in range(4):

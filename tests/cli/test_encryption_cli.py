@@ -175,11 +175,13 @@ def test_serve_seals_with_the_configured_key(tmp_path: Path) -> None:
         made = httpx.post(
             f"{server.base}/fhir/Patient",
             json={"resourceType": "Patient", "name": [{"family": "Served"}]},
-            headers={"Content-Type": "application/fhir+json"},
+            headers={"Content-Type": "application/fhir+json", **server.auth},
             timeout=10,
         )
         assert made.status_code == 201, made.text
-        read = httpx.get(f"{server.base}/fhir/Patient/{made.json()['id']}", timeout=10)
+        read = httpx.get(
+            f"{server.base}/fhir/Patient/{made.json()['id']}", headers=server.auth, timeout=10
+        )
         assert read.json() == made.json()
     body = sqlite3.connect(db).execute("SELECT body FROM resource").fetchone()[0]
     assert bytes(body).startswith(b"\x00CB1") and b"Served" not in bytes(body)

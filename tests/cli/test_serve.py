@@ -22,6 +22,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from carebase.auth.keys import KeyRing
+from carebase.auth.tokens import TokenService
+
 FHIR_JSON = "application/fhir+json"
 STOP_CODES = (0, -signal.SIGTERM)  # uvicorn re-raises SIGTERM after a clean shutdown
 
@@ -47,10 +50,22 @@ class Server:
     proc: subprocess.Popen[bytes]
     port: int
     log: Path
+    data_dir: Path
 
     @property
     def base(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def auth(self) -> dict[str, str]:
+        """An Authorization header the server accepts (signed with its data directory's
+        keys, as `carebase token` does)."""
+        ring = KeyRing.open(self.data_dir / "keys")
+        tokens = TokenService(ring, issuer=self.base, audience=f"{self.base}/fhir")
+        token, _ = tokens.issue(
+            subject="test", scopes=["system/*.cruds"], kind="service", role="service"
+        )
+        return {"Authorization": f"Bearer {token}"}
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
@@ -74,7 +89,8 @@ def serving(tmp_path: Path, *args: str, **env: str) -> Iterator[Server]:
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-    server = Server(proc, port, log)
+    data_dir = Path(env.get("CAREBASE_DATA_DIR") or tmp_path / "carebase-data")
+    server = Server(proc, port, log, data_dir)
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -115,7 +131,7 @@ def _create_patient(client: httpx.Client) -> dict[str, object]:
 def test_serve_sqlite_round_trip_and_clean_stop(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     with serving(tmp_path, CAREBASE_DATA_DIR=str(data_dir)) as server:
-        with httpx.Client(base_url=server.base, timeout=10) as client:
+        with httpx.Client(base_url=server.base, timeout=10, headers=server.auth) as client:
             meta = client.get("/fhir/metadata")
             assert meta.status_code == 200
             assert meta.headers["content-type"].startswith(FHIR_JSON)
@@ -133,6 +149,21 @@ def test_serve_sqlite_round_trip_and_clean_stop(tmp_path: Path) -> None:
         assert code in STOP_CODES, server.output()
         assert "Application shutdown complete" in server.output()
         assert "Traceback" not in server.output()
+
+
+def test_serve_requires_a_token_unless_dev_no_auth(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    with serving(tmp_path, CAREBASE_DATA_DIR=str(data_dir)) as server:
+        refused = httpx.get(f"{server.base}/fhir/Patient", timeout=10)
+        assert refused.status_code == 401
+        assert refused.headers["WWW-Authenticate"] == 'Bearer realm="carebase"'
+        assert "WARNING" not in server.output()
+    with serving(tmp_path, "--dev-no-auth", CAREBASE_DATA_DIR=str(data_dir)) as server:
+        open_ = httpx.get(f"{server.base}/fhir/Patient", timeout=10)
+        assert open_.status_code == 200, open_.text
+        output = server.output()
+        assert "authentication and access control are DISABLED" in output
+        assert "AUTHENTICATION AND ACCESS CONTROL ARE DISABLED" in output  # each worker's start
 
 
 def test_serve_refuses_several_workers_on_sqlite(tmp_path: Path) -> None:
@@ -208,10 +239,12 @@ def _server_side_inode(server_port: int, client_port: int) -> int | None:
     return None
 
 
-def _read_fresh(port: int, path: str) -> tuple[http.client.HTTPConnection, dict[str, object]]:
+def _read_fresh(
+    server: Server, path: str, auth: dict[str, str]
+) -> tuple[http.client.HTTPConnection, dict[str, object]]:
     """GET `path` on a new connection, left open so its server end can be attributed."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    conn.request("GET", path, headers={"Accept": FHIR_JSON})
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    conn.request("GET", path, headers={"Accept": FHIR_JSON, **auth})
     response = conn.getresponse()
     body = response.read()
     assert response.status == 200, body
@@ -223,10 +256,11 @@ def test_serve_two_workers_on_postgresql(tmp_path: Path, fresh_pg_url: str) -> N
         workers = _children(server.proc.pid)
         assert len(workers) == 2, (workers, server.output())
 
-        with httpx.Client(base_url=server.base, timeout=10) as client:
+        with httpx.Client(base_url=server.base, timeout=10, headers=server.auth) as client:
             created = _create_patient(client)
         path = f"/fhir/Patient/{created['id']}"
 
+        auth = server.auth
         served_by: dict[int, int] = dict.fromkeys(workers, 0)
         open_conns: list[http.client.HTTPConnection] = []
         try:
@@ -237,11 +271,13 @@ def test_serve_two_workers_on_postgresql(tmp_path: Path, fresh_pg_url: str) -> N
             while requests < 50 or min(served_by.values()) == 0:
                 assert time.monotonic() < deadline, (served_by, server.output())
                 if requests == 25:  # update half way: later reads must see version 2
-                    with httpx.Client(base_url=server.base, timeout=10) as client:
+                    with httpx.Client(
+                        base_url=server.base, timeout=10, headers=server.auth
+                    ) as client:
                         body = {**PATIENT, "id": created["id"], "gender": "male"}
                         put = client.put(path, json=body, headers={"Content-Type": FHIR_JSON})
                         assert put.status_code == 200, put.text
-                conn, resource = _read_fresh(server.port, path)
+                conn, resource = _read_fresh(server, path, auth)
                 open_conns.append(conn)
                 requests += 1
                 assert resource["id"] == created["id"]

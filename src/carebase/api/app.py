@@ -10,12 +10,14 @@ from collections.abc import AsyncIterator, Callable
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from carebase.api.audit_routes import AuditApi
+from carebase.api.authentication import Authentication
 from carebase.api.hardening import hardening_middleware
 from carebase.api.oauth_routes import OAuthApi
 from carebase.api.responses import http_exception, unhandled_exception
@@ -60,11 +62,19 @@ def create_app(
     With no `store`, one is opened from `settings.resolved_database_url` at startup (and
     closed at shutdown); either way the schema is migrated at startup. With no `audit`, the
     durable database trail of the store is `app.state.audit_trail`: started at startup (it
-    notes an unclean previous shutdown) and flushed and closed at shutdown.
+    notes an unclean previous shutdown) and flushed and closed at shutdown. Every `/fhir`
+    request is authenticated (access tokens verified with `app.state.tokens`) unless
+    `settings.auth_disabled`, which logs a warning.
     """
     owned = store is None
     api = FhirApi(store, settings)
     owned_trail = audit is None
+    if settings.auth_disabled:
+        log.warning(
+            "AUTHENTICATION AND ACCESS CONTROL ARE DISABLED (CAREBASE_DEV_NO_AUTH): every "
+            "request to /fhir runs as an all-powerful development user. Never do this with "
+            "real patient data."
+        )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -114,6 +124,10 @@ def create_app(
         audit
         if audit is not None
         else (durable_trail(store, settings) if store is not None else None)
+    )
+    # innermost: headers, CORS preflight, rate and body limits apply to refusals too
+    app.user_middleware.append(
+        Middleware(Authentication, state=app.state, disabled=settings.auth_disabled)
     )
     return app
 

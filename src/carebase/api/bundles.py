@@ -48,6 +48,7 @@ log = logging.getLogger("carebase.api")
 def process(ctx: Context, bundle: object, prefer: str | None = None) -> dict[str, object]:
     """Process a transaction or batch Bundle; returns the response Bundle."""
     kind, entries = parse_bundle(bundle, ctx.base)
+    ctx.guard.interaction = kind
     if kind == "transaction":
         results = run_transaction(ctx, entries)
         return response_bundle(ctx, "transaction-response", entries, results, prefer)
@@ -146,14 +147,14 @@ class _Plan:
             found = None
             if entry.if_none_exist:
                 params = interactions.criteria(entry.if_none_exist, "ifNoneExist")
-                found = interactions.match_one(tx, type_, params, "ifNoneExist")
+                found = interactions.match_one(self.ctx, tx, type_, params, "ifNoneExist")
             if found is not None:
                 self.existing.add(entry.index)
             id_ = found or new_id()
         elif id_ is None:
             what = f"Conditional {entry.method.lower()}"
             params = interactions.criteria(entry.target.query, what)
-            id_ = interactions.match_one(tx, type_, params, what)
+            id_ = interactions.match_one(self.ctx, tx, type_, params, what)
             if id_ is None and entry.method == "PUT":
                 body_id = (entry.resource or {}).get("id")
                 id_ = body_id if isinstance(body_id, str) else new_id()
@@ -196,7 +197,8 @@ class _Plan:
         assert match is not None
         type_ = interactions.require_type(match.group(1))
         params = interactions.criteria(match.group(2), f"Conditional reference {ref}")
-        ids = self.tx.search_ids(type_, params, limit=2)
+        restriction = self.ctx.guard.conditional(type_)
+        ids = self.tx.search_ids(type_, params, limit=2, restriction=restriction)
         if len(ids) != 1:
             raise PreconditionFailed(
                 f"Conditional reference {ref} matches "

@@ -82,9 +82,13 @@ def criteria(query: str | list[tuple[str, str]], what: str) -> list[tuple[str, s
     return pairs
 
 
-def match_one(tx: Transaction, type_: str, params: list[tuple[str, str]], what: str) -> str | None:
-    """The id of the single match of a conditional interaction (None for no match; 412 >1)."""
-    ids = tx.search_ids(type_, params, limit=2)
+def match_one(
+    ctx: Context, tx: Transaction, type_: str, params: list[tuple[str, str]], what: str
+) -> str | None:
+    """The id of the single match of a conditional interaction among the resources the
+    caller may search (None for no match; 412 for more than one)."""
+    restriction = ctx.guard.conditional(type_)
+    ids = tx.search_ids(type_, params, limit=2, restriction=restriction)
     if len(ids) > 1:
         raise PreconditionFailed(
             f"{what}: the criteria match more than one {type_}; make them more selective"
@@ -118,12 +122,13 @@ def create(
 ) -> Result:
     """Create (POST); conditional create when `if_none_exist` holds search criteria."""
     require_type(type_)
+    ctx.guard.require_write(type_, "c")
     if validate:
         check(resource, type_)
     if if_none_exist is not None:
         params = criteria(if_none_exist, "If-None-Exist")
         tx.lock(f"{type_}?{sorted(params)}")
-        found = match_one(tx, type_, params, "If-None-Exist")
+        found = match_one(ctx, tx, type_, params, "If-None-Exist")
         if found is not None:
             existing = tx.read(type_, found)
             assert existing is not None
@@ -137,7 +142,9 @@ def create(
                 preferable=True,
             )
     resource.pop("id", None)  # the server assigns ids on create (R4 http.html#create)
-    return _created(ctx, tx.create(type_, resource, id_), 201)
+    stored = tx.create(type_, resource, id_)
+    ctx.guard.after_write(tx, stored, "c")
+    return _created(ctx, stored, 201)
 
 
 def update(
@@ -156,6 +163,7 @@ def update(
     check_body_id(type_, id_, resource)
     if validate:
         check(resource, type_)
+    ctx.guard.before_change(tx, type_, id_, "u")
     version = parse_etag(if_match) if if_match else None
     if if_none_match:
         current = tx.read(type_, id_)
@@ -167,6 +175,7 @@ def update(
                     location="If-None-Match",
                 )
     stored, created = tx.update(type_, id_, resource, if_match=version)
+    ctx.guard.after_write(tx, stored, "u")
     return _created(ctx, stored, 201 if created else 200)
 
 
@@ -184,13 +193,11 @@ def conditional_update(
     require_type(type_)
     params = criteria(query, "Conditional update")
     tx.lock(f"{type_}?{sorted(params)}")
-    found = match_one(tx, type_, params, "Conditional update")
+    found = match_one(ctx, tx, type_, params, "Conditional update")
     body_id = resource.get("id")
     if found is None:
         if body_id is None:
-            if validate:
-                check(resource, type_)
-            return _created(ctx, tx.create(type_, resource), 201)
+            return create(ctx, tx, type_, resource, validate=validate)
         if not isinstance(body_id, str):
             raise BadRequest("Resource id must be a string", location=f"{type_}.id")
         return update(ctx, tx, type_, body_id, resource, if_match=if_match, validate=validate)
@@ -209,6 +216,7 @@ def delete(
     """Delete Type/id; deleting something absent or already deleted succeeds too."""
     require_type(type_)
     require_id(id_)
+    ctx.guard.before_change(tx, type_, id_, "d")
     version = parse_etag(if_match) if if_match else None
     stored = tx.delete(type_, id_, if_match=version)
     message = f"Deleted {type_}/{id_}" if stored else f"{type_}/{id_} was already absent"
@@ -223,7 +231,7 @@ def conditional_delete(
 ) -> Result:
     """DELETE Type?criteria: deletes the single match (none is fine; several is 412)."""
     require_type(type_)
-    found = match_one(tx, type_, criteria(query, "Conditional delete"), "Conditional delete")
+    found = match_one(ctx, tx, type_, criteria(query, "Conditional delete"), "Conditional delete")
     if found is None:
         message = "No resource matched; nothing deleted"
         return Result(200, outcome=operation_outcome.information(message))
@@ -245,6 +253,7 @@ def patch(
 
     require_type(type_)
     require_id(id_)
+    ctx.guard.before_change(tx, type_, id_, "u", missing_is_404=True)
     current = tx.read(type_, id_)
     if current is None:
         raise NotFound(f"{type_}/{id_} does not exist")
@@ -271,6 +280,7 @@ def patch(
     except InvalidResource as exc:  # the patch document was fine; its result is not (422)
         raise Unprocessable(issues=exc.issues) from exc
     stored, _ = tx.update(type_, id_, patched, if_match=current.version)
+    ctx.guard.after_write(tx, stored, "u")
     return _created(ctx, stored, 200)
 
 
@@ -286,7 +296,7 @@ def conditional_patch(
 ) -> Result:
     """PATCH Type?criteria: patches the single match (none is 404, several 412)."""
     require_type(type_)
-    found = match_one(tx, type_, criteria(query, "Conditional patch"), "Conditional patch")
+    found = match_one(ctx, tx, type_, criteria(query, "Conditional patch"), "Conditional patch")
     if found is None:
         raise NotFound(f"Conditional patch: no {type_} matches the criteria")
     return patch(ctx, tx, type_, found, body, kind, if_match=if_match)
@@ -298,9 +308,10 @@ def conditional_patch(
 def read_stored(
     ctx: Context, type_: str, id_: str, reader: Callable[[str, str], StoredResource | None]
 ) -> StoredResource:
-    """The current version of Type/id (404 unknown, 410 deleted)."""
+    """The current version of Type/id (404 unknown or not the caller's, 410 deleted)."""
     require_type(type_)
     require_id(id_)
+    ctx.guard.read(ctx.store, type_, id_)
     stored = reader(type_, id_)
     if stored is None:
         raise NotFound(f"{type_}/{id_} is not known", location=f"{type_}/{id_}")
@@ -314,7 +325,9 @@ def read_stored(
 
 def read(ctx: Context, type_: str, id_: str) -> Result:
     """Read Type/id."""
-    return Result(200, read_stored(ctx, type_, id_, ctx.store.read))
+    stored = read_stored(ctx, type_, id_, ctx.store.read)
+    ctx.guard.saw(stored)
+    return Result(200, stored)
 
 
 def vread(ctx: Context, type_: str, id_: str, vid: str) -> Result:
@@ -323,6 +336,7 @@ def vread(ctx: Context, type_: str, id_: str, vid: str) -> Result:
     require_id(id_)
     if not (vid.isascii() and vid.isdigit()):  # str.isdigit() alone accepts '²'
         raise BadRequest(f"Version id {vid!r} must be a positive number", location="vid")
+    ctx.guard.read(ctx.store, type_, id_)
     digits = vid.lstrip("0") or "0"
     # no version is beyond the 64-bit range the databases store and bind (and int() refuses
     # over 4,300 digits)
@@ -333,6 +347,7 @@ def vread(ctx: Context, type_: str, id_: str, vid: str) -> Result:
         raise NotFound(f"{what} is not known")
     if stored.deleted:
         raise Gone(f"Version {vid} of {type_}/{id_} is a deletion", headers={"ETag": stored.etag})
+    ctx.guard.saw(stored)
     return Result(200, stored)
 
 
@@ -343,6 +358,7 @@ def validate(
     from carebase.fhir.validation import validate_resource
 
     require_type(type_)
+    ctx.guard.validate(type_)
     if id_ is not None:
         require_id(id_)
     mode = dict(params).get("mode")

@@ -76,6 +76,7 @@ def history(
         values[name] = value
     since = parse_instant(values["_since"], "_since") if "_since" in values else None
     at = parse_instant(values["_at"], "_at") if "_at" in values else None
+    restriction = ctx.guard.history(ctx.store, type_, id_)
     page = ctx.store.history(
         type_,
         id_,
@@ -83,7 +84,9 @@ def history(
         at=at,
         count=page_size(ctx, values.get("_count")),
         cursor=values.get("_cursor"),
+        restriction=restriction,
     )
+    ctx.guard.saw_all(page.entries)
     unknown = (
         id_ is not None
         and not page.entries
@@ -161,6 +164,7 @@ def search(
     if summary_count and total == "none":
         total = "accurate"
     count = 0 if summary_count else page_size(ctx, count_value)
+    restriction, include_restriction = ctx.guard.search(type_, params)
     page = ctx.store.search(
         type_,
         criteria,
@@ -170,7 +174,11 @@ def search(
         lenient=lenient,
         compartment=compartment,
         max_include=ctx.settings.max_include,
+        restriction=restriction,
+        include_restriction=include_restriction,
     )
+    ctx.guard.saw_all(page.entries)
+    ctx.guard.saw_all(page.included)
     entries: list[dict[str, object]] = []
     for stored, resource, mode in [
         *((s, shaper, "match") for s in page.entries),

@@ -13,6 +13,7 @@ from email.utils import format_datetime, parsedate_to_datetime
 from functools import lru_cache
 from http import HTTPStatus
 
+from carebase.api.access import Guard
 from carebase.config import Settings
 from carebase.errors import BadRequest
 from carebase.store.base import Store, StoredResource
@@ -22,11 +23,13 @@ _ETAG_RE = re.compile(r'\s*(?:W/)?"?(\d{1,18})"?\s*')
 
 @dataclass(slots=True)
 class Context:
-    """What every interaction needs: the store, the settings and this request's FHIR base."""
+    """What every interaction needs: the store, the settings, this request's FHIR base, and
+    the guard enforcing the caller's access (and noting what it touched for the audit)."""
 
     store: Store
     settings: Settings
     base: str
+    guard: Guard
 
     def url_of(self, stored: StoredResource, *, versioned: bool = False) -> str:
         """Absolute URL of a resource (with `/_history/n` when `versioned`)."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -17,6 +17,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from carebase.api import bundles, interactions, listing
+from carebase.api.access import Guard
+from carebase.api.audited import GUARD_KEY, audited
+from carebase.api.authentication import PRINCIPAL_KEY, missing_token
 from carebase.api.negotiation import body_kind, check_response_format, is_true, reindent, render
 from carebase.api.request_body import as_resource, parse_json, read_body
 from carebase.api.responses import (
@@ -29,8 +32,9 @@ from carebase.api.responses import (
 from carebase.api.results import Context, Result, not_modified, version_headers
 from carebase.api.route_table import ROUTES, capability_bytes
 from carebase.api.shaping import shaper_for
+from carebase.auth.audit_entry import AuditTrail
 from carebase.config import Settings
-from carebase.errors import BadRequest, Gone, NotFound, UnsupportedMediaType
+from carebase.errors import BadRequest, Gone, NotFound, Unavailable, UnsupportedMediaType
 from carebase.fhir.bundle import ID_RE
 from carebase.fhir.definitions.loader import get_definitions
 from carebase.store.base import Store, Transaction
@@ -75,7 +79,7 @@ class FhirApi:
         """
         by_path: dict[str, dict[str, Any]] = {}
         for spec in ROUTES:
-            handler = guarded(getattr(self, spec.handler))
+            handler = audited(guarded(getattr(self, spec.handler)), spec.handler, self._trail)
             for method in spec.methods:
                 by_path.setdefault(spec.path, {})[method] = handler
         return [
@@ -85,9 +89,18 @@ class FhirApi:
 
     # --- helpers ------------------------------------------------------------------------------
 
+    @staticmethod
+    def _trail(request: Request) -> AuditTrail:
+        """The app's audit trail (`app.state.audit_trail`, read per request so it may be
+        swapped); none at all is 503: patient data is never served unaudited."""
+        trail: AuditTrail | None = getattr(request.scope["app"].state, "audit_trail", None)
+        if trail is None:
+            raise Unavailable("The audit trail is not running; try again shortly")
+        return trail
+
     def context(self, request: Request) -> Context:
-        """The interaction context with this request's FHIR base URL."""
-        return Context(self.store, self.settings, self.base_url(request))
+        """The interaction context with this request's FHIR base URL and access guard."""
+        return Context(self.store, self.settings, self.base_url(request), _guard(request))
 
     def base_url(self, request: Request) -> str:
         """The configured base URL, else the one the client used."""
@@ -179,9 +192,15 @@ class FhirApi:
             interactions.require_type(type_)
         if ID_RE.fullmatch(id_) is None:
             interactions.require_id(id_)
+        guard = _guard(request)
+        if self.inline_reads:
+            guard.read(self.store, type_, id_)
+        else:
+            await run_in_threadpool(guard.read, self.store, type_, id_)
         stored = await self.store.read_async(type_, id_)
         if stored is None:
             raise NotFound(f"{type_}/{id_} is not known", location=f"{type_}/{id_}")
+        guard.saw(stored)
         if stored.body is None or stored.deleted:
             raise Gone(f"{type_}/{id_} was deleted", headers={"ETag": stored.etag})
         if (inm or ims) and not_modified(stored, inm, ims):
@@ -291,6 +310,7 @@ class FhirApi:
         compartment: tuple[str, str] | None = None,
     ) -> Response:
         ctx = self.context(request)
+        ctx.guard.query = urlencode(params)
         path = "/".join([*compartment, type_ or "*"]) if compartment else type_
         url = f"{ctx.base}/{path}" if path else ctx.base
         shaper = shaper_for(dict(params)) or listing.fragment
@@ -446,6 +466,20 @@ class FhirApi:
             return render(bundles.process(ctx, resource, prefer), pretty=pretty)
 
         return fhir_response(await run_in_threadpool(run))
+
+
+def _guard(request: Request) -> Guard:
+    """The request's access guard: the one `audited` put there, else one for the
+    authenticated principal (routes of other modules, such as the audit log's, use
+    `FhirApi.context` too); no principal at all is 401 (deny by default)."""
+    scope = request.scope
+    guard: Guard | None = scope.get(GUARD_KEY)
+    if guard is None:
+        principal = scope.get(PRINCIPAL_KEY)
+        if principal is None:
+            raise missing_token()
+        guard = scope[GUARD_KEY] = Guard(principal)
+    return guard
 
 
 def prefer_lenient(request: Request) -> bool:

@@ -28,6 +28,14 @@ def register(app: typer.Typer) -> None:
         port: Annotated[int, typer.Option(help="TCP port.")] = 8080,
         workers: Annotated[int, typer.Option(help="Worker processes (PostgreSQL only).")] = 1,
         log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+        dev_no_auth: Annotated[
+            bool,
+            typer.Option(
+                "--dev-no-auth",
+                help="DEVELOPMENT ONLY: serve /fhir without authentication or access control "
+                "(same as CAREBASE_DEV_NO_AUTH=1).",
+            ),
+        ] = False,
         ssl_certfile: Annotated[
             str | None,
             typer.Option(
@@ -52,6 +60,8 @@ def register(app: typer.Typer) -> None:
             ssl_certfile=ssl_certfile,
             ssl_keyfile=ssl_keyfile,
         )
+        if dev_no_auth:
+            settings = settings.with_(auth_disabled=True)
         tls_problem = check_tls_files(settings.ssl_certfile, settings.ssl_keyfile)
         if tls_problem:
             err_console.print(f"[red]error:[/red] {escape(tls_problem)}")
@@ -82,6 +92,12 @@ def register(app: typer.Typer) -> None:
             finally:
                 store.close()
         console = Console()
+        if settings.auth_disabled:
+            err_console.print(
+                "[bold red]WARNING: authentication and access control are DISABLED "
+                "(--dev-no-auth / CAREBASE_DEV_NO_AUTH). Development only: anyone who can "
+                "reach this port can read and change every record.[/bold red]"
+            )
         if applied:
             console.print(f"Database migrated ({applied}).")
         if hint:
@@ -94,6 +110,7 @@ def register(app: typer.Typer) -> None:
         os.environ["CAREBASE_DATABASE_URL"] = url
         os.environ["CAREBASE_HOST"] = host
         os.environ["CAREBASE_PORT"] = str(port)
+        os.environ["CAREBASE_DEV_NO_AUTH"] = "1" if settings.auth_disabled else "0"
         os.environ["CAREBASE_SSL_CERTFILE"] = settings.ssl_certfile
         os.environ["CAREBASE_SSL_KEYFILE"] = settings.ssl_keyfile
         uvicorn.run(

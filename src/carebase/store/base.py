@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
+from carebase.store.search_restriction import Restriction
+
 Interaction = Literal["create", "update", "delete"]
 #: `_total`: no total, the database's estimate, or an exact count.
 TotalMode = Literal["none", "estimate", "accurate"]
@@ -110,9 +112,15 @@ class Transaction(ABC):
 
     @abstractmethod
     def search_ids(
-        self, type_: str, params: list[tuple[str, str]], *, limit: int | None = None
+        self,
+        type_: str,
+        params: list[tuple[str, str]],
+        *,
+        limit: int | None = None,
+        restriction: Restriction | None = None,
     ) -> list[str]:
-        """Ids of current, non-deleted resources of `type_` matching the search `params`."""
+        """Ids of current, non-deleted resources of `type_` matching the search `params`
+        (only those `restriction` lets the caller see, when given)."""
 
 
 class Store(ABC):
@@ -158,11 +166,14 @@ class Store(ABC):
         count: int = 20,
         cursor: str | None = None,
         with_total: bool = True,
+        restriction: Restriction | None = None,
     ) -> HistoryPage:
         """Versions newest first, at instance (type+id), type (type) or system level (neither).
 
         `since`: only versions written at or after it; `at`: for each resource the version
         current at that instant. `cursor` continues from a previous page's `next_cursor`.
+        `restriction`: only versions of resources the caller may see now (the current
+        version decides; deleted resources are then hidden).
         """
 
     @abstractmethod
@@ -177,6 +188,8 @@ class Store(ABC):
         lenient: bool = False,
         compartment: tuple[str, str] | None = None,
         max_include: int = 1000,
+        restriction: Restriction | None = None,
+        include_restriction: Restriction | None = None,
     ) -> SearchPage:
         """Current, non-deleted resources matching `params` (name, value) pairs.
 
@@ -185,8 +198,14 @@ class Store(ABC):
         `next_cursor`/`previous_cursor` of an earlier page of the same search). `lenient`
         ignores unknown parameters instead of refusing them; `compartment` is
         ("Patient", id) to search inside that patient's compartment; at most `max_include`
-        resources are included per page.
+        resources are included per page. `restriction` narrows the matches (and what chains
+        and `_has` traverse) to what the caller may search, `include_restriction` the
+        included resources to what it may read; None: no narrowing.
         """
+
+    @abstractmethod
+    def visible(self, type_: str, id_: str, restriction: Restriction) -> bool:
+        """Whether the current, non-deleted Type/id is one `restriction` lets the caller see."""
 
     @abstractmethod
     def transaction(self) -> AbstractContextManager[Transaction]:

@@ -18,6 +18,7 @@ from carebase.store.clock import ms_to_datetime, ms_to_instant, now_ms
 from carebase.store.ids import new_id
 from carebase.store.index_rows import IndexRows
 from carebase.store.schema import INDEX_TABLES, REINDEX_TABLE, TEXT_TABLE, param_key
+from carebase.store.search_restriction import Restriction
 from carebase.store.search_sql import build_search
 from carebase.store.sql_rows import row_to_stored
 from carebase.store.text_index import TextDocument, text_document
@@ -114,11 +115,21 @@ class SqlTransaction(Transaction):
         return row_to_stored((type_, id_, version, last_updated, deleted, body), self.cipher)
 
     def search_ids(
-        self, type_: str, params: list[tuple[str, str]], *, limit: int | None = None
+        self,
+        type_: str,
+        params: list[tuple[str, str]],
+        *,
+        limit: int | None = None,
+        restriction: Restriction | None = None,
     ) -> list[str]:
         self.flush()
         postgres = bool(self._lock_suffix)  # only PostgreSQL locks rows with FOR UPDATE
-        criteria = build_search(type_, params, dialect="postgresql" if postgres else "sqlite")
+        criteria = build_search(
+            type_,
+            params,
+            dialect="postgresql" if postgres else "sqlite",
+            restriction=restriction,
+        )
         where, args = criteria.where, criteria.args
         sql = f"SELECT id FROM resource WHERE {' AND '.join(where)} ORDER BY rid"
         if limit is not None:

@@ -32,9 +32,12 @@ _HAS_FORM = (
 )
 
 
-def _current(ctx: SearchContext, type_: str, crit: Criterion, column: str = "id") -> Condition:
-    """`SELECT id` (or `rid`) of current resources of `type_` meeting `crit`."""
-    sql, args = typed(ctx.dialect, type_, [crit])
+def _current(
+    ctx: SearchContext, type_: str, crit: Criterion, name: str, column: str = "id"
+) -> Condition:
+    """`SELECT id` (or `rid`) of current resources of `type_` meeting `crit` (and visible to
+    the caller when the search is restricted: a chain or `_has` reveals nothing hidden)."""
+    sql, args = typed(ctx.dialect, type_, ctx.restricted(type_, [crit], name))
     return f"SELECT {column} FROM resource WHERE {sql} AND deleted = 0", args
 
 
@@ -88,6 +91,12 @@ def chain(ctx: SearchContext, type_: str, name: str, raw: str) -> Criterion:
     alternatives: list[Condition] = []
     rank = RANK_EQUAL
     refused: list[UnknownParameter] = []
+    if ctx.restriction is not None and not type_modifier:
+        # a chain without a type goes only to the target types the caller may search
+        permitted = [t for t in candidates if ctx.restriction.of(t) is not None]
+        if not permitted:
+            ctx.restriction.require(candidates[0], name)
+        candidates = permitted
     for target in candidates:
         try:
             inner = _nested(ctx, target, name, rest, raw)
@@ -98,7 +107,7 @@ def chain(ctx: SearchContext, type_: str, name: str, raw: str) -> Criterion:
             refused.append(exc)
             continue
         rank = max(rank, inner.rank)
-        select, args = _current(ctx, target, inner)
+        select, args = _current(ctx, target, inner, name)
         alternatives.append((f"(target_type = ? AND target_id IN ({select}))", [target, *args]))
     if not alternatives:
         raise refused[0]
@@ -120,8 +129,10 @@ def reverse_chain(ctx: SearchContext, type_: str, name: str, raw: str) -> Criter
         raise unknown(name, f"'{ref}' is not a reference parameter of {source}; {_HAS_FORM}")
     if param.targets and type_ not in param.targets:
         raise unknown(name, f"'{ref}' of {source} never refers to {type_}; {_HAS_FORM}")
+    if ctx.restriction is not None:
+        ctx.restriction.require(source, name)
     inner = _nested(ctx, source, name, rest, raw)
-    sources, args = _current(ctx, source, inner, "rid")
+    sources, args = _current(ctx, source, inner, name, "rid")
     # SQLite: find the sources' rows by rid, not every row of the parameter by pkey
     pkey = "+pkey" if ctx.dialect == "sqlite" else "pkey"
     select = (

@@ -140,9 +140,11 @@ def collect_includes(
     match_rids: list[int],
     cap: int,
     cipher: BodyCipher | None = None,
+    admit: Callable[[list[int]], list[int]] | None = None,
 ) -> tuple[list[StoredResource], bool]:
     """The resources `rules` add to a page whose matches are `match_rids`, in rule order,
-    each once and never a match; and whether `cap` cut them short."""
+    each once and never a match; and whether `cap` cut them short. `admit` keeps only the
+    row ids the caller may read: the others are neither added, counted nor followed."""
     seen = set(match_rids)
     added: list[int] = []
     truncated = False
@@ -152,7 +154,10 @@ def collect_includes(
         new: list[int] = []
         for rule in active:
             room = cap - len(added) - len(new)
-            for rid in _related(query, rule, frontier, room + len(seen) + 1):
+            related = _related(query, rule, frontier, room + len(seen) + 1)
+            if admit is not None:
+                related = admit([rid for rid in related if rid not in seen])
+            for rid in related:
                 if rid in seen:
                     continue
                 if room <= 0:

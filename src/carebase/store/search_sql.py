@@ -27,6 +27,7 @@ from carebase.fhir.definitions.loader import get_definitions
 from carebase.fhir.definitions.model import SearchParam
 from carebase.store import search_modifiers, search_text
 from carebase.store.schema import param_key
+from carebase.store.search_restriction import Restriction
 from carebase.store.search_values import (
     Condition,
     Dialect,
@@ -259,11 +260,29 @@ def typed(dialect: Dialect, type_: str, criteria: list[Criterion]) -> Condition:
 
 
 class SearchContext:
-    """What building one search needs besides a parameter: dialect and terminology."""
+    """What building one search needs besides a parameter: dialect, terminology, and the
+    caller's restriction (chains and `_has` see only what the caller may see)."""
 
-    def __init__(self, dialect: Dialect, terminology: Any) -> None:
+    def __init__(
+        self, dialect: Dialect, terminology: Any, restriction: Restriction | None = None
+    ) -> None:
         self.dialect: Dialect = dialect
         self.terminology = terminology
+        self.restriction = restriction
+
+    def restricted(self, type_: str, criteria: list[Criterion], where: str) -> list[Criterion]:
+        """`criteria` on `type_` plus the restriction's criteria for it (403 naming `where`
+        when the type is not permitted at all)."""
+        if self.restriction is None:
+            return criteria
+        from carebase.store.search_restriction import restriction_criteria
+
+        visibility = self.restriction.require(type_, where)
+        if visibility.unrestricted:
+            return criteria
+        # the restriction's own criteria are built unrestricted (they are the scope's words)
+        plain = SearchContext(self.dialect, self.terminology)
+        return [*criteria, *restriction_criteria(plain, type_, visibility)]
 
 
 def unknown(name: str, why: str) -> UnknownParameter:
@@ -379,6 +398,8 @@ def _special(
         conds = [date_condition(name, v, "last_updated", "last_updated") for v in values]
         return Criterion(RANK_DATE, or_conditions(conds))
     if code == "_list":
+        if ctx.restriction is not None:
+            ctx.restriction.require("List", name)
         return search_chain.in_lists(type_, values)
     # words are usually selective, and FTS5/GIN find them fast: let full text drive
     condition = search_text.text_condition(ctx.dialect, code, values, name)
@@ -577,16 +598,18 @@ def build_search(
     lenient: bool = False,
     compartment: tuple[str, str] | None = None,
     terminology: Any = None,
+    restriction: Restriction | None = None,
 ) -> SearchCriteria:
     """The WHERE clause selecting current resources of `type_` (None: all) matching `params`,
-    inside `compartment` (e.g. ("Patient", "123")) when given."""
+    inside `compartment` (e.g. ("Patient", "123")) when given, and only those `restriction`
+    lets the caller see (a system-level search covers only the types it permits)."""
     from carebase.store.search_chain import compartment_criterion
 
     _count_criteria(params)
     for name, raw in params:
         if "\x00" in raw or "\x00" in name:  # no resource holds one; PostgreSQL refuses it
             raise bad_value(name, raw, "contains a NUL character")
-    ctx = SearchContext(dialect, terminology)
+    ctx = SearchContext(dialect, terminology, restriction)
     ignored: list[str] = []
     try:
         types = searched_types(type_, params)
@@ -597,6 +620,10 @@ def build_search(
         types = [type_] if type_ else None
     if compartment is not None and types is None:
         types = sorted({"Patient", *get_definitions().patient_compartment})
+        if restriction is not None:
+            types = [t for t in types if restriction.of(t) is not None]
+    elif restriction is not None and types is None:
+        types = sorted(restriction.types)
     searched: list[str | None] = list(types) if types is not None else [None]
     per_type: dict[str | None, list[Criterion]] = {t: [] for t in searched}
     for name, raw in params:
@@ -615,6 +642,12 @@ def build_search(
         for t, crits in per_type.items():
             assert t is not None
             crits.append(compartment_criterion(dialect, t, compartment))
+    if restriction is not None:
+        for t in per_type:
+            assert t is not None
+            per_type[t] = ctx.restricted(t, per_type[t], t)
+    if not per_type:  # the caller may see no type at all: nothing matches
+        return SearchCriteria(["1 = 0"], [], tuple(ignored))
     where = ["deleted = 0"]
     args: list[Any] = []
     alternatives: list[Condition] = []

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from functools import cache
+from functools import cache, partial
 from typing import Any, Literal, Protocol
 
 from carebase.errors import BadRequest, StorageError
@@ -40,6 +40,7 @@ from carebase.store.search_order import (
     order_by,
     parse_sort,
 )
+from carebase.store.search_restriction import Restriction
 from carebase.store.search_sql import IndexFirst, SearchCriteria, build_search, searched_types
 from carebase.store.sql_rows import row_to_stored
 from carebase.store.terminology import Terminology
@@ -250,6 +251,7 @@ class SqlStore(Store):
         count: int = 20,
         cursor: str | None = None,
         with_total: bool = True,
+        restriction: Restriction | None = None,
     ) -> HistoryPage:
         where: list[str] = []
         params: list[Any] = []
@@ -259,6 +261,10 @@ class SqlStore(Store):
         if id_ is not None:
             where.append("id = ?")
             params.append(id_)
+        if restriction is not None:
+            visible = build_search(type_, [], dialect=self.dialect, restriction=restriction)
+            where.append(f"rid IN (SELECT rid FROM resource WHERE {' AND '.join(visible.where)})")
+            params.extend(visible.args)
         if since is not None:
             where.append("last_updated >= ?")
             params.append(datetime_to_ms(since))
@@ -303,6 +309,8 @@ class SqlStore(Store):
         lenient: bool = False,
         compartment: tuple[str, str] | None = None,
         max_include: int = 1000,
+        restriction: Restriction | None = None,
+        include_restriction: Restriction | None = None,
     ) -> SearchPage:
         shape = search_shape(type_, params, self.dialect, lenient=lenient)
         criteria = build_search(
@@ -312,6 +320,7 @@ class SqlStore(Store):
             lenient=lenient,
             compartment=compartment,
             terminology=self.terminology,
+            restriction=restriction,
         )
         plan = shape.sort
         boundary = decode_cursor(plan, cursor)
@@ -337,8 +346,16 @@ class SqlStore(Store):
                     result: list[Any] = cur.execute(self.q(statement), values).fetchall()
                     return result
 
+                admit = None
+                if include_restriction is not None:
+                    admit = partial(self._admitted, cur, include_restriction)
                 included, truncated = collect_includes(
-                    query, shape.includes, [row[0] for row in rows], max_include, self.cipher
+                    query,
+                    shape.includes,
+                    [row[0] for row in rows],
+                    max_include,
+                    self.cipher,
+                    admit,
                 )
         width = 1 + len(_COLUMNS.split(","))
 
@@ -361,6 +378,51 @@ class SqlStore(Store):
             includes_truncated=truncated,
             ignored=(*criteria.ignored, *shape.ignored),
         )
+
+    def visible(self, type_: str, id_: str, restriction: Restriction) -> bool:
+        if restriction.of(type_) is None:
+            return False
+        where, args = self._visible_where(type_, restriction)
+        sql = f"SELECT 1 FROM resource WHERE id = ? AND {where}"
+        with self._reading() as cur:
+            return cur.execute(self.q(sql), [id_, *args]).fetchone() is not None
+
+    def _visible_where(self, type_: str, restriction: Restriction) -> tuple[str, list[Any]]:
+        """The condition on `resource` rows of `type_` the caller may see (built once per
+        restriction and type: the read hot path of a restricted token runs it every time)."""
+        key = ("visible", self.dialect, type_)
+        built: tuple[str, list[Any]] | None = restriction.memo.get(key)  # type: ignore[assignment]
+        if built is None:
+            criteria = build_search(type_, [], dialect=self.dialect, restriction=restriction)
+            built = (" AND ".join(criteria.where), criteria.args)
+            restriction.memo[key] = built
+        return built[0], list(built[1])
+
+    def _admitted(self, cur: Cursor, restriction: Restriction, rids: list[int]) -> list[int]:
+        """The row ids among `rids` the caller may see (an included resource must be
+        readable by the caller, or it is left out)."""
+        if not rids:
+            return rids
+        marks = ", ".join("?" * len(rids))
+        typed = cur.execute(
+            self.q(f"SELECT rid, type FROM resource WHERE rid IN ({marks})"), rids
+        ).fetchall()
+        by_type: dict[str, list[int]] = {}
+        for rid, type_ in typed:
+            by_type.setdefault(type_, []).append(rid)
+        admitted: set[int] = set()
+        for type_, group in by_type.items():
+            visibility = restriction.of(type_)
+            if visibility is None:
+                continue
+            if visibility.unrestricted:
+                admitted.update(group)
+                continue
+            where, args = self._visible_where(type_, restriction)
+            marks = ", ".join("?" * len(group))
+            sql = f"SELECT rid FROM resource WHERE rid IN ({marks}) AND {where}"
+            admitted.update(r[0] for r in cur.execute(self.q(sql), [*group, *args]))
+        return [rid for rid in rids if rid in admitted]
 
     def _sorted_page(
         self,

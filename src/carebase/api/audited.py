@@ -1,0 +1,113 @@
+"""The audit entry of every FHIR interaction, recorded before its response leaves.
+
+`audited(endpoint, handler, trail)` wraps one route handler: it gives the request a `Guard`
+for the authenticated principal, runs the handler (which fills in what it touched), and
+records an `AuditEntry` with the interaction, action, outcome, principal, entities,
+patients, query, source address, user agent and break-glass reason. Refusals (403, 404) are
+recorded like successes. When the trail cannot record (`Unavailable`), the response is
+dropped and the client gets 503: no patient data leaves unaudited.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from carebase.api.access import Guard
+from carebase.api.authentication import PRINCIPAL_KEY, client_ip, header_value, missing_token
+from carebase.api.responses import Endpoint, error_response
+from carebase.auth.audit_entry import AuditAction, AuditEntry, AuditOutcome, AuditTrail
+from carebase.errors import Unavailable
+
+GUARD_KEY = "carebase.guard"
+
+#: handler name -> (restful-interaction code, AuditEvent action)
+HANDLER_AUDIT: dict[str, tuple[str, AuditAction]] = {
+    "read": ("read", "R"),
+    "vread": ("vread", "R"),
+    "search": ("search-type", "R"),
+    "search_post": ("search-type", "R"),
+    "search_compartment": ("search-type", "R"),
+    "search_compartment_post": ("search-type", "R"),
+    "search_system": ("search-system", "R"),
+    "search_system_post": ("search-system", "R"),
+    "create": ("create", "C"),
+    "update": ("update", "U"),
+    "conditional_update": ("update", "U"),
+    "patch": ("patch", "U"),
+    "conditional_patch": ("patch", "U"),
+    "delete": ("delete", "D"),
+    "conditional_delete": ("delete", "D"),
+    "bundle": ("transaction", "E"),
+    "validate": ("operation", "E"),
+}
+_HISTORY = {2: "history-system", 3: "history-type", 4: "history-instance"}
+
+
+def outcome_of(status: int) -> AuditOutcome:
+    """AuditEvent.outcome for an HTTP status: success, minor failure (refused, not found,
+    bad request) or serious failure (server error)."""
+    if status < 400:
+        return "0"
+    return "4" if status < 500 else "8"
+
+
+def _interaction(handler: str, request: Request) -> tuple[str, AuditAction]:
+    if handler == "history":
+        return _HISTORY[len(request.path_params) + 2], "R"
+    return HANDLER_AUDIT[handler]
+
+
+def audited(endpoint: Endpoint, handler: str, trail: Callable[[Request], AuditTrail]) -> Endpoint:
+    """`endpoint` (already `guarded`: it never raises) with access guard and audit entry.
+
+    `trail` returns the app's audit trail for a request. A handler without an
+    authenticated principal (`metadata`, the one public route) is neither guarded nor
+    audited; any other request without one is refused (deny by default).
+    """
+    if handler == "metadata":
+        return endpoint
+
+    async def run(request: Request) -> Response:
+        scope = request.scope
+        principal = scope.get(PRINCIPAL_KEY)
+        if principal is None:
+            return error_response(missing_token())
+        guard = scope[GUARD_KEY] = Guard(principal)
+        response = await endpoint(request)
+        interaction, action = _interaction(handler, request)
+        entities = tuple(guard.entities)
+        if not entities and "id" in request.path_params and "type" in request.path_params:
+            entities = (f"{request.path_params['type']}/{request.path_params['id']}"[:200],)
+        glass = principal.break_glass
+        entry = AuditEntry(
+            interaction=guard.interaction or interaction,
+            action=action,
+            outcome=outcome_of(response.status_code),
+            principal=principal,
+            entities=entities,
+            patients=tuple(guard.patients),
+            query=guard.query or (scope["query_string"].decode("latin-1") or None),
+            source_ip=client_ip(scope),
+            user_agent=header_value(scope, b"user-agent"),
+            description=_description(request, response.status_code, guard, glass),
+            break_glass=glass,
+        )
+        try:
+            trail(request).record(entry)
+        except Unavailable as exc:  # no trail, or it cannot store: drop the response
+            return error_response(exc)
+        return response
+
+    return run
+
+
+def _description(request: Request, status: int, guard: Guard, glass: str | None) -> str:
+    text = f"{request.scope['method']} {request.scope['path']} -> {status}"
+    if guard.more_entities:
+        text += f" ({guard.more_entities} more resources not listed)"
+    if glass:
+        text += " [break-glass: flagged for review]"
+    return text
