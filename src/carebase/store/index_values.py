@@ -28,7 +28,8 @@ _HASH_CHARS = 64
 #: A capped value is INDEX_TEXT_BYTES + 1 to + 4 bytes long, so it never equals a value that
 #: is stored as it is, and equal capped forms mean equal values (barring SHA-256 collisions).
 CAP_PREFIX_BYTES = INDEX_TEXT_BYTES + 1 - len(CAP_SEPARATOR.encode()) - _HASH_CHARS
-_SHORT_CHARS = INDEX_TEXT_BYTES // 4  # no string this long can exceed the byte limit
+#: No string of at most this many characters can exceed INDEX_TEXT_BYTES (UTF-8).
+SHORT_TEXT_CHARS = INDEX_TEXT_BYTES // 4
 
 
 def index_text(value: str) -> str:
@@ -39,7 +40,7 @@ def index_text(value: str) -> str:
     value compared with one, so equality stays exact and prefix searches up to
     CAP_PREFIX_BYTES still see the value's real beginning.
     """
-    if len(value) <= _SHORT_CHARS:
+    if len(value) <= SHORT_TEXT_CHARS:
         return value
     encoded = value.encode("utf-8", "surrogatepass")
     if len(encoded) <= INDEX_TEXT_BYTES:
@@ -49,11 +50,6 @@ def index_text(value: str) -> str:
         cut += 1
     prefix = encoded[:cut].decode("utf-8", "surrogatepass")
     return f"{prefix}{CAP_SEPARATOR}{hashlib.sha256(encoded).hexdigest()}"
-
-
-def is_capped(value: str) -> bool:
-    """Whether `index_text` would change `value` (it is longer than INDEX_TEXT_BYTES)."""
-    return index_text(value) is not value
 
 
 def normalize_string(text: str) -> str:
