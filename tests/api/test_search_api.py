@@ -3,8 +3,9 @@ compartment and system routes, and every bad input path (400 naming the paramete
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 import pytest
@@ -209,3 +210,15 @@ async def test_capability_lists_includes_and_result_parameters(
         p["name"] for p in rest["searchParam"]
     }
     assert rest["compartment"] == ["http://hl7.org/fhir/CompartmentDefinition/patient"]
+
+
+async def test_very_long_identifier_system_is_stored_and_found(client: httpx.AsyncClient) -> None:
+    """A 38 kB identifier system once broke PostgreSQL's btree index (503): index values are
+    capped (`index_values.index_text`), so it is stored and found exactly, over HTTP too."""
+    system = "http://example.org/" + secrets.token_hex(19_000)  # random: no compression helps
+    made = await create(client, patient(identifier=[{"system": system, "value": "1"}]))
+    await create(client, patient(identifier=[{"system": system[:-1] + "x", "value": "1"}]))
+    body = urlencode({"identifier": f"{system}|1"}).encode()
+    r = await client.post("/fhir/Patient/_search", content=body, headers=FORM)
+    assert r.status_code == 200, r.text
+    assert ids(r.json()) == [made["id"]]

@@ -2,12 +2,14 @@
 
 These are the rules of https://hl7.org/fhir/R4/search.html applied at write time; the search
 SQL must apply the same ones to query values (`normalize_string`, `date_range`,
-`decimal_range`, `token_key`/`composite_key`), so they live here as plain functions.
+`decimal_range`, `token_key`/`composite_key`, `index_text`), so they live here as plain
+functions.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import unicodedata
 from collections.abc import Collection, Sequence
 from datetime import date, datetime
@@ -15,6 +17,39 @@ from decimal import Decimal
 
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 _DAY_MS = 86_400_000
+
+#: Longest text (UTF-8 bytes) an index column holds as it is. PostgreSQL refuses btree
+#: entries over ~2,700 bytes and some lookup indexes hold two text columns (code, system).
+INDEX_TEXT_BYTES = 1000
+#: Between a capped value's prefix and the SHA-256 (hex) of the whole value.
+CAP_SEPARATOR = "\x1f#sha256:"
+_HASH_CHARS = 64
+#: Bytes of a capped value's prefix (at least; it is cut at a character boundary after it).
+#: A capped value is INDEX_TEXT_BYTES + 1 to + 4 bytes long, so it never equals a value that
+#: is stored as it is, and equal capped forms mean equal values (barring SHA-256 collisions).
+CAP_PREFIX_BYTES = INDEX_TEXT_BYTES + 1 - len(CAP_SEPARATOR.encode()) - _HASH_CHARS
+#: No string of at most this many characters can exceed INDEX_TEXT_BYTES (UTF-8).
+SHORT_TEXT_CHARS = INDEX_TEXT_BYTES // 4
+
+
+def index_text(value: str) -> str:
+    """`value` as the index tables hold it: unchanged up to INDEX_TEXT_BYTES (UTF-8), else
+    its first CAP_PREFIX_BYTES, CAP_SEPARATOR and the SHA-256 hex digest of the whole value.
+
+    Applied to every text written to an equality-searched index column and to every query
+    value compared with one, so equality stays exact and prefix searches up to
+    CAP_PREFIX_BYTES still see the value's real beginning.
+    """
+    if len(value) <= SHORT_TEXT_CHARS:
+        return value
+    encoded = value.encode("utf-8", "surrogatepass")
+    if len(encoded) <= INDEX_TEXT_BYTES:
+        return value
+    cut = CAP_PREFIX_BYTES
+    while encoded[cut] & 0xC0 == 0x80:  # continuation byte: finish the character
+        cut += 1
+    prefix = encoded[:cut].decode("utf-8", "surrogatepass")
+    return f"{prefix}{CAP_SEPARATOR}{hashlib.sha256(encoded).hexdigest()}"
 
 
 def normalize_string(text: str) -> str:

@@ -17,6 +17,7 @@ from carebase.store.body_cipher import BodyCipher, open_body
 from carebase.store.clock import ms_to_datetime, ms_to_instant, now_ms
 from carebase.store.ids import new_id
 from carebase.store.index_rows import IndexRows
+from carebase.store.index_values import SHORT_TEXT_CHARS, index_text
 from carebase.store.schema import INDEX_TABLES, REINDEX_TABLE, TEXT_TABLE, param_key
 from carebase.store.search_restriction import Restriction
 from carebase.store.search_sql import build_search
@@ -47,7 +48,28 @@ _ROW_FIELDS = {
     "idx_reference": "reference",
     "idx_composite": "composite",
 }
-_FLUSH_AT = 20_000  # buffered rows before an automatic flush (bounds memory on huge bundles)
+#: Positions (in an IndexRows tuple) of the text values searched by equality or prefix, which
+#: are capped by `index_text` so no value outgrows a btree entry. Token `text` (display) is
+#: in no btree index and only ever searched with `LIKE '%...%'` (:text), so it stays whole.
+_CAPPED: dict[str, tuple[int, ...]] = {
+    "idx_token": (1, 2),
+    "idx_string": (1, 2),
+    "idx_quantity": (1, 2, 3),
+    "idx_uri": (1,),
+    "idx_reference": (1, 2, 3, 4),
+    "idx_composite": (1,),
+}
+_FLUSH_AT = 20_000
+
+
+def _capped(row: tuple[Any, ...], capped: tuple[int, ...]) -> tuple[Any, ...]:
+    """A buffered index row (rid, pkey, *values) with its `capped` values through
+    `index_text` (positions as in the IndexRows tuple, whose param became rid and pkey)."""
+    out = list(row)
+    for at in capped:
+        if out[at + 1] is not None:
+            out[at + 1] = index_text(out[at + 1])
+    return tuple(out)  # buffered rows before an automatic flush (bounds memory on huge bundles)
 
 
 def stamp(resource: dict[str, Any], type_: str, id_: str, version: int, ms: int) -> dict[str, Any]:
@@ -274,8 +296,15 @@ class SqlTransaction(Transaction):
             if not values:
                 continue
             buffer = self._index_rows[table]
+            capped = _CAPPED.get(table, ())
             for value in values:
-                buffer.append((rid, param_key(type_, value[0]), *value[1:]))
+                row = (rid, param_key(type_, value[0]), *value[1:])
+                for at in capped:  # a length test per value; capping itself is rare
+                    text = value[at]
+                    if text is not None and len(text) > SHORT_TEXT_CHARS:
+                        row = _capped(row, capped)
+                        break
+                buffer.append(row)
             added += len(values)
         self._bump(added + 1)
 

@@ -23,6 +23,7 @@ import orjson
 from carebase.errors import BadRequest, TooCostly
 from carebase.fhir.definitions.model import SearchParam
 from carebase.fhir.search_expression import compile_for
+from carebase.store.index_values import CAP_PREFIX_BYTES, index_text
 from carebase.store.schema import param_key
 from carebase.store.search_values import bad_value, like_escape, split_unescaped, unescape
 from carebase.store.terminology import CodeSet, Direction, Terminology
@@ -146,7 +147,7 @@ def _code_set_sql(codes: CodeSet, dialect: str) -> Condition:
     """A condition on idx_token's system/code columns true for the members of `codes`."""
     by_system: dict[str | None, list[str]] = {}
     for system, code in sorted(codes.codes, key=lambda x: (x[0] or "", x[1])):
-        by_system.setdefault(system, []).append(code)
+        by_system.setdefault(system, []).append(index_text(code))
     parts: list[str] = []
     args: list[Any] = []
     for system, listed in by_system.items():
@@ -156,15 +157,15 @@ def _code_set_sql(codes: CodeSet, dialect: str) -> Condition:
             args.extend(in_args)
         else:
             parts.append(f"(system = ? AND {in_sql})")
-            args.extend([system, *in_args])
+            args.extend([index_text(system), *in_args])
     for system, excluded in sorted(codes.open_systems.items()):
         if excluded:
-            in_sql, in_args = _in_list("code", sorted(excluded), dialect)
+            in_sql, in_args = _in_list("code", sorted(map(index_text, excluded)), dialect)
             parts.append(f"(system = ? AND code IS NOT NULL AND NOT {in_sql})")
-            args.extend([system, *in_args])
+            args.extend([index_text(system), *in_args])
         else:
             parts.append("(system = ? AND code IS NOT NULL)")
-            args.append(system)
+            args.append(index_text(system))
     if not parts:
         return "1 = 0", []
     return "(" + " OR ".join(parts) + ")", args
@@ -201,8 +202,12 @@ def _uri_condition(modifier: str, values: list[str], name: str) -> Condition:
         else:  # below: starts with the value (LIKE narrows, SUBSTR makes it case-sensitive)
             parts.append("(uri LIKE ? ESCAPE '\\' AND SUBSTR(uri, 1, ?) = ?)")
             args.extend([f"{like_escape(full)}%", len(full), full])
+            if len(full.encode("utf-8", "surrogatepass")) > CAP_PREFIX_BYTES:
+                # beyond a capped uri's stored prefix: only the uri itself is still found
+                # (as string_condition does for long prefixes, see index_values.index_text)
+                above.append(full)
     if above:
-        unique = list(dict.fromkeys(above))
+        unique = list(dict.fromkeys(map(index_text, above)))
         parts.append(f"uri IN ({', '.join('?' * len(unique))})")
         args.extend(unique)
     return "(" + " OR ".join(parts) + ")", args
@@ -222,5 +227,5 @@ def _of_type_condition(values: list[str], name: str) -> Condition:
             )
         system, type_code, value = (unescape(p) for p in pieces)
         parts.append("(code = ? AND system = ? AND text = ?)")
-        args.extend([value, system, type_code])
+        args.extend([index_text(value), index_text(system), type_code])
     return "(" + " OR ".join(parts) + ")", args

@@ -26,6 +26,7 @@ from carebase.errors import BadRequest
 from carebase.fhir.definitions.loader import get_definitions
 from carebase.fhir.definitions.model import SearchParam
 from carebase.store import search_modifiers, search_text
+from carebase.store.index_values import index_text
 from carebase.store.schema import param_key
 from carebase.store.search_restriction import Restriction
 from carebase.store.search_values import (
@@ -525,7 +526,7 @@ def _composite(
                 composite_part(name, ctype, part)
                 for (_c, ctype), part in zip(comps, parts, strict=True)
             )
-            conds.append(keyed([param_key(type_, param.code)], ("key = ?", [key])))
+            conds.append(keyed([param_key(type_, param.code)], ("key = ?", [index_text(key)])))
     table = _TABLES[last_type] if last_type in _RANGE_TYPES and len(comps) > 1 else "idx_composite"
     return index_criterion(ctx.dialect, RANK_URI, table, or_conditions(conds))
 

@@ -16,7 +16,16 @@ from decimal import Decimal, FloatOperation, localcontext
 from typing import Any, Literal
 
 from carebase.errors import BadRequest
-from carebase.store.index_values import date_range, escape_part, normalize_string, token_key
+from carebase.store.index_values import (
+    CAP_PREFIX_BYTES,
+    CAP_SEPARATOR,
+    INDEX_TEXT_BYTES,
+    date_range,
+    escape_part,
+    index_text,
+    normalize_string,
+    token_key,
+)
 
 Condition = tuple[str, list[Any]]
 Dialect = Literal["sqlite", "postgresql"]
@@ -189,10 +198,10 @@ def token_condition(name: str, value: str) -> Condition:
     """`[code]`, `[system]|[code]`, `|[code]` or `[system]|` on idx_token columns."""
     parts = split_unescaped(value, "|")
     if len(parts) == 1:
-        return "code = ?", [unescape(parts[0])]
+        return "code = ?", [index_text(unescape(parts[0]))]
     if len(parts) != 2:
         raise bad_value(name, value, "has more than one '|' (expected [system]|[code])")
-    system, code = unescape(parts[0]), unescape(parts[1])
+    system, code = index_text(unescape(parts[0])), index_text(unescape(parts[1]))
     if system == "":
         return "(system IS NULL AND code = ?)", [code]
     if code == "":
@@ -215,24 +224,51 @@ def _successor(prefix: str) -> str | None:
     return None
 
 
+#: Characters `index_text` appends to a capped value's prefix (separator and digest).
+_CAP_TAIL = len(CAP_SEPARATOR) + 64
+
+
+def _uncapped(dialect: Dialect, column: str) -> str:
+    """SQL true when the stored `column` is a value as it is (not capped by `index_text`)."""
+    if dialect == "postgresql":
+        octets = f"octet_length({column})"
+    else:
+        octets = f"length(CAST({column} AS BLOB))"
+    return f"{octets} <= {INDEX_TEXT_BYTES}"
+
+
 def string_condition(dialect: Dialect, modifier: str, value: str) -> Condition:
     """A string value (default: starts with, :exact, :contains) on idx_string columns.
 
     The default prefix match is a range on SQLite (whose LIKE never uses an index) and a
     LIKE on PostgreSQL (served by a text_pattern_ops index).
+    Values longer than INDEX_TEXT_BYTES are stored capped (`index_text`): their first
+    CAP_PREFIX_BYTES, then a digest. So `:exact` compares capped forms (still exact); prefix
+    and `:contains` matches look only at that stored prefix, never at the digest; a prefix
+    query longer than CAP_PREFIX_BYTES finds values that start with it and are stored whole,
+    and values equal to it, but not longer capped values that merely start with it.
     """
     text = unescape(value)
     if modifier == "exact":
-        return "exact = ?", [text]
+        return "exact = ?", [index_text(text)]
     norm = normalize_string(text)
     if modifier == "contains":
-        return "norm LIKE ? ESCAPE '\\'", [f"%{like_escape(norm)}%"]
+        # a match inside a capped value's digest is no match: look at its prefix only then
+        pattern = f"%{like_escape(norm)}%"
+        return (
+            f"(norm LIKE ? ESCAPE '\\' AND ({_uncapped(dialect, 'norm')}"
+            f" OR SUBSTR(norm, 1, LENGTH(norm) - {_CAP_TAIL}) LIKE ? ESCAPE '\\'))",
+            [pattern, pattern],
+        )
     if dialect == "postgresql":
-        return "norm LIKE ? ESCAPE '\\'", [f"{like_escape(norm)}%"]
-    upper = _successor(norm)
-    if upper is None:
-        return "norm >= ?", [norm]
-    return "(norm >= ? AND norm < ?)", [norm, upper]
+        sql, args = "norm LIKE ? ESCAPE '\\'", [f"{like_escape(norm)}%"]
+    elif (upper := _successor(norm)) is None:
+        sql, args = "norm >= ?", [norm]
+    else:
+        sql, args = "(norm >= ? AND norm < ?)", [norm, upper]
+    if len(norm.encode("utf-8", "surrogatepass")) <= CAP_PREFIX_BYTES:
+        return sql, args  # within every capped value's stored prefix: the match is exact
+    return f"(({sql} AND {_uncapped(dialect, 'norm')}) OR norm = ?)", [*args, index_text(norm)]
 
 
 def quantity_condition(name: str, value: str) -> Condition:
@@ -244,7 +280,7 @@ def quantity_condition(name: str, value: str) -> Condition:
     number, lo, hi = number_bounds(name, parts[0])
     sql, args = number_condition(prefix, number, lo, hi, "value")
     if len(parts) == 3:
-        system, code = unescape(parts[1]), unescape(parts[2])
+        system, code = index_text(unescape(parts[1])), index_text(unescape(parts[2]))
         if code and not system:
             sql += " AND (code = ? OR (code IS NULL AND unit = ?))"
             args += [code, code]
@@ -276,15 +312,18 @@ def reference_condition(value: str, type_modifier: str | None) -> Condition:
     """A reference value on idx_reference columns."""
     target_type, target_id, url = reference_target(value, type_modifier)
     if target_id is None:
-        return "url = ?", [url]
+        return "url = ?", [index_text(url)]
     if target_type:
-        return "(target_id = ? AND target_type = ?)", [target_id, target_type]
-    return "target_id = ?", [target_id]
+        return "(target_id = ? AND target_type = ?)", [
+            index_text(target_id),
+            index_text(target_type),
+        ]
+    return "target_id = ?", [index_text(target_id)]
 
 
 def uri_condition(value: str) -> Condition:
     """A uri value (equality) on idx_uri."""
-    return "uri = ?", [unescape(value)]
+    return "uri = ?", [index_text(unescape(value))]
 
 
 def composite_part(name: str, ctype: str, value: str) -> str:
