@@ -59,3 +59,11 @@ async def client(app: Starlette, admin_token: str) -> AsyncIterator[httpx.AsyncC
         transport=transport, base_url="http://testserver", headers=headers
     ) as c:
         yield c
+
+
+@pytest_asyncio.fixture
+async def anonymous_client(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client talking to the app in-process with no credentials."""
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
+        yield c

@@ -22,6 +22,12 @@ pytestmark = pytest.mark.asyncio
 
 
 @pytest.fixture
+def client(anonymous_client: httpx.AsyncClient) -> httpx.AsyncClient:
+    """These endpoints are called without a bearer token (the shared `client` sends one)."""
+    return anonymous_client
+
+
+@pytest.fixture
 def app(store: Store, settings: Settings) -> Starlette:
     """The app with an in-memory audit trail (the OAuth endpoints audit what they do)."""
     return create_app(settings, store, audit=MemoryAuditTrail())

@@ -38,6 +38,12 @@ def app(store: Store, settings: Settings) -> Starlette:
 
 
 @pytest.fixture
+def client(anonymous_client: httpx.AsyncClient) -> httpx.AsyncClient:
+    """These flows start without a bearer token (the shared `client` sends one)."""
+    return anonymous_client
+
+
+@pytest.fixture
 def directory(app: Starlette, store: Store) -> UserDirectory:
     """The app's users, with cheap password hashing."""
     directory = UserDirectory(

@@ -8,11 +8,14 @@ meet an unknown `kid` reread the directory (another process may have rotated).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,11 +67,24 @@ class KeyRing:
     def open(cls, directory: Path) -> KeyRing:
         """The ring in `directory`, creating the directory and a first key if there is none."""
         ring = cls(directory)
-        with ring._lock:
+        with ring._lock, ring._files_locked():
             if not (directory / _RING_FILE).exists():
                 ring._write_new_key(keep=())
             ring._load()
         return ring
+
+    @contextlib.contextmanager
+    def _files_locked(self) -> Iterator[None]:
+        """Hold the directory's lock file: worker processes starting at once must not both
+        create a first key, nor read a ring another process is rotating."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.directory, 0o700)
+        fd = os.open(self.directory / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
 
     @property
     def active(self) -> SigningKey:
@@ -80,7 +96,7 @@ class KeyRing:
         it is unknown here; None if no kept key has it."""
         found = self._keys.get(kid)
         if found is None and time.monotonic() - self._last_reload > 1.0:
-            with self._lock:
+            with self._lock, self._files_locked():
                 self._load()
             found = self._keys.get(kid)
         return found
@@ -96,7 +112,7 @@ class KeyRing:
 
     def rotate(self) -> SigningKey:
         """Make a new key active; keep the newest `KEPT_KEYS - 1` old ones for verification."""
-        with self._lock:
+        with self._lock, self._files_locked():
             self._load()
             kept = sorted(self._keys.values(), key=lambda k: -k.created)[: KEPT_KEYS - 1]
             self._write_new_key(keep=kept)
@@ -105,8 +121,6 @@ class KeyRing:
 
     # --- files -------------------------------------------------------------------------------
     def _write_new_key(self, keep: tuple[SigningKey, ...] | list[SigningKey]) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.directory, 0o700)
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         kid = uuid.uuid4().hex[:16]
         pem = key.private_bytes(

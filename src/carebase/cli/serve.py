@@ -12,6 +12,7 @@ import uvicorn
 from rich.console import Console
 from rich.markup import escape
 
+from carebase.auth.keys import KeyRing
 from carebase.auth.rate_limiter import parse_rate_limit
 from carebase.cli.migrate import reindex_hint
 from carebase.cli.options import DatabaseOption, err_console, friendly_errors, settings_for
@@ -91,6 +92,8 @@ def register(app: typer.Typer) -> None:
                 hint = reindex_hint(store, applied)
             finally:
                 store.close()
+            # Likewise the token signing keys: created (on first start) before workers fork.
+            KeyRing.open(settings.keys_dir)
         console = Console()
         if settings.auth_disabled:
             err_console.print(
