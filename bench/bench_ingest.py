@@ -48,7 +48,7 @@ def ingest(server: Server, bundles: list[tuple[str, bytes]], clients: int = 2) -
 
     def post_all(work: list[tuple[str, bytes]]) -> int:
         count = 0
-        with httpx.Client(base_url=server.base, timeout=600) as client:
+        with httpx.Client(base_url=server.base, timeout=600, headers=server.auth) as client:
             for name, body in work:
                 response = client.post("/fhir", content=body, headers=headers)
                 if response.status_code != 200:

@@ -347,7 +347,7 @@ def run_http(url: str, samples: Samples, prefixes: list[str], seconds: float) ->
     with Server(url, cpus=SERVER_CPU) as server:
         for name, spec in scenarios:
             try:
-                measured = run_wrk(name, server.base, spec, seconds, 2, 8, CLIENT_CPU)
+                measured = run_wrk(name, server.base, spec, seconds, 2, 8, CLIENT_CPU, server.token)
             except (RuntimeError, httpx.HTTPError) as exc:  # refused, or the check timed out
                 result.rows.append({"name": name, "skipped": str(exc)[:200]})
                 print(f"{name}: skipped: {str(exc)[:200]}", flush=True)

@@ -197,6 +197,7 @@ def carebase_phases(ctx: BenchContext) -> None:
             print(f"skipping {backend}: {exc}", flush=True)
             continue
         with Server(url, cpus=SERVER_CPU) as server:
+            ctx.settings.token = server.token  # carebase requires a bearer token
             ids = seed_patients(server.base, ctx.patient, ctx.settings.seed, ctx.settings.token)
             if backend == "sqlite":
                 # The reference routes serve exactly the bytes carebase returns for a read.

@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -45,11 +46,31 @@ def terminate(proc: subprocess.Popen[bytes], timeout: float) -> None:
 
 
 class Server:
-    """`carebase serve` in a subprocess (pinned to `cpus` when given), with peak-RSS sampling."""
+    """`carebase serve` in a subprocess (pinned to `cpus` when given), with peak-RSS sampling.
+
+    The server keeps its signing keys in a data directory of its own; `token` is a service
+    token (`system/*.cruds`) for it and `auth` the header that carries it.
+    """
 
     def __init__(self, database: str, *, cpus: str | None = None, workers: int = 1) -> None:
+        from carebase.auth.keys import KeyRing
+        from carebase.auth.tokens import TokenService
+        from carebase.config import Settings
+
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
+        self._data = tempfile.TemporaryDirectory(prefix="carebase-bench-data-")
+        settings = Settings(data_dir=Path(self._data.name), port=self.port)
+        tokens = TokenService(
+            KeyRing.open(settings.keys_dir),
+            issuer=settings.token_issuer,
+            audience=settings.fhir_base,
+            ttl=24 * 3600,
+        )
+        self.token, _ = tokens.issue(
+            subject="bench", scopes=["system/*.cruds"], kind="service", role="service"
+        )
+        self.auth = {"Authorization": f"Bearer {self.token}"}
         cmd = [
             sys.executable,
             "-m",
@@ -66,7 +87,8 @@ class Server:
         ]
         if cpus:
             cmd = ["taskset", "-c", cpus, *cmd]
-        self.proc = subprocess.Popen(cmd, cwd=REPO)
+        env = dict(os.environ, CAREBASE_DATA_DIR=self._data.name, CAREBASE_AUTH_RATE_LIMIT="off")
+        self.proc = subprocess.Popen(cmd, cwd=REPO, env=env)
         self.peak_rss_kb = 0
         self._stop = threading.Event()
         self._wait_ready()
@@ -112,6 +134,7 @@ class Server:
         """Terminate the server and wait for it."""
         self._stop.set()
         terminate(self.proc, timeout=20)
+        self._data.cleanup()
 
     def __enter__(self) -> Server:
         return self

@@ -8,6 +8,7 @@ missing PostgreSQL fails the run rather than skipping silently.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ from urllib.parse import quote
 import psycopg
 import pytest
 
+from carebase.auth.keys import KeyRing
 from carebase.config import Settings
 from carebase.store.base import Store
 from carebase.store.factory import open_store
@@ -132,10 +134,21 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
         _truncate(postgres_url)
 
 
+@pytest.fixture(scope="session")
+def _signing_keys(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One token signing key ring for the session (making an RSA key costs ~0.1-0.4 s)."""
+    keys = tmp_path_factory.mktemp("signing") / "keys"
+    KeyRing.open(keys)
+    return keys
+
+
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    """Settings pointing the data directory at a temporary folder."""
-    return Settings(data_dir=tmp_path / "data", base_url="http://testserver/fhir")
+def settings(tmp_path: Path, _signing_keys: Path) -> Settings:
+    """Settings pointing the data directory at a temporary folder (holding a copy of the
+    session's signing keys, so apps need not generate their own)."""
+    data = tmp_path / "data"
+    shutil.copytree(_signing_keys, data / "keys")
+    return Settings(data_dir=data, base_url="http://testserver/fhir")
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
 import os
 import threading
@@ -145,9 +146,7 @@ class KeyRing:
             keys = {}
             for entry in ring["keys"]:
                 pem = (self.directory / f"{entry['kid']}.pem").read_bytes()
-                private = serialization.load_pem_private_key(pem, password=None)
-                if not isinstance(private, rsa.RSAPrivateKey):
-                    raise ValueError(f"{entry['kid']}.pem is not an RSA key")
+                private = _load_private(pem, entry["kid"])
                 keys[entry["kid"]] = SigningKey(entry["kid"], float(entry["created"]), private)
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise StorageError(
@@ -157,6 +156,16 @@ class KeyRing:
         if ring["active"] not in keys:
             raise StorageError(f"{self.directory}/{_RING_FILE} names no kept active key")
         self._keys, self._active = keys, ring["active"]
+
+
+@functools.lru_cache(maxsize=64)
+def _load_private(pem: bytes, kid: str) -> rsa.RSAPrivateKey:
+    """The RSA key in `pem`. Cached by content: loading validates the key (tens of ms), and
+    every process (and every worker's reload) would otherwise pay that per key."""
+    private = serialization.load_pem_private_key(pem, password=None)
+    if not isinstance(private, rsa.RSAPrivateKey):
+        raise ValueError(f"{kid}.pem is not an RSA key")
+    return private
 
 
 def _write_private(path: Path, data: bytes) -> None:
