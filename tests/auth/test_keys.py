@@ -26,7 +26,8 @@ def test_first_open_creates_a_private_key_readable_by_the_owner_only(tmp_path: P
     ring = KeyRing.open(directory)
     assert _mode(directory) == 0o700
     files = sorted(directory.iterdir())
-    assert {f.name for f in files} == {"ring.json", f"{ring.active.kid}.pem"}
+    # .lock serialises processes creating or rotating the ring
+    assert {f.name for f in files} == {".lock", "ring.json", f"{ring.active.kid}.pem"}
     for f in files:
         assert _mode(f) == 0o600, f
     assert b"PRIVATE KEY" in (directory / f"{ring.active.kid}.pem").read_bytes()
