@@ -31,7 +31,6 @@ from http_wrk import LoadSpec, WrkResult, run_wrk
 from report import machine, write_section
 from server import free_port, fresh_postgres_database, terminate
 
-from carebase.auth.keys import KeyRing
 from carebase.auth.tokens import TokenService
 from carebase.config import Settings
 from carebase.store.factory import open_store
@@ -89,10 +88,7 @@ def measure(backend: str, url: str, tmp: Path, args: argparse.Namespace) -> list
     ids = seed(url, args.patients)
     data_dir = tmp / f"data-{backend}"
     settings = Settings(data_dir=data_dir, base_url=BASE_URL)
-    tokens = TokenService(
-        KeyRing.open(settings.keys_dir), issuer=settings.token_issuer,
-        audience=settings.fhir_base, ttl=3600,
-    )  # fmt: skip
+    tokens = TokenService.from_settings(settings, ttl=3600)
     service, _ = tokens.issue(subject="bench", scopes=["system/*.rs"], kind="service",
                               role="service")  # fmt: skip
     own, _ = tokens.issue(subject="p", scopes=["patient/*.rs"], role="patient", patient=ids[0])

@@ -53,7 +53,6 @@ class Server:
     """
 
     def __init__(self, database: str, *, cpus: str | None = None, workers: int = 1) -> None:
-        from carebase.auth.keys import KeyRing
         from carebase.auth.tokens import TokenService
         from carebase.config import Settings
 
@@ -61,12 +60,7 @@ class Server:
         self.base = f"http://127.0.0.1:{self.port}"
         self._data = tempfile.TemporaryDirectory(prefix="carebase-bench-data-")
         settings = Settings(data_dir=Path(self._data.name), port=self.port)
-        tokens = TokenService(
-            KeyRing.open(settings.keys_dir),
-            issuer=settings.token_issuer,
-            audience=settings.fhir_base,
-            ttl=24 * 3600,
-        )
+        tokens = TokenService.from_settings(settings, ttl=24 * 3600)
         self.token, _ = tokens.issue(
             subject="bench", scopes=["system/*.cruds"], kind="service", role="service"
         )

@@ -24,7 +24,6 @@ from carebase.api.responses import http_exception, unhandled_exception
 from carebase.api.routes import FhirApi
 from carebase.auth.audit_entry import AuditTrail
 from carebase.auth.audit_log import DatabaseAuditTrail
-from carebase.auth.keys import KeyRing
 from carebase.auth.oauth_server import OAuthConfig, OAuthServer
 from carebase.auth.revocation_list import RevokedTokens
 from carebase.auth.tokens import TokenService
@@ -151,13 +150,7 @@ def oauth_server(settings: Settings, store: Callable[[], Store]) -> OAuthServer:
     """The authorization server: key ring from `settings.keys_dir`, records in `store`."""
     records = OAuthRecords(store)
     revoked = RevokedTokens(records)
-    tokens = TokenService(
-        KeyRing.open(settings.keys_dir),
-        issuer=settings.token_issuer,
-        audience=settings.fhir_base,
-        ttl=settings.access_token_ttl,
-        is_revoked=revoked.is_revoked,
-    )
+    tokens = TokenService.from_settings(settings, is_revoked=revoked.is_revoked)
     config = OAuthConfig(issuer=settings.token_issuer, fhir_base=settings.fhir_base)
     return OAuthServer(records, tokens, revoked, config)
 

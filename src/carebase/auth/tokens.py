@@ -18,6 +18,7 @@ import jwt
 
 from carebase.auth.keys import SIGNING_ALGORITHM, KeyRing
 from carebase.auth.principal import Principal
+from carebase.config import Settings
 from carebase.errors import Unauthorized
 
 ACCESS_TOKEN_TYPE = "at+jwt"
@@ -64,6 +65,24 @@ class TokenService:
         self.is_revoked = is_revoked
         self._cache: OrderedDict[str, Principal] = OrderedDict()
         self._cache_lock = threading.Lock()
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        ttl: int | None = None,
+        is_revoked: Callable[[str], bool] | None = None,
+    ) -> TokenService:
+        """The token service of the server `settings` describe: its key ring, its issuer, its
+        FHIR base as audience, and its token lifetime (unless `ttl` is given)."""
+        return cls(
+            KeyRing.open(settings.keys_dir),
+            issuer=settings.token_issuer,
+            audience=settings.fhir_base,
+            ttl=settings.access_token_ttl if ttl is None else ttl,
+            is_revoked=is_revoked,
+        )
 
     def issue(
         self,

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import replace
 from typing import Annotated
 
 import typer
 from rich.markup import escape
 
-from carebase.auth.keys import KeyRing
+from carebase.auth.principal import Principal
 from carebase.auth.roles import permitted_scopes
 from carebase.auth.scopes import NON_RESOURCE_SCOPES, ScopeError, parse_scope, validate_scopes
 from carebase.auth.tokens import TokenService
@@ -30,26 +30,13 @@ MAX_TTL = 24 * 60 * 60
 CLI_SUBJECT = "carebase-cli"
 
 
-@dataclass(frozen=True, slots=True)
-class Caller:
-    """Whom the token is for: its claims apart from scopes."""
-
-    subject: str
-    kind: str
-    role: str
-    username: str | None = None
-    fhir_user: str | None = None
-    patient: str | None = None
-    organization: str | None = None
-
-
 def _check_patient(store: Store, patient: str) -> None:
     found = store.read("Patient", patient)
     if found is None or found.deleted:
         raise NotFound(f"Patient/{patient} does not exist; check the id", location="patient")
 
 
-def caller_for(store: Store, username: str, patient: str | None) -> Caller:
+def caller_for(store: Store, username: str, patient: str | None) -> Principal:
     """The token's caller acting as `username`, with `patient` as launch context."""
     account = UserDirectory(store).get(username)
     if account is None:
@@ -66,15 +53,7 @@ def caller_for(store: Store, username: str, patient: str | None) -> Caller:
         patient = account.patient
     elif patient:
         _check_patient(store, patient)
-    return Caller(
-        subject=account.id,
-        kind="user",
-        role=account.role,
-        username=account.username,
-        fhir_user=account.fhir_user,
-        patient=patient,
-        organization=account.organization,
-    )
+    return replace(account.principal(), patient=patient)
 
 
 def register(app: typer.Typer) -> None:
@@ -129,7 +108,7 @@ def register(app: typer.Typer) -> None:
             if patient:
                 with opened_store(database) as store:
                     _check_patient(store, patient)
-            caller = Caller(subject=CLI_SUBJECT, kind="service", role="service", patient=patient)
+            caller = Principal(subject=CLI_SUBJECT, kind="service", role="service", patient=patient)
         granted = permitted_scopes(caller.role, requested)
         dropped = [s for s in requested if s not in granted]
         with friendly_errors():
@@ -144,13 +123,7 @@ def register(app: typer.Typer) -> None:
                 )
             if caller.patient is None and any(s.startswith("patient/") for s in granted):
                 raise BadRequest("patient/ scopes need a patient context: add --patient ID")
-            service = TokenService(
-                KeyRing.open(settings.keys_dir),
-                issuer=settings.token_issuer,
-                audience=settings.fhir_base,
-                ttl=settings.access_token_ttl,
-            )
-            jwt, _ = service.issue(
+            jwt, _ = TokenService.from_settings(settings).issue(
                 subject=caller.subject,
                 scopes=granted,
                 kind=caller.kind,
