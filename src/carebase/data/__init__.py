@@ -1,0 +1,1 @@
+"""Data in and out: the synthetic demo population, importers and bulk loading."""

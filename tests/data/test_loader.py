@@ -1,0 +1,37 @@
+"""ResourceLoader: batches, idempotence, rejection without losing neighbours."""
+
+from __future__ import annotations
+
+from carebase.data.loader import Origin, Rejected, ResourceLoader
+from carebase.store.base import Store
+
+
+def _patient(id_: str, family: str) -> dict[str, object]:
+    return {"resourceType": "Patient", "id": id_, "name": [{"family": family}]}
+
+
+def test_loads_rejects_and_counts_add_up(store: Store) -> None:
+    rejected: list[Rejected] = []
+    records = [
+        (_patient("a", "Ng"), Origin("p.ndjson", "line 1")),
+        (
+            {"resourceType": "Patient", "id": "b", "birthDate": "not-a-date"},
+            Origin("p.ndjson", "line 2"),
+        ),
+        ({"resourceType": "Patient", "name": [{"family": "NoId"}]}, Origin("p.ndjson", "line 3")),
+        (_patient("c", "Li"), Origin("p.ndjson", "line 4")),
+    ]
+    summary = ResourceLoader(store, batch_size=2, on_rejected=rejected.append).add_all(records)
+    assert (summary.read, summary.created, summary.rejected) == (4, 2, 2)
+    assert [r.origin.location for r in rejected] == ["line 2", "line 3"]
+    assert "birthDate" in rejected[0].issues[0].expression[0]
+    assert store.read("Patient", "a") is not None and store.read("Patient", "b") is None
+
+
+def test_second_load_changes_nothing_and_changed_content_updates(store: Store) -> None:
+    first = ResourceLoader(store).add_all([(_patient("a", "Ng"), Origin("x", ""))])
+    again = ResourceLoader(store).add_all([(_patient("a", "Ng"), Origin("x", ""))])
+    changed = ResourceLoader(store).add_all([(_patient("a", "Ngu"), Origin("x", ""))])
+    assert (first.created, again.unchanged, changed.updated) == (1, 1, 1)
+    stored = store.read("Patient", "a")
+    assert stored is not None and stored.version == 2
