@@ -76,7 +76,7 @@ class LoadSummary:
 def same_content(stored: StoredResource, resource: dict[str, Any]) -> bool:
     """Whether `resource` equals the stored current version apart from the server's
     meta.versionId and meta.lastUpdated (a deleted resource never matches)."""
-    if stored.deleted:
+    if stored.deleted or stored.body is None:
         return False
     return _without_server_meta(json_io.loads(stored.body)) == _without_server_meta(resource)
 
