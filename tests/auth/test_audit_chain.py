@@ -6,7 +6,7 @@ import itertools
 from dataclasses import replace
 
 from carebase.auth.audit_chain import UNCLEAN_SHUTDOWN, entry_hash, link, link_all, verify
-from carebase.store.audit_records import GENESIS_HASH, AuditRecord
+from carebase.store.audit_records import GENESIS_HASH, AuditRecord, indexed_entities
 
 
 def record(n: int, interaction: str = "read") -> AuditRecord:
@@ -115,6 +115,12 @@ def test_search_index_rows_are_checked_against_the_hashed_columns() -> None:
         replace(r, indexed_patients=r.patients, indexed_entities=r.entities) for r in records
     ]
     assert verify(indexed).intact
+    # as written now: a patient's own reference is indexed only as a patient
+    trimmed = [replace(r, indexed_entities=tuple(sorted(indexed_entities(r)))) for r in indexed]
+    assert trimmed[1].indexed_entities != indexed[1].indexed_entities
+    assert verify(trimmed).intact
+    extra = [*trimmed[:2], replace(trimmed[2], indexed_entities=("Observation/x",)), *trimmed[3:]]
+    assert verify(extra).broken_seq == 3  # an index row for an entity the entry never named
     indexed[1] = replace(indexed[1], indexed_patients=())  # a patient index row removed
     result = verify(indexed)
     assert result.broken_seq == 2 and "audit_patient" in (result.reason or "")

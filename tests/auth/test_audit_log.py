@@ -14,6 +14,7 @@ import psycopg
 import pytest
 
 from carebase.auth.audit_chain import SHUTDOWN, UNCLEAN_SHUTDOWN, verify
+from carebase.auth.audit_detail import event_bytes
 from carebase.auth.audit_entry import AuditEntry
 from carebase.auth.audit_log import DatabaseAuditTrail
 from carebase.auth.principal import Principal
@@ -70,7 +71,7 @@ def test_group_commit_writes_many_entries_in_few_transactions(
     assert took < 1.0  # recording never waited for the database
     records = stored(store)
     assert len(records) == 500
-    event = orjson.loads(records[7].event)
+    event = orjson.loads(event_bytes(records[7]))
     assert validate_resource(event) == []
     assert event["entity"][0]["what"]["reference"] == "Patient/p1"
     assert records[7].patients == ("p1",) and records[7].agent == "Practitioner/2"
@@ -146,7 +147,7 @@ def test_an_unclean_shutdown_is_noted_at_the_next_start(store: SqlStore) -> None
     records = stored(store)
     assert [r.interaction for r in records] == ["read", UNCLEAN_SHUTDOWN]
     assert records[-1].outcome == "4"
-    assert b"did not shut down cleanly" in records[-1].event
+    assert b"did not shut down cleanly" in event_bytes(records[-1])
     again.close()
     clean = DatabaseAuditTrail(store)
     clean.start()  # the last entry is a shutdown marker: nothing to note
@@ -181,7 +182,7 @@ def test_a_failing_audit_store_refuses_then_recovers(
     trail.flush()
     records = stored(store)
     # entry 2 was kept and written on recovery; entry 3 was refused, never half-written
-    assert [orjson.loads(r.event)["entity"][1]["what"]["reference"] for r in records] == [
+    assert [orjson.loads(event_bytes(r))["entity"][1]["what"]["reference"] for r in records] == [
         "Observation/o1",
         "Observation/o2",
         "Observation/o4",

@@ -78,6 +78,10 @@ def test_search(store: SqlStore) -> None:
     assert ids(AuditQuery(actions=("R",), outcomes=("4",))) == ["ev-6", "ev-3"]
     assert ids(AuditQuery(subtypes=("read",), patients=("p1",))) == ["ev-7", "ev-5", "ev-3", "ev-1"]
     assert ids(AuditQuery(entities=("Observation/o4",))) == ["ev-4"]
+    # a patient's own reference is indexed as a patient, and found as an entity all the same
+    assert ids(AuditQuery(entities=("Patient/p0", "Observation/o5"))) == [
+        "ev-6", "ev-5", "ev-4", "ev-2",
+    ]  # fmt: skip
     assert ids(AuditQuery(dates=("ge2026-05-31", "lt2026-06-02"))) == ["ev-4", "ev-3"]
     assert ids(AuditQuery(dates=("2026-05-30",))) == ["ev-2"]
     assert ids(AuditQuery(patients=("p1", "p0"), required_patient="p0")) == ["ev-6", "ev-4", "ev-2"]

@@ -23,6 +23,7 @@ from carebase.api.negotiation import render
 from carebase.api.request_body import read_body
 from carebase.api.responses import fhir_response, guarded
 from carebase.auth.audit_access import AUDIT_TYPE, AuditView, audit_view
+from carebase.auth.audit_detail import event_bytes
 from carebase.auth.audit_entry import AuditEntry, AuditTrail
 from carebase.auth.principal import Principal
 from carebase.errors import (
@@ -223,7 +224,7 @@ class AuditApi:
             patients=(view.patient,) if view.patient else (), description="audit log read",
             **who,
         ))  # fmt: skip
-        return fhir_response(record.event, 200, {"ETag": 'W/"1"'})
+        return fhir_response(event_bytes(record), 200, {"ETag": 'W/"1"'})
 
     async def history(self, request: Request) -> Response:
         """AuditEvent has no history: every event has exactly one version."""
@@ -236,6 +237,6 @@ class AuditApi:
 def _entry(base: str, record: AuditRecord) -> dict[str, object]:
     return {
         "fullUrl": f"{base}/{AUDIT_TYPE}/{record.id}",
-        "resource": orjson.Fragment(record.event),
+        "resource": orjson.Fragment(event_bytes(record)),
         "search": {"mode": "match"},
     }

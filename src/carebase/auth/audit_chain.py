@@ -1,7 +1,8 @@
 """The audit log's hash chain: linking entries, and verifying a stored chain (pure functions).
 
 Each entry's hash is SHA-256 over the previous entry's hash, the entry's position (`seq`)
-and its canonical bytes (every stored column, the AuditEvent JSON included). Changing,
+and its canonical bytes (every stored column, the entry's detail included, from which the
+AuditEvent a reader sees is rendered: `auth/audit_detail.py`). Changing,
 removing, inserting or moving any entry therefore breaks the chain at or right after that
 entry, unless every later hash is recomputed - and the head hash an auditor noted earlier
 (`carebase audit verify` prints it) then no longer matches.
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from carebase.store.audit_records import GENESIS_HASH, AuditRecord
+from carebase.store.audit_records import GENESIS_HASH, AuditRecord, indexed_entities
 
 #: Interactions the trail writes about itself (not accesses): start-up checks and shutdown.
 SHUTDOWN = "shutdown"
@@ -24,7 +25,8 @@ UNCLEAN_SHUTDOWN = "unclean-shutdown"
 
 def canonical_bytes(record: AuditRecord) -> bytes:
     """The bytes an entry's hash covers: its columns (not seq or the hashes) as a JSON array,
-    a newline, then the AuditEvent JSON bytes.
+    a newline, then the stored event bytes (the compact detail, or an AuditEvent's JSON in
+    rows of earlier versions).
 
     Unambiguous (orjson writes no raw newline, so the array ends at the first one) and
     always written the same way for the same row.
@@ -123,8 +125,9 @@ def _problem(record: AuditRecord, expected_seq: int, prev_hash: str) -> str | No
         sorted(set(record.patients))
     ):
         return "the patient search index (audit_patient) disagrees with the entry's patients"
-    if record.indexed_entities is not None and record.indexed_entities != tuple(
-        sorted(set(record.entities))
+    if record.indexed_entities is not None and record.indexed_entities not in (
+        tuple(sorted(indexed_entities(record))),
+        tuple(sorted(set(record.entities))),  # logs written before patients were left out
     ):
         return "the entity search index (audit_entity) disagrees with the entry's entities"
     return None

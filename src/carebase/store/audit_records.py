@@ -32,8 +32,10 @@ _COLUMNS = (
 # which made building one (for every entry written) cost more than its SHA-256.
 @dataclass(slots=True)
 class AuditRecord:
-    """One stored audit log row: the AuditEvent bytes, what searches select on, and its links.
+    """One stored audit log row: the event bytes, what searches select on, and its links.
 
+    `event` is the entry's compact detail (rendered to an AuditEvent when read, by
+    `auth/audit_detail.py`) or, in rows of earlier versions, the AuditEvent JSON itself.
     `recorded` is epoch milliseconds; `agent` is who acted (a FHIR reference such as
     `Practitioner/7`, else the user name or client id), `agent_name` the user name or client
     id; `patients` and `entities` are the Patient ids and `Type/id` references the event is
@@ -139,9 +141,18 @@ def append(store: SqlStore, build: Builder) -> list[AuditRecord]:
         _insert(store, cur, "audit_log", _COLUMNS, [_row(r) for r in records])
         patients = [(r.seq, p) for r in records for p in dict.fromkeys(r.patients)]
         _insert(store, cur, "audit_patient", "seq, patient", patients)
-        entities = [(r.seq, e) for r in records for e in dict.fromkeys(r.entities)]
+        entities = [(r.seq, e) for r in records for e in indexed_entities(r)]
         _insert(store, cur, "audit_entity", "seq, reference", entities)
         return records
+
+
+def indexed_entities(record: AuditRecord) -> tuple[str, ...]:
+    """The entity references `audit_entity` holds for `record`: its entities except its
+    patients' own `Patient/id` (`audit_patient` finds those: `search` looks in both), which
+    spares most reads a second random-order index insert. Logs written before this hold
+    those references too; `audit_chain.verify` accepts either."""
+    own = {f"Patient/{p}" for p in record.patients}
+    return tuple(e for e in dict.fromkeys(record.entities) if e not in own)
 
 
 def _insert(
@@ -276,11 +287,17 @@ def search(
             where.append(f"seq IN (SELECT seq FROM audit_patient WHERE patient IN ({marks}))")
             args.extend(patients)
     if query.entities:
-        where.append(
-            "seq IN (SELECT seq FROM audit_entity WHERE reference IN"
-            f" ({_marks(len(query.entities))}))"
-        )
+        marks = _marks(len(query.entities))
+        patients = tuple(e[len("Patient/") :] for e in query.entities if e.startswith("Patient/"))
+        condition = f"seq IN (SELECT seq FROM audit_entity WHERE reference IN ({marks}))"
         args.extend(query.entities)
+        if patients:  # their own Patient references are indexed as patients (see above)
+            condition += (
+                f" OR seq IN (SELECT seq FROM audit_patient WHERE patient IN"
+                f" ({_marks(len(patients))}))"
+            )
+            args.extend(patients)
+        where.append(f"({condition})")
     if query.agents:
         marks = _marks(len(query.agents))
         where.append(f"(agent IN ({marks}) OR agent_name IN ({marks}))")

@@ -1,0 +1,92 @@
+"""The compact form an audit entry is stored (and hashed) in, and its AuditEvent rendering.
+
+The trail's writer runs for every request, so it stores what an entry says - the log's
+columns plus a short JSON array of the rest (who, from where, the query) - rather than the
+AuditEvent JSON, which is five to ten times larger and costs more to build than the rest
+of the write together. The AuditEvent is rendered from those hashed bytes when someone reads
+the log: a pure function of them, so the chain covers everything a reader sees.
+
+Rows written before this form existed hold the AuditEvent JSON itself (it starts with `{`)
+and are served as stored.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+import orjson
+
+from carebase.auth.audit_entry import AuditEntry
+from carebase.auth.audit_event import audit_event_bytes
+from carebase.auth.principal import Principal
+from carebase.store.audit_records import AuditRecord
+from carebase.store.clock import ms_to_datetime
+
+#: First element of every compact detail array: its layout, for readers of later versions.
+DETAIL_VERSION = 1
+
+
+@lru_cache(maxsize=4096)
+def _principal_part(principal: Principal) -> tuple[Any, ...]:
+    # one caller makes many requests: the part about them is built once
+    return (
+        principal.subject,
+        principal.kind,
+        principal.role,
+        principal.username,
+        principal.fhir_user,
+        principal.client_id,
+        principal.break_glass,
+    )
+
+
+def detail_bytes(entry: AuditEntry, observer: str, site: str | None) -> bytes:
+    """What `entry` says beyond the log's columns, as compact JSON (stored and hashed)."""
+    principal = entry.principal
+    return orjson.dumps(
+        (
+            DETAIL_VERSION,
+            None if principal is None else _principal_part(principal),
+            entry.query,
+            entry.source_ip,
+            entry.user_agent,
+            entry.description,
+            entry.break_glass,
+            observer,
+            site,
+        )
+    )
+
+
+def event_bytes(record: AuditRecord) -> bytes:
+    """The AuditEvent JSON of a stored entry (rendered from its compact form)."""
+    if record.event[:1] == b"{":
+        return record.event  # written as a whole AuditEvent by an earlier version
+    version, who, query, source_ip, user_agent, description, break_glass, observer, site = (
+        orjson.loads(record.event)
+    )
+    if version != DETAIL_VERSION:
+        raise ValueError(f"audit entry {record.id} has detail version {version}, not known")
+    principal = None
+    if who is not None:
+        subject, kind, role, username, fhir_user, client_id, principal_break_glass = who
+        principal = Principal(
+            subject, kind, role, username, fhir_user, client_id=client_id,
+            break_glass=principal_break_glass,
+        )  # fmt: skip
+    entry = AuditEntry(
+        record.interaction,
+        record.action,  # type: ignore[arg-type]  # stored from an AuditAction
+        record.outcome,  # type: ignore[arg-type]  # stored from an AuditOutcome
+        principal=principal,
+        entities=record.entities,
+        patients=record.patients,
+        query=query,
+        source_ip=source_ip,
+        user_agent=user_agent,
+        description=description,
+        break_glass=break_glass,
+        recorded=ms_to_datetime(record.recorded),
+    )
+    return audit_event_bytes(entry, record.id, observer, site)

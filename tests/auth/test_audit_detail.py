@@ -1,0 +1,57 @@
+"""Audit entries stored compactly render to exactly the AuditEvent built from the entry."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime
+
+import orjson
+import pytest
+
+from carebase.auth.audit_chain import link
+from carebase.auth.audit_detail import event_bytes
+from carebase.auth.audit_entry import AuditEntry
+from carebase.auth.audit_event import audit_event_bytes
+from carebase.auth.audit_log import to_record
+from carebase.auth.principal import Principal
+from carebase.fhir.validation import validate_resource
+
+CLINICIAN = Principal(
+    subject="user-7", username="dr.grey", fhir_user="Practitioner/7", role="clinician",
+    client_id="smart-app", scopes=frozenset({"user/*.rs"}), break_glass="unconscious patient",
+)  # fmt: skip
+SERVICE = Principal(subject="svc-1", kind="service", role="service", client_id="lab-feed")
+WHEN = datetime(2026, 11, 28, 10, 20, 30, 123000, tzinfo=UTC)
+
+ENTRIES = [
+    AuditEntry(
+        "search-type", "R", principal=CLINICIAN, entities=("Observation/o1", "Patient/p1"),
+        patients=("p1",), query="subject=Patient/p1&code=4548-4", source_ip="10.1.2.3",
+        user_agent="curl/8", recorded=WHEN,
+    ),
+    AuditEntry("read", "R", principal=SERVICE, entities=("Patient/p2",), patients=("p2",)),
+    AuditEntry("failed-auth", "E", source_ip="::1", description="token expired"),
+    AuditEntry("break-glass", "E", "0", principal=CLINICIAN, break_glass="stroke call"),
+    AuditEntry("delete", "D", "8", principal=SERVICE, entities=("Condition/c ë",)),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("entry", ENTRIES, ids=lambda e: e.interaction)
+def test_rendered_event_is_the_event_of_the_entry(entry: AuditEntry) -> None:
+    record = link(to_record(entry, observer="carebase", site="https://x/fhir"), 1, "0" * 64)
+    direct = audit_event_bytes(entry, record.id, "carebase", "https://x/fhir")
+    assert event_bytes(record) == direct
+    assert validate_resource(orjson.loads(direct)) == []
+    assert len(record.event) < len(direct) / 2  # what is stored (and hashed) is compact
+
+
+def test_rows_holding_a_whole_audit_event_are_served_as_stored() -> None:
+    record = to_record(ENTRIES[1], observer="carebase", site=None)
+    whole = audit_event_bytes(ENTRIES[1], record.id, "carebase", None)
+    assert event_bytes(replace(record, event=whole)) == whole
+
+
+def test_an_unknown_detail_layout_is_refused_not_misread() -> None:
+    record = to_record(ENTRIES[1], observer="carebase", site=None)
+    with pytest.raises(ValueError, match="detail version 9"):
+        event_bytes(replace(record, event=b"[9,null,null,null,null,null,null,null,null]"))
