@@ -1,9 +1,11 @@
 """Authenticated and audited reads against unauthenticated, unaudited reads, over HTTP.
 
-Usage: python bench/bench_auth.py [--quick] [--rounds N] [--seconds S] [--write-docs]
+Usage: python bench/bench_auth.py [--quick] [--rounds N] [--seconds S] [--placements pinned shared]
+       [--backends sqlite postgresql] [--write-docs]
 
 One database per backend (SQLite file, then PostgreSQL) with 2,000 Synthea-sized Patients.
-Two uvicorn processes take turns on CPU 0 (wrk on CPU 1): `open` serves the route handlers
+Two uvicorn processes take turns, pinned to CPU 0 with wrk on CPU 1, then with nothing
+pinned (`--placements`): `open` serves the route handlers
 with no authentication and no audit; `secured` is carebase as shipped: a bearer token
 verified on every request, the access policy applied, and every read written to the
 hash-chained audit trail. Scenarios, each round in turn, medians over rounds:
@@ -36,7 +38,9 @@ from carebase.config import Settings
 from carebase.store.factory import open_store
 
 BENCH = Path(__file__).resolve().parent
-SERVER_CPU, CLIENT_CPU = "0", "1"
+#: Where the processes run: `pinned` gives the server (all its threads) CPU 0 and wrk CPU 1;
+#: `shared` pins nothing, as a deployment would run (the server's threads and wrk share both).
+PLACEMENTS = {"pinned": ("0", "1"), "shared": ("0,1", "0,1")}
 BASE_URL = "http://bench.invalid/fhir"  # tokens' audience; the same for both apps
 
 
@@ -59,13 +63,13 @@ def seed(url: str, count: int) -> list[str]:
 class App:
     """One of the two apps under uvicorn, pinned to the server CPU."""
 
-    def __init__(self, factory: str, url: str, data_dir: Path) -> None:
+    def __init__(self, factory: str, url: str, data_dir: Path, cpu: str) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         env = dict(os.environ, CAREBASE_DATABASE_URL=url, CAREBASE_DATA_DIR=str(data_dir),
                    CAREBASE_BASE_URL=BASE_URL, CAREBASE_AUTH_RATE_LIMIT="off")  # fmt: skip
         env["PYTHONPATH"] = os.pathsep.join([str(BENCH), env.get("PYTHONPATH", "")])
-        cmd = ["taskset", "-c", SERVER_CPU, sys.executable, "-m", "uvicorn",
+        cmd = ["taskset", "-c", cpu, sys.executable, "-m", "uvicorn",
                f"auth_apps:{factory}", "--factory", "--port", str(self.port),
                "--log-level", "warning", "--no-access-log"]  # fmt: skip
         self.proc = subprocess.Popen(cmd, env=env)
@@ -99,18 +103,21 @@ def measure(backend: str, url: str, tmp: Path, args: argparse.Namespace) -> list
     }
     results: list[WrkResult] = []
     for _ in range(args.rounds):
-        for app_name, factory in (("open", "open_app"), ("secured", "secured_app")):
-            app = App(factory, url, data_dir)
-            try:
-                for shape, spec, token in plan[app_name]:
-                    label = "patient" if (app_name, shape) == ("secured", "one") else app_name
-                    name = f"{label}-{shape}-{backend}"
-                    r = run_wrk(name, app.base, spec, args.seconds, args.warmup,
-                                args.connections, CLIENT_CPU, token)  # fmt: skip
-                    print(r.line(), flush=True)
-                    results.append(r)
-            finally:
-                app.stop()
+        for placement in args.placements:
+            server_cpu, client_cpu = PLACEMENTS[placement]
+            for app_name, factory in (("open", "open_app"), ("secured", "secured_app")):
+                app = App(factory, url, data_dir, server_cpu)
+                try:
+                    for shape, spec, token in plan[app_name]:
+                        label = "patient" if (app_name, shape) == ("secured", "one") else app_name
+                        name = f"{label}-{shape}-{backend}-{placement}"
+                        r = run_wrk(name, app.base, spec, args.seconds, args.warmup,
+                                    args.connections, client_cpu, token,
+                                    server_pid=app.proc.pid)  # fmt: skip
+                        print(r.line(), flush=True)
+                        results.append(r)
+                finally:
+                    app.stop()
     return results
 
 
@@ -120,35 +127,49 @@ def markdown(results: list[WrkResult], args: argparse.Namespace) -> str:
     for r in results:
         by.setdefault(r.name, []).append(r)
 
-    def median(name: str) -> float:
-        return statistics.median(r.rps for r in by.get(name, [])) if name in by else 0.0
+    def median(name: str, cpu: bool = False) -> float:
+        runs = by.get(name, [])
+        values = [(r.server_cpu_us or 0.0) if cpu else r.rps for r in runs]
+        return statistics.median(values) if values else 0.0
 
     lines = [
         "## Security: authenticated and audited reads against open reads (HTTP)",
         "",
         f"Machine: {machine()}. Script: `bench/bench_auth.py`: {args.patients:,} Synthea-sized "
-        f"Patients per database; two uvicorn processes on CPU {SERVER_CPU} in turn (never at "
-        f"once), wrk on CPU {CLIENT_CPU} with {args.connections} connections, "
-        f"{args.warmup:g} s warm-up and {args.seconds:g} s measured per row, {args.rounds} "
-        "rounds alternating the apps; medians of the rounds. `open` is the same route "
-        "handlers and hardening middleware with no authentication and no audit entry; "
-        "`secured` is carebase as shipped: the bearer token verified (cached after the first "
-        "RSA check), the access policy applied, each read written to the hash-chained audit "
-        "trail (group commit every 5 ms).",
+        "Patients per database; two uvicorn processes (one worker each) in turn, never at "
+        f"once; wrk with {args.connections} connections, {args.warmup:g} s warm-up and "
+        f"{args.seconds:g} s measured per row, {args.rounds} rounds alternating the apps; "
+        "medians of the rounds. `open` is the same route handlers and hardening middleware "
+        "with no authentication and no audit entry; `secured` is carebase as shipped: the "
+        "bearer token verified (cached after the first RSA check), the access policy "
+        "applied, each read written to the hash-chained audit trail (group commit every "
+        f"{Settings().audit_flush_ms:g} ms). Placement `pinned`: the server process, all its "
+        "threads, on CPU 0 and wrk on CPU 1; `shared`: nothing pinned, as deployed (the "
+        "audit writer's database work, which runs without the interpreter lock, can use the "
+        "other core, which wrk also needs). CPU is the server process's user + system time "
+        "per request while measured, all threads.",
         "",
-        "| database | reads | open req/s | secured req/s | secured / open | rounds (secured) |",
-        "|---|---|---|---|---|---|",
+        "| database | reads | placement | open req/s | secured req/s | secured / open "
+        "| CPU µs/req open → secured | rounds (secured) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for backend in ("sqlite", "postgresql"):
         for shape, label, secured in (
             ("many", "all Patients, `system/*.rs` token", "secured"),
             ("one", "one Patient, its own `patient/*.rs` token", "patient"),
         ):
-            o, s = median(f"open-{shape}-{backend}"), median(f"{secured}-{shape}-{backend}")
-            if not o:
-                continue
-            runs = ", ".join(f"{r.rps:,.0f}" for r in by.get(f"{secured}-{shape}-{backend}", []))
-            lines.append(f"| {backend} | {label} | {o:,.0f} | {s:,.0f} | {s / o:.2f} | {runs} |")
+            for placement in args.placements:
+                o_name = f"open-{shape}-{backend}-{placement}"
+                s_name = f"{secured}-{shape}-{backend}-{placement}"
+                o, s = median(o_name), median(s_name)
+                if not o:
+                    continue
+                cpu = f"{median(o_name, True):,.0f} → {median(s_name, True):,.0f}"
+                runs = ", ".join(f"{r.rps:,.0f}" for r in by.get(s_name, []))
+                lines.append(
+                    f"| {backend} | {label} | {placement} | {o:,.0f} | {s:,.0f} | {s / o:.2f} "
+                    f"| {cpu} | {runs} |"
+                )
     errors = sum(r.errors for r in results)
     lines += ["", f"Socket errors and non-2xx answers over all rows: {errors}."]
     return "\n".join(lines)
@@ -162,15 +183,21 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--patients", type=int, default=2000)
+    parser.add_argument("--placements", nargs="+", choices=list(PLACEMENTS),
+                        default=list(PLACEMENTS))  # fmt: skip
+    parser.add_argument("--backends", nargs="+", choices=["sqlite", "postgresql"],
+                        default=["sqlite", "postgresql"])  # fmt: skip
     parser.add_argument("--write-docs", action="store_true", help="write docs even with --quick")
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.seconds, args.warmup, args.patients = 1, 3.0, 1.0, 200
     results: list[WrkResult] = []
     with tempfile.TemporaryDirectory(prefix="carebase-auth-bench-") as tmp:
-        results += measure("sqlite", f"sqlite:///{tmp}/bench.db", Path(tmp), args)
-        results += measure("postgresql", fresh_postgres_database("carebase_auth_bench"),
-                           Path(tmp), args)  # fmt: skip
+        if "sqlite" in args.backends:
+            results += measure("sqlite", f"sqlite:///{tmp}/bench.db", Path(tmp), args)
+        if "postgresql" in args.backends:
+            results += measure("postgresql", fresh_postgres_database("carebase_auth_bench"),
+                               Path(tmp), args)  # fmt: skip
     section = markdown(results, args)
     print(section)
     if not args.quick or args.write_docs:

@@ -7,7 +7,9 @@ and updates touch many rows rather than one hot row.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
@@ -56,12 +58,37 @@ class WrkResult:
     errors: int  # socket errors, timeouts and non-2xx/3xx responses
     seconds: float
     connections: int
+    #: CPU time the server process and its children spent per request while measured (µs)
+    server_cpu_us: float | None = None
 
     def line(self) -> str:
+        cpu = f"  server CPU {self.server_cpu_us:5.0f} µs/req" if self.server_cpu_us else ""
         return (
             f"{self.name:<20} {self.rps:>9,.0f} req/s  p50 {self.p50_ms:7.2f} ms  "
-            f"p99 {self.p99_ms:7.2f} ms  errors {self.errors}"
+            f"p99 {self.p99_ms:7.2f} ms  errors {self.errors}{cpu}"
         )
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of process `pid`, its threads and its descendants
+    (Linux /proc; waited-for children count through cutime/cstime, live ones are walked)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+
+    def own(p: int) -> float:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            return 0.0
+        return sum(int(f) for f in fields[11:15]) / ticks
+
+    total, pending = 0.0, [pid]
+    while pending:
+        p = pending.pop()
+        total += own(p)
+        for task in Path(f"/proc/{p}/task").glob("*/children"):
+            with contextlib.suppress(OSError):
+                pending += [int(c) for c in task.read_text().split()]
+    return total
 
 
 def _lua_string(text: str) -> str:
@@ -149,8 +176,10 @@ def run_wrk(
     connections: int,
     cpu: str,
     token: str | None = None,
+    server_pid: int | None = None,
 ) -> WrkResult:
-    """Check one request, warm up, then measure `spec` against `base` for `seconds`."""
+    """Check one request, warm up, then measure `spec` against `base` for `seconds`
+    (and the CPU time process `server_pid` spends on it, when given)."""
     check_once(base, spec, token)
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
         handle.write(lua_script(spec, token))
@@ -158,7 +187,9 @@ def run_wrk(
     try:
         if warmup > 0:
             _wrk(base, script, warmup, connections, cpu)
+        cpu_before = process_cpu_seconds(server_pid) if server_pid else 0.0
         raw = _wrk(base, script, seconds, connections, cpu)
+        cpu_spent = process_cpu_seconds(server_pid) - cpu_before if server_pid else 0.0
     finally:
         script.unlink(missing_ok=True)
     duration = raw["duration_us"] / 1e6
@@ -173,4 +204,5 @@ def run_wrk(
         errors=int(raw["errors"] + raw["status_errors"]),
         seconds=duration,
         connections=connections,
+        server_cpu_us=cpu_spent / raw["requests"] * 1e6 if server_pid and raw["requests"] else None,
     )

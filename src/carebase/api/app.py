@@ -98,11 +98,13 @@ def create_app(
                 api.store.close()
 
     oauth = oauth_server(settings, lambda: api.store)
-    routes: list[BaseRoute] = [Route("/healthz", healthz, methods=["GET"])]
-    # before the FHIR routes: /fhir/.well-known/... would otherwise match /fhir/{type}/{id}
-    routes.extend(OAuthApi(oauth, lambda: api.store).routes())
-    routes.extend(AuditApi(api).routes(FHIR_PREFIX))
-    routes.extend(api.routes(FHIR_PREFIX))
+    # Starlette tries routes in order and FHIR reads are the hot path, so the FHIR routes
+    # come first; their type segment never matches `.well-known` or AuditEvent, whose routes
+    # (discovery, the audit log) follow (see `route_table._TypeSegment`).
+    oauth_routes = OAuthApi(oauth, lambda: api.store).routes()
+    routes: list[BaseRoute] = [*api.routes(FHIR_PREFIX), *AuditApi(api).routes(FHIR_PREFIX)]
+    routes.extend(oauth_routes)
+    routes.append(Route("/healthz", healthz, methods=["GET"]))
     routes.extend(login_routes())
     routes.extend(oauth_page_routes())
     routes.append(Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"))

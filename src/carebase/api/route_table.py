@@ -28,9 +28,19 @@ class RouteSpec:
 
 
 class _TypeSegment(StringConvertor):
-    """A path segment that can be a resource type: not `metadata`, not `_x`/`$x`."""
+    """A path segment that can be the type of a resource these routes serve: not `metadata`,
+    not `_x`/`$x`/`.x` (`.well-known`), not AuditEvent (served from the audit log by
+    `audit_routes`). So the app puts these routes first - reads are the hot path - and the
+    routes for those after them."""
 
-    regex = r"(?!metadata(?:/|$))(?![_$])[^/]+"
+    regex = r"(?!metadata(?:/|$))(?!AuditEvent(?:/|$))(?![_$.])[^/]+"
+
+
+class _AnyTypeSegment(StringConvertor):
+    """Any resource type, AuditEvent included: where these routes serve it too (compartment
+    searches, `$validate`)."""
+
+    regex = r"(?![_$.])[^/]+"
 
 
 class _IdSegment(StringConvertor):
@@ -41,6 +51,7 @@ class _IdSegment(StringConvertor):
 
 
 register_url_convertor("fhir_type", _TypeSegment())
+register_url_convertor("fhir_any_type", _AnyTypeSegment())
 register_url_convertor("fhir_id", _IdSegment())
 
 #: The route table. Instance routes come first: read-by-id is the hot path, and Starlette
@@ -59,25 +70,25 @@ ROUTES: tuple[RouteSpec, ...] = (
     RouteSpec("", ("GET",), "search_system", ("search-system",)),
     RouteSpec("", ("POST",), "bundle", ("transaction", "batch")),
     RouteSpec("/_history", ("GET",), "history", ("history-system",)),
-    RouteSpec("/{type}/_history", ("GET",), "history", ("history-type",)),
-    RouteSpec("/{type}/_search", ("POST",), "search_post", ("search-type",)),
+    RouteSpec("/{type:fhir_type}/_history", ("GET",), "history", ("history-type",)),
+    RouteSpec("/{type:fhir_type}/_search", ("POST",), "search_post", ("search-type",)),
     RouteSpec("/_search", ("POST",), "search_system_post", ("search-system",)),
     RouteSpec(
-        "/{compartment:fhir_type}/{cid:fhir_id}/{type:fhir_type}",
+        "/{compartment:fhir_type}/{cid:fhir_id}/{type:fhir_any_type}",
         ("GET",),
         "search_compartment",
         ("search-compartment",),
     ),
     RouteSpec(
-        "/{compartment:fhir_type}/{cid:fhir_id}/{type:fhir_type}/_search",
+        "/{compartment:fhir_type}/{cid:fhir_id}/{type:fhir_any_type}/_search",
         ("POST",),
         "search_compartment_post",
         ("search-compartment",),
     ),
-    RouteSpec("/{type}/$validate", ("POST",), "validate", ("op:validate",)),
-    RouteSpec("/{type}/{id}/_history/{vid}", ("GET",), "vread", ("vread",)),
-    RouteSpec("/{type}/{id}/_history", ("GET",), "history", ("history-instance",)),
-    RouteSpec("/{type}/{id}/$validate", ("POST",), "validate", ("op:validate",)),
+    RouteSpec("/{type:fhir_any_type}/$validate", ("POST",), "validate", ("op:validate",)),
+    RouteSpec("/{type:fhir_type}/{id}/_history/{vid}", ("GET",), "vread", ("vread",)),
+    RouteSpec("/{type:fhir_type}/{id}/_history", ("GET",), "history", ("history-instance",)),
+    RouteSpec("/{type:fhir_any_type}/{id}/$validate", ("POST",), "validate", ("op:validate",)),
 )
 
 
