@@ -73,6 +73,9 @@ class Settings:
     encryption_key: str = ""
     #: How long the audit trail gathers entries before writing them in one transaction, ms.
     audit_flush_ms: float = 5.0
+    #: Where audit entries are written: `process` (a writer process of its own, off the
+    #: request-serving core; the default) or `thread` (a thread of the server process).
+    audit_writer: str = "process"
     #: Mark browser cookies Secure even when the request arrived over plain http (behind a
     #: TLS-terminating proxy that does not say so).
     cookie_secure: bool = False
@@ -110,6 +113,7 @@ class Settings:
             encryption_key_file=os.environ.get("CAREBASE_ENCRYPTION_KEY_FILE", ""),
             encryption_key=os.environ.get("CAREBASE_ENCRYPTION_KEY", ""),
             audit_flush_ms=_env_int("CAREBASE_AUDIT_FLUSH_MS", 5),
+            audit_writer=os.environ.get("CAREBASE_AUDIT_WRITER") or "process",
             cookie_secure=_env_bool("CAREBASE_COOKIE_SECURE", False),
             session_idle_seconds=_env_int("CAREBASE_SESSION_IDLE_SECONDS", 30 * 60),
             session_absolute_seconds=_env_int("CAREBASE_SESSION_ABSOLUTE_SECONDS", 12 * 60 * 60),

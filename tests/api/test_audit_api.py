@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from carebase.api.app import create_app
 from carebase.auth.audit_chain import SHUTDOWN, verify
 from carebase.auth.audit_entry import AuditEntry, MemoryAuditTrail
-from carebase.auth.audit_log import DatabaseAuditTrail
+from carebase.auth.audit_process import ProcessAuditTrail
 from carebase.auth.principal import DEVELOPMENT_PRINCIPAL, Principal
 from carebase.config import Settings
 from carebase.store import audit_records
@@ -80,7 +80,9 @@ def at(day: int, hour: int = 12) -> datetime:
 def audit_app(store: SqlStore, settings: Settings) -> Iterator[Starlette]:
     app = create_app(settings, store)
     trail = app.state.audit_trail
-    assert isinstance(trail, DatabaseAuditTrail)  # the durable trail is the default
+    assert isinstance(
+        trail, ProcessAuditTrail
+    )  # the durable trail, its own process, is the default
     # the log to search: clinician and service reads of two patients over four days
     for day, who, patient in [
         (1, CLINICIAN, "amy"),
@@ -236,7 +238,7 @@ async def test_the_app_starts_and_closes_its_durable_trail(settings: Settings) -
     app = create_app(settings)  # opens its own SQLite store in the data directory
     async with app.router.lifespan_context(app):
         trail = app.state.audit_trail
-        assert isinstance(trail, DatabaseAuditTrail) and trail.healthy
+        assert isinstance(trail, ProcessAuditTrail) and trail.healthy
         transport = httpx.ASGITransport(app=AsCaller(app))
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:
             r = await c.get("/fhir/AuditEvent", headers={"x-test-caller": "admin"})

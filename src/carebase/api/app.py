@@ -24,6 +24,7 @@ from carebase.api.responses import http_exception, unhandled_exception
 from carebase.api.routes import FhirApi
 from carebase.auth.audit_entry import AuditTrail
 from carebase.auth.audit_log import DatabaseAuditTrail
+from carebase.auth.audit_process import ProcessAuditTrail
 from carebase.auth.oauth_server import OAuthConfig, OAuthServer
 from carebase.auth.revocation_list import RevokedTokens
 from carebase.auth.tokens import TokenService
@@ -46,11 +47,19 @@ async def healthz(request: Request) -> Response:
     return Response(b'{"status":"ok"}', media_type="application/json")
 
 
-def durable_trail(store: Store, settings: Settings) -> DatabaseAuditTrail:
-    """The database audit trail of `store`, configured from `settings`."""
+def durable_trail(store: Store, settings: Settings) -> AuditTrail:
+    """The database audit trail of `store`, configured from `settings`: written by a
+    process of its own (`audit_process`) or by a thread (`audit_log`)."""
     if not isinstance(store, SqlStore):
         raise TypeError(f"the audit trail needs a SQL store, not {type(store).__name__}")
-    return DatabaseAuditTrail(store, flush_ms=settings.audit_flush_ms, site=settings.fhir_base)
+    if settings.audit_writer == "process":
+        return ProcessAuditTrail(store.url, flush_ms=settings.audit_flush_ms,
+                                 site=settings.fhir_base)  # fmt: skip
+    if settings.audit_writer == "thread":
+        return DatabaseAuditTrail(store, flush_ms=settings.audit_flush_ms, site=settings.fhir_base)
+    raise CarebaseError(
+        f"CAREBASE_AUDIT_WRITER is {settings.audit_writer!r}: use 'process' or 'thread'"
+    )
 
 
 def create_app(
@@ -85,7 +94,7 @@ def create_app(
         if getattr(app.state, "audit_trail", None) is None:
             app.state.audit_trail = durable_trail(api.store, settings)
         trail = app.state.audit_trail
-        if owned_trail and isinstance(trail, DatabaseAuditTrail):
+        if owned_trail and isinstance(trail, DatabaseAuditTrail | ProcessAuditTrail):
             trail.start()
         try:
             yield

@@ -21,7 +21,7 @@ from carebase.auth.audit_entry import AuditEntry
 from carebase.auth.audit_event import audit_event_bytes
 from carebase.auth.principal import Principal
 from carebase.store.audit_records import AuditRecord
-from carebase.store.clock import ms_to_datetime
+from carebase.store.clock import datetime_to_ms, ms_to_datetime
 
 #: First element of every compact detail array: its layout, for readers of later versions.
 DETAIL_VERSION = 1
@@ -59,6 +59,15 @@ def detail_bytes(entry: AuditEntry, observer: str, site: str | None) -> bytes:
     )
 
 
+def _principal(part: list[Any] | None) -> Principal | None:
+    if part is None:
+        return None
+    subject, kind, role, username, fhir_user, client_id, break_glass = part
+    return Principal(
+        subject, kind, role, username, fhir_user, client_id=client_id, break_glass=break_glass
+    )
+
+
 def event_bytes(record: AuditRecord) -> bytes:
     """The AuditEvent JSON of a stored entry (rendered from its compact form)."""
     if record.event[:1] == b"{":
@@ -68,18 +77,11 @@ def event_bytes(record: AuditRecord) -> bytes:
     )
     if version != DETAIL_VERSION:
         raise ValueError(f"audit entry {record.id} has detail version {version}, not known")
-    principal = None
-    if who is not None:
-        subject, kind, role, username, fhir_user, client_id, principal_break_glass = who
-        principal = Principal(
-            subject, kind, role, username, fhir_user, client_id=client_id,
-            break_glass=principal_break_glass,
-        )  # fmt: skip
     entry = AuditEntry(
         record.interaction,
         record.action,  # type: ignore[arg-type]  # stored from an AuditAction
         record.outcome,  # type: ignore[arg-type]  # stored from an AuditOutcome
-        principal=principal,
+        principal=_principal(who),
         entities=record.entities,
         patients=record.patients,
         query=query,
@@ -90,3 +92,35 @@ def event_bytes(record: AuditRecord) -> bytes:
         recorded=ms_to_datetime(record.recorded),
     )
     return audit_event_bytes(entry, record.id, observer, site)
+
+
+def entry_message(entry: AuditEntry) -> bytes:
+    """`entry` as compact JSON, for handing it to another process (`audit_process`)."""
+    principal = entry.principal
+    return orjson.dumps(
+        (
+            entry.interaction,
+            entry.action,
+            entry.outcome,
+            datetime_to_ms(entry.recorded),
+            entry.patients,
+            entry.entities,
+            None if principal is None else _principal_part(principal),
+            entry.query,
+            entry.source_ip,
+            entry.user_agent,
+            entry.description,
+            entry.break_glass,
+        )
+    )
+
+
+def entry_from_message(message: bytes) -> AuditEntry:
+    """The entry `entry_message` made `message` of."""
+    (interaction, action, outcome, recorded, patients, entities, who, query, source_ip,
+     user_agent, description, break_glass) = orjson.loads(message)  # fmt: skip
+    return AuditEntry(
+        interaction, action, outcome, principal=_principal(who), entities=tuple(entities),
+        patients=tuple(patients), query=query, source_ip=source_ip, user_agent=user_agent,
+        description=description, break_glass=break_glass, recorded=ms_to_datetime(recorded),
+    )  # fmt: skip

@@ -17,6 +17,7 @@ import os
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from carebase.auth.audit_chain import SHUTDOWN, UNCLEAN_SHUTDOWN, link_all
@@ -55,6 +56,7 @@ class TrailStats:
     written: int = 0
     transactions: int = 0
     failures: int = 0
+    lost: int = 0  # entries handed over by `enqueue` with the buffer already full
 
 
 def to_record(entry: AuditEntry, *, observer: str, site: str | None) -> AuditRecord:
@@ -99,8 +101,11 @@ class DatabaseAuditTrail(AuditTrail):
         max_buffer: int = DEFAULT_MAX_BUFFER,
         observer: str = "carebase",
         site: str | None = None,
+        on_health: Callable[[bool, str | None], None] | None = None,
     ) -> None:
         self.store = store
+        #: told (healthy, reason) whenever writes start failing or succeed again
+        self.on_health = on_health
         self.flush_s = max(flush_ms, 0.0) / 1000
         self.max_buffer = max_buffer
         self.observer, self.site = observer, site
@@ -134,6 +139,23 @@ class DatabaseAuditTrail(AuditTrail):
                 raise _unavailable(self._error or "writes are failing")
             if len(self._buffer) >= self.max_buffer:
                 raise _unavailable(f"{self.max_buffer} entries are waiting to be written")
+            self._buffer.append(entry)
+            self.stats.accepted += 1
+            if len(self._buffer) == 1:
+                self._cond.notify()
+
+    def enqueue(self, entry: AuditEntry) -> None:
+        """Buffer `entry`, which another process already accepted (`audit_process`): kept
+        while the store fails, since its request was answered. Only a buffer at ten times
+        its size drops entries, logged and counted: the accepting side stops accepting as
+        soon as it hears writes fail, long before."""
+        if self._thread is None and not self._closed:
+            self.start()
+        with self._cond:
+            if len(self._buffer) >= 10 * self.max_buffer:
+                self.stats.lost += 1
+                log.error("audit entry lost: %d entries wait to be written", len(self._buffer))
+                return
             self._buffer.append(entry)
             self.stats.accepted += 1
             if len(self._buffer) == 1:
@@ -231,10 +253,13 @@ class DatabaseAuditTrail(AuditTrail):
                     self._buffer.popleft()
                 self.stats.written += len(batch)
                 self.stats.transactions += 1
-                if not self._healthy:
+                recovered = not self._healthy
+                if recovered:
                     log.warning("audit store writes succeed again; serving resumes")
                 self._healthy, self._error = True, None
                 self._cond.notify_all()
+            if recovered and self.on_health is not None:
+                self.on_health(True, None)
 
     def _write(self, batch: list[AuditEntry]) -> None:
         """Append `batch` in one transaction (after the start-up marker, if one is due)."""
@@ -249,8 +274,11 @@ class DatabaseAuditTrail(AuditTrail):
     def _fail(self, exc: Exception) -> None:
         reason = getattr(exc, "message", None) or str(exc) or type(exc).__name__
         with self._cond:
-            if self._healthy:
+            turned = self._healthy
+            if turned:
                 log.error("audit store writes fail; refusing to serve patient data: %s", reason)
             self._healthy, self._error = False, reason
             self.stats.failures += 1
             self._cond.notify_all()
+        if turned and self.on_health is not None:
+            self.on_health(False, reason)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 _lock = threading.Lock()
 _last = 0
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_MS = timedelta(milliseconds=1)
 
 
 def now_ms() -> int:
@@ -25,7 +27,7 @@ def now_ms() -> int:
 
 def ms_to_datetime(ms: int) -> datetime:
     """Epoch ms as a timezone-aware UTC datetime."""
-    return datetime.fromtimestamp(ms / 1000, UTC)
+    return _EPOCH + timedelta(milliseconds=ms)
 
 
 def ms_to_instant(ms: int) -> str:
@@ -38,4 +40,5 @@ def datetime_to_ms(value: datetime) -> int:
     """A datetime (naive means UTC) as epoch ms."""
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
-    return int(value.timestamp() * 1000)
+    # integer arithmetic: the float timestamp() * 1000 can land just below a whole ms
+    return (value - _EPOCH) // _ONE_MS

@@ -1,0 +1,297 @@
+"""The audit trail with its writer in a process of its own, off the request-serving core.
+
+Turning entries into hash-chained rows and writing them costs more CPU than a cached read
+does; in a writer thread it competes with the requests for the interpreter lock. Here the
+server process only encodes each entry (`audit_detail.entry_message`) and sends it over a
+Unix `SOCK_SEQPACKET` socket - one message per entry, never split - to a child process
+(`python -m carebase.auth.audit_writer`) that runs the `DatabaseAuditTrail` over its own
+connection to the same database.
+
+The guarantees stay those of `audit_log`: an entry the socket accepted is in the kernel's
+buffer, which outlives a crash of the server process, and the child writes it; the child
+reports when writes fail or recover, and from then `record()` refuses (503) until they
+succeed again, while the child keeps what it already has; `flush()` and `close()` wait for
+the child to say everything sent before is written (close adds the shutdown marker). If the
+child dies, `record()` refuses, and a new child is started; its first append notes the
+unclean stop, as a restarted server would.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import replace
+
+from carebase.auth.audit_detail import entry_message
+from carebase.auth.audit_entry import AuditEntry, AuditTrail
+from carebase.errors import Unavailable
+
+log = logging.getLogger("carebase.audit")
+
+#: Message kinds. Server to writer: an Entry, a Flush request (with a token), Close.
+#: Writer to server: Healthy, Unhealthy (with the reason), flush Acknowledged (token),
+#: flush Not done (token and reason), and eXited cleanly.
+ENTRY, FLUSH, CLOSE = b"E", b"F", b"C"
+HEALTHY, UNHEALTHY, ACK, NACK, EXITED = b"H", b"U", b"A", b"N", b"X"
+#: Largest message either side sends (an entry's query string is cut to fit).
+MAX_MESSAGE = 64 * 1024
+#: How long the server waits for a writer process to start and report.
+START_TIMEOUT_S = 30.0
+RESTART_DELAY_S = 1.0
+
+
+def _unavailable(reason: str) -> Unavailable:
+    return Unavailable(
+        f"audit store unavailable: {reason}; no patient data is served until accesses can "
+        "be recorded again, retry shortly",
+        headers={"Retry-After": "1"},
+    )
+
+
+class ProcessAuditTrail(AuditTrail):
+    """The durable trail of the database at `url`, written by a child process."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        flush_ms: float = 5.0,
+        site: str | None = None,
+        max_backlog: int = 10_000,
+    ) -> None:
+        self.url, self.flush_ms, self.site = url, flush_ms, site
+        self.max_backlog = max_backlog
+        self._cond = threading.Condition()
+        self._healthy = False
+        self._error: str | None = "the audit writer process has not started"
+        self._closing = self._closed = False
+        self._sock: socket.socket | None = None
+        self._child: subprocess.Popen[bytes] | None = None
+        self._generation = 0  # which child the receiver thread listens to
+        self._acks: dict[int, str | None] = {}  # flush token -> None (done) or failure reason
+        self._next_token = 0
+        self._exited = False
+        #: entries the socket had no room for, in order; a sender thread drains them
+        self._backlog: deque[bytes] = deque()
+        self._start_lock = threading.Lock()
+
+    # --- the AuditTrail interface ---------------------------------------------------------
+    @property
+    def healthy(self) -> bool:
+        """Whether the writer process runs and its last write succeeded."""
+        return self._healthy
+
+    def record(self, entry: AuditEntry) -> None:
+        """Hand `entry` to the writer process; Unavailable when it cannot store entries."""
+        if self._sock is None and not self._closed:
+            self.start()
+        message = ENTRY + entry_message(entry)
+        if len(message) > MAX_MESSAGE:
+            message = ENTRY + entry_message(_shortened(entry, len(message) - MAX_MESSAGE))
+        sock = self._sock
+        if not self._healthy or sock is None or self._closing:
+            raise _unavailable(self._error or "the audit trail is shut down")
+        if not self._backlog:
+            try:
+                sock.send(message, socket.MSG_DONTWAIT)
+                return
+            except BlockingIOError:
+                pass  # the writer is behind: queue it (in order) for the sender thread
+            except OSError as exc:
+                self._lost_child(f"the audit writer process is gone ({exc})")
+                raise _unavailable(self._error or "the audit writer stopped") from exc
+        with self._cond:
+            if len(self._backlog) >= self.max_backlog:
+                raise _unavailable(f"{self.max_backlog} entries are waiting to be written")
+            self._backlog.append(message)
+            self._cond.notify_all()
+
+    def flush(self, timeout: float = 30.0) -> None:
+        """Return once every entry recorded so far is written; Unavailable otherwise."""
+        self._request(FLUSH, timeout)
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Have the writer write everything and a shutdown marker, then stop it."""
+        with self._cond:
+            if self._closed or self._closing:
+                return
+            self._closing = True
+            if self._sock is None:
+                self._closed = True
+                return
+        try:
+            self._request(CLOSE, timeout)
+        finally:
+            with self._cond:
+                self._closed = True
+            child = self._child
+            if child is not None:
+                try:
+                    child.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    child.kill()
+            if self._sock is not None:
+                self._sock.close()
+
+    # --- starting the writer ----------------------------------------------------------------
+    def start(self) -> None:
+        """Start the writer process and wait until it reports (healthy or not)."""
+        with self._start_lock:
+            if self._sock is not None or self._closed:
+                return
+            self._spawn()
+            threading.Thread(target=self._send_backlog, name="carebase-audit-send",
+                             daemon=True).start()  # fmt: skip
+
+    def _spawn(self) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * 1024 * 1024)
+        command = [sys.executable, "-m", "carebase.auth.audit_writer", "--fd",
+                   str(theirs.fileno()), "--database", self.url, "--flush-ms",
+                   str(self.flush_ms)]  # fmt: skip
+        if self.site:
+            command += ["--site", self.site]
+        child = subprocess.Popen(command, pass_fds=(theirs.fileno(),), close_fds=True)
+        theirs.close()
+        with self._cond:
+            self._generation += 1
+            self._child, self._exited = child, False
+            self._error = "the audit writer process is starting"
+            generation = self._generation
+        threading.Thread(target=self._receive, args=(ours, generation),
+                         name="carebase-audit-status", daemon=True).start()  # fmt: skip
+        deadline = time.monotonic() + START_TIMEOUT_S
+        with self._cond:
+            while not self._healthy and self._error == "the audit writer process is starting":
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
+        # blocking, for the receiver thread: sends pass MSG_DONTWAIT instead
+        self._sock = ours
+
+    # --- threads --------------------------------------------------------------------------
+    def _receive(self, sock: socket.socket, generation: int) -> None:
+        """Listen to one writer process: health, acknowledgements, and its end."""
+        while True:
+            try:
+                message = _recv(sock)
+            except OSError:
+                message = b""
+            if not message:
+                break
+            kind, body = message[:1], message[1:]
+            with self._cond:
+                if kind == HEALTHY:
+                    self._healthy, self._error = True, None
+                elif kind == UNHEALTHY:
+                    self._healthy, self._error = False, body.decode("utf-8", "replace")
+                elif kind in (ACK, NACK):
+                    token, _, reason = body.partition(b" ")
+                    self._acks[int(token)] = reason.decode() if kind == NACK else None
+                elif kind == EXITED:
+                    self._exited = True
+                self._cond.notify_all()
+        if generation == self._generation and not self._closing:
+            self._lost_child("the audit writer process stopped")
+            threading.Thread(target=self._restart, name="carebase-audit-restart",
+                             daemon=True).start()  # fmt: skip
+
+    def _restart(self) -> None:
+        time.sleep(RESTART_DELAY_S)
+        with self._start_lock:
+            if self._closing or self._closed:
+                return
+            old = self._sock
+            self._sock = None
+            if old is not None:
+                old.close()
+            log.warning("starting a new audit writer process")
+            self._spawn()
+
+    def _lost_child(self, reason: str) -> None:
+        with self._cond:
+            if self._healthy:
+                log.error("%s; refusing to serve patient data until it is back", reason)
+            self._healthy, self._error = False, reason
+            self._cond.notify_all()
+
+    def _send_backlog(self) -> None:
+        """Send queued entries, in order, as the writer makes room."""
+        while True:
+            with self._cond:
+                while not self._backlog and not self._closed:
+                    self._cond.wait()
+                if self._closed:
+                    return
+                message = self._backlog[0]
+            sock = self._sock
+            try:
+                if sock is None:
+                    raise BlockingIOError
+                sock.send(message, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                time.sleep(0.001)
+                continue
+            except OSError:
+                time.sleep(0.05)  # the child is gone: `_restart` brings a new one
+                continue
+            with self._cond:
+                self._backlog.popleft()
+                self._cond.notify_all()
+
+    def _request(self, kind: bytes, timeout: float) -> None:
+        """Send FLUSH or CLOSE after everything queued, and wait for the writer's answer."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._backlog:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise _unavailable(f"{len(self._backlog)} entries could not be handed over")
+                self._cond.wait(left)
+            self._next_token += 1
+            token = self._next_token
+        sock = self._sock
+        if sock is None:
+            raise _unavailable(self._error or "the audit writer is not running")
+        message = kind + str(token).encode()
+        while True:
+            try:
+                sock.send(message, socket.MSG_DONTWAIT)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise _unavailable("the audit writer does not take messages") from None
+                time.sleep(0.001)
+            except OSError as exc:
+                raise _unavailable(self._error or "the audit writer is gone") from exc
+        with self._cond:
+            while token not in self._acks and not (kind == CLOSE and self._exited):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise _unavailable(self._error or "entries could not be written in time")
+                self._cond.wait(left)
+            failure = self._acks.pop(token, None)
+        if failure:
+            raise _unavailable(failure)
+
+
+def _recv(sock: socket.socket) -> bytes:
+    return sock.recv(MAX_MESSAGE + 64)
+
+
+def _shortened(entry: AuditEntry, excess: int) -> AuditEntry:
+    """`entry` with its query string cut by `excess` characters (and marked as cut)."""
+    query = entry.query or ""
+    keep = max(0, len(query) - excess - 64)
+    return replace(entry, query=query[:keep] + " ...[cut to fit the audit message size]")
+
+
+def send_status(sock: socket.socket, kind: bytes, body: bytes = b"") -> None:
+    """Send one status message from the writer process (blocking: the server reads them)."""
+    sock.send(kind + body[:MAX_MESSAGE])

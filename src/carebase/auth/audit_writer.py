@@ -1,0 +1,110 @@
+"""The audit writer process (`python -m carebase.auth.audit_writer`): see `audit_process`.
+
+Reads entries from the socket its server passed it (`--fd`) and feeds them to a
+`DatabaseAuditTrail` over its own connection to `--database`; tells the server when writes
+fail or recover, answers flush requests once what came before is written, and on close
+writes the shutdown marker. If the server goes away without closing (it crashed), what
+arrived is still written, without the marker, so the next start notes the unclean stop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import socket
+import sys
+import threading
+
+from carebase.auth.audit_detail import entry_from_message
+from carebase.auth.audit_log import DatabaseAuditTrail
+from carebase.auth.audit_process import (
+    ACK,
+    CLOSE,
+    ENTRY,
+    EXITED,
+    FLUSH,
+    HEALTHY,
+    MAX_MESSAGE,
+    NACK,
+    UNHEALTHY,
+    send_status,
+)
+from carebase.config import Settings
+from carebase.errors import CarebaseError
+from carebase.store.factory import open_store
+from carebase.store.sql_store import SqlStore
+
+log = logging.getLogger("carebase.audit")
+
+
+def serve(sock: socket.socket, trail: DatabaseAuditTrail) -> int:
+    """Feed `trail` from `sock` until the server closes it or asks to close; exit status."""
+    lock = threading.Lock()  # status messages come from the writer thread and this one
+
+    def tell(kind: bytes, body: bytes = b"") -> None:
+        # the server may be gone: what arrived is written all the same
+        with lock, contextlib.suppress(OSError):
+            send_status(sock, kind, body)
+
+    trail.on_health = lambda ok, reason: tell(
+        HEALTHY if ok else UNHEALTHY, b"" if ok else (reason or "writes fail").encode()
+    )
+    try:
+        trail.start()
+    except CarebaseError as exc:
+        tell(UNHEALTHY, exc.message.encode())
+    tell(HEALTHY if trail.healthy else UNHEALTHY)
+
+    def answer(token: bytes) -> None:
+        try:
+            trail.flush()
+            tell(ACK, token)
+        except CarebaseError as exc:
+            tell(NACK, token + b" " + exc.message.encode())
+
+    while True:
+        message = sock.recv(MAX_MESSAGE + 64)
+        if not message:  # the server went away without closing: write what came, no marker
+            try:
+                trail.flush()
+            except CarebaseError as exc:
+                log.error("audit entries of a server that stopped were not written: %s", exc)
+                return 1
+            return 0
+        kind, body = message[:1], message[1:]
+        if kind == ENTRY:
+            trail.enqueue(entry_from_message(body))
+        elif kind == FLUSH:
+            threading.Thread(target=answer, args=(body,), daemon=True).start()
+        elif kind == CLOSE:
+            try:
+                trail.close()
+                tell(ACK, body)
+            except CarebaseError as exc:
+                tell(NACK, body + b" " + exc.message.encode())
+            tell(EXITED)
+            return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the arguments the server passes and run the writer."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--fd", type=int, required=True)
+    parser.add_argument("--database", required=True)
+    parser.add_argument("--flush-ms", type=float, default=5.0)
+    parser.add_argument("--site")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    sock = socket.socket(fileno=args.fd)
+    store = open_store(args.database, Settings.from_env())
+    if not isinstance(store, SqlStore):
+        raise SystemExit(f"the audit log needs a SQL store, not {type(store).__name__}")
+    try:
+        return serve(sock, DatabaseAuditTrail(store, flush_ms=args.flush_ms, site=args.site))
+    finally:
+        store.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
