@@ -73,10 +73,10 @@ def generate_into(database: str | None, patients: int, seed: int, console: Conso
     should be none) are printed, one line each."""
 
     def rejected(record: Rejected) -> None:
-        first = record.issues[0] if record.issues else None
+        why = record.issues[0].diagnostics if record.issues else ""
         err_console.print(
             f"[red]rejected[/red] {escape(str(record.origin))} "
-            f"{record.resource_type}/{record.resource_id}: {escape(first.message if first else '')}"
+            f"{record.resource_type}/{record.resource_id}: {escape(why)}"
         )
 
     with opened_store(database) as store:

@@ -64,7 +64,7 @@ def test_every_resource_validates_and_every_reference_resolves(population: Popul
     keys = {f"{r['resourceType']}/{r['id']}" for r in resources}
     assert len(keys) == len(resources), "ids are unique"
     errors = [
-        (r["resourceType"], r["id"], issue.message, issue.locations)
+        (r["resourceType"], r["id"], issue.diagnostics, issue.expression)
         for r in resources
         for issue in validate_resource(r)
         if issue.severity in ("error", "fatal")

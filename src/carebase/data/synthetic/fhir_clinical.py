@@ -124,7 +124,7 @@ class ClinicalBuilder:
         for problem in visit.diagnoses:
             chronic = problem in LASTING_PROBLEMS
             onset = self.t.onsets.get(problem)
-            resource = {
+            resource: Resource = {
                 "resourceType": "Condition",
                 "id": self.condition_id(problem, index),
                 "meta": synthetic_meta(),
