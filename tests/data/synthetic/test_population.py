@@ -176,8 +176,8 @@ def test_readmissions_within_30_days_happen_at_a_plausible_rate(records: Records
     assert 0.05 <= readmitted / admissions <= 0.30
 
 
-EVENT_TIMES = ("effectiveDateTime", "onsetDateTime", "authoredOn", "occurrenceDateTime",
-               "recordedDate")  # fmt: skip
+EVENT_TIMES = ("effectiveDateTime", "onsetDateTime", "authoredOn", "occurrenceDateTime", "date",
+               "recordedDate", "abatementDateTime")  # fmt: skip
 
 
 def _event_times(resource: dict[str, Any]) -> Iterator[datetime]:

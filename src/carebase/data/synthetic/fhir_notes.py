@@ -71,7 +71,8 @@ def document_reference(ids: Ids, timeline: Timeline, index: int, visit: Visit) -
     code, display = NOTE_TYPES[kind]
     text = note_text(timeline, visit)
     written = visit.end if visit.kind != "checkup" else visit.end + timedelta(minutes=5)
-    written = min(written, visit.end) if visit.died else written
+    if timeline.death is not None:  # nobody writes in the name of a visit after the death
+        written = min(written, timeline.death)
     return {
         "resourceType": "DocumentReference",
         "id": ids.of("DocumentReference", timeline.number, index),
