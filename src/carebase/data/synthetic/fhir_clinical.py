@@ -76,6 +76,7 @@ class ClinicalBuilder:
         self.t = timeline
         self.n = timeline.number
         self.patient_ref = ids.ref("Patient", timeline.number)
+        self._encounter = (-1, "")
 
     def _base(self, type_: str, *parts: object) -> Resource:
         return {
@@ -85,7 +86,9 @@ class ClinicalBuilder:
         }
 
     def _encounter_ref(self, index: int) -> dict[str, str]:
-        return self.ids.ref("Encounter", self.n, index)
+        if self._encounter[0] != index:  # asked for many times per visit: computed once
+            self._encounter = (index, f"Encounter/{self.ids.of('Encounter', self.n, index)}")
+        return {"reference": self._encounter[1]}
 
     def condition_id(self, problem: str, index: int) -> str:
         """Chronic problems have one Condition per patient; acute ones one per visit."""

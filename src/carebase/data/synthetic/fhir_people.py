@@ -4,6 +4,7 @@ clinical builders use too."""
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from datetime import datetime
 from typing import Any
@@ -41,11 +42,19 @@ class Ids:
     """Deterministic resource ids: UUIDv5 of the seed and a path naming the thing."""
 
     def __init__(self, seed: int) -> None:
-        self._namespace = uuid.uuid5(uuid.NAMESPACE_URL, f"urn:carebase:synthetic:{seed}")
+        namespace = uuid.uuid5(uuid.NAMESPACE_URL, f"urn:carebase:synthetic:{seed}")
+        self._namespace = namespace.bytes
 
     def of(self, *parts: object) -> str:
-        """The id of the thing named by `parts` (e.g. "Patient", 17)."""
-        return str(uuid.uuid5(self._namespace, "/".join(str(p) for p in parts)))
+        """The id of the thing named by `parts` (e.g. "Patient", 17): exactly
+        `uuid.uuid5(namespace, "Patient/17")`, computed without the UUID object (ids are a
+        third of the generator's time otherwise)."""
+        name = "/".join([str(p) for p in parts]).encode()
+        digest = bytearray(hashlib.sha1(self._namespace + name).digest()[:16])
+        digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+        digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+        h = digest.hex()
+        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
     def ref(self, type_: str, *parts: object) -> dict[str, str]:
         """A Reference to `type_/id-of(type_, *parts)`."""
