@@ -23,8 +23,7 @@ from report import machine, write_section
 CHILD = """
 import json, resource, sys, time
 from pathlib import Path
-from carebase.data.synthetic.output import load_into_store, write_ndjson
-from carebase.data.synthetic.population import Population
+from carebase.data.synthetic.population import Population, load_into_store, write_ndjson
 from carebase.store.factory import open_store
 patients, target = int(sys.argv[1]), sys.argv[2]
 started = time.perf_counter()

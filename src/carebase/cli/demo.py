@@ -23,8 +23,7 @@ from carebase.cli.options import DatabaseOption, friendly_errors, settings_for
 from carebase.cli.serve import run_server
 from carebase.cli.users import report_console
 from carebase.data.loader import LoadSummary, Origin, ResourceLoader
-from carebase.data.synthetic.output import write_ndjson
-from carebase.data.synthetic.population import GENERATOR_VERSION, Population
+from carebase.data.synthetic.population import GENERATOR_VERSION, Population, write_ndjson
 from carebase.fhir import json_io
 from carebase.store.base import Store
 from carebase.store.factory import open_store

@@ -17,8 +17,7 @@ from rich.text import Text
 
 from carebase.cli.options import DatabaseOption, err_console, friendly_errors, opened_store
 from carebase.data.loader import LoadSummary, Rejected
-from carebase.data.synthetic.output import load_into_store, write_ndjson
-from carebase.data.synthetic.population import Population
+from carebase.data.synthetic.population import Population, load_into_store, write_ndjson
 
 PatientsOption = Annotated[
     int, typer.Option("--patients", min=1, help="How many patients to generate.")

@@ -10,8 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from carebase.data.synthetic.codes import DRUGS, MEASURES, PROBLEMS
-from carebase.data.synthetic.output import write_ndjson
-from carebase.data.synthetic.population import Population
+from carebase.data.synthetic.population import Population, write_ndjson
 from carebase.fhir.validation import validate_resource
 
 Records = dict[str, dict[str, list[dict[str, Any]]]]

@@ -280,7 +280,7 @@ class _Simulation:
         ed_visits = sum(
             1 for v in self.visits if v.kind == "emergency" and six_months <= v.start <= visit.start
         )
-        score = risk.lace(stay, True, risk.charlson(s), ed_visits)
+        score = risk.lace(stay, visit.emergent, risk.charlson(s), ed_visits)
         if depth < 2 and rng.random() < risk.readmission_risk(score):
             back = visit.end + timedelta(
                 days=min(30, 1 + int(rng.expovariate(1 / 9))), hours=rng.randint(1, 12)
