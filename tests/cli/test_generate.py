@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
-from test_migrate import run_cli
+from test_migrate import assert_one_line_error, run_cli
 
 from carebase.auth.users import UserDirectory
 from carebase.data.synthetic.codes import MRN_SYSTEM, PROBLEMS
@@ -79,6 +79,12 @@ def test_generate_loads_the_database_idempotently_and_it_is_searchable(
 def test_generate_refuses_out_and_database_together(tmp_path: Path) -> None:
     proc = run_cli("generate", "--out", str(tmp_path), "--database", "sqlite:///x.db")
     assert proc.returncode == 2 and "not both" in proc.stderr
+
+
+def test_generate_says_when_it_cannot_write(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    proc = run_cli("generate", "--patients", "1", "--out", str(tmp_path / "file" / "out"))
+    assert_one_line_error(proc, "cannot write to", str(tmp_path / "file" / "out"))
 
 
 def test_demo_builds_loads_and_creates_users_once(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, Task, TextColumn
 from rich.text import Text
 
-from carebase.cli.options import DatabaseOption, err_console, friendly_errors, opened_store
+from carebase.cli.options import DatabaseOption, err_console, opened_store
 from carebase.data.loader import LoadSummary, Rejected
 from carebase.data.synthetic.population import Population, load_into_store, write_ndjson
 
@@ -121,11 +121,12 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(2)
         started = time.perf_counter()
         if out is not None:
-            with (
-                friendly_errors(),
-                patient_progress(console, patients, "Generating") as advance,
-            ):
-                counts = write_ndjson(Population(seed), patients, out, on_patient=advance)
+            try:
+                with patient_progress(console, patients, "Generating") as advance:
+                    counts = write_ndjson(Population(seed), patients, out, on_patient=advance)
+            except OSError as exc:
+                err_console.print(f"[red]error:[/red] cannot write to {escape(str(out))}: {exc}")
+                raise typer.Exit(1) from exc
             total = sum(counts.values())
             elapsed = time.perf_counter() - started
             console.print(
