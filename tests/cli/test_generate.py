@@ -5,10 +5,15 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 from test_migrate import assert_one_line_error, run_cli
+from test_serve import Server, cli_env, free_port
 
 from carebase.auth.users import UserDirectory
 from carebase.data.synthetic.codes import MRN_SYSTEM, PROBLEMS
@@ -125,3 +130,44 @@ def test_demo_builds_loads_and_creates_users_once(tmp_path: Path) -> None:
                     CAREBASE_DATA_DIR=str(data), timeout=300)  # fmt: skip
     assert third.returncode == 0, third.stderr
     assert "Generated 14 demo patients" in third.stdout
+
+
+def test_demo_serves_the_demo_data(tmp_path: Path) -> None:
+    port = free_port()
+    data = tmp_path / "data"
+    log = tmp_path / "demo.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "carebase", "demo", "--patients", "5", "--port", str(port)],
+            cwd=tmp_path,
+            env=cli_env(CAREBASE_DATA_DIR=str(data)),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    server = Server(proc, port, log, data)
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"demo exited with {proc.returncode}:\n{server.output()}")
+            try:
+                if httpx.get(f"{server.base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"demo did not serve within 180 s:\n{server.output()}")
+            time.sleep(0.2)
+        found = httpx.get(f"{server.base}/fhir/Patient", params={"_summary": "count"},
+                          headers=server.auth, timeout=10)  # fmt: skip
+        assert found.status_code == 200, found.text
+        assert found.json()["total"] == 5
+        assert "demo-clinician" in server.output()
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
