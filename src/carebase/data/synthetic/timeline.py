@@ -220,7 +220,8 @@ class _Simulation:
         count += 1 if s.hypertension else 0
         count += 1 if s.ckd else 0
         for _ in range(min(count, 3)):
-            visit = self._visit("followup", _day_in(self.rng, year), self._main_problem())
+            day = _day_in(self.rng, year, self.checkup_day)  # follow-ups follow the check-up
+            visit = self._visit("followup", day, self._main_problem())
             panels = ("glucose",) if s.diabetes else ()
             self._labs(visit, panels + (("kidney",) if s.ckd else ()))
 
