@@ -211,3 +211,14 @@ def test_notes_are_readable_text(records: Records) -> None:
     assert attachment["contentType"].startswith("text/plain")
     text = base64.b64decode(attachment["data"]).decode()
     assert "year-old" in text and "BP " in text
+
+
+def test_no_visit_for_a_lasting_problem_before_it_is_recorded(records: Records) -> None:
+    for by_type in records.values():
+        for problem in ("t2d", "hypertension", "ckd"):
+            condition = _condition(by_type, problem)
+            snomed = PROBLEMS[problem].snomed
+            for encounter in by_type["Encounter"]:
+                if any(_has_code(reason, snomed) for reason in encounter.get("reasonCode", [])):
+                    assert condition is not None
+                    assert _when(encounter["period"]["start"]) >= _when(condition["recordedDate"])

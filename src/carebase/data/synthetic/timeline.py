@@ -74,7 +74,8 @@ def _at(rng: random.Random, day: date, first_hour: int = 8, last_hour: int = 17)
 
 
 def _day_in(rng: random.Random, year: int, after: date | None = None) -> date:
-    first = date(year, 1, 1) if after is None else max(date(year, 1, 1), after)
+    """A day of `year`, later than `after` when given (at the latest the day after it)."""
+    first = date(year, 1, 1) if after is None else max(date(year, 1, 1), after + timedelta(days=1))
     span = (date(year, 12, 31) - first).days
     return first + timedelta(days=rng.randint(0, max(span, 0)))
 
@@ -124,7 +125,9 @@ class _Simulation:
         self.death: datetime | None = None
         self.onsets: dict[str, date] = {}  # conditions that began before the records
         self.prevalent_drugs: dict[str, str] = {}
-        self.checkup_day: date | None = None  # this year's, so onsets come after it
+        # This year's latest recorded visit so far: the year's later visits come after it,
+        # so nobody is followed up for a problem before the visit that records it.
+        self.not_before: date | None = None
 
     def _age(self, day: date) -> float:
         return (day - self.person.birth_date).days / 365.25
@@ -177,7 +180,7 @@ class _Simulation:
         if not (chronic or first or rng.random() < 0.8):
             return
         visit = self._visit("checkup", _day_in(rng, year))
-        self.checkup_day = visit.start.date()
+        self.not_before = visit.start.date()
         panels = ("glucose", "kidney", "lipids") if (chronic or rng.random() < 0.7) else ()
         self._labs(visit, panels)
         if first and s.family_history_diabetes:
@@ -220,7 +223,7 @@ class _Simulation:
         count += 1 if s.hypertension else 0
         count += 1 if s.ckd else 0
         for _ in range(min(count, 3)):
-            day = _day_in(self.rng, year, self.checkup_day)  # follow-ups follow the check-up
+            day = _day_in(self.rng, year, self.not_before)
             visit = self._visit("followup", day, self._main_problem())
             panels = ("glucose",) if s.diabetes else ()
             self._labs(visit, panels + (("kidney",) if s.ckd else ()))
@@ -304,7 +307,8 @@ class _Simulation:
             if history:
                 self.onsets["t2d"] = _day_in(rng, year)
             else:
-                visit = self._visit("followup", _day_in(rng, year, self.checkup_day), "t2d")
+                visit = self._visit("followup", _day_in(rng, year, self.not_before), "t2d")
+                self.not_before = visit.start.date()
                 self._labs(visit, ("glucose",))
                 self._diagnose(visit, "t2d", "metformin")
         if not s.hypertension and rng.random() < risk.hypertension_onset(s):
@@ -316,8 +320,9 @@ class _Simulation:
                 self.onsets["hypertension"] = _day_in(rng, year)
                 self.prevalent_drugs["hypertension"] = drug
             else:
-                day = _day_in(rng, year, self.checkup_day)
-                self._diagnose(self._visit("followup", day, "hypertension"), "hypertension", drug)
+                self.not_before = _day_in(rng, year, self.not_before)
+                visit = self._visit("followup", self.not_before, "hypertension")
+                self._diagnose(visit, "hypertension", drug)
         if history and not s.ckd and body.egfr < 60:
             s.ckd = True
             self.onsets["ckd"] = _day_in(rng, year)
@@ -346,7 +351,7 @@ class _Simulation:
             self._disease_onsets(year)
         for year in range(FIRST_YEAR, LAST_YEAR + 1):
             s.age = self._age(date(year, 1, 1))
-            self.checkup_day = None
+            self.not_before = None
             self.body.drift(rng, s)
             self._sync_state()
             self._checkup(year, year == FIRST_YEAR)
