@@ -102,6 +102,7 @@ def test_demo_builds_loads_and_creates_users_once(tmp_path: Path) -> None:
     marker = json.loads((data / "demo" / "population" / "population.json").read_text())
     assert marker["patients"] == 12 and marker["seed"] == 3
     passwords = json.loads((data / "demo" / "users.json").read_text())
+    assert (data / "demo" / "users.json").stat().st_mode & 0o077 == 0
     assert set(passwords) == {"demo-admin", "demo-clinician", "demo-nurse", "demo-frontdesk",
                               "demo-patient", "demo-researcher"}  # fmt: skip
     for password in passwords.values():

@@ -144,8 +144,10 @@ def ensure_users(
             )
             known[username] = password
         rows.append((username, role, user.fhir_user or "", known.get(username, "(unchanged)")))
-    passwords_file.write_text(json.dumps(known, indent=2))
-    os.chmod(passwords_file, 0o600)
+    # Created owner-only from the start (not chmod-ed afterwards): it holds passwords.
+    fd = os.open(passwords_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(json.dumps(known, indent=2))
     return rows
 
 
