@@ -12,9 +12,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[test,dev]"
 	touch $(STAMP)
 
-## demo: install, migrate and serve on http://127.0.0.1:8080 (FHIR at /fhir)
+## demo: install, build the synthetic demo data set (once) and its logins, serve on
+## http://127.0.0.1:8080 (FHIR at /fhir); DEMO_PATIENTS sets the population size
+DEMO_PATIENTS ?= 1000
 demo: $(STAMP)
-	$(VENV)/bin/carebase serve --host 127.0.0.1 --port 8080
+	$(VENV)/bin/carebase demo --patients $(DEMO_PATIENTS) --host 127.0.0.1 --port 8080
 
 ## test: the whole suite, on SQLite and PostgreSQL
 test: $(STAMP)

@@ -4,7 +4,19 @@ from __future__ import annotations
 
 import typer
 
-from carebase.cli import audit, clients, encryption, keys, migrate, reindex, serve, token, users
+from carebase.cli import (
+    audit,
+    clients,
+    demo,
+    encryption,
+    generate,
+    keys,
+    migrate,
+    reindex,
+    serve,
+    token,
+    users,
+)
 
 app = typer.Typer(
     name="carebase",
@@ -22,6 +34,8 @@ token.register(app)
 keys.register(app)
 encryption.register(app)
 audit.register(app)
+generate.register(app)
+demo.register(app)
 
 
 def main() -> None:

@@ -16,6 +16,7 @@ from carebase.auth.keys import KeyRing
 from carebase.auth.rate_limiter import parse_rate_limit
 from carebase.cli.migrate import reindex_hint
 from carebase.cli.options import DatabaseOption, err_console, friendly_errors, settings_for
+from carebase.config import Settings
 from carebase.store.factory import open_store
 
 
@@ -63,71 +64,78 @@ def register(app: typer.Typer) -> None:
         )
         if dev_no_auth:
             settings = settings.with_(auth_disabled=True)
-        tls_problem = check_tls_files(settings.ssl_certfile, settings.ssl_keyfile)
-        if tls_problem:
-            err_console.print(f"[red]error:[/red] {escape(tls_problem)}")
-            raise typer.Exit(2)
-        scheme = "https" if settings.ssl_certfile else "http"
+        run_server(settings, log_level)
+
+
+def run_server(settings: Settings, log_level: str = "info") -> None:
+    """Check the settings, migrate, create the signing keys, and serve until stopped (what
+    `carebase serve` does once it has its settings; `carebase demo` serves through it too)."""
+    host, port, workers = settings.host, settings.port, settings.workers
+    tls_problem = check_tls_files(settings.ssl_certfile, settings.ssl_keyfile)
+    if tls_problem:
+        err_console.print(f"[red]error:[/red] {escape(tls_problem)}")
+        raise typer.Exit(2)
+    scheme = "https" if settings.ssl_certfile else "http"
+    try:
+        parse_rate_limit(settings.auth_rate_limit)
+    except ValueError as exc:
+        err_console.print(f"[red]error:[/red] CAREBASE_AUTH_RATE_LIMIT: {escape(str(exc))}")
+        raise typer.Exit(2) from exc
+    url = settings.resolved_database_url
+    if workers < 1:
+        err_console.print("[red]error:[/red] --workers must be at least 1")
+        raise typer.Exit(2)
+    if workers > 1 and url.startswith("sqlite"):
+        err_console.print(
+            "[red]error:[/red] --workers > 1 needs PostgreSQL: SQLite allows one writer at a "
+            "time, and several server processes on one SQLite file would queue on its lock. "
+            "Use --database postgresql://... or run one worker."
+        )
+        raise typer.Exit(2)
+    with friendly_errors(url):
+        # Migrate once here, before workers start, so they never race on DDL.
+        store = open_store(url, settings)
         try:
-            parse_rate_limit(settings.auth_rate_limit)
-        except ValueError as exc:
-            err_console.print(f"[red]error:[/red] CAREBASE_AUTH_RATE_LIMIT: {escape(str(exc))}")
-            raise typer.Exit(2) from exc
-        url = settings.resolved_database_url
-        if workers < 1:
-            err_console.print("[red]error:[/red] --workers must be at least 1")
-            raise typer.Exit(2)
-        if workers > 1 and url.startswith("sqlite"):
-            err_console.print(
-                "[red]error:[/red] --workers > 1 needs PostgreSQL: SQLite allows one writer at a "
-                "time, and several server processes on one SQLite file would queue on its lock. "
-                "Use --database postgresql://... or run one worker."
-            )
-            raise typer.Exit(2)
-        with friendly_errors(url):
-            # Migrate once here, before workers start, so they never race on DDL.
-            store = open_store(url, settings)
-            try:
-                applied = store.migrate()
-                hint = reindex_hint(store, applied)
-            finally:
-                store.close()
-            # Likewise the token signing keys: created (on first start) before workers fork.
-            KeyRing.open(settings.keys_dir)
-        console = Console()
-        if settings.auth_disabled:
-            err_console.print(
-                "[bold red]WARNING: authentication and access control are DISABLED "
-                "(--dev-no-auth / CAREBASE_DEV_NO_AUTH). Development only: anyone who can "
-                "reach this port can read and change every record.[/bold red]"
-            )
-        if applied:
-            console.print(f"Database migrated ({applied}).")
-        if hint:
-            console.print(hint)
-        console.print(
-            f"carebase serving on {scheme}://{host}:{port}  (FHIR: {scheme}://{host}:{port}/fhir, "
-            f"database: {_describe(url)})"
+            applied = store.migrate()
+            hint = reindex_hint(store, applied)
+        finally:
+            store.close()
+        # Likewise the token signing keys: created (on first start) before workers fork.
+        KeyRing.open(settings.keys_dir)
+    console = Console()
+    if settings.auth_disabled:
+        err_console.print(
+            "[bold red]WARNING: authentication and access control are DISABLED "
+            "(--dev-no-auth / CAREBASE_DEV_NO_AUTH). Development only: anyone who can "
+            "reach this port can read and change every record.[/bold red]"
         )
-        # Workers are separate processes: hand them the settings through the environment.
-        os.environ["CAREBASE_DATABASE_URL"] = url
-        os.environ["CAREBASE_HOST"] = host
-        os.environ["CAREBASE_PORT"] = str(port)
-        os.environ["CAREBASE_DEV_NO_AUTH"] = "1" if settings.auth_disabled else "0"
-        os.environ["CAREBASE_SSL_CERTFILE"] = settings.ssl_certfile
-        os.environ["CAREBASE_SSL_KEYFILE"] = settings.ssl_keyfile
-        uvicorn.run(
-            "carebase.api.app:app_from_env",
-            factory=True,
-            host=host,
-            port=port,
-            workers=workers,
-            log_level=log_level,
-            access_log=False,
-            proxy_headers=False,
-            ssl_certfile=settings.ssl_certfile or None,
-            ssl_keyfile=settings.ssl_keyfile or None,
-        )
+    if applied:
+        console.print(f"Database migrated ({applied}).")
+    if hint:
+        console.print(hint)
+    console.print(
+        f"carebase serving on {scheme}://{host}:{port}  (FHIR: {scheme}://{host}:{port}/fhir, "
+        f"database: {_describe(url)})"
+    )
+    # Workers are separate processes: hand them the settings through the environment.
+    os.environ["CAREBASE_DATABASE_URL"] = url
+    os.environ["CAREBASE_HOST"] = host
+    os.environ["CAREBASE_PORT"] = str(port)
+    os.environ["CAREBASE_DEV_NO_AUTH"] = "1" if settings.auth_disabled else "0"
+    os.environ["CAREBASE_SSL_CERTFILE"] = settings.ssl_certfile
+    os.environ["CAREBASE_SSL_KEYFILE"] = settings.ssl_keyfile
+    uvicorn.run(
+        "carebase.api.app:app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=log_level,
+        access_log=False,
+        proxy_headers=False,
+        ssl_certfile=settings.ssl_certfile or None,
+        ssl_keyfile=settings.ssl_keyfile or None,
+    )
 
 
 def check_tls_files(certfile: str, keyfile: str) -> str | None:
