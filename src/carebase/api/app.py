@@ -18,6 +18,8 @@ from starlette.staticfiles import StaticFiles
 
 from carebase.api.audit_routes import AuditApi
 from carebase.api.authentication import Authentication
+from carebase.api.bulk_routes import BulkApi
+from carebase.api.bulk_runner import BulkRunner
 from carebase.api.hardening import hardening_middleware
 from carebase.api.oauth_routes import OAuthApi
 from carebase.api.responses import http_exception, unhandled_exception
@@ -87,9 +89,11 @@ def create_app(
         trail = app.state.audit_trail
         if owned_trail and isinstance(trail, DatabaseAuditTrail):
             trail.start()
+        runner.start()  # queued and interrupted bulk jobs resume now
         try:
             yield
         finally:
+            runner.stop()
             if owned_trail:
                 _close_trail(trail)
             if api.attached:
@@ -98,10 +102,12 @@ def create_app(
                 api.store.close()
 
     oauth = oauth_server(settings, lambda: api.store)
+    runner = BulkRunner(lambda: api.store, settings)
     routes: list[BaseRoute] = [Route("/healthz", healthz, methods=["GET"])]
     # before the FHIR routes: /fhir/.well-known/... would otherwise match /fhir/{type}/{id}
     routes.extend(OAuthApi(oauth, lambda: api.store).routes())
     routes.extend(AuditApi(api).routes(FHIR_PREFIX))
+    routes.extend(BulkApi(api, runner).routes(FHIR_PREFIX))
     routes.extend(api.routes(FHIR_PREFIX))
     routes.extend(login_routes())
     routes.extend(oauth_page_routes())
@@ -115,6 +121,8 @@ def create_app(
     app.state.fhir = api
     app.state.settings = settings
     app.state.oauth = oauth
+    #: the Bulk Data job runner (the lifespan runs it; without one, call `run_pending()`)
+    app.state.bulk = runner
     oauth.users = _AppUsers(app)
     #: the one TokenService of the app (bearer checks use it; revocations apply to it)
     app.state.tokens = oauth.tokens
