@@ -53,9 +53,7 @@ async def finished(
     return manifest
 
 
-async def download(
-    client: httpx.AsyncClient, url: str, **headers: str
-) -> list[dict[str, Any]]:
+async def download(client: httpx.AsyncClient, url: str, **headers: str) -> list[dict[str, Any]]:
     """The resources of one manifest file."""
     r = await client.get(url.removeprefix("http://testserver"), headers=headers or None)
     assert r.status_code == 200, r.text

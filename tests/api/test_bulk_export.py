@@ -6,11 +6,8 @@ from typing import Any
 
 import httpx
 import pytest
-from starlette.applications import Starlette
-
-from carebase.auth.audit_entry import MemoryAuditTrail
-from tests.api.api_helpers import create, issue_text, observation, patient
-from tests.api.bulk_helpers import (
+from api_helpers import create, issue_text, observation, patient
+from bulk_helpers import (
     download,
     exported,
     finished,
@@ -19,6 +16,9 @@ from tests.api.bulk_helpers import (
     run_jobs,
     status_path,
 )
+from starlette.applications import Starlette
+
+from carebase.auth.audit_entry import MemoryAuditTrail
 
 pytestmark = pytest.mark.asyncio
 
@@ -101,7 +101,9 @@ async def test_patient_and_group_level(client: httpx.AsyncClient, app: Starlette
     assert "Practitioner" not in everyone  # outside the Patient compartment
     assert _ids(everyone["Observation"]) == _ids(world["obs"])
     group_path = f"/fhir/Group/{world['group']['id']}/$export"
-    grouped = await exported(client, await finished(client, app, await kick_off(client, group_path)))
+    grouped = await exported(
+        client, await finished(client, app, await kick_off(client, group_path))
+    )
     assert _ids(grouped["Patient"]) == {p1}
     assert _ids(grouped["Observation"]) == {world["obs"][0]["id"], world["obs"][1]["id"]}
     body = parameters(

@@ -7,6 +7,8 @@ import time
 
 import httpx
 import pytest
+from api_helpers import bearer, create, patient
+from bulk_helpers import ASYNC, kick_off, status_path
 from starlette.applications import Starlette
 
 from carebase.api.app import create_app
@@ -14,8 +16,6 @@ from carebase.auth.audit_entry import MemoryAuditTrail
 from carebase.config import Settings
 from carebase.store import bulk_jobs
 from carebase.store.base import Store
-from tests.api.api_helpers import bearer, create, patient
-from tests.api.bulk_helpers import ASYNC, kick_off, status_path
 
 pytestmark = pytest.mark.asyncio
 

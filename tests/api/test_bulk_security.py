@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from api_helpers import bearer, create, issue_text, observation, patient
+from bulk_helpers import ASYNC, exported, finished, kick_off, parameters, status_path
 from starlette.applications import Starlette
-
-from tests.api.api_helpers import bearer, create, issue_text, observation, patient
-from tests.api.bulk_helpers import ASYNC, exported, finished, kick_off, parameters, status_path
 
 pytestmark = pytest.mark.asyncio
 

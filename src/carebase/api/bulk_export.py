@@ -44,7 +44,9 @@ def export_types(params: ExportParameters) -> list[str]:
     return sorted(compartment_types())
 
 
-def run_export(store: SqlStore, job: BulkJob, directory: Path, progress: Progress) -> dict[str, Any]:
+def run_export(
+    store: SqlStore, job: BulkJob, directory: Path, progress: Progress
+) -> dict[str, Any]:
     """Write the job's files into `directory`; the manifest's `output` and counts."""
     request = job.request
     params = parameters_from(request["parameters"])

@@ -129,9 +129,7 @@ def run_import(
         loader = ResourceLoader(store, batch_size=BATCH, on_rejected=reject, on_batch=batch_done)
         refused = sum(_load_file(loader, spec, policy, reject) for spec in job.request["inputs"])
         summary = loader.finish()
-    output = [
-        {"type": type_, "count": count} for type_, count in sorted(summary.by_type.items())
-    ]
+    output = [{"type": type_, "count": count} for type_, count in sorted(summary.by_type.items())]
     error = []
     if rejected:
         error.append({"type": "OperationOutcome", "url": ERROR_FILE, "count": rejected})

@@ -96,7 +96,9 @@ def parse_export(level: Level, pairs: list[tuple[str, str]], *, posted: bool) ->
         elif name == "_since":
             out.since = parse_since(value)
         elif name == "_type":
-            out.types = (out.types or []) + [_known_type(level, t.strip()) for t in value.split(",")]
+            out.types = (out.types or []) + [
+                _known_type(level, t.strip()) for t in value.split(",")
+            ]
         elif name == "_typeFilter":
             filters.append(value)  # one query each: a query's own values hold commas
         elif name == "patient":

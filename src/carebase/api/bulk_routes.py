@@ -26,8 +26,8 @@ from carebase.api.access import Guard
 from carebase.api.audited import audited
 from carebase.api.bulk_import import parse_import
 from carebase.api.bulk_params import (
-    Level,
     ExportParameters,
+    Level,
     parameters_body,
     parameters_record,
     parse_export,
@@ -169,7 +169,11 @@ class BulkApi:
             if not raw.strip():
                 raise BadRequest("The NDJSON body is empty", location="body")
             inputs: list[dict[str, Any]] = [
-                {"type": None, "url": "request body", "path": str(self._saved(job_id, raw))}
+                {
+                    "type": None,
+                    "url": "request body",
+                    "path": await run_in_threadpool(self._saved, job_id, raw),
+                }
             ]
         elif content_type in ("application/fhir+json", "application/json"):
             inputs = parse_import(parse_json(raw, settings.max_json_depth), settings)
@@ -188,9 +192,8 @@ class BulkApi:
         return await self._queue(request, "import", guard.principal, record, job_id)
 
     def _saved(self, job_id: str, raw: bytes) -> str:
-        directory = self.runner.directory(job_id)
-        directory.mkdir(parents=True, exist_ok=True)
-        path = directory / "input.ndjson"
+        path = self.runner.upload(job_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(raw)
         return str(path)
 

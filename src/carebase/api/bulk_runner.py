@@ -59,6 +59,15 @@ class BulkRunner:
         """Where job `job_id` keeps its files."""
         return self.settings.data_dir / "bulk" / job_id
 
+    def upload(self, job_id: str) -> Path:
+        """Where the NDJSON body of `$import` job `job_id` is kept until the job is over
+        (outside the job's output directory, which a rerun starts afresh)."""
+        return self.settings.data_dir / "bulk" / "uploads" / f"{job_id}.ndjson"
+
+    def _discard(self, job_id: str) -> None:
+        shutil.rmtree(self.directory(job_id), ignore_errors=True)
+        self.upload(job_id).unlink(missing_ok=True)
+
     # --- the queue ----------------------------------------------------------------------------
 
     def run_pending(self) -> int:
@@ -99,14 +108,16 @@ class BulkRunner:
         except CarebaseError as exc:
             self._fail(job, exc.operation_outcome())
             return
-        except Exception:  # noqa: BLE001 - a job's bug must not kill the worker
+        except Exception:  # a job's bug must not kill the worker
             log.exception("bulk job %s failed", job.id)
             outcome = _outcome("exception", "The job failed on an internal error; see the log")
             self._fail(job, outcome)
             return
         manifest = self._manifest(job, result)
         expires = bulk_jobs.now_ms() + self.settings.bulk_file_ttl * 1000
-        if not bulk_jobs.finish(store, job.id, self.worker, manifest=manifest, expires=expires):
+        if bulk_jobs.finish(store, job.id, self.worker, manifest=manifest, expires=expires):
+            self.upload(job.id).unlink(missing_ok=True)
+        else:
             self._after_stop(job.id)
 
     def _manifest(self, job: BulkJob, result: dict[str, Any]) -> dict[str, Any]:
@@ -124,7 +135,7 @@ class BulkRunner:
         return manifest
 
     def _fail(self, job: BulkJob, outcome: dict[str, object]) -> None:
-        shutil.rmtree(self.directory(job.id), ignore_errors=True)
+        self._discard(job.id)
         bulk_jobs.finish(
             self.store,
             job.id,
@@ -138,20 +149,20 @@ class BulkRunner:
         run; at shutdown the lease lapses and a worker runs the job again later."""
         current = bulk_jobs.get(self.store, job_id)
         if current is None or current.status == bulk_jobs.CANCELLED:
-            shutil.rmtree(self.directory(job_id), ignore_errors=True)
+            self._discard(job_id)
         elif self._stop.is_set() and current.lease_owner == self.worker:
             bulk_jobs.set_status(self.store, job_id, bulk_jobs.PENDING)  # next start runs it
 
     def cancel(self, job: BulkJob) -> None:
         """Cancel `job` and delete its files (a worker running it stops at its next report)."""
         bulk_jobs.set_status(self.store, job.id, bulk_jobs.CANCELLED)
-        shutil.rmtree(self.directory(job.id), ignore_errors=True)
+        self._discard(job.id)
 
     def clean_expired(self) -> int:
         """Delete the files of jobs whose time is up and mark them expired; how many."""
         ids = bulk_jobs.expired(self.store)
         for job_id in ids:
-            shutil.rmtree(self.directory(job_id), ignore_errors=True)
+            self._discard(job_id)
             bulk_jobs.set_status(self.store, job_id, bulk_jobs.EXPIRED)
         return len(ids)
 
@@ -176,7 +187,7 @@ class BulkRunner:
         while not self._stop.is_set():
             try:
                 self.run_pending()
-            except Exception:  # noqa: BLE001 - e.g. the database restarting: try again later
+            except Exception:  # e.g. the database restarting: try again later
                 log.exception("the bulk job runner hit an error; retrying")
             self._wake.wait(self.settings.bulk_poll_seconds)
             self._wake.clear()
