@@ -218,3 +218,15 @@ async def test_download_is_streamed_from_disk_per_file(
     for name in ("..%2Fcarebase.db", "nope.ndjson", "input.ndjson"):
         assert (await client.get(f"{base}/{name}")).status_code == 404
     assert await download(client, url)
+
+
+async def test_capability_statement_advertises_bulk_data(client: httpx.AsyncClient) -> None:
+    statement = (await client.get("/fhir/metadata")).json()
+    rest = statement["rest"][0]
+    assert {op["name"] for op in rest["operation"]} == {"export", "import"}
+    by_type = {r["type"]: r for r in rest["resource"]}
+    for type_ in ("Patient", "Group"):
+        assert "export" in {op["name"] for op in by_type[type_]["operation"]}
+    assert statement["instantiates"] == [
+        "http://hl7.org/fhir/uv/bulkdata/CapabilityStatement/bulk-data"
+    ]
