@@ -14,6 +14,7 @@ SCRIPTS = (
     ["bench_audit.py", "--runs", "3"],
     ["bench_auth.py"],
     ["bench_encryption.py"],
+    ["bench_bulk.py"],
 )
 
 
