@@ -138,9 +138,10 @@ def run_job(client: httpx.Client, response: httpx.Response) -> tuple[dict[str, A
 
 def export_once(url: str, size: int) -> dict[str, float]:
     """Export `size` resources through a fresh server: rate, peak RSS, download check."""
-    with Server(url) as server, httpx.Client(
-        base_url=server.base + "/fhir", headers=server.auth, timeout=600
-    ) as client:
+    with (
+        Server(url) as server,
+        httpx.Client(base_url=server.base + "/fhir", headers=server.auth, timeout=600) as client,
+    ):
         idle_rss = server._rss_kb()
         kicked = time.perf_counter()
         manifest, seconds = run_job(client, client.get("/$export", headers=ASYNC))
@@ -174,9 +175,12 @@ def import_once(url: str, count: int) -> dict[str, float]:
                 out.write(orjson.dumps(resource) + b"\n")
         os.environ["CAREBASE_IMPORT_DIRS"] = incoming
         try:
-            with Server(url) as server, httpx.Client(
-                base_url=server.base + "/fhir", headers=server.auth, timeout=600
-            ) as client:
+            with (
+                Server(url) as server,
+                httpx.Client(
+                    base_url=server.base + "/fhir", headers=server.auth, timeout=600
+                ) as client,
+            ):
                 body = {"resourceType": "Parameters", "parameter": [
                     {"name": "inputFormat", "valueCode": "application/fhir+ndjson"},
                     {"name": "input", "part": [{"name": "url", "valueUrl": path.as_uri()}]},

@@ -230,3 +230,45 @@ async def test_capability_statement_advertises_bulk_data(client: httpx.AsyncClie
     assert statement["instantiates"] == [
         "http://hl7.org/fhir/uv/bulkdata/CapabilityStatement/bulk-data"
     ]
+
+
+async def test_patient_level_filters_and_since(client: httpx.AsyncClient, app: Starlette) -> None:
+    world = await _world(client)
+    query = [
+        ("_type", "Observation"),
+        ("_typeFilter", "Observation?value-quantity=lt2.5"),
+        ("_since", "2000-01-01T00:00:00+00:00"),
+    ]
+    group_path = f"/fhir/Group/{world['group']['id']}/$export"
+    files = await exported(
+        client, await finished(client, app, await kick_off(client, group_path, params=query))
+    )
+    assert _ids(files["Observation"]) == {world["obs"][0]["id"], world["obs"][1]["id"]}
+    query[1] = ("_typeFilter", "Observation?value-quantity=gt1.5")
+    files = await exported(
+        client, await finished(client, app, await kick_off(client, group_path, params=query))
+    )
+    assert _ids(files["Observation"]) == {world["obs"][1]["id"]}
+
+
+async def test_every_bulk_call_is_audited(
+    client: httpx.AsyncClient, app: Starlette, audit: MemoryAuditTrail
+) -> None:
+    world = await _world(client)
+    before = len(audit.entries)
+    kickoff = await kick_off(client, f"/fhir/Group/{world['group']['id']}/$export")
+    manifest = await finished(client, app, kickoff)
+    await download(client, manifest["output"][0]["url"])
+    refused = await kick_off(client, "/fhir/$export", params={"_type": "Nonsense"})
+    assert refused.status_code == 400
+    await client.delete(status_path(kickoff))
+    entries = audit.entries[before:]
+    assert [(e.interaction, e.action, e.outcome) for e in entries] == [
+        ("export", "E", "0"),  # kick-off
+        ("export", "R", "0"),  # status
+        ("export", "R", "0"),  # download
+        ("export", "E", "4"),  # a refused kick-off
+        ("export", "D", "0"),  # cancel
+    ]
+    assert f"Group/{world['group']['id']}" in entries[0].entities
+    assert world["p1"]["id"] in entries[0].patients

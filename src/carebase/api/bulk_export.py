@@ -19,7 +19,7 @@ from carebase.auth.compartment import compartment_types
 from carebase.auth.policy import policy_for
 from carebase.errors import BadRequest
 from carebase.fhir.definitions.loader import get_definitions
-from carebase.store.bulk_jobs import BulkJob, scan_bodies
+from carebase.store.bulk_jobs import BulkJob, present_types, scan_bodies
 from carebase.store.search_restriction import Restriction
 from carebase.store.sql_store import SqlStore
 
@@ -59,7 +59,10 @@ def run_export(
     directory.mkdir(parents=True, exist_ok=True)
     output: list[dict[str, Any]] = []
     total = 0
+    present = present_types(store, types)
     for type_ in types:
+        if type_ not in present:
+            continue  # nothing stored: spare the (per patient batch) searches
         if restriction is not None and restriction.of(type_) is None:
             continue  # the scopes no longer allow it (never happens within one token)
         path = directory / f"{type_}.ndjson"

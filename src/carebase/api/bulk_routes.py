@@ -236,6 +236,7 @@ class BulkApi:
             or job.owner_client != principal.client_id
         ):
             raise NotFound(f"There is no bulk job {job_id}", location="job")
+        _guard(request).interaction = job.kind  # audited as export or import
         return job
 
     async def status(self, request: Request) -> Response:
