@@ -84,3 +84,19 @@ async def test_the_lifespan_runs_jobs_in_the_background(store: Store, settings: 
             assert time.monotonic() < deadline, "the background runner never finished the job"
             await asyncio.sleep(0.05)
         assert r.status_code == 200 and r.json()["output"][0]["type"] == "Patient"
+
+
+async def test_two_workers_share_the_queue(
+    client: httpx.AsyncClient, app: Starlette, store: Store, settings: Settings
+) -> None:
+    """Two server processes' runners (here: two apps' runners in two threads) each take
+    different jobs, and every job completes once."""
+    await create(client, patient("Shared"))
+    paths = [status_path(await kick_off(client, "/fhir/$export")) for _ in range(6)]
+    other = create_app(settings, store, audit=MemoryAuditTrail()).state.bulk
+    runners = [app.state.bulk, other]
+    ran = await asyncio.gather(*(asyncio.to_thread(r.run_pending) for r in runners))
+    assert sum(ran) == 6
+    for path in paths:
+        r = await client.get(path)
+        assert r.status_code == 200 and r.json()["output"][0]["count"] == 1

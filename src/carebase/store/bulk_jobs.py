@@ -238,28 +238,32 @@ def scan_bodies(
     store: SqlStore, type_: str, since: datetime | None = None, batch: int = 5000
 ) -> Iterator[list[bytes]]:
     """The current bodies of every `type_` resource (last updated at or after `since`), in
-    row order, batch by batch: the stored bytes, never parsed (export's fast path)."""
-    last = 0
+    id order, batch by batch: the stored bytes, never parsed (export's fast path).
+
+    Keyset paging on the unique (type, id) index: each batch is one index range scan, where
+    paging by row id made both databases sort every row of the type for each batch.
+    """
+    last = ""
     since_ms = None if since is None else datetime_to_ms(since)
+    sql = (
+        "SELECT type, id, version, last_updated, deleted, body FROM resource"
+        " WHERE type = ? AND id > ? AND deleted = 0"
+    )
+    if since_ms is not None:
+        sql += " AND last_updated >= ?"
+    sql = store.q(sql + " ORDER BY type, id LIMIT ?")
+    cipher = store.cipher
     while True:
-        sql = (
-            "SELECT rid, type, id, version, last_updated, deleted, body FROM resource"
-            " WHERE type = ? AND deleted = 0 AND rid > ?"
-        )
-        args: list[Any] = [type_, last]
-        if since_ms is not None:
-            sql += " AND last_updated >= ?"
-            args.append(since_ms)
+        args: list[Any] = [type_, last] if since_ms is None else [type_, last, since_ms]
         with store.reading() as cur:
-            rows = cur.execute(store.q(sql + " ORDER BY rid LIMIT ?"), (*args, batch)).fetchall()
+            rows = cur.execute(sql, (*args, batch)).fetchall()
         if not rows:
             return
-        cipher = store.cipher
         bodies = []
         for row in rows:
-            body = row[6]
+            body = row[5]
             if cipher is not None or bytes(body[:1]) == b"\x00":
-                body = row_to_stored(row[1:], cipher).body
+                body = row_to_stored(row, cipher).body
             bodies.append(bytes(body))
         yield bodies
-        last = rows[-1][0]
+        last = rows[-1][1]
