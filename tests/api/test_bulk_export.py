@@ -160,6 +160,8 @@ async def test_kickoff_needs_prefer_async(client: httpx.AsyncClient) -> None:
     assert r.status_code == 400 and "respond-async" in issue_text(r)
     r = await client.get("/fhir/$export", headers={"Prefer": "respond-async", "Accept": "text/csv"})
     assert r.status_code == 406
+    r = await client.get("/fhir/$export", headers={"Prefer": "respond-async", "Accept": ""})
+    assert r.status_code == 400 and "Accept" in issue_text(r)
 
 
 async def test_unknown_group_and_patient(client: httpx.AsyncClient) -> None:

@@ -114,3 +114,32 @@ def test_scan_bodies_streams_stored_bytes(store: Store) -> None:
     assert list(bulk_jobs.scan_bodies(_sql(store), "Patient", future)) == []
     past = datetime.now(UTC) - timedelta(days=1)
     assert sum(len(b) for b in bulk_jobs.scan_bodies(_sql(store), "Patient", past)) == 6
+
+
+def test_scan_bodies_opens_sealed_bodies(store: Store) -> None:
+    from carebase.store.body_cipher import BodyCipher, new_key
+
+    sql = _sql(store)
+    sql.cipher = BodyCipher([new_key()])
+    try:
+        with store.transaction() as tx:
+            tx.create("Patient", {"resourceType": "Patient", "gender": "male"}, "sealed")
+        with sql.reading() as cur:
+            raw = cur.execute("SELECT body FROM resource").fetchone()[0]
+        assert bytes(raw)[:1] == b"\x00"  # stored sealed
+        [[body]] = list(bulk_jobs.scan_bodies(sql, "Patient"))
+        assert (
+            body.startswith(b'{"resourceType":"Patient"')
+            and body == store.read("Patient", "sealed").body
+        )
+    finally:
+        sql.cipher = None
+
+
+def test_present_types(store: Store) -> None:
+    assert bulk_jobs.present_types(_sql(store)) == set()
+    with store.transaction() as tx:
+        tx.create("Patient", {"resourceType": "Patient"}, "a")
+        tx.create("Patient", {"resourceType": "Patient"}, "b")
+        tx.create("Group", {"resourceType": "Group", "type": "person", "actual": True}, "g")
+    assert bulk_jobs.present_types(_sql(store)) == {"Patient", "Group"}

@@ -59,7 +59,7 @@ def run_export(
     directory.mkdir(parents=True, exist_ok=True)
     output: list[dict[str, Any]] = []
     total = 0
-    present = present_types(store, types)
+    present = present_types(store)
     for type_ in types:
         if type_ not in present:
             continue  # nothing stored: spare the (per patient batch) searches

@@ -286,7 +286,13 @@ def _require_async(request: Request) -> None:
             "Bulk Data requests are asynchronous: send the header Prefer: respond-async",
             location="Prefer",
         )
-    check_response_format(request.headers.get("accept"), None)
+    accept = request.headers.get("accept")
+    if not accept:
+        raise BadRequest(
+            "A Bulk Data kick-off needs the header Accept: application/fhir+json",
+            location="Accept",
+        )
+    check_response_format(accept, None)
 
 
 def _system_grant(guard: Guard, type_: str) -> bool:
