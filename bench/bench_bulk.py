@@ -232,7 +232,7 @@ def main() -> None:
             "### Bulk Data `$export` and `$import` (bench/bench_bulk.py)",
             "",
             f"Machine: {machine()}. One `carebase serve` process; a system-level export by a",
-            "`system/*.cruds` token (the fast path: stored bodies streamed in row order, no",
+            "`system/*.cruds` token (the fast path: stored bodies streamed in id order, no",
             "parsing); rate from kick-off to manifest; RSS of the server process (peak while",
             "exporting, and idle before), each size on a fresh server over the same growing",
             "database. Download: all files streamed back over HTTP. Floor: 20,000 resources/s.",

@@ -4,7 +4,7 @@ Everything the requester may search, nothing more: each type's resources come fr
 store's search under the requester's access restriction (`auth.policy`), with `_since`,
 `_typeFilter` and, at Patient and Group level, the patients' compartments as search
 criteria. When nothing narrows a type (a system-level export by a `system/` token without
-filters) the stored bodies are streamed straight from the resource table in row order
+filters) the stored bodies are streamed straight from the resource table in id order
 (`store.bulk_jobs.scan_bodies`): no parsing, no paging cost. Lines are the stored bytes.
 """
 

@@ -5,7 +5,7 @@ restart or a dead worker loses nothing but the work since the last progress repo
 any worker may claim a job whose lease lapsed and run it again. On PostgreSQL several worker
 processes share the queue with `SELECT ... FOR UPDATE SKIP LOCKED` (each claim takes a job
 no other transaction holds); on SQLite the database write lock serialises claimers.
-Also the fast export scan: current bodies of one type, in row order, without parsing them.
+Also the fast export scan: current bodies of one type, in id order, without parsing them.
 """
 
 from __future__ import annotations
