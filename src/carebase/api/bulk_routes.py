@@ -37,7 +37,7 @@ from carebase.api.bulk_runner import BulkRunner
 from carebase.api.negotiation import body_kind, check_response_format, render
 from carebase.api.request_body import parse_json, read_body
 from carebase.api.responses import fhir_response, guarded
-from carebase.api.routes import FhirApi, _by_method, _guard
+from carebase.api.routes import FhirApi, by_method
 from carebase.auth.principal import Principal
 from carebase.errors import BadRequest, Forbidden, Gone, NotFound, UnsupportedMediaType
 from carebase.fhir import json_io
@@ -74,8 +74,12 @@ class BulkApi:
                 method: audited(guarded(getattr(self, name)), f"bulk_{name}", FhirApi._trail)
                 for method, name in methods.items()
             }
-            routes.append(Route(prefix + path, _by_method(handlers), methods=list(handlers)))
+            routes.append(Route(prefix + path, by_method(handlers), methods=list(handlers)))
         return routes
+
+    def _guard(self, request: Request) -> Guard:
+        """The request's access guard (the one `audited` made for its principal)."""
+        return self.api.context(request).guard
 
     # --- kick-off -----------------------------------------------------------------------------
 
@@ -100,7 +104,7 @@ class BulkApi:
             raw = await read_body(request, self.api.settings.max_body_bytes)
             pairs += parameters_body(parse_json(raw, self.api.settings.max_json_depth))
         params = parse_export(level, pairs, posted=posted)
-        guard = _guard(request)
+        guard = self._guard(request)
         guard.query = request.url.query or None
         group = request.path_params.get("id")
         types, patients = await run_in_threadpool(self._scope, guard, params, group)
@@ -182,7 +186,7 @@ class BulkApi:
                 "POST $import takes a Parameters resource (application/fhir+json) or NDJSON"
                 " (application/fhir+ndjson)"
             )
-        guard = _guard(request)
+        guard = self._guard(request)
         for spec in inputs:
             if spec["type"] is not None:
                 _require_import(guard, spec["type"])
@@ -229,14 +233,14 @@ class BulkApi:
         """The job of the URL, if it is the caller's (else 404, as for no job at all)."""
         job_id = request.path_params["job"]
         job = await run_in_threadpool(bulk_jobs.get, self.runner.store, job_id)
-        principal = _guard(request).principal
+        principal = self._guard(request).principal
         if (
             job is None
             or job.owner_subject != principal.subject
             or job.owner_client != principal.client_id
         ):
             raise NotFound(f"There is no bulk job {job_id}", location="job")
-        _guard(request).interaction = job.kind  # audited as export or import
+        self._guard(request).interaction = job.kind  # audited as export or import
         return job
 
     async def status(self, request: Request) -> Response:
