@@ -15,6 +15,7 @@ SCRIPTS = (
     ["bench_auth.py"],
     ["bench_encryption.py"],
     ["bench_generate.py", "--runs", "3"],
+    ["bench_bulk.py"],
 )
 
 

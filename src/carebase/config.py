@@ -83,6 +83,14 @@ class Settings:
     session_idle_seconds: int = 30 * 60
     #: Browser sessions end this long after login whatever the use, seconds.
     session_absolute_seconds: int = 12 * 60 * 60
+    #: Bulk Data ($export/$import) output files are deleted this long after the job ends, s.
+    bulk_file_ttl: int = 24 * 60 * 60
+    #: Directories whose NDJSON files `$import` may read (`file://` inputs); empty: none.
+    import_dirs: tuple[str, ...] = ()
+    #: A running bulk job's lease, seconds: another worker reclaims it once lapsed.
+    bulk_lease_seconds: int = 60
+    #: How often the background bulk runner looks for work, seconds.
+    bulk_poll_seconds: float = 1.0
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -117,6 +125,9 @@ class Settings:
             cookie_secure=_env_bool("CAREBASE_COOKIE_SECURE", False),
             session_idle_seconds=_env_int("CAREBASE_SESSION_IDLE_SECONDS", 30 * 60),
             session_absolute_seconds=_env_int("CAREBASE_SESSION_ABSOLUTE_SECONDS", 12 * 60 * 60),
+            bulk_file_ttl=_env_int("CAREBASE_BULK_FILE_TTL", 24 * 60 * 60),
+            import_dirs=_env_list("CAREBASE_IMPORT_DIRS"),
+            bulk_lease_seconds=_env_int("CAREBASE_BULK_LEASE_SECONDS", 60),
         )
 
     def with_(self, **changes: object) -> Settings:

@@ -18,6 +18,8 @@ from starlette.staticfiles import StaticFiles
 
 from carebase.api.audit_routes import AuditApi
 from carebase.api.authentication import Authentication
+from carebase.api.bulk_routes import BulkApi
+from carebase.api.bulk_runner import BulkRunner
 from carebase.api.hardening import hardening_middleware
 from carebase.api.oauth_routes import OAuthApi
 from carebase.api.responses import http_exception, unhandled_exception
@@ -96,9 +98,11 @@ def create_app(
         trail = app.state.audit_trail
         if owned_trail and isinstance(trail, DatabaseAuditTrail | ProcessAuditTrail):
             trail.start()
+        runner.start()  # queued and interrupted bulk jobs resume now
         try:
             yield
         finally:
+            runner.stop()
             if owned_trail:
                 _close_trail(trail)
             if api.attached:
@@ -107,11 +111,14 @@ def create_app(
                 api.store.close()
 
     oauth = oauth_server(settings, lambda: api.store)
+    runner = BulkRunner(lambda: api.store, settings)
     # Starlette tries routes in order and FHIR reads are the hot path, so the FHIR routes
-    # come first; their type segment never matches `.well-known` or AuditEvent, whose routes
-    # (discovery, the audit log) follow (see `route_table._TypeSegment`).
+    # come first; their type and id segments never match `.well-known`, AuditEvent or
+    # `$operation` segments, whose routes (discovery, the audit log, bulk data) follow
+    # (see `route_table._TypeSegment`).
     oauth_routes = OAuthApi(oauth, lambda: api.store).routes()
     routes: list[BaseRoute] = [*api.routes(FHIR_PREFIX), *AuditApi(api).routes(FHIR_PREFIX)]
+    routes.extend(BulkApi(api, runner).routes(FHIR_PREFIX))
     routes.extend(oauth_routes)
     routes.append(Route("/healthz", healthz, methods=["GET"]))
     routes.extend(login_routes())
@@ -126,6 +133,8 @@ def create_app(
     app.state.fhir = api
     app.state.settings = settings
     app.state.oauth = oauth
+    #: the Bulk Data job runner (the lifespan runs it; without one, call `run_pending()`)
+    app.state.bulk = runner
     oauth.users = _AppUsers(app)
     #: the one TokenService of the app (bearer checks use it; revocations apply to it)
     app.state.tokens = oauth.tokens

@@ -42,6 +42,14 @@ HANDLER_AUDIT: dict[str, tuple[str, AuditAction]] = {
     "conditional_delete": ("delete", "D"),
     "bundle": ("transaction", "E"),
     "validate": ("operation", "E"),
+    # Bulk Data (api/bulk_routes.py): recorded with subtype export or import
+    "bulk_export_system": ("export", "E"),
+    "bulk_export_patient": ("export", "E"),
+    "bulk_export_group": ("export", "E"),
+    "bulk_import_kickoff": ("import", "C"),
+    "bulk_status": ("export", "R"),
+    "bulk_cancel": ("export", "D"),
+    "bulk_download": ("export", "R"),
 }
 _HISTORY = {2: "history-system", 3: "history-type", 4: "history-instance"}
 

@@ -92,9 +92,13 @@ ROUTES: tuple[RouteSpec, ...] = (
 )
 
 
+#: What the Bulk Data routes (`api.bulk_routes`, mounted by the app) provide.
+BULK_CAPABILITIES = ("op:export", "op:import")
+
+
 def capability_tokens() -> set[str]:
-    """Every capability token the route table provides."""
-    return {token for spec in ROUTES for token in spec.capabilities}
+    """Every capability token the route table and the Bulk Data routes provide."""
+    return {token for spec in ROUTES for token in spec.capabilities} | set(BULK_CAPABILITIES)
 
 
 def capability_bytes(base: str) -> bytes:

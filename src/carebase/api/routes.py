@@ -83,7 +83,7 @@ class FhirApi:
             for method in spec.methods:
                 by_path.setdefault(spec.path, {})[method] = handler
         return [
-            Route(prefix + path, _by_method(handlers), methods=list(handlers))
+            Route(prefix + path, by_method(handlers), methods=list(handlers))
             for path, handlers in by_path.items()
         ]
 
@@ -495,7 +495,7 @@ def prefer_lenient(request: Request) -> bool:
     return False
 
 
-def _by_method(handlers: dict[str, Any]) -> Any:
+def by_method(handlers: dict[str, Any]) -> Any:
     """An endpoint calling the handler for the request's method (HEAD is served as GET)."""
     if "GET" in handlers:
         handlers.setdefault("HEAD", handlers["GET"])

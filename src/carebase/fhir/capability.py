@@ -31,6 +31,17 @@ SYSTEM_INTERACTION_CODES = ("transaction", "batch", "search-system", "history-sy
 OPERATION_DEFINITIONS = {
     "op:validate": ("validate", "http://hl7.org/fhir/OperationDefinition/Resource-validate"),
 }
+_BULK = "http://hl7.org/fhir/uv/bulkdata"
+#: Bulk Data operations at system level (rest.operation): token -> (name, definition).
+SYSTEM_OPERATIONS = {
+    "op:export": ("export", f"{_BULK}/OperationDefinition/export"),
+    "op:import": ("import", f"{_BULK}/OperationDefinition/import"),
+}
+#: Bulk Data export at type level (Patient/$export, Group/[id]/$export), with `op:export`.
+TYPE_EXPORTS = {
+    "Patient": f"{_BULK}/OperationDefinition/patient-export",
+    "Group": f"{_BULK}/OperationDefinition/group-export",
+}
 
 
 Searchable = Callable[[SearchParam], bool]
@@ -114,6 +125,8 @@ def _resource_entry(
         for token, (name, url) in OPERATION_DEFINITIONS.items()
         if token in tokens
     ]
+    if "op:export" in tokens and type_ in TYPE_EXPORTS:
+        operations.append({"name": "export", "definition": TYPE_EXPORTS[type_]})
     if operations:
         entry["operation"] = operations
     return entry
@@ -148,6 +161,13 @@ def capability_statement(
             {"name": name, "type": kind, "documentation": text}
             for name, kind, text in RESULT_PARAMETERS
         ]
+    system_operations = [
+        {"name": name, "definition": url}
+        for token, (name, url) in SYSTEM_OPERATIONS.items()
+        if token in supported
+    ]
+    if system_operations:
+        rest["operation"] = system_operations
     if "search-compartment" in supported:
         rest["compartment"] = ["http://hl7.org/fhir/CompartmentDefinition/patient"]
     statement: dict[str, object] = {
@@ -161,6 +181,8 @@ def capability_statement(
         "fhirVersion": "4.0.1",
         "format": ["application/fhir+json", "json"],
     }
+    if "op:export" in supported:
+        statement["instantiates"] = [f"{_BULK}/CapabilityStatement/bulk-data"]
     if "patch" in supported:
         statement["patchFormat"] = ["application/json-patch+json", "application/fhir+json"]
     statement["rest"] = [rest]

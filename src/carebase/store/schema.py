@@ -317,6 +317,37 @@ def _audit_log() -> Migration:
     )
 
 
+def _bulk_jobs() -> Migration:
+    # One row per Bulk Data job ($export, $import). `status`: pending, running, completed,
+    # failed, cancelled, expired. A running job holds a lease (`lease_owner` until
+    # `lease_until`, epoch ms) that its worker renews; a lapsed lease means the worker died
+    # and any worker may claim the job again. Times are epoch milliseconds.
+    statement = _both(
+        "CREATE TABLE bulk_job ("
+        " id TEXT PRIMARY KEY,"
+        " kind TEXT NOT NULL,"
+        " status TEXT NOT NULL,"
+        " owner_subject TEXT NOT NULL,"
+        " owner_client TEXT,"
+        " request TEXT NOT NULL,"
+        " progress TEXT,"
+        " manifest TEXT,"
+        " error TEXT,"
+        " created {big} NOT NULL,"
+        " updated {big} NOT NULL,"
+        " expires {big},"
+        " lease_owner TEXT,"
+        " lease_until {big})"
+    )
+    claim = _both("CREATE INDEX bulk_job_claim ON bulk_job (status, created)")
+    return Migration(
+        7,
+        "Bulk Data jobs ($export, $import) with leases for background workers",
+        (statement[0], claim[0]),
+        (statement[1], claim[1]),
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     _initial(),
     _full_text(),
@@ -324,6 +355,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     _accounts(),
     _oauth(),
     _audit_log(),
+    _bulk_jobs(),
 )
 INDEX_TABLES: tuple[str, ...] = tuple(_INDEX_TABLES)
 LATEST = MIGRATIONS[-1].number
