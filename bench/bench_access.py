@@ -30,7 +30,7 @@ from carebase.api.audited import GUARD_KEY
 from carebase.api.hardening import hardening_middleware
 from carebase.api.responses import guarded
 from carebase.api.route_table import ROUTES
-from carebase.api.routes import _by_method
+from carebase.api.routes import by_method
 from carebase.auth.audit_entry import MemoryAuditTrail
 from carebase.config import Settings
 from carebase.store.factory import open_store
@@ -79,7 +79,7 @@ def _plain_app(app: Starlette) -> Starlette:
         for method in spec.methods:
             by_path.setdefault(spec.path, {})[method] = open_(guarded(getattr(api, spec.handler)))
     routes = [
-        Route("/fhir" + path, _by_method(handlers), methods=list(handlers))
+        Route("/fhir" + path, by_method(handlers), methods=list(handlers))
         for path, handlers in by_path.items()
     ]
     # the hardening middleware (headers, limits) is no part of what is measured: keep it
