@@ -172,19 +172,43 @@ class ResourceLoader:
     def _write(self, batch: list[tuple[dict[str, Any], Origin]]) -> LoadSummary:
         counts = LoadSummary()
         with self._store.transaction() as tx:
+            # One read for the whole batch; resources absent from the store are created
+            # without a per-resource lookup (the unique index still refuses a duplicate).
+            current = tx.read_many([(r["resourceType"], r["id"]) for r, _origin in batch])
+            seen: set[tuple[str, str]] = set()
             for resource, _origin in batch:
-                type_, id_ = resource["resourceType"], resource["id"]
-                current = tx.read(type_, id_)
-                if current is not None and same_content(current, resource):
+                key = (resource["resourceType"], resource["id"])
+                stored = current.get(key)
+                if stored is not None and same_content(stored, resource):
                     counts.unchanged += 1
-                else:
-                    _stored, created = tx.update(type_, id_, resource)
-                    if created:
-                        counts.created += 1
-                    else:
-                        counts.updated += 1
-                counts.by_type[type_] += 1
+                elif stored is None and key not in seen:
+                    tx.create(key[0], resource, key[1])
+                    counts.created += 1
+                else:  # changed, deleted, or twice in this batch: a new version
+                    _stored, created = tx.update(key[0], key[1], resource)
+                    counts.created += created
+                    counts.updated += not created
+                seen.add(key)
+                counts.by_type[key[0]] += 1
         return counts
+
+    def reject(self, origin: Origin, issues: list[Issue], resource: object = None) -> None:
+        """Count and report a record that never became a resource to load (malformed JSON,
+        an entry that cannot be imported); it counts as read and rejected."""
+        self.summary.read += 1
+        self._reject(resource, origin, issues)
+
+    def count_existing(self, resource_type: str) -> None:
+        """Count a record satisfied by a resource already stored (a conditional create that
+        matched): read and unchanged, nothing written."""
+        self.summary.read += 1
+        self.summary.unchanged += 1
+        self.summary.by_type[resource_type] += 1
+
+    @property
+    def pending(self) -> int:
+        """Resources queued and not yet written."""
+        return len(self._batch)
 
     def _reject(
         self, resource: object, origin: Origin, issues: list[Issue], *, counted: bool = True

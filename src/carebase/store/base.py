@@ -78,6 +78,16 @@ class Transaction(ABC):
     def read(self, type_: str, id_: str) -> StoredResource | None:
         """The current version (or the tombstone if deleted); None if never existed."""
 
+    def read_many(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], StoredResource]:
+        """The current versions (or tombstones) of many (type, id) keys at once; keys that
+        never existed are absent. Backends answer it in a few queries, not one per key."""
+        found: dict[tuple[str, str], StoredResource] = {}
+        for type_, id_ in keys:
+            stored = self.read(type_, id_)
+            if stored is not None:
+                found[(type_, id_)] = stored
+        return found
+
     @abstractmethod
     def create(
         self, type_: str, resource: dict[str, object], id_: str | None = None
