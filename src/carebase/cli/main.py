@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import typer
 
-from carebase.cli import audit, clients, encryption, keys, migrate, reindex, serve, token, users
+from carebase.cli import (
+    audit,
+    clients,
+    encryption,
+    import_,
+    keys,
+    migrate,
+    reindex,
+    serve,
+    token,
+    users,
+)
 
 app = typer.Typer(
     name="carebase",
@@ -16,6 +27,7 @@ app = typer.Typer(
 serve.register(app)
 migrate.register(app)
 reindex.register(app)
+import_.register(app)
 clients.register(app)
 users.register(app)
 token.register(app)

@@ -15,7 +15,7 @@ interruption skip them.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,9 +30,11 @@ from carebase.data.bundle_import import (
 )
 from carebase.data.import_progress import Checkpoint
 from carebase.data.loader import DEFAULT_BATCH, LoadSummary, Origin, Rejected, ResourceLoader
-from carebase.data.sources import Document, ParseFailure, iter_documents, read_items
+from carebase.data.parallel_plan import PlannedValue, plan_chunk, planned_in_order
+from carebase.data.sources import Chunk, ParseFailure, chunks_of, file_key, iter_documents
 from carebase.errors import Issue
 from carebase.store.base import Store
+from carebase.store.prepared_index import PreparedIndex
 
 
 @dataclass(slots=True)
@@ -57,11 +59,14 @@ class Importer:
         on_progress: Callable[[ImportProgress], None] | None = None,
         checkpoint: Checkpoint | None = None,
         resume: bool = True,
+        workers: int = 0,
     ) -> None:
         self._store = store
         self._checkpoint = checkpoint
         self._resume = resume
-        self._on_progress = on_progress
+        self._workers = workers  # processes parsing and validating (0: this one)
+        self.on_progress = on_progress
+        self.on_file_done: Callable[[int], None] | None = None  # files finished so far
         self._committed: list[str] = []  # documents fully added, awaiting their commit
         self.loader = ResourceLoader(
             store, batch_size=batch_size, on_rejected=on_rejected, on_batch=self._batch_done
@@ -71,23 +76,36 @@ class Importer:
 
     def run(self, files: list[Path]) -> LoadSummary:
         """Import every document of `files` (and deferred ones last); the summary."""
-        skip = frozenset()
+        skip: frozenset[str] = frozenset()
         if self._checkpoint is not None:
             done = self._checkpoint.load()
             skip = done if self._resume else frozenset()
+            self.progress.skipped = len(skip)
             self._checkpoint.start(self._resume)
         deferred: dict[Path, set[str]] = {}
-        for path in files:
-            for document in iter_documents(path, skip):
-                if not self._import(document, final=False):
-                    deferred.setdefault(path, set()).add(document.key)
-                    self.progress.deferred += 1
-        if skip:
-            self.progress.skipped = len(skip)
+        finished_files = 0
+
+        def chunks() -> Iterator[Chunk]:
+            nonlocal finished_files
+            for path in files:
+                for document in iter_documents(path, skip):
+                    yield from chunks_of(document)
+                finished_files += 1
+
+        for chunk, planned in planned_in_order(chunks(), self._workers):
+            if not self._import(chunk, planned, final=False):
+                deferred.setdefault(self._path_of(files, chunk), set()).add(chunk.key)
+                self.progress.deferred += 1
+            if self.on_file_done is not None:
+                self.on_file_done(max(finished_files - len(deferred), 0))
+        # Read again what referred to resources not stored yet, now that all else is.
         for path, keys in deferred.items():
             for document in iter_documents(path, skip):
                 if document.key in keys:
-                    self._import(document, final=True)
+                    for chunk in chunks_of(document):
+                        self._import(chunk, plan_chunk(chunk), final=True)
+        if self.on_file_done is not None:
+            self.on_file_done(len(files))
         summary = self.loader.finish()
         self._mark_committed()
         if self._checkpoint is not None:
@@ -99,33 +117,51 @@ class Importer:
         if self._checkpoint is not None:
             self._checkpoint.close()
 
-    def _import(self, document: Document, *, final: bool) -> bool:
-        """Plan and load one document; False when it was deferred (nothing loaded)."""
-        for value, location in read_items(document):
-            origin = Origin(document.source, location)
-            if isinstance(value, ParseFailure):
-                self.loader.reject(origin, [Issue("error", "structure", value.message)])
-                continue
-            if not isinstance(value, dict) or not isinstance(value.get("resourceType"), str):
+    @staticmethod
+    def _path_of(files: list[Path], chunk: Chunk) -> Path:
+        # A chunk's key starts with its file's key (archive members add `!member`).
+        for path in files:
+            if chunk.key.split("!", 1)[0] == file_key(path):
+                return path
+        raise LookupError(chunk.source)
+
+    def _import(self, chunk: Chunk, planned: list[PlannedValue], *, final: bool) -> bool:
+        """Load one planned chunk; False when it was deferred (nothing loaded: only whole
+        JSON documents are deferred, as an NDJSON line after loaded ones cannot wait)."""
+        items: list[tuple[Planned, list[Issue] | None, PreparedIndex | None]] = []
+        for value in planned:
+            origin = Origin(chunk.source, value.location)
+            if value.planned is not None:
+                items.extend(value.planned)
+            elif isinstance(value.raw, ParseFailure):
+                failure = [Issue("error", "structure", value.raw.message)]
+                items.append((Refused(origin, failure), None, None))
+            elif not isinstance(value.raw, dict) or not isinstance(
+                value.raw.get("resourceType"), str
+            ):
                 text = "not a FHIR resource (a JSON object with a resourceType)"
-                self.loader.reject(origin, [Issue("error", "structure", text)], value)
-                continue
-            # An NDJSON line is never deferred: the lines before it are loaded already.
-            try:
-                planned = list(plan(value, origin, self._resolver, final=final or document.ndjson))
-            except Deferred:
-                return False
-            for item in planned:
-                self._apply(item)
-        self.progress.documents += 1
-        self._committed.append(document.key)
-        if self._on_progress is not None:
-            self._on_progress(self.progress)
+                refused = Refused(origin, [Issue("error", "structure", text)], value.raw)
+                items.append((refused, None, None))
+            else:
+                try:
+                    again = plan(value.raw, origin, self._resolver, final=final or chunk.ndjson)
+                    items.extend((item, None, None) for item in list(again))
+                except Deferred:
+                    return False
+        for item, issues, prepared in items:
+            self._apply(item, issues, prepared)
+        if chunk.last:
+            self.progress.documents += 1
+            self._committed.append(chunk.key)
+        if self.on_progress is not None:
+            self.on_progress(self.progress)
         return True
 
-    def _apply(self, item: Planned) -> None:
+    def _apply(
+        self, item: Planned, issues: list[Issue] | None, prepared: PreparedIndex | None
+    ) -> None:
         if isinstance(item, Load):
-            self.loader.add(item.resource, item.origin)
+            self.loader.add(item.resource, item.origin, issues, prepared)
         elif isinstance(item, Existing):
             self.loader.count_existing(item.resource_type)
         elif isinstance(item, Refused):
@@ -141,8 +177,8 @@ class Importer:
     def _batch_done(self, _counts: LoadSummary) -> None:
         # Documents completed before this batch began are now entirely committed.
         self._mark_committed()
-        if self._on_progress is not None:
-            self._on_progress(self.progress)
+        if self.on_progress is not None:
+            self.on_progress(self.progress)
 
     def _mark_committed(self) -> None:
         done, self._committed = self._committed, []

@@ -22,6 +22,7 @@ from carebase.errors import CarebaseError, Issue
 from carebase.fhir import json_io
 from carebase.fhir.validation import validate_resource
 from carebase.store.base import Store, StoredResource
+from carebase.store.prepared_index import PreparedIndex
 
 DEFAULT_BATCH = 500
 
@@ -73,6 +74,10 @@ class LoadSummary:
         self.by_type.update(other.by_type)
 
 
+#: A queued resource: the dict, where it came from, and its index rows if computed ahead.
+_Queued = tuple[dict[str, Any], Origin, PreparedIndex | None]
+
+
 def same_content(stored: StoredResource, resource: dict[str, Any]) -> bool:
     """Whether `resource` equals the stored current version apart from the server's
     meta.versionId and meta.lastUpdated (a deleted resource never matches)."""
@@ -113,7 +118,7 @@ class ResourceLoader:
         self._batch_size = batch_size
         self._on_rejected = on_rejected
         self._on_batch = on_batch  # called after each committed batch with that batch's counts
-        self._batch: list[tuple[dict[str, Any], Origin]] = []
+        self._batch: list[_Queued] = []
         self.summary = LoadSummary()
 
     def __enter__(self) -> ResourceLoader:
@@ -123,15 +128,24 @@ class ResourceLoader:
         if exc_type is None:
             self.finish()
 
-    def add(self, resource: object, origin: Origin) -> None:
-        """Validate `resource` and queue it; a full batch is written at once."""
+    def add(
+        self,
+        resource: object,
+        origin: Origin,
+        issues: list[Issue] | None = None,
+        prepared: PreparedIndex | None = None,
+    ) -> None:
+        """Validate `resource` and queue it; a full batch is written at once. `issues`: the
+        errors `check` found for it elsewhere (a worker process), so it is not validated
+        twice; `prepared`: its index rows computed there (`prepare_index` of this content)."""
         self.summary.read += 1
-        issues = _check(resource)
+        if issues is None:
+            issues = check(resource)
         if issues:
             self._reject(resource, origin, issues)
             return
         assert isinstance(resource, dict)
-        self._batch.append((resource, origin))
+        self._batch.append((resource, origin, prepared))
         if len(self._batch) >= self._batch_size:
             self.flush()
 
@@ -150,9 +164,10 @@ class ResourceLoader:
             counts = self._write(batch)
         except CarebaseError:
             counts = LoadSummary()
-            for resource, origin in batch:
+            for resource, origin, _prepared in batch:
                 try:
-                    counts.add(self._write([(resource, origin)]))
+                    # Indexed afresh: the failed attempt stamped the dict's meta.
+                    counts.add(self._write([(resource, origin, None)]))
                 except CarebaseError as exc:
                     self._reject(resource, origin, exc.issues, counted=False)
                     counts.rejected += 1
@@ -169,27 +184,39 @@ class ResourceLoader:
         self.flush()
         return self.summary
 
-    def _write(self, batch: list[tuple[dict[str, Any], Origin]]) -> LoadSummary:
+    def _write(self, batch: list[_Queued]) -> LoadSummary:
         counts = LoadSummary()
         with self._store.transaction() as tx:
             # One read for the whole batch; resources absent from the store are created
             # without a per-resource lookup (the unique index still refuses a duplicate).
-            current = tx.read_many([(r["resourceType"], r["id"]) for r, _origin in batch])
-            seen: set[tuple[str, str]] = set()
-            for resource, _origin in batch:
+            current = tx.read_many([(r["resourceType"], r["id"]) for r, _o, _p in batch])
+            # Creates first (buffered, sent in bulk), then updates: each update reads its row
+            # for writing, which flushes the buffer, so interleaving them would cost a round of
+            # bulk inserts per update.
+            later: list[tuple[str, str, dict[str, Any]]] = []
+            written: dict[tuple[str, str], dict[str, Any]] = {}
+            for resource, _origin, prepared in batch:
                 key = (resource["resourceType"], resource["id"])
+                earlier = written.get(key)
                 stored = current.get(key)
-                if stored is not None and same_content(stored, resource):
+                if earlier is not None:  # twice in this batch: compare with the first
+                    if _without_server_meta(earlier) == _without_server_meta(resource):
+                        counts.unchanged += 1
+                    else:
+                        later.append((key[0], key[1], resource))
+                elif stored is not None and same_content(stored, resource):
                     counts.unchanged += 1
-                elif stored is None and key not in seen:
-                    tx.create(key[0], resource, key[1])
+                elif stored is None:
+                    tx.create(key[0], resource, key[1], prepared=prepared)
                     counts.created += 1
-                else:  # changed, deleted, or twice in this batch: a new version
-                    _stored, created = tx.update(key[0], key[1], resource)
-                    counts.created += created
-                    counts.updated += not created
-                seen.add(key)
+                else:  # changed or deleted
+                    later.append((key[0], key[1], resource))
+                written[key] = resource
                 counts.by_type[key[0]] += 1
+            for type_, id_, resource in later:
+                _stored, created = tx.update(type_, id_, resource)
+                counts.created += created
+                counts.updated += not created
         return counts
 
     def reject(self, origin: Origin, issues: list[Issue], resource: object = None) -> None:
@@ -228,7 +255,7 @@ class ResourceLoader:
             )
 
 
-def _check(resource: object) -> list[Issue]:
+def check(resource: object) -> list[Issue]:
     """Validation errors of `resource` (warnings dropped), or that it lacks an id."""
     issues = [
         issue for issue in validate_resource(resource) if issue.severity in ("error", "fatal")

@@ -3,15 +3,16 @@
 `iter_documents` walks the paths the user named (directories recursively, in sorted order)
 and yields one `Document` per JSON or NDJSON file, including each member of a `.tar.gz`
 archive, read as a stream (`tarfile` mode `r|gz`: nothing is extracted to disk, and only the
-current member is open). `read_items` then turns a document into parsed JSON values, one per
-NDJSON line or one for a whole JSON file, each with where it was; a line that is not JSON
-comes out as a `ParseFailure` so the importer can report it and carry on.
+current member is open). `chunks_of` then cuts a document into chunks of bytes (a whole
+JSON file, or blocks of NDJSON lines) for parsing; `parse` turns a value that is not JSON into a
+`ParseFailure`, so the importer can report it and carry on.
 """
 
 from __future__ import annotations
 
 import gzip
 import tarfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ from carebase.fhir import json_io
 JSON_SUFFIXES = (".json",)
 NDJSON_SUFFIXES = (".ndjson", ".jsonl")
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
+CHUNK_LINES = 2000  # NDJSON lines per chunk handed to a worker
 
 
 class UnreadablePath(ValueError):
@@ -44,6 +46,20 @@ class Document:
     key: str
     ndjson: bool
     stream: IO[bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """Raw bytes of a document, or of NDJSON lines of it starting at `first_line`; `last`
+    marks the document's final chunk (its key then goes to the checkpoint)."""
+
+    source: str
+    key: str
+    data: bytes
+    ndjson: bool
+    first_line: int = 1
+    last: bool = True
+    error: str | None = None  # why the document could not be read to its end
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,34 +128,44 @@ def iter_documents(path: Path, skip: frozenset[str] = frozenset()) -> Iterator[D
                 raw = archive.extractfile(member)
                 if raw is None:
                     continue
-                stream = gzip.GzipFile(fileobj=raw) if member.name.endswith(".gz") else raw
-                yield Document(f"{path}!{member.name}", member_key, member_kind == "ndjson", stream)
+                member_stream = _gunzipped(raw) if member.name.endswith(".gz") else raw
+                yield Document(
+                    f"{path}!{member.name}", member_key, member_kind == "ndjson", member_stream
+                )
         return
     if key in skip:
         return
     with open(path, "rb") as raw_file:
-        stream: IO[bytes] = (
-            gzip.GzipFile(fileobj=raw_file) if path.name.endswith(".gz") else raw_file
-        )
+        stream = _gunzipped(raw_file) if path.name.endswith(".gz") else raw_file
         yield Document(str(path), key, kind == "ndjson", stream)
 
 
-def read_items(document: Document) -> Iterator[tuple[object, str]]:
-    """Parsed JSON values of a document with their location (`line N`, or '' for a whole
-    JSON file); a value that does not parse is a ParseFailure. NDJSON is read line by line."""
+def _gunzipped(raw: IO[bytes]) -> IO[bytes]:
+    return gzip.GzipFile(fileobj=raw)  # type: ignore[return-value]  # a binary IO all the same
+
+
+def chunks_of(document: Document, lines: int = CHUNK_LINES) -> Iterator[Chunk]:
+    """A document's bytes in chunks: a JSON file whole, NDJSON `lines` lines at a time.
+    A file that cannot be read to its end (a truncated gzip) ends with a chunk whose bytes
+    are not JSON, so the reason is reported."""
     try:
         if not document.ndjson:
-            data = document.stream.read()
-            yield _parse(data), ""
+            yield Chunk(document.source, document.key, document.stream.read(), False)
             return
+        block: list[bytes] = []
+        first = 1
         for number, line in enumerate(document.stream, start=1):
-            if line.strip():
-                yield _parse(line), f"line {number}"
-    except (OSError, EOFError, tarfile.TarError) as exc:  # a truncated or corrupt gzip
-        yield ParseFailure(f"cannot read the file: {exc}"), ""
+            block.append(line.rstrip(b"\r\n"))
+            if len(block) >= lines:
+                yield Chunk(document.source, document.key, b"\n".join(block), True, first, False)
+                block, first = [], number + 1
+        yield Chunk(document.source, document.key, b"\n".join(block), True, first)
+    except (OSError, EOFError, tarfile.TarError, zlib.error) as exc:
+        yield Chunk(document.source, document.key, b"", False, error=f"cannot read the file: {exc}")
 
 
-def _parse(data: bytes) -> object:
+def parse(data: bytes) -> object:
+    """The JSON value of `data`, or a ParseFailure saying why it is not JSON."""
     try:
         return json_io.loads(data)
     except (ValueError, orjson.JSONDecodeError) as exc:

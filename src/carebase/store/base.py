@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
+from carebase.store.prepared_index import PreparedIndex
 from carebase.store.search_restriction import Restriction
 
 Interaction = Literal["create", "update", "delete"]
@@ -90,9 +91,15 @@ class Transaction(ABC):
 
     @abstractmethod
     def create(
-        self, type_: str, resource: dict[str, object], id_: str | None = None
+        self,
+        type_: str,
+        resource: dict[str, object],
+        id_: str | None = None,
+        *,
+        prepared: PreparedIndex | None = None,
     ) -> StoredResource:
-        """Create version 1 with a server-assigned id (or `id_`); Conflict if the id exists."""
+        """Create version 1 with a server-assigned id (or `id_`); Conflict if the id exists.
+        `prepared`: the resource's index rows, computed ahead (see store/prepared_index.py)."""
 
     @abstractmethod
     def update(
