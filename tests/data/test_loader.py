@@ -35,3 +35,20 @@ def test_second_load_changes_nothing_and_changed_content_updates(store: Store) -
     assert (first.created, again.unchanged, changed.updated) == (1, 1, 1)
     stored = store.read("Patient", "a")
     assert stored is not None and stored.version == 2
+
+
+def test_a_repeated_id_keeps_its_first_content_so_reloading_changes_nothing(
+    store: Store,
+) -> None:
+    records = [
+        (_patient("a", "First"), Origin("x", "line 1")),
+        (_patient("b", "Other"), Origin("x", "line 2")),
+        (_patient("a", "Second"), Origin("x", "line 3")),  # same batch as the first
+        (_patient("a", "Third"), Origin("x", "line 4")),  # a later batch
+    ]
+    first = ResourceLoader(store, batch_size=3).add_all([(dict(r), o) for r, o in records])
+    again = ResourceLoader(store, batch_size=3).add_all([(dict(r), o) for r, o in records])
+    assert (first.created, first.unchanged, first.repeated) == (2, 2, 2)
+    assert (again.created, again.updated, again.unchanged, again.repeated) == (0, 0, 4, 2)
+    stored = store.read("Patient", "a")
+    assert stored is not None and stored.version == 1 and b"First" in (stored.body or b"")

@@ -8,7 +8,11 @@ valid ones in batched transactions (each batch one transaction: bulk index write
 
 Idempotent: a resource whose stored current version has the same content (ignoring
 `meta.versionId`/`meta.lastUpdated`) is left alone and counted as unchanged, so loading the
-same input twice writes nothing the second time.
+same input twice writes nothing the second time. Within one load the first record of a
+resource id wins: a later record with the same id is counted unchanged (and `repeated`)
+and not written. Synthea repeats each Practitioner and Organization, with varying
+utilisation counts, in every patient Bundle; letting the last one win would write a new
+version on every run.
 """
 
 from __future__ import annotations
@@ -58,6 +62,7 @@ class LoadSummary:
     unchanged: int = 0
     rejected: int = 0
     by_type: Counter[str] = field(default_factory=Counter)  # written or unchanged, per type
+    repeated: int = 0  # of the unchanged: a resource id this load had already loaded
 
     @property
     def written(self) -> int:
@@ -71,6 +76,7 @@ class LoadSummary:
         self.updated += other.updated
         self.unchanged += other.unchanged
         self.rejected += other.rejected
+        self.repeated += other.repeated
         self.by_type.update(other.by_type)
 
 
@@ -120,6 +126,9 @@ class ResourceLoader:
         self._on_batch = on_batch  # called after each committed batch with that batch's counts
         self._batch: list[_Queued] = []
         self.summary = LoadSummary()
+        # Hashes of the (type, id) keys this load wrote or found unchanged: 8 bytes of key per
+        # resource rather than the resource, so memory stays small on long inputs.
+        self._seen: set[int] = set()
 
     def __enter__(self) -> ResourceLoader:
         return self
@@ -175,6 +184,7 @@ class ResourceLoader:
         self.summary.updated += counts.updated
         self.summary.unchanged += counts.unchanged
         self.summary.rejected += counts.rejected
+        self.summary.repeated += counts.repeated
         self.summary.by_type.update(counts.by_type)
         if self._on_batch is not None:
             self._on_batch(counts)
@@ -194,16 +204,14 @@ class ResourceLoader:
             # for writing, which flushes the buffer, so interleaving them would cost a round of
             # bulk inserts per update.
             later: list[tuple[str, str, dict[str, Any]]] = []
-            written: dict[tuple[str, str], dict[str, Any]] = {}
+            in_batch: set[tuple[str, str]] = set()
             for resource, _origin, prepared in batch:
                 key = (resource["resourceType"], resource["id"])
-                earlier = written.get(key)
                 stored = current.get(key)
-                if earlier is not None:  # twice in this batch: compare with the first
-                    if _without_server_meta(earlier) == _without_server_meta(resource):
-                        counts.unchanged += 1
-                    else:
-                        later.append((key[0], key[1], resource))
+                counts.by_type[key[0]] += 1
+                if key in in_batch or (stored is not None and hash(key) in self._seen):
+                    counts.unchanged += 1  # a repeat within this load: the first one wins
+                    counts.repeated += 1
                 elif stored is not None and same_content(stored, resource):
                     counts.unchanged += 1
                 elif stored is None:
@@ -211,12 +219,13 @@ class ResourceLoader:
                     counts.created += 1
                 else:  # changed or deleted
                     later.append((key[0], key[1], resource))
-                written[key] = resource
-                counts.by_type[key[0]] += 1
+                in_batch.add(key)
             for type_, id_, resource in later:
                 _stored, created = tx.update(type_, id_, resource)
                 counts.created += created
                 counts.updated += not created
+        # Remembered once committed (a batch that fails is written again one by one).
+        self._seen.update(hash(key) for key in in_batch)
         return counts
 
     def reject(self, origin: Origin, issues: list[Issue], resource: object = None) -> None:
