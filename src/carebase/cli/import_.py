@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Annotated
@@ -20,6 +21,11 @@ from carebase.data.loader import DEFAULT_BATCH, LoadSummary
 from carebase.data.sources import UnreadablePath, input_files
 
 DEFAULT_REPORT = "carebase-import-report.json"
+
+
+def default_workers() -> int:
+    """One worker beside the writer when there is a second core, else none."""
+    return 1 if (os.cpu_count() or 1) > 1 else 0
 
 
 def register(app: typer.Typer) -> None:
@@ -43,6 +49,14 @@ def register(app: typer.Typer) -> None:
         batch_size: Annotated[
             int, typer.Option(min=1, help="Resources written per transaction.")
         ] = DEFAULT_BATCH,
+        workers: Annotated[
+            int,
+            typer.Option(
+                min=0,
+                help="Worker processes parsing, validating and indexing ahead of the writer"
+                " (0: none, all in one process).",
+            ),
+        ] = default_workers(),
         restart: Annotated[
             bool,
             typer.Option(
@@ -60,7 +74,7 @@ def register(app: typer.Typer) -> None:
         if not files:
             err_console.print("[red]error:[/red] no input files found in the given paths")
             raise typer.Exit(2)
-        console = Console()
+        console = Console(soft_wrap=True)  # summary lines stay whole in pipes and logs
         url = settings_for(database).resolved_database_url
         checkpoint = Checkpoint(report.with_name(report.name + ".progress"), url)
         out = ImportReport(report)
@@ -75,6 +89,7 @@ def register(app: typer.Typer) -> None:
                 on_rejected=out.add,
                 checkpoint=checkpoint,
                 resume=not restart,
+                workers=workers,
             )
             try:
                 summary = _run_with_progress(console, importer, files)
