@@ -67,8 +67,10 @@ def values_of(chunk: Chunk) -> Iterator[tuple[object, str]]:
             yield parse(line), f"line {chunk.first_line + offset}"
 
 
-def plan_chunk(chunk: Chunk) -> list[PlannedValue]:
-    """Parse, plan and validate one chunk (runs in a worker process)."""
+def plan_chunk(chunk: Chunk, prepare: bool = False) -> list[PlannedValue]:
+    """Parse, plan and validate one chunk; `prepare`: compute the valid resources' index
+    rows too (in a worker: in the writing process that is left to the write, which skips
+    it for unchanged resources)."""
     out: list[PlannedValue] = []
     for value, location in values_of(chunk):
         if not isinstance(value, dict) or not isinstance(value.get("resourceType"), str):
@@ -84,16 +86,18 @@ def plan_chunk(chunk: Chunk) -> list[PlannedValue]:
             # Planning rewrote the value in place; the main process starts from the chunk.
             out.append(PlannedValue(location, None, _reparse(chunk, location)))
             continue
-        out.append(PlannedValue(location, [_checked(p) for p in planned]))
+        out.append(PlannedValue(location, [_checked(p, prepare) for p in planned]))
     return out
 
 
-def _checked(item: Planned) -> tuple[Planned, list[Issue] | None, PreparedIndex | None]:
-    """A plan with its validation errors and, when valid, its index rows."""
+def _checked(
+    item: Planned, prepare: bool
+) -> tuple[Planned, list[Issue] | None, PreparedIndex | None]:
+    """A plan with its validation errors and, when valid and `prepare`, its index rows."""
     if not isinstance(item, Load):
         return item, None, None
     issues = check(item.resource)
-    return item, issues, None if issues else prepare_index(item.resource)
+    return item, issues, prepare_index(item.resource) if prepare and not issues else None
 
 
 def _reparse(chunk: Chunk, location: str) -> object:
@@ -135,7 +139,7 @@ def planned_in_order(
         pending: deque[tuple[Chunk, Future[list[PlannedValue]]]] = deque()
         try:
             for chunk in chunks:
-                pending.append((chunk, pool.submit(plan_chunk, chunk)))
+                pending.append((chunk, pool.submit(plan_chunk, chunk, True)))
                 if len(pending) >= max_pending:
                     done, future = pending.popleft()
                     yield done, future.result()
