@@ -77,7 +77,11 @@ def register(app: typer.Typer) -> None:
         console = Console(soft_wrap=True)  # summary lines stay whole in pipes and logs
         url = settings_for(database).resolved_database_url
         checkpoint = Checkpoint(report.with_name(report.name + ".progress"), url)
-        out = ImportReport(report)
+        try:
+            out = ImportReport(report)
+        except OSError as exc:
+            err_console.print(f"[red]error:[/red] cannot write the report {report}: {exc}")
+            raise typer.Exit(2) from None
         started = time.perf_counter()
         with opened_store(database) as store:
             applied = store.migrate()

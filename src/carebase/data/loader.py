@@ -17,11 +17,13 @@ version on every run.
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
+from carebase.data.loader_workers import BatchPreparer, Prepared
 from carebase.errors import CarebaseError, Issue
 from carebase.fhir import json_io
 from carebase.fhir.validation import validate_resource
@@ -119,16 +121,24 @@ class ResourceLoader:
         batch_size: int = DEFAULT_BATCH,
         on_rejected: Callable[[Rejected], None] | None = None,
         on_batch: Callable[[LoadSummary], None] | None = None,
+        workers: int = 0,
     ) -> None:
         self._store = store
         self._batch_size = batch_size
         self._on_rejected = on_rejected
         self._on_batch = on_batch  # called after each committed batch with that batch's counts
         self._batch: list[_Queued] = []
+        self._unchecked: list[tuple[object, Origin]] = []  # for the workers to check
         self.summary = LoadSummary()
         # Hashes of the (type, id) keys this load wrote or found unchanged: 8 bytes of key per
         # resource rather than the resource, so memory stays small on long inputs.
         self._seen: set[int] = set()
+        # workers > 0: batches are validated and indexed in that many processes, the next
+        # batch filling while the previous one is prepared (loader_workers.py).
+        self._preparer = BatchPreparer(workers) if workers > 0 else None
+        self._in_workers: deque[tuple[list[tuple[object, Origin]], Future[list[Prepared]]]] = (
+            deque()
+        )
 
     def __enter__(self) -> ResourceLoader:
         return self
@@ -136,6 +146,14 @@ class ResourceLoader:
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         if exc_type is None:
             self.finish()
+        else:
+            self.close()
+
+    def close(self) -> None:
+        """Stop the worker processes, if any (`finish` does it too)."""
+        if self._preparer is not None:
+            self._preparer.close()
+            self._preparer = None
 
     def add(
         self,
@@ -148,6 +166,11 @@ class ResourceLoader:
         errors `check` found for it elsewhere (a worker process), so it is not validated
         twice; `prepared`: its index rows computed there (`prepare_index` of this content)."""
         self.summary.read += 1
+        if self._preparer is not None and issues is None:
+            self._unchecked.append((resource, origin))
+            if len(self._unchecked) >= self._batch_size:
+                self._hand_to_workers()
+            return
         if issues is None:
             issues = check(resource)
         if issues:
@@ -156,7 +179,7 @@ class ResourceLoader:
         assert isinstance(resource, dict)
         self._batch.append((resource, origin, prepared))
         if len(self._batch) >= self._batch_size:
-            self.flush()
+            self._write_batch()
 
     def add_all(self, records: Iterable[tuple[object, Origin]]) -> LoadSummary:
         """Add every record, write the rest, and return the summary."""
@@ -165,7 +188,33 @@ class ResourceLoader:
         return self.finish()
 
     def flush(self) -> None:
-        """Write the queued batch in one transaction (one by one if that fails)."""
+        """Write everything queued (also what is in the workers), a batch per transaction;
+        a batch that fails is written one resource at a time."""
+        if self._preparer is not None:
+            self._hand_to_workers()
+            while self._in_workers:
+                self._write_prepared()
+        self._write_batch()
+
+    def _hand_to_workers(self) -> None:
+        batch, self._unchecked = self._unchecked, []
+        if batch and self._preparer is not None:
+            future = self._preparer.submit([r for r, _o in batch], check)
+            self._in_workers.append((batch, future))
+        while len(self._in_workers) > 1:  # write the older batch while this one is prepared
+            self._write_prepared()
+
+    def _write_prepared(self) -> None:
+        batch, future = self._in_workers.popleft()
+        for (resource, origin), (issues, prepared) in zip(batch, future.result(), strict=True):
+            if issues:
+                self._reject(resource, origin, issues)
+            else:
+                assert isinstance(resource, dict)
+                self._batch.append((resource, origin, prepared))
+        self._write_batch()
+
+    def _write_batch(self) -> None:
         batch, self._batch = self._batch, []
         if not batch:
             return
@@ -190,8 +239,12 @@ class ResourceLoader:
             self._on_batch(counts)
 
     def finish(self) -> LoadSummary:
-        """Write what is queued and return the summary of everything added."""
-        self.flush()
+        """Write what is queued, stop the workers, and return the summary of everything
+        added."""
+        try:
+            self.flush()
+        finally:
+            self.close()
         return self.summary
 
     def _write(self, batch: list[_Queued]) -> LoadSummary:
@@ -244,7 +297,8 @@ class ResourceLoader:
     @property
     def pending(self) -> int:
         """Resources queued and not yet written."""
-        return len(self._batch)
+        in_workers = sum(len(batch) for batch, _future in self._in_workers)
+        return len(self._batch) + len(self._unchecked) + in_workers
 
     def _reject(
         self, resource: object, origin: Origin, issues: list[Issue], *, counted: bool = True

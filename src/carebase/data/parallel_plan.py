@@ -16,6 +16,7 @@ there, and such a chunk comes back `needs_store` for the main process to plan it
 from __future__ import annotations
 
 import multiprocessing
+import signal
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -135,7 +136,9 @@ def planned_in_order(
     # exit without running finalisers, so they do not close them either).
     methods = multiprocessing.get_all_start_methods()
     context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+    with ProcessPoolExecutor(
+        max_workers=workers, mp_context=context, initializer=_ignore_interrupts
+    ) as pool:
         pending: deque[tuple[Chunk, Future[list[PlannedValue]]]] = deque()
         try:
             for chunk in chunks:
@@ -149,3 +152,9 @@ def planned_in_order(
         finally:
             for _chunk, future in pending:
                 future.cancel()
+
+
+def _ignore_interrupts() -> None:
+    """Ctrl-C is the writing process's to handle (it records where the import stopped);
+    workers just finish their chunk or exit with it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
