@@ -30,6 +30,13 @@ import psycopg
 from report import machine, write_section
 from server import REPO
 
+from carebase.data.bundle_import import Load
+from carebase.data.loader import Origin, ResourceLoader
+from carebase.data.parallel_plan import plan_chunk
+from carebase.data.sources import chunks_of, iter_documents
+from carebase.fhir import json_io
+from carebase.store.factory import open_store
+
 SHARED = Path(os.environ.get("CAREBASE_SHARED_DIR", REPO.parent / "shared"))
 DEFAULT_TAR = SHARED / "data" / "synthea-r4-100.tar.gz"
 PG_DEFAULT = "postgresql://postgres@127.0.0.1:5432/test"
@@ -76,6 +83,36 @@ def bodies(tar: Path) -> list[tuple[str, str, bytes]]:
                 rid = entry.get("fullUrl", "").removeprefix("urn:uuid:") or resource.get("id")
                 out.append((resource["resourceType"], rid, orjson.dumps(resource)))
     return out
+
+
+def planned_bodies(tar: Path) -> list[bytes]:
+    """The archive's resources as the importer plans them (final ids, references rewritten),
+    serialised: what an `$import` request hands `ResourceLoader` once parsed."""
+    out = []
+    for document in iter_documents(tar):
+        for chunk in chunks_of(document):
+            for value in plan_chunk(chunk):
+                for item, _issues, _prepared in value.planned or []:
+                    if isinstance(item, Load):
+                        out.append(json_io.dumps(item.resource))
+    return out
+
+
+def loader_rate(url: str, planned: list[bytes], workers: int) -> float:
+    """Records/s of `ResourceLoader(workers=...)` fed parsed resources (the `$import`
+    path: parsing, validation, index rows, writes and commits)."""
+    store = open_store(url)
+    try:
+        store.migrate()
+        started = time.perf_counter()
+        with ResourceLoader(store, workers=workers) as loader:
+            for body in planned:
+                loader.add(json_io.loads(body), Origin("bench", ""))
+        seconds = time.perf_counter() - started
+    finally:
+        store.close()
+    assert loader.summary.rejected == 0
+    return len(planned) / seconds
 
 
 def raw_rate(url: str, rows: list[tuple[str, str, bytes]]) -> float:
@@ -129,7 +166,9 @@ def main() -> None:
     parser.add_argument("--kinds", default="sqlite,postgresql")
     options = parser.parse_args()
     rows = bodies(options.tar)
-    lines = []
+    planned = planned_bodies(options.tar)
+    lines: list[str] = []
+    loader_lines: list[str] = []
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
         for kind in options.kinds.split(","):
@@ -144,6 +183,11 @@ def main() -> None:
                         read, seconds, _ = run_import(url, options.tar, 1, tmp / "r.json")
                         figures.setdefault("rerun", []).append(read / seconds)
                         figures.setdefault("raw", []).append(raw_rate(url, rows))
+                for workers in (0, 2):
+                    url = fresh(kind, tmp, 100 + n * 3 + workers)
+                    figures.setdefault(f"loader{workers}", []).append(
+                        loader_rate(url, planned, workers)
+                    )
                 print(kind, {k: round(v[-1]) for k, v in figures.items()}, flush=True)
             med = {k: statistics.median(v) for k, v in figures.items()}
             lines.append(
@@ -151,6 +195,7 @@ def main() -> None:
                 f" | {med['rss1']:,.0f} / {med['rss0']:,.0f} | {med['raw']:,.0f}"
                 f" | {med['first1'] / med['raw']:.3f} |"
             )
+            loader_lines.append(f"| {kind} | {med['loader0']:,.0f} | {med['loader2']:,.0f} |")
     text = (
         "## `carebase import` (bench/bench_import.py)\n\n"
         f"Machine: {machine()}. `carebase import` of the Synthea 100-patient archive "
@@ -164,6 +209,10 @@ def main() -> None:
         " SQLite, `COPY` on PostgreSQL), the floor any importer pays.\n\n"
         "| database | records/s, workers 1 | workers 0 | re-run | peak RSS MiB (1 / 0) |"
         " raw rows/s | ratio to raw |\n|---|---|---|---|---|---|---|\n" + "\n".join(lines) + "\n"
+        "\nThe loader alone, as `$import` uses it: the same records, planned beforehand and"
+        " serialised, parsed and added one by one to `ResourceLoader(workers=N)` (validation,"
+        " index rows, writes and commits), records/s:\n\n"
+        "| database | workers 0 | workers 2 |\n|---|---|---|\n" + "\n".join(loader_lines) + "\n"
     )
     write_section("import", text)
     print(text)

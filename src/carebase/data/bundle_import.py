@@ -58,6 +58,9 @@ class Load:
     resource: dict[str, Any]
     origin: Origin
 
+    def __reduce__(self) -> tuple[type[Load], tuple[dict[str, Any], Origin]]:
+        return Load, (self.resource, self.origin)  # as Origin.__reduce__: much faster
+
 
 @dataclass(frozen=True, slots=True)
 class Existing:

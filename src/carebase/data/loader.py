@@ -43,6 +43,10 @@ class Origin:
     def __str__(self) -> str:
         return f"{self.source}: {self.location}" if self.location else self.source
 
+    def __reduce__(self) -> tuple[type[Origin], tuple[str, str]]:
+        # Worker processes send one per record; the constructor is faster than slot state.
+        return Origin, (self.source, self.location)
+
 
 @dataclass(frozen=True, slots=True)
 class Rejected:

@@ -9,6 +9,7 @@ in the workers at once, which bounds memory and keeps the input order.
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import signal
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -56,3 +57,4 @@ class BatchPreparer:
 def _ignore_interrupts() -> None:
     """Ctrl-C is the writing process's to handle; a worker finishes its batch or exits."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    gc.freeze()  # what the parent had loaded is permanent here too (see cli/import_.py)

@@ -15,6 +15,7 @@ there, and such a chunk comes back `needs_store` for the main process to plan it
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import signal
 from collections import deque
@@ -158,3 +159,4 @@ def _ignore_interrupts() -> None:
     """Ctrl-C is the writing process's to handle (it records where the import stopped);
     workers just finish their chunk or exit with it."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    gc.freeze()  # what the parent had loaded is permanent here too (see cli/import_.py)
