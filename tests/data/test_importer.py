@@ -195,3 +195,13 @@ def test_an_interrupted_import_resumes_to_the_same_state(store: Store, tmp_path:
     assert ids == sorted(f"{n}-{i}" for n in range(5) for i in range(10))
     assert all(r.version == 1 for r in store.iter_current("Patient"))
     assert not (tmp_path / "progress").exists()  # a finished run forgets its checkpoint
+
+
+def test_a_corrupt_archive_is_reported_and_the_rest_imported(store: Store, tmp_path: Path) -> None:
+    broken = tmp_path / "a-broken.tar.gz"
+    broken.write_bytes(b"\x1f\x8b\x08\x00not really gzip at all")
+    good = write_ndjson(tmp_path / "b.ndjson", [patient("a")])
+    summary, rejected, _ = run(store, [broken, good])
+    assert (summary.read, summary.created, summary.rejected) == (2, 1, 1)
+    assert rejected[0].origin.source == str(broken)
+    assert "cannot read the file" in rejected[0].issues[0].diagnostics

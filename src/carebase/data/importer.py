@@ -15,6 +15,8 @@ interruption skip them.
 
 from __future__ import annotations
 
+import tarfile
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,8 +90,14 @@ class Importer:
         def chunks() -> Iterator[Chunk]:
             nonlocal finished_files
             for path in files:
-                for document in iter_documents(path, skip):
-                    yield from chunks_of(document)
+                try:
+                    for document in iter_documents(path, skip):
+                        yield from chunks_of(document)
+                except (OSError, EOFError, tarfile.TarError, zlib.error) as exc:
+                    # An unreadable file or a corrupt archive: reported as one rejected
+                    # record; what was read of it before stays loaded.
+                    error = f"cannot read the file: {exc}"
+                    yield Chunk(str(path), f"{path}!error", b"", False, error=error)
                 finished_files += 1
 
         for chunk, planned in planned_in_order(chunks(), self._workers):
