@@ -26,7 +26,7 @@ import re
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qsl
 
 from carebase.data.loader import Origin
@@ -90,6 +90,16 @@ def _error(code: str, text: str, expression: str = "") -> list[Issue]:
     return [Issue("error", code, text, [expression] if expression else [])]
 
 
+class Resolver(Protocol):
+    """What planning asks of the store (ReferenceResolver; workers use one that has none)."""
+
+    def by_uuid(self, urn: str) -> str | None:
+        """`Type/id` of the stored resource with the uuid of `urn` as id, or None."""
+
+    def by_criteria(self, reference: str) -> str | None:
+        """`Type/id` of the one stored match of `Type?criteria`, or None."""
+
+
 class ReferenceResolver:
     """Finds stored resources for `urn:uuid:` references and conditional criteria.
 
@@ -142,7 +152,7 @@ class ReferenceResolver:
 
 
 def plan(
-    value: dict[str, Any], origin: Origin, resolver: ReferenceResolver, *, final: bool
+    value: dict[str, Any], origin: Origin, resolver: Resolver, *, final: bool
 ) -> Iterator[Planned]:
     """What to do with one parsed JSON object: its entries if it is a Bundle of an imported
     type, else the object itself. Raises Deferred (before yielding anything) when a
@@ -157,7 +167,7 @@ def plan(
 
 
 def _plan_transaction(
-    bundle: dict[str, Any], origin: Origin, resolver: ReferenceResolver, final: bool
+    bundle: dict[str, Any], origin: Origin, resolver: Resolver, final: bool
 ) -> Iterator[Planned]:
     try:
         _kind, entries = parse_bundle(bundle)
@@ -181,7 +191,7 @@ def _plan_transaction(
 
 
 def _plan_entry(
-    entry: BundleEntry, where: Origin, resolver: ReferenceResolver, final: bool
+    entry: BundleEntry, where: Origin, resolver: Resolver, final: bool
 ) -> tuple[Planned, str | None]:
     """The plan of one transaction entry and the `Type/id` its fullUrl stands for."""
     if entry.method not in ("POST", "PUT"):
@@ -219,7 +229,7 @@ def _plan_entry(
     return Load(resource, where), f"{type_}/{id_}"
 
 
-def _target_id(entry: BundleEntry, resource: dict[str, Any], resolver: ReferenceResolver) -> str:
+def _target_id(entry: BundleEntry, resource: dict[str, Any], resolver: Resolver) -> str:
     """The id an entry's resource gets (see the module docstring for the rules)."""
     if entry.method == "PUT":
         if entry.target.has_query:  # conditional update: the one match, else a new resource
@@ -241,7 +251,7 @@ def _target_id(entry: BundleEntry, resource: dict[str, Any], resolver: Reference
 
 
 def _plan_collection(
-    bundle: dict[str, Any], origin: Origin, resolver: ReferenceResolver, final: bool
+    bundle: dict[str, Any], origin: Origin, resolver: Resolver, final: bool
 ) -> Iterator[Planned]:
     raw_entries = bundle.get("entry", [])
     if not isinstance(raw_entries, list):
@@ -270,7 +280,7 @@ def _rewritten(
     pairs: list[tuple[Planned, BundleEntry]],
     bundle: dict[str, Any],
     mapping: dict[str, str],
-    resolver: ReferenceResolver,
+    resolver: Resolver,
     final: bool,
 ) -> Iterator[Planned]:
     """The plans with every Load's references rewritten; Deferred (before anything is

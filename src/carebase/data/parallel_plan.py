@@ -83,7 +83,7 @@ def plan_chunk(chunk: Chunk, prepare: bool = False) -> list[PlannedValue]:
             continue
         resolver = _NoStore()
         origin = Origin(chunk.source, location)
-        planned = list(plan(value, origin, resolver, final=True))  # type: ignore[arg-type]
+        planned = list(plan(value, origin, resolver, final=True))
         if resolver.needed:
             # Planning rewrote the value in place; the main process starts from the chunk.
             out.append(PlannedValue(location, None, _reparse(chunk, location)))
