@@ -170,6 +170,11 @@ def _print_summary(
         f" ({rate:,.0f}/s): {summary.created:,} created, {summary.updated:,} updated,"
         f" {summary.unchanged:,} unchanged, {summary.rejected:,} rejected."
     )
+    if summary.repeated:
+        console.print(
+            f"{summary.repeated:,} of the unchanged records repeat a resource id read earlier in"
+            " this import; the first record of each id was kept."
+        )
     if state.skipped:
         console.print(
             f"Skipped {state.skipped:,} documents an interrupted run had committed"
