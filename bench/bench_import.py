@@ -51,7 +51,9 @@ def run_import(url: str, tar: Path, workers: int, report: Path) -> tuple[int, fl
         "exit_code = 0\n"
         "try:\n runpy.run_module('carebase', run_name='__main__')\n"
         "except SystemExit as e:\n exit_code = e.code or 0\n"
-        "me = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss;"
+        # VmHWM, not ru_maxrss: the latter keeps the high-water mark of the forked bench
+        # process (holding every body in memory) across exec.
+        "me = int(open('/proc/self/status').read().split('VmHWM:')[1].split()[0]);"
         "kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss;"
         "print('RSS', me, kids); sys.exit(exit_code)"
     )
