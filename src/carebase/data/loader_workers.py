@@ -37,13 +37,7 @@ class BatchPreparer:
     """A pool of `workers` processes preparing batches (see the module docstring)."""
 
     def __init__(self, workers: int) -> None:
-        methods = multiprocessing.get_all_start_methods()
-        # fork: workers start with the definitions loaded and never use the parent's
-        # database connections (they exit without finalisers, so they do not close them).
-        context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-        self._pool = ProcessPoolExecutor(
-            max_workers=workers, mp_context=context, initializer=_ignore_interrupts
-        )
+        self._pool = worker_pool(workers)
 
     def submit(self, resources: list[object], check: Any) -> Future[list[Prepared]]:
         """Start preparing one batch."""
@@ -52,6 +46,18 @@ class BatchPreparer:
     def close(self) -> None:
         """Stop the workers (pending batches are abandoned)."""
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def worker_pool(workers: int) -> ProcessPoolExecutor:
+    """A pool of `workers` processes for the ingest path (the loader's and the importer's)."""
+    methods = multiprocessing.get_all_start_methods()
+    # fork: workers start with the definitions loaded and a script without a `__main__`
+    # guard works; they never use the parent's database connections (and exit without
+    # finalisers, so they do not close them either).
+    context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+    return ProcessPoolExecutor(
+        max_workers=workers, mp_context=context, initializer=_ignore_interrupts
+    )
 
 
 def _ignore_interrupts() -> None:

@@ -15,16 +15,14 @@ there, and such a chunk comes back `needs_store` for the main process to plan it
 
 from __future__ import annotations
 
-import gc
-import multiprocessing
-import signal
 from collections import deque
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 from carebase.data.bundle_import import Load, Planned, plan
 from carebase.data.loader import Origin, check
+from carebase.data.loader_workers import worker_pool
 from carebase.data.sources import Chunk, ParseFailure, parse
 from carebase.errors import Issue
 from carebase.store.prepared_index import PreparedIndex, prepare_index
@@ -132,14 +130,7 @@ def planned_in_order(
         for chunk in chunks:
             yield chunk, plan_chunk(chunk)
         return
-    # fork: the workers start at once with the definitions loaded, and a script without a
-    # `__main__` guard works. They never touch the parent's database connections (and
-    # exit without running finalisers, so they do not close them either).
-    methods = multiprocessing.get_all_start_methods()
-    context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-    with ProcessPoolExecutor(
-        max_workers=workers, mp_context=context, initializer=_ignore_interrupts
-    ) as pool:
+    with worker_pool(workers) as pool:
         pending: deque[tuple[Chunk, Future[list[PlannedValue]]]] = deque()
         try:
             for chunk in chunks:
@@ -153,10 +144,3 @@ def planned_in_order(
         finally:
             for _chunk, future in pending:
                 future.cancel()
-
-
-def _ignore_interrupts() -> None:
-    """Ctrl-C is the writing process's to handle (it records where the import stopped);
-    workers just finish their chunk or exit with it."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    gc.freeze()  # what the parent had loaded is permanent here too (see cli/import_.py)
