@@ -12,6 +12,7 @@ SCRIPTS = (
     ["http_bench.py", "--write-docs"],
     ["bench_ingest.py", "--runs", "3"],
     ["bench_audit.py", "--runs", "3"],
+    ["bench_import.py", "--runs", "3"],
     ["bench_auth.py"],
     ["bench_encryption.py"],
     ["bench_generate.py", "--runs", "3"],

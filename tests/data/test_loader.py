@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from carebase.data.loader import Origin, Rejected, ResourceLoader
 from carebase.store.base import Store
 
@@ -35,3 +37,44 @@ def test_second_load_changes_nothing_and_changed_content_updates(store: Store) -
     assert (first.created, again.unchanged, changed.updated) == (1, 1, 1)
     stored = store.read("Patient", "a")
     assert stored is not None and stored.version == 2
+
+
+def test_a_repeated_id_keeps_its_first_content_so_reloading_changes_nothing(
+    store: Store,
+) -> None:
+    records = [
+        (_patient("a", "First"), Origin("x", "line 1")),
+        (_patient("b", "Other"), Origin("x", "line 2")),
+        (_patient("a", "Second"), Origin("x", "line 3")),  # same batch as the first
+        (_patient("a", "Third"), Origin("x", "line 4")),  # a later batch
+    ]
+    first = ResourceLoader(store, batch_size=3).add_all([(dict(r), o) for r, o in records])
+    again = ResourceLoader(store, batch_size=3).add_all([(dict(r), o) for r, o in records])
+    assert (first.created, first.unchanged, first.repeated) == (2, 2, 2)
+    assert (again.created, again.updated, again.unchanged, again.repeated) == (0, 0, 4, 2)
+    stored = store.read("Patient", "a")
+    assert stored is not None and stored.version == 1 and b"First" in (stored.body or b"")
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_workers_validate_and_index_in_order_with_the_same_counts(
+    store: Store, workers: int
+) -> None:
+    rejected: list[Rejected] = []
+    records: list[tuple[object, Origin]] = [
+        (_patient(f"p{i}", f"Family{i}"), Origin("x", f"line {i}")) for i in range(25)
+    ]
+    records[7] = ({"resourceType": "Patient", "id": "bad", "gender": 1}, Origin("x", "line 7"))
+    records.append((_patient("p3", "Repeated"), Origin("x", "line 25")))
+    with ResourceLoader(
+        store, batch_size=4, on_rejected=rejected.append, workers=workers
+    ) as loader:
+        for resource, origin in records:
+            loader.add(resource, origin)
+    summary = loader.summary
+    assert (summary.read, summary.created, summary.rejected, summary.repeated) == (26, 24, 1, 1)
+    assert [r.origin.location for r in rejected] == ["line 7"]
+    found = store.search("Patient", [("family", "family12")]).entries
+    assert [e.id for e in found] == ["p12"]  # indexed by the workers' rows
+    stored = store.read("Patient", "p3")
+    assert stored is not None and b"Family3" in (stored.body or b"")

@@ -10,6 +10,7 @@ from carebase.cli import (
     demo,
     encryption,
     generate,
+    import_,
     keys,
     migrate,
     reindex,
@@ -28,6 +29,7 @@ app = typer.Typer(
 serve.register(app)
 migrate.register(app)
 reindex.register(app)
+import_.register(app)
 clients.register(app)
 users.register(app)
 token.register(app)

@@ -8,20 +8,27 @@ valid ones in batched transactions (each batch one transaction: bulk index write
 
 Idempotent: a resource whose stored current version has the same content (ignoring
 `meta.versionId`/`meta.lastUpdated`) is left alone and counted as unchanged, so loading the
-same input twice writes nothing the second time.
+same input twice writes nothing the second time. Within one load the first record of a
+resource id wins: a later record with the same id is counted unchanged (and `repeated`)
+and not written. Synthea repeats each Practitioner and Organization, with varying
+utilisation counts, in every patient Bundle; letting the last one win would write a new
+version on every run.
 """
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
+from carebase.data.loader_workers import BatchPreparer, Prepared
 from carebase.errors import CarebaseError, Issue
 from carebase.fhir import json_io
 from carebase.fhir.validation import validate_resource
 from carebase.store.base import Store, StoredResource
+from carebase.store.prepared_index import PreparedIndex
 
 DEFAULT_BATCH = 500
 
@@ -35,6 +42,10 @@ class Origin:
 
     def __str__(self) -> str:
         return f"{self.source}: {self.location}" if self.location else self.source
+
+    def __reduce__(self) -> tuple[type[Origin], tuple[str, str]]:
+        # Worker processes send one per record; the constructor is faster than slot state.
+        return Origin, (self.source, self.location)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +68,7 @@ class LoadSummary:
     unchanged: int = 0
     rejected: int = 0
     by_type: Counter[str] = field(default_factory=Counter)  # written or unchanged, per type
+    repeated: int = 0  # of the unchanged: a resource id this load had already loaded
 
     @property
     def written(self) -> int:
@@ -70,7 +82,12 @@ class LoadSummary:
         self.updated += other.updated
         self.unchanged += other.unchanged
         self.rejected += other.rejected
+        self.repeated += other.repeated
         self.by_type.update(other.by_type)
+
+
+#: A queued resource: the dict, where it came from, and its index rows if computed ahead.
+_Queued = tuple[dict[str, Any], Origin, PreparedIndex | None]
 
 
 def same_content(stored: StoredResource, resource: dict[str, Any]) -> bool:
@@ -108,13 +125,24 @@ class ResourceLoader:
         batch_size: int = DEFAULT_BATCH,
         on_rejected: Callable[[Rejected], None] | None = None,
         on_batch: Callable[[LoadSummary], None] | None = None,
+        workers: int = 0,
     ) -> None:
         self._store = store
         self._batch_size = batch_size
         self._on_rejected = on_rejected
         self._on_batch = on_batch  # called after each committed batch with that batch's counts
-        self._batch: list[tuple[dict[str, Any], Origin]] = []
+        self._batch: list[_Queued] = []
+        self._unchecked: list[tuple[object, Origin]] = []  # for the workers to check
         self.summary = LoadSummary()
+        # Hashes of the (type, id) keys this load wrote or found unchanged: 8 bytes of key per
+        # resource rather than the resource, so memory stays small on long inputs.
+        self._seen: set[int] = set()
+        # workers > 0: batches are validated and indexed in that many processes, the next
+        # batch filling while the previous one is prepared (loader_workers.py).
+        self._preparer = BatchPreparer(workers) if workers > 0 else None
+        self._in_workers: deque[tuple[list[tuple[object, Origin]], Future[list[Prepared]]]] = (
+            deque()
+        )
 
     def __enter__(self) -> ResourceLoader:
         return self
@@ -122,18 +150,40 @@ class ResourceLoader:
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         if exc_type is None:
             self.finish()
+        else:
+            self.close()
 
-    def add(self, resource: object, origin: Origin) -> None:
-        """Validate `resource` and queue it; a full batch is written at once."""
+    def close(self) -> None:
+        """Stop the worker processes, if any (`finish` does it too)."""
+        if self._preparer is not None:
+            self._preparer.close()
+            self._preparer = None
+
+    def add(
+        self,
+        resource: object,
+        origin: Origin,
+        issues: list[Issue] | None = None,
+        prepared: PreparedIndex | None = None,
+    ) -> None:
+        """Validate `resource` and queue it; a full batch is written at once. `issues`: the
+        errors `check` found for it elsewhere (a worker process), so it is not validated
+        twice; `prepared`: its index rows computed there (`prepare_index` of this content)."""
         self.summary.read += 1
-        issues = _check(resource)
+        if self._preparer is not None and issues is None:
+            self._unchecked.append((resource, origin))
+            if len(self._unchecked) >= self._batch_size:
+                self._hand_to_workers()
+            return
+        if issues is None:
+            issues = check(resource)
         if issues:
             self._reject(resource, origin, issues)
             return
         assert isinstance(resource, dict)
-        self._batch.append((resource, origin))
+        self._batch.append((resource, origin, prepared))
         if len(self._batch) >= self._batch_size:
-            self.flush()
+            self._write_batch()
 
     def add_all(self, records: Iterable[tuple[object, Origin]]) -> LoadSummary:
         """Add every record, write the rest, and return the summary."""
@@ -142,7 +192,33 @@ class ResourceLoader:
         return self.finish()
 
     def flush(self) -> None:
-        """Write the queued batch in one transaction (one by one if that fails)."""
+        """Write everything queued (also what is in the workers), a batch per transaction;
+        a batch that fails is written one resource at a time."""
+        if self._preparer is not None:
+            self._hand_to_workers()
+            while self._in_workers:
+                self._write_prepared()
+        self._write_batch()
+
+    def _hand_to_workers(self) -> None:
+        batch, self._unchecked = self._unchecked, []
+        if batch and self._preparer is not None:
+            future = self._preparer.submit([r for r, _o in batch], check)
+            self._in_workers.append((batch, future))
+        while len(self._in_workers) > 1:  # write the older batch while this one is prepared
+            self._write_prepared()
+
+    def _write_prepared(self) -> None:
+        batch, future = self._in_workers.popleft()
+        for (resource, origin), (issues, prepared) in zip(batch, future.result(), strict=True):
+            if issues:
+                self._reject(resource, origin, issues)
+            else:
+                assert isinstance(resource, dict)
+                self._batch.append((resource, origin, prepared))
+        self._write_batch()
+
+    def _write_batch(self) -> None:
         batch, self._batch = self._batch, []
         if not batch:
             return
@@ -150,9 +226,10 @@ class ResourceLoader:
             counts = self._write(batch)
         except CarebaseError:
             counts = LoadSummary()
-            for resource, origin in batch:
+            for resource, origin, _prepared in batch:
                 try:
-                    counts.add(self._write([(resource, origin)]))
+                    # Indexed afresh: the failed attempt stamped the dict's meta.
+                    counts.add(self._write([(resource, origin, None)]))
                 except CarebaseError as exc:
                     self._reject(resource, origin, exc.issues, counted=False)
                     counts.rejected += 1
@@ -160,31 +237,72 @@ class ResourceLoader:
         self.summary.updated += counts.updated
         self.summary.unchanged += counts.unchanged
         self.summary.rejected += counts.rejected
+        self.summary.repeated += counts.repeated
         self.summary.by_type.update(counts.by_type)
         if self._on_batch is not None:
             self._on_batch(counts)
 
     def finish(self) -> LoadSummary:
-        """Write what is queued and return the summary of everything added."""
-        self.flush()
+        """Write what is queued, stop the workers, and return the summary of everything
+        added."""
+        try:
+            self.flush()
+        finally:
+            self.close()
         return self.summary
 
-    def _write(self, batch: list[tuple[dict[str, Any], Origin]]) -> LoadSummary:
+    def _write(self, batch: list[_Queued]) -> LoadSummary:
         counts = LoadSummary()
         with self._store.transaction() as tx:
-            for resource, _origin in batch:
-                type_, id_ = resource["resourceType"], resource["id"]
-                current = tx.read(type_, id_)
-                if current is not None and same_content(current, resource):
+            # One read for the whole batch; resources absent from the store are created
+            # without a per-resource lookup (the unique index still refuses a duplicate).
+            current = tx.read_many([(r["resourceType"], r["id"]) for r, _o, _p in batch])
+            # Creates first (buffered, sent in bulk), then updates: each update reads its row
+            # for writing, which flushes the buffer, so interleaving them would cost a round of
+            # bulk inserts per update.
+            later: list[tuple[str, str, dict[str, Any]]] = []
+            in_batch: set[tuple[str, str]] = set()
+            for resource, _origin, prepared in batch:
+                key = (resource["resourceType"], resource["id"])
+                stored = current.get(key)
+                counts.by_type[key[0]] += 1
+                if key in in_batch or (stored is not None and hash(key) in self._seen):
+                    counts.unchanged += 1  # a repeat within this load: the first one wins
+                    counts.repeated += 1
+                elif stored is not None and same_content(stored, resource):
                     counts.unchanged += 1
-                else:
-                    _stored, created = tx.update(type_, id_, resource)
-                    if created:
-                        counts.created += 1
-                    else:
-                        counts.updated += 1
-                counts.by_type[type_] += 1
+                elif stored is None:
+                    tx.create(key[0], resource, key[1], prepared=prepared)
+                    counts.created += 1
+                else:  # changed or deleted
+                    later.append((key[0], key[1], resource))
+                in_batch.add(key)
+            for type_, id_, resource in later:
+                _stored, created = tx.update(type_, id_, resource)
+                counts.created += created
+                counts.updated += not created
+        # Remembered once committed (a batch that fails is written again one by one).
+        self._seen.update(hash(key) for key in in_batch)
         return counts
+
+    def reject(self, origin: Origin, issues: list[Issue], resource: object = None) -> None:
+        """Count and report a record that never became a resource to load (malformed JSON,
+        an entry that cannot be imported); it counts as read and rejected."""
+        self.summary.read += 1
+        self._reject(resource, origin, issues)
+
+    def count_existing(self, resource_type: str) -> None:
+        """Count a record satisfied by a resource already stored (a conditional create that
+        matched): read and unchanged, nothing written."""
+        self.summary.read += 1
+        self.summary.unchanged += 1
+        self.summary.by_type[resource_type] += 1
+
+    @property
+    def pending(self) -> int:
+        """Resources queued and not yet written."""
+        in_workers = sum(len(batch) for batch, _future in self._in_workers)
+        return len(self._batch) + len(self._unchecked) + in_workers
 
     def _reject(
         self, resource: object, origin: Origin, issues: list[Issue], *, counted: bool = True
@@ -204,7 +322,7 @@ class ResourceLoader:
             )
 
 
-def _check(resource: object) -> list[Issue]:
+def check(resource: object) -> list[Issue]:
     """Validation errors of `resource` (warnings dropped), or that it lacks an id."""
     issues = [
         issue for issue in validate_resource(resource) if issue.severity in ("error", "fatal")

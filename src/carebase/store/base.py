@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
+from carebase.store.prepared_index import PreparedIndex
 from carebase.store.search_restriction import Restriction
 
 Interaction = Literal["create", "update", "delete"]
@@ -78,11 +79,27 @@ class Transaction(ABC):
     def read(self, type_: str, id_: str) -> StoredResource | None:
         """The current version (or the tombstone if deleted); None if never existed."""
 
+    def read_many(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], StoredResource]:
+        """The current versions (or tombstones) of many (type, id) keys at once; keys that
+        never existed are absent. Backends answer it in a few queries, not one per key."""
+        found: dict[tuple[str, str], StoredResource] = {}
+        for type_, id_ in keys:
+            stored = self.read(type_, id_)
+            if stored is not None:
+                found[(type_, id_)] = stored
+        return found
+
     @abstractmethod
     def create(
-        self, type_: str, resource: dict[str, object], id_: str | None = None
+        self,
+        type_: str,
+        resource: dict[str, object],
+        id_: str | None = None,
+        *,
+        prepared: PreparedIndex | None = None,
     ) -> StoredResource:
-        """Create version 1 with a server-assigned id (or `id_`); Conflict if the id exists."""
+        """Create version 1 with a server-assigned id (or `id_`); Conflict if the id exists.
+        `prepared`: the resource's index rows, computed ahead (see store/prepared_index.py)."""
 
     @abstractmethod
     def update(
