@@ -7,13 +7,12 @@ import json
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 from test_migrate import assert_one_line_error, run_cli
-from test_serve import Server, cli_env, free_port
+from test_serve import Server, cli_env, free_port, wait_until_serving
 
 from carebase.auth.users import UserDirectory
 from carebase.data.synthetic.codes import MRN_SYSTEM, PROBLEMS
@@ -147,18 +146,7 @@ def test_demo_serves_the_demo_data(tmp_path: Path) -> None:
         )
     server = Server(proc, port, log, data)
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"demo exited with {proc.returncode}:\n{server.output()}")
-            try:
-                if httpx.get(f"{server.base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"demo did not serve within 180 s:\n{server.output()}")
-            time.sleep(0.2)
+        wait_until_serving(server, proc, 180, "demo")
         found = httpx.get(f"{server.base}/fhir/Patient", params={"_summary": "count"},
                           headers=server.auth, timeout=10)  # fmt: skip
         assert found.status_code == 200, found.text

@@ -76,6 +76,24 @@ class Server:
         return self.proc.wait(timeout=20)
 
 
+def wait_until_serving(server: Server, proc: subprocess.Popen[bytes], seconds: float,
+                       what: str) -> None:  # fmt: skip
+    """Return once `proc` answers /healthz; fail with its output if it exits first or does
+    not answer within `seconds`."""
+    deadline = time.monotonic() + seconds
+    while True:
+        if proc.poll() is not None:
+            pytest.fail(f"{what} exited with {proc.returncode}:\n{server.output()}")
+        try:
+            if httpx.get(f"{server.base}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} did not answer /healthz in {seconds:g} s:\n{server.output()}")
+        time.sleep(0.1)
+
+
 @contextmanager
 def serving(tmp_path: Path, *args: str, **env: str) -> Iterator[Server]:
     """Start `python -m carebase serve ARGS` and wait until /healthz answers."""
@@ -92,18 +110,7 @@ def serving(tmp_path: Path, *args: str, **env: str) -> Iterator[Server]:
     data_dir = Path(env.get("CAREBASE_DATA_DIR") or tmp_path / "carebase-data")
     server = Server(proc, port, log, data_dir)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"server exited with {proc.returncode}:\n{server.output()}")
-            try:
-                if httpx.get(f"{server.base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"server did not answer /healthz in 30 s:\n{server.output()}")
-            time.sleep(0.1)
+        wait_until_serving(server, proc, 30, "server")
         yield server
     finally:
         if proc.poll() is None:

@@ -41,22 +41,22 @@ def _principal_part(principal: Principal) -> tuple[Any, ...]:
     )
 
 
+def _said(entry: AuditEntry) -> tuple[Any, ...]:
+    """What `entry` says beyond the log's columns: who in full, from where, the query..."""
+    principal = entry.principal
+    return (
+        None if principal is None else _principal_part(principal),
+        entry.query,
+        entry.source_ip,
+        entry.user_agent,
+        entry.description,
+        entry.break_glass,
+    )
+
+
 def detail_bytes(entry: AuditEntry, observer: str, site: str | None) -> bytes:
     """What `entry` says beyond the log's columns, as compact JSON (stored and hashed)."""
-    principal = entry.principal
-    return orjson.dumps(
-        (
-            DETAIL_VERSION,
-            None if principal is None else _principal_part(principal),
-            entry.query,
-            entry.source_ip,
-            entry.user_agent,
-            entry.description,
-            entry.break_glass,
-            observer,
-            site,
-        )
-    )
+    return orjson.dumps((DETAIL_VERSION, *_said(entry), observer, site))
 
 
 def _principal(part: list[Any] | None) -> Principal | None:
@@ -96,23 +96,11 @@ def event_bytes(record: AuditRecord) -> bytes:
 
 def entry_message(entry: AuditEntry) -> bytes:
     """`entry` as compact JSON, for handing it to another process (`audit_process`)."""
-    principal = entry.principal
+    recorded = datetime_to_ms(entry.recorded)
     return orjson.dumps(
-        (
-            entry.interaction,
-            entry.action,
-            entry.outcome,
-            datetime_to_ms(entry.recorded),
-            entry.patients,
-            entry.entities,
-            None if principal is None else _principal_part(principal),
-            entry.query,
-            entry.source_ip,
-            entry.user_agent,
-            entry.description,
-            entry.break_glass,
-        )
-    )
+        (entry.interaction, entry.action, entry.outcome, recorded, entry.patients,
+         entry.entities, *_said(entry))
+    )  # fmt: skip
 
 
 def entry_from_message(message: bytes) -> AuditEntry:
