@@ -110,7 +110,10 @@ def test_demo_builds_loads_and_creates_users_once(tmp_path: Path) -> None:
     second = run_cli(*args, CAREBASE_DATA_DIR=str(data), timeout=300)
     assert second.returncode == 0, second.stderr
     assert "Using the demo patients cached" in second.stdout
-    assert " 0 created, 0 updated" in second.stdout
+    assert "already loaded" in second.stdout  # a restart does not check every resource
+    checked = run_cli(*args, "--reload", CAREBASE_DATA_DIR=str(data), timeout=300)
+    assert checked.returncode == 0, checked.stderr
+    assert " 0 created, 0 updated" in checked.stdout
 
     store = open_store(f"sqlite:///{data / 'carebase.db'}")
     try:
@@ -130,6 +133,14 @@ def test_demo_builds_loads_and_creates_users_once(tmp_path: Path) -> None:
                     CAREBASE_DATA_DIR=str(data), timeout=300)  # fmt: skip
     assert third.returncode == 0, third.stderr
     assert "Generated 14 demo patients" in third.stdout
+    assert "Demo data loaded" in third.stdout
+
+    # Another database gets the population loaded although the cache says "loaded".
+    other = run_cli("demo", "--patients", "14", "--seed", "3", "--no-serve", "--database",
+                    f"sqlite:///{tmp_path / 'other.db'}", CAREBASE_DATA_DIR=str(data),
+                    timeout=300)  # fmt: skip
+    assert other.returncode == 0, other.stderr
+    assert "Demo data loaded" in other.stdout
 
 
 def test_demo_serves_the_demo_data(tmp_path: Path) -> None:

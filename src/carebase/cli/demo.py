@@ -3,6 +3,7 @@ serve (what `make demo` runs). For a local demo only: it prints the demo passwor
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
@@ -30,6 +31,8 @@ from carebase.store.factory import open_store
 
 MARKER = "population.json"
 PASSWORDS = "users.json"
+#: Says which database the cached population was fully loaded into (its URL's SHA-256).
+LOADED = "loaded.json"
 # Shared resources first, so a reader of a half-loaded database finds what patients cite.
 LOAD_ORDER = ("Organization", "Practitioner", "Patient", "Encounter")
 # (username, role, practitioner key, works at the patients' clinic)
@@ -94,6 +97,28 @@ def load_population(directory: Path, store: Store, console: Console) -> LoadSumm
         for resource, origin in _ndjson_records(directory):
             loader.add(resource, origin)
         return loader.finish()
+
+
+def _load_record(directory: Path, url: str) -> dict[str, Any]:
+    population = json.loads((directory / MARKER).read_text())
+    return {"database": hashlib.sha256(url.encode()).hexdigest(), "population": population}
+
+
+def already_loaded(cache: Path, url: str, store: Store, patients: int) -> bool:
+    """Whether the cached population was fully loaded into this database before (and its
+    patients are still there), so a restart need not check every resource again."""
+    try:
+        recorded = json.loads((cache / LOADED).read_text())
+    except (OSError, ValueError):
+        return False
+    if recorded != _load_record(cache / "population", url):
+        return False
+    return (store.search("Patient", [], count=1).total or 0) >= patients
+
+
+def note_loaded(cache: Path, url: str) -> None:
+    """Record that the cached population is fully loaded into the database at `url`."""
+    (cache / LOADED).write_text(json.dumps(_load_record(cache / "population", url)))
 
 
 def _batch_size(batch: LoadSummary) -> int:
@@ -177,6 +202,12 @@ def register(app: typer.Typer) -> None:
         serve: Annotated[
             bool, typer.Option("--serve/--no-serve", help="Serve once the data is ready.")
         ] = True,
+        reload: Annotated[
+            bool,
+            typer.Option(
+                "--reload", help="Load the cached population again even if it was loaded."
+            ),
+        ] = False,
     ) -> None:
         """Build the demo: a synthetic population (generated once, cached in the data
         directory), loaded into the database, with one login per role; then serve."""
@@ -194,8 +225,17 @@ def register(app: typer.Typer) -> None:
             store = open_store(url, settings)
             try:
                 store.migrate()
-                summary = load_population(cache / "population", store, console)
-                console.print(f"Demo data loaded: {describe_load(summary)}.")
+                if not reload and already_loaded(cache, url, store, patients):
+                    console.print(
+                        "Demo data already loaded into this database (--reload checks every "
+                        "resource again)."
+                    )
+                else:
+                    (cache / LOADED).unlink(missing_ok=True)
+                    summary = load_population(cache / "population", store, console)
+                    console.print(f"Demo data loaded: {describe_load(summary)}.")
+                    if summary.rejected == 0:
+                        note_loaded(cache, url)
                 users = ensure_users(
                     store, population, demo_patient(population, patients), cache / PASSWORDS
                 )
