@@ -85,6 +85,21 @@ def test_a_failing_store_refuses_then_recovers_keeping_what_was_accepted(
     ]  # fmt: skip
 
 
+def test_the_writer_outlives_interrupts_meant_for_its_server(
+    store: SqlStore, trail: ProcessAuditTrail
+) -> None:
+    child = trail._child
+    assert child is not None
+    trail.record(entry(1))
+    for sig in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C, a service manager's stop
+        os.kill(child.pid, sig)
+    trail.record(entry(2))
+    trail.flush()
+    assert child.poll() is None and trail.healthy
+    trail.close()
+    assert [r.interaction for r in stored(store)] == ["read", "read", SHUTDOWN]
+
+
 def test_a_killed_writer_refuses_then_a_new_one_notes_the_loss(
     store: SqlStore, trail: ProcessAuditTrail
 ) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import signal
 import socket
 import sys
 import threading
@@ -95,6 +96,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--flush-ms", type=float, default=5.0)
     parser.add_argument("--site")
     args = parser.parse_args(argv)
+    # Ctrl-C reaches the whole process group and a service manager may signal every process
+    # of the service: the writer must outlive its server's shutdown to write what it sent
+    # and the shutdown marker. It ends when the server says close, or goes away (EOF).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     sock = socket.socket(fileno=args.fd)
     store = open_store(args.database, Settings.from_env())
