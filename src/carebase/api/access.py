@@ -69,6 +69,13 @@ class Guard:
         visibility = self.policy.require(type_, "r")
         if visibility.unrestricted:
             return
+        if (
+            type_ == "Patient"
+            and id_ == visibility.patient
+            and visibility.organization is None
+            and not visibility.criteria
+        ):
+            return  # the patient's own record is in their compartment: no query needed
         restriction = self.policy.restriction("r")
         assert restriction is not None
         if not store.visible(type_, id_, restriction):
