@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gc
 import os
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Annotated
@@ -139,6 +141,8 @@ def _run_with_progress(console: Console, importer: Importer, files: list[Path]) 
         task = progress.add_task("import", total=len(files), records=0, rate=0)
 
         def update(state: ImportProgress) -> None:
+            if interrupted.is_set():
+                raise KeyboardInterrupt  # here, between batches: nothing is half-written
             seconds = max(time.perf_counter() - started, 1e-6)
             progress.update(
                 task,
@@ -151,7 +155,19 @@ def _run_with_progress(console: Console, importer: Importer, files: list[Path]) 
 
         importer.on_progress = update
         importer.on_file_done = file_done
-        return importer.run(files)
+        # Ctrl-C is noted and acted on at the next progress report (after a commit); raised
+        # anywhere, it could land inside a database write. A second Ctrl-C stops at once.
+        interrupted = threading.Event()
+
+        def note_interrupt(_signum: int, _frame: object) -> None:
+            interrupted.set()
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+        previous = signal.signal(signal.SIGINT, note_interrupt)
+        try:
+            return importer.run(files)
+        finally:
+            signal.signal(signal.SIGINT, previous)
 
 
 def _print_summary(
