@@ -19,6 +19,7 @@ unclean stop, as a restarted server would.
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import subprocess
 import sys
@@ -38,6 +39,8 @@ log = logging.getLogger("carebase.audit")
 #: flush Not done (token and reason), and eXited cleanly.
 ENTRY, FLUSH, CLOSE = b"E", b"F", b"C"
 HEALTHY, UNHEALTHY, ACK, NACK, EXITED = b"H", b"U", b"A", b"N", b"X"
+#: The environment variable the writer process finds its database URL in.
+DATABASE_ENV = "CAREBASE_AUDIT_WRITER_DATABASE_URL"
 #: Largest message either side sends (an entry's query string is cut to fit).
 MAX_MESSAGE = 64 * 1024
 #: How long the server waits for a writer process to start and report.
@@ -152,11 +155,13 @@ class ProcessAuditTrail(AuditTrail):
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * 1024 * 1024)
         command = [sys.executable, "-m", "carebase.auth.audit_writer", "--fd",
-                   str(theirs.fileno()), "--database", self.url, "--flush-ms",
-                   str(self.flush_ms)]  # fmt: skip
+                   str(theirs.fileno()), "--flush-ms", str(self.flush_ms)]  # fmt: skip
         if self.site:
             command += ["--site", self.site]
-        child = subprocess.Popen(command, pass_fds=(theirs.fileno(),), close_fds=True)
+        # the database URL (it may hold a password) goes in the environment, not in argv,
+        # which every local user can read
+        env = {**os.environ, DATABASE_ENV: self.url}
+        child = subprocess.Popen(command, pass_fds=(theirs.fileno(),), close_fds=True, env=env)
         theirs.close()
         with self._cond:
             self._generation += 1

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import signal
 import socket
 import sys
@@ -22,6 +23,7 @@ from carebase.auth.audit_log import DatabaseAuditTrail
 from carebase.auth.audit_process import (
     ACK,
     CLOSE,
+    DATABASE_ENV,
     ENTRY,
     EXITED,
     FLUSH,
@@ -92,10 +94,12 @@ def main(argv: list[str] | None = None) -> int:
     """Parse the arguments the server passes and run the writer."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fd", type=int, required=True)
-    parser.add_argument("--database", required=True)
+    parser.add_argument("--database", default=os.environ.get(DATABASE_ENV))
     parser.add_argument("--flush-ms", type=float, default=5.0)
     parser.add_argument("--site")
     args = parser.parse_args(argv)
+    if not args.database:
+        parser.error(f"--database or {DATABASE_ENV} must name the database")
     # Ctrl-C reaches the whole process group and a service manager may signal every process
     # of the service: the writer must outlive its server's shutdown to write what it sent
     # and the shutdown marker. It ends when the server says close, or goes away (EOF).
