@@ -164,10 +164,4 @@ def test_demo_serves_the_demo_data(tmp_path: Path) -> None:
         assert found.json()["total"] == 5
         assert "demo-clinician" in server.output()
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        server.shutdown()

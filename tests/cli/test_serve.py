@@ -70,6 +70,16 @@ class Server:
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 
+    def shutdown(self) -> None:
+        """Terminate the server if it still runs (kill it after 20 s)."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
     def stop(self) -> int:
         """SIGTERM, then wait for the exit code."""
         self.proc.send_signal(signal.SIGTERM)
@@ -113,13 +123,7 @@ def serving(tmp_path: Path, *args: str, **env: str) -> Iterator[Server]:
         wait_until_serving(server, proc, 30, "server")
         yield server
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        server.shutdown()
 
 
 PATIENT = {"resourceType": "Patient", "name": [{"family": "Chalmers", "given": ["Peter"]}]}
