@@ -57,13 +57,12 @@ def entry_hash(prev_hash: str, seq: int, record: AuditRecord) -> str:
 
 
 def link(record: AuditRecord, seq: int, prev_hash: str) -> AuditRecord:
-    """`record` placed at `seq` after an entry whose hash is `prev_hash`, with its own hash."""
-    # the constructor, not dataclasses.replace: this runs for every entry written
-    return AuditRecord(
-        seq, record.id, record.recorded, record.interaction, record.action, record.outcome,
-        record.agent, record.agent_name, record.patients, record.entities, record.break_glass,
-        record.event, prev_hash, entry_hash(prev_hash, seq, record),
-    )  # fmt: skip
+    """`record` placed at `seq` after an entry whose hash is `prev_hash`, with its own hash
+    (set on `record` itself: this runs for every entry written, and a record is linked
+    again, wherever the chain's head then is, if writing it failed)."""
+    record.seq, record.prev_hash = seq, prev_hash
+    record.hash = entry_hash(prev_hash, seq, record)
+    return record
 
 
 def link_all(records: Iterable[AuditRecord], after_seq: int, after_hash: str) -> list[AuditRecord]:

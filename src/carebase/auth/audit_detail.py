@@ -12,13 +12,15 @@ and are served as stored.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
 
 import orjson
 
 from carebase.auth.audit_entry import AuditEntry
-from carebase.auth.audit_event import audit_event_bytes
+from carebase.auth.audit_event import audit_event_bytes, outcome_code
 from carebase.auth.principal import Principal
 from carebase.store.audit_records import AuditRecord
 from carebase.store.clock import datetime_to_ms, ms_to_datetime
@@ -52,11 +54,6 @@ def _said(entry: AuditEntry) -> tuple[Any, ...]:
         entry.description,
         entry.break_glass,
     )
-
-
-def detail_bytes(entry: AuditEntry, observer: str, site: str | None) -> bytes:
-    """What `entry` says beyond the log's columns, as compact JSON (stored and hashed)."""
-    return orjson.dumps((DETAIL_VERSION, *_said(entry), observer, site))
 
 
 def _principal(part: list[Any] | None) -> Principal | None:
@@ -94,21 +91,47 @@ def event_bytes(record: AuditRecord) -> bytes:
     return audit_event_bytes(entry, record.id, observer, site)
 
 
+def entry_values(entry: AuditEntry) -> tuple[Any, ...]:
+    """What a log row is made of, as plain values: (interaction, action, outcome, recorded ms,
+    patients, entities, who, query, source IP, user agent, description, break-glass reason).
+    Another process gets them as JSON (`entry_message`); `record_of` makes the row."""
+    return (entry.interaction, entry.action, entry.outcome, datetime_to_ms(entry.recorded),
+            entry.patients, entry.entities, *_said(entry))  # fmt: skip
+
+
 def entry_message(entry: AuditEntry) -> bytes:
     """`entry` as compact JSON, for handing it to another process (`audit_process`)."""
-    recorded = datetime_to_ms(entry.recorded)
-    return orjson.dumps(
-        (entry.interaction, entry.action, entry.outcome, recorded, entry.patients,
-         entry.entities, *_said(entry))
-    )  # fmt: skip
+    return orjson.dumps(entry_values(entry))
 
 
-def entry_from_message(message: bytes) -> AuditEntry:
-    """The entry `entry_message` made `message` of."""
-    (interaction, action, outcome, recorded, patients, entities, who, query, source_ip,
-     user_agent, description, break_glass) = orjson.loads(message)  # fmt: skip
-    return AuditEntry(
-        interaction, action, outcome, principal=_principal(who), entities=tuple(entities),
-        patients=tuple(patients), query=query, source_ip=source_ip, user_agent=user_agent,
-        description=description, break_glass=break_glass, recorded=ms_to_datetime(recorded),
-    )  # fmt: skip
+def record_of(values: Sequence[Any], observer: str, site: str | None) -> AuditRecord:
+    """The unchained log row (`audit_chain.link` places it in the chain) of `entry_values`,
+    or of their JSON round trip: the writer process builds rows without making entries."""
+    interaction, action, outcome, recorded, patients, entities, who = values[:7]
+    break_glass = values[11]
+    # 48 bits of time then 80 random bits, a valid FHIR id: entries written together sort
+    # together in the id index (a random id dirtied one index page per entry)
+    id_ = f"{recorded & 0xFFFFFFFFFFFF:012x}{os.urandom(10).hex()}"
+    agent = agent_name = None
+    if who is not None:
+        subject, _kind, _role, username, fhir_user, client_id, principal_glass = who
+        agent_name = username or client_id
+        agent = fhir_user or agent_name or subject
+        break_glass = break_glass or principal_glass
+    patients = tuple(dict.fromkeys(patients))
+    return AuditRecord(
+        seq=0,
+        id=id_,
+        recorded=recorded,
+        interaction=interaction,
+        action=action,
+        outcome=outcome_code(interaction, outcome),
+        agent=agent,
+        agent_name=agent_name,
+        patients=patients,
+        entities=tuple(dict.fromkeys([*(f"Patient/{p}" for p in patients), *entities])),
+        break_glass=bool(break_glass),
+        event=orjson.dumps((DETAIL_VERSION, *values[6:], observer, site)),
+        prev_hash="",
+        hash="",
+    )

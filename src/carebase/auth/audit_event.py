@@ -86,15 +86,6 @@ def _type_and_subtype(interaction: str) -> tuple[dict[str, str], list[dict[str, 
     return _coding(DICOM, *type_), subtypes
 
 
-def agent_key(principal: Principal | None) -> tuple[str | None, str | None]:
-    """(who, name) of an agent for search: the FHIR reference or else the user name / client
-    id / subject, and the user name or client id."""
-    if principal is None:
-        return None, None
-    name = principal.username or principal.client_id
-    return principal.fhir_user or name or principal.subject, name
-
-
 def _who(principal: Principal) -> dict[str, Any]:
     if principal.fhir_user and _REFERENCE.fullmatch(principal.fhir_user):
         who: dict[str, Any] = {"reference": principal.fhir_user}
@@ -185,12 +176,12 @@ def _entity(reference: str, *, patient: bool) -> dict[str, Any]:
     return {"what": what, "type": _SYSTEM_OBJECT, "role": _RESOURCE_ROLE}
 
 
-def outcome_of(entry: AuditEntry) -> str:
-    """The AuditEvent outcome: the entry's, except that a failed authentication is never
-    recorded as a success."""
-    if entry.interaction == "failed-auth" and entry.outcome == "0":
+def outcome_code(interaction: str, outcome: str) -> str:
+    """The AuditEvent outcome of an entry: its own, except that a failed authentication is
+    never recorded as a success."""
+    if interaction == "failed-auth" and outcome == "0":
         return "4"
-    return entry.outcome
+    return outcome
 
 
 def recorded_instant(entry: AuditEntry) -> str:
@@ -238,7 +229,7 @@ def audit_event_bytes(entry: AuditEntry, id_: str, observer: str, site: str | No
         event["subtype"] = subtypes
     event["action"] = entry.action
     event["recorded"] = recorded_instant(entry)
-    outcome = outcome_of(entry)
+    outcome = outcome_code(entry.interaction, entry.outcome)
     event["outcome"] = outcome
     description = entry.description or _OUTCOME_TEXT[outcome]
     if description:

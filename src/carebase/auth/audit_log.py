@@ -13,7 +13,6 @@ of the log writes an entry saying the previous run stopped uncleanly.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections import deque
@@ -21,13 +20,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from carebase.auth.audit_chain import SHUTDOWN, UNCLEAN_SHUTDOWN, link_all
-from carebase.auth.audit_detail import detail_bytes
+from carebase.auth.audit_detail import entry_values, record_of
 from carebase.auth.audit_entry import AuditEntry, AuditTrail
-from carebase.auth.audit_event import agent_key, outcome_of
 from carebase.errors import Unavailable
 from carebase.store import audit_records
 from carebase.store.audit_records import AuditRecord, ChainHead
-from carebase.store.clock import datetime_to_ms
 from carebase.store.sql_store import SqlStore
 
 log = logging.getLogger("carebase.audit")
@@ -61,29 +58,7 @@ class TrailStats:
 
 def to_record(entry: AuditEntry, *, observer: str, site: str | None) -> AuditRecord:
     """An unchained audit log row for `entry` (`audit_chain.link` places it in the chain)."""
-    # 48 bits of time then 80 random bits, a valid FHIR id: entries written together sort
-    # together in the id index (a random id dirtied one index page per entry)
-    recorded = datetime_to_ms(entry.recorded)
-    id_ = f"{recorded & 0xFFFFFFFFFFFF:012x}{os.urandom(10).hex()}"
-    principal = entry.principal
-    agent, agent_name = agent_key(principal)
-    entities = tuple(dict.fromkeys([*(f"Patient/{p}" for p in entry.patients), *entry.entities]))
-    return AuditRecord(
-        seq=0,
-        id=id_,
-        recorded=recorded,
-        interaction=entry.interaction,
-        action=entry.action,
-        outcome=outcome_of(entry),
-        agent=agent,
-        agent_name=agent_name,
-        patients=tuple(dict.fromkeys(entry.patients)),
-        entities=entities,
-        break_glass=bool(entry.break_glass or (principal and principal.break_glass)),
-        event=detail_bytes(entry, observer, site),
-        prev_hash="",
-        hash="",
-    )
+    return record_of(entry_values(entry), observer, site)
 
 
 class DatabaseAuditTrail(AuditTrail):
@@ -110,7 +85,8 @@ class DatabaseAuditTrail(AuditTrail):
         self.max_buffer = max_buffer
         self.observer, self.site = observer, site
         self.stats = TrailStats()
-        self._buffer: deque[AuditEntry] = deque()
+        #: accepted entries as unchained log rows, oldest first
+        self._buffer: deque[AuditRecord] = deque()
         self._cond = threading.Condition()
         self._healthy = True
         self._error: str | None = None
@@ -132,6 +108,7 @@ class DatabaseAuditTrail(AuditTrail):
         the buffer is full, or the trail is closed."""
         if self._thread is None and not self._closed:
             self.start()
+        row = to_record(entry, observer=self.observer, site=self.site)
         with self._cond:
             if self._closed or self._closing:
                 raise _unavailable("the audit trail is shut down")
@@ -139,26 +116,30 @@ class DatabaseAuditTrail(AuditTrail):
                 raise _unavailable(self._error or "writes are failing")
             if len(self._buffer) >= self.max_buffer:
                 raise _unavailable(f"{self.max_buffer} entries are waiting to be written")
-            self._buffer.append(entry)
+            self._buffer.append(row)
             self.stats.accepted += 1
             if len(self._buffer) == 1:
                 self._cond.notify()
 
-    def enqueue(self, entry: AuditEntry) -> None:
-        """Buffer `entry`, which another process already accepted (`audit_process`): kept
-        while the store fails, since its request was answered. Only a buffer at ten times
-        its size drops entries, logged and counted: the accepting side stops accepting as
-        soon as it hears writes fail, long before."""
+    def enqueue(self, rows: list[AuditRecord]) -> None:
+        """Buffer the unchained rows (`audit_detail.record_of`) of entries another process
+        already accepted (`audit_process`): kept while the store fails, since their requests
+        were answered. Only a buffer at ten times its size drops entries, logged and
+        counted: the accepting side stops accepting as soon as it hears writes fail, long
+        before."""
         if self._thread is None and not self._closed:
             self.start()
         with self._cond:
-            if len(self._buffer) >= 10 * self.max_buffer:
-                self.stats.lost += 1
-                log.error("audit entry lost: %d entries wait to be written", len(self._buffer))
-                return
-            self._buffer.append(entry)
-            self.stats.accepted += 1
-            if len(self._buffer) == 1:
+            room = max(0, 10 * self.max_buffer - len(self._buffer))
+            if room < len(rows):
+                self.stats.lost += len(rows) - room
+                log.error("%d audit entries lost: %d entries wait to be written",
+                          len(rows) - room, len(self._buffer))  # fmt: skip
+                rows = rows[:room]
+            was_empty = not self._buffer
+            self._buffer.extend(rows)
+            self.stats.accepted += len(rows)
+            if was_empty and rows:
                 self._cond.notify()
 
     def flush(self, timeout: float = 30.0) -> None:
@@ -182,7 +163,8 @@ class DatabaseAuditTrail(AuditTrail):
             if self._thread is None:
                 self._closed = True
                 return
-            self._buffer.append(AuditEntry(SHUTDOWN, "E", description="carebase shut down"))
+            marker = AuditEntry(SHUTDOWN, "E", description="carebase shut down")
+            self._buffer.append(to_record(marker, observer=self.observer, site=self.site))
             self.stats.accepted += 1
             self._closing = True
             self._cond.notify_all()
@@ -261,12 +243,11 @@ class DatabaseAuditTrail(AuditTrail):
             if recovered and self.on_health is not None:
                 self.on_health(True, None)
 
-    def _write(self, batch: list[AuditEntry]) -> None:
+    def _write(self, batch: list[AuditRecord]) -> None:
         """Append `batch` in one transaction (after the start-up marker, if one is due)."""
-        records = [to_record(e, observer=self.observer, site=self.site) for e in batch]
 
         def build(head: ChainHead) -> list[AuditRecord]:
-            return link_all([*self._unclean_marker(head), *records], head.seq, head.hash)
+            return link_all([*self._unclean_marker(head), *batch], head.seq, head.hash)
 
         audit_records.append(self.store, build)
         self._check_pending = False

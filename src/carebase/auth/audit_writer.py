@@ -18,13 +18,15 @@ import socket
 import sys
 import threading
 
-from carebase.auth.audit_detail import entry_from_message
+import orjson
+
+from carebase.auth.audit_detail import record_of
 from carebase.auth.audit_log import DatabaseAuditTrail
 from carebase.auth.audit_process import (
     ACK,
+    BATCH,
     CLOSE,
     DATABASE_ENV,
-    ENTRY,
     EXITED,
     FLUSH,
     HEALTHY,
@@ -76,8 +78,8 @@ def serve(sock: socket.socket, trail: DatabaseAuditTrail) -> int:
                 return 1
             return 0
         kind, body = message[:1], message[1:]
-        if kind == ENTRY:
-            trail.enqueue(entry_from_message(body))
+        if kind == BATCH:
+            trail.enqueue([record_of(v, trail.observer, trail.site) for v in orjson.loads(body)])
         elif kind == FLUSH:
             threading.Thread(target=answer, args=(body,), daemon=True).start()
         elif kind == CLOSE:
