@@ -1,0 +1,65 @@
+"""The view-runner extension point: an abstract ViewRunner, a registry and `get_runner(name)`."""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator, Mapping
+
+from carebase.analytics.view_model import ViewDefinition, parse_view_definition
+from carebase.errors import BadRequest
+
+#: engine name -> "module:Class"; engines register here so the factory can import them lazily
+#: (DuckDB and Spark are optional dependencies)
+_RUNNERS: dict[str, str] = {"python": "carebase.analytics.python_runner:PythonRunner"}
+
+
+class ViewRunner(ABC):
+    """Runs a ViewDefinition over FHIR resources (JSON dicts) and yields rows.
+
+    `run` yields each row as a dict whose keys are `view.column_names` in that order; values
+    are FHIR JSON primitives (str, int, float, bool) or None, and lists for `collection`
+    columns. Resources of other types than `view.resource` are skipped. Errors: a bad view
+    raises ViewDefinitionError (400); data a valid view cannot turn into rows raises
+    ViewEvaluationError (422).
+    """
+
+    #: the engine name `get_runner` knows it by
+    name: str = ""
+
+    @abstractmethod
+    def run(
+        self, view: ViewDefinition | Mapping[str, object], resources: Iterable[dict[str, object]]
+    ) -> Iterator[dict[str, object]]:
+        """Rows of `view` over `resources`, lazily."""
+
+    @staticmethod
+    def parse(view: ViewDefinition | Mapping[str, object]) -> ViewDefinition:
+        """`view` parsed when given as JSON (helper for implementations)."""
+        return view if isinstance(view, ViewDefinition) else parse_view_definition(view)
+
+
+def register_runner(name: str, target: str) -> None:
+    """Make `get_runner(name)` build the class at `target` ("package.module:ClassName")."""
+    _RUNNERS[name] = target
+
+
+def runner_names() -> tuple[str, ...]:
+    """Names `get_runner` accepts."""
+    return tuple(sorted(_RUNNERS))
+
+
+def get_runner(name: str = "python") -> ViewRunner:
+    """A new runner of the named engine; BadRequest naming the known engines otherwise."""
+    target = _RUNNERS.get(name)
+    if target is None:
+        raise BadRequest(
+            f"unknown view engine {name!r}; known engines: {', '.join(runner_names())}",
+            location="engine",
+        )
+    module_name, _, class_name = target.partition(":")
+    runner_class = getattr(importlib.import_module(module_name), class_name)
+    runner = runner_class()
+    if not isinstance(runner, ViewRunner):
+        raise TypeError(f"{target} is not a ViewRunner")
+    return runner
