@@ -123,7 +123,18 @@ class TypeTest:
     type: TypeSpecifier
 
 
-Expr = This | Literal | Variable | Member | Index | FunctionCall | TypeSpecifier | Unary | Binary | TypeTest
+Expr = (
+    This
+    | Literal
+    | Variable
+    | Member
+    | Index
+    | FunctionCall
+    | TypeSpecifier
+    | Unary
+    | Binary
+    | TypeTest
+)
 
 #: the functions the parser accepts, with (min, max) argument counts
 FUNCTIONS: dict[str, tuple[int, int]] = {

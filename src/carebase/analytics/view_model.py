@@ -6,8 +6,16 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
-from carebase.analytics.fhirpath_ast import Expr, FunctionCall, Index, Member, Unary, Variable
-from carebase.analytics.fhirpath_ast import Binary, TypeTest
+from carebase.analytics.fhirpath_ast import (
+    Binary,
+    Expr,
+    FunctionCall,
+    Index,
+    Member,
+    TypeTest,
+    Unary,
+    Variable,
+)
 from carebase.analytics.fhirpath_parser import parse_fhirpath
 from carebase.analytics.view_errors import ViewDefinitionError
 from carebase.fhir.definitions.loader import get_definitions
@@ -18,10 +26,7 @@ BUILTIN_VARIABLES = frozenset({"rowIndex", "resource", "context", "rootResource"
 #: value[x] suffixes a constant may use, mapped to the FHIR type name
 CONSTANT_TYPES: dict[str, str] = {
     t[0].upper() + t[1:]: t
-    for t in (
-        "base64Binary canonical code date dateTime decimal id instant integer integer64 oid "
-        "positiveInt string time unsignedInt uri url uuid boolean"
-    ).split()
+    for t in ["base64Binary", "canonical", "code", "date", "dateTime", "decimal", "id", "instant", "integer", "integer64", "oid", "positiveInt", "string", "time", "unsignedInt", "uri", "url", "uuid", "boolean"]
 }
 _SELECT_KEYS = frozenset(
     {"column", "select", "forEach", "forEachOrNull", "repeat", "unionAll", "extension", "id"}
@@ -222,7 +227,9 @@ class _Builder:
         _no_unknown(body, _SELECT_KEYS, location)
         iterations = [k for k in ("forEach", "forEachOrNull", "repeat") if k in body]
         if len(iterations) > 1:
-            raise _fail(location, f"may have only one of forEach, forEachOrNull, repeat; has {iterations}")
+            raise _fail(
+                location, f"may have only one of forEach, forEachOrNull, repeat; has {iterations}"
+            )
         iteration = iterations[0] if iterations else None
         paths: tuple[PathExpression, ...] = ()
         if iteration == "repeat":
@@ -271,14 +278,19 @@ class _Builder:
 
     def _claim(self, name: str, location: str) -> None:
         if name in self.column_names:
-            raise _fail(location, f"column name {name!r} is already used at {self.column_names[name]}")
+            raise _fail(
+                location, f"column name {name!r} is already used at {self.column_names[name]}"
+            )
         self.column_names[name] = location
 
 
 def _no_unknown(body: Mapping[str, object], allowed: frozenset[str], location: str) -> None:
     unknown = sorted(k for k in body if k not in allowed)
     if unknown:
-        raise _fail(f"{location}.{unknown[0]}", f"is not an element here (allowed: {', '.join(sorted(allowed))})")
+        raise _fail(
+            f"{location}.{unknown[0]}",
+            f"is not an element here (allowed: {', '.join(sorted(allowed))})",
+        )
 
 
 def _constant(raw: object, location: str) -> Constant:
@@ -292,7 +304,10 @@ def _constant(raw: object, location: str) -> Constant:
     key = values[0]
     fhir_type = CONSTANT_TYPES.get(key[5:])
     if fhir_type is None:
-        raise _fail(f"{location}.{key}", f"is not a supported constant type ({', '.join(sorted(CONSTANT_TYPES))})")
+        raise _fail(
+            f"{location}.{key}",
+            f"is not a supported constant type ({', '.join(sorted(CONSTANT_TYPES))})",
+        )
     value = body[key]
     if isinstance(value, dict | list) or value is None:
         raise _fail(f"{location}.{key}", "must be a primitive value")
@@ -303,7 +318,9 @@ def parse_view_definition(doc: object) -> ViewDefinition:
     """The validated ViewDefinition of a JSON object; ViewDefinitionError names the bad element."""
     body = _object(doc, "ViewDefinition")
     if body.get("resourceType", "ViewDefinition") != "ViewDefinition":
-        raise _fail("ViewDefinition.resourceType", f"must be 'ViewDefinition', got {body['resourceType']!r}")
+        raise _fail(
+            "ViewDefinition.resourceType", f"must be 'ViewDefinition', got {body['resourceType']!r}"
+        )
     resource = _string(body.get("resource"), "ViewDefinition.resource")
     if resource not in get_definitions().resource_types:
         raise _fail("ViewDefinition.resource", f"{resource!r} is not an R4 resource type")
@@ -311,7 +328,9 @@ def parse_view_definition(doc: object) -> ViewDefinition:
     for i, raw in enumerate(_list(body.get("constant"), "ViewDefinition.constant")):
         const = _constant(raw, f"ViewDefinition.constant[{i}]")
         if const.name in constants:
-            raise _fail(f"ViewDefinition.constant[{i}].name", f"constant {const.name!r} is defined twice")
+            raise _fail(
+                f"ViewDefinition.constant[{i}].name", f"constant {const.name!r} is defined twice"
+            )
         constants[const.name] = const
     builder = _Builder(constants)
     where: list[PathExpression] = []
