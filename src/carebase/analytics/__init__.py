@@ -1,4 +1,4 @@
-"""SQL on FHIR v2: ViewDefinition model, FHIRPath subset, and view runners (Python, DuckDB, Spark)."""
+"""SQL on FHIR v2: ViewDefinition model, FHIRPath subset and view runners (Python, DuckDB...)."""
 
 from carebase.analytics.runner import ViewRunner, get_runner, register_runner, runner_names
 from carebase.analytics.view_errors import (

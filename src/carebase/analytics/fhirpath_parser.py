@@ -138,7 +138,7 @@ class _Parser:
     def postfix(self) -> Expr:
         expr = self.term()
         while True:
-            kind, text, offset = self.peek()
+            kind, text, _ = self.peek()
             if kind == "op" and text == ".":
                 self.take()
                 expr = self.invocation(expr)

@@ -11,7 +11,23 @@ from carebase.analytics.view_errors import ViewEvaluationError
 from carebase.fhir.definitions.loader import get_definitions
 
 _STRING_TYPES = frozenset(
-    ["string", "code", "id", "uri", "url", "canonical", "oid", "uuid", "markdown", "base64binary", "date", "datetime", "instant", "time", "xhtml"]
+    {
+        "string",
+        "code",
+        "id",
+        "uri",
+        "url",
+        "canonical",
+        "oid",
+        "uuid",
+        "markdown",
+        "base64binary",
+        "date",
+        "datetime",
+        "instant",
+        "time",
+        "xhtml",
+    }
 )
 _INTEGER_TYPES = frozenset({"integer", "positiveint", "unsignedint", "integer64"})
 _SYSTEM_TYPES = {

@@ -26,7 +26,27 @@ BUILTIN_VARIABLES = frozenset({"rowIndex", "resource", "context", "rootResource"
 #: value[x] suffixes a constant may use, mapped to the FHIR type name
 CONSTANT_TYPES: dict[str, str] = {
     t[0].upper() + t[1:]: t
-    for t in ["base64Binary", "canonical", "code", "date", "dateTime", "decimal", "id", "instant", "integer", "integer64", "oid", "positiveInt", "string", "time", "unsignedInt", "uri", "url", "uuid", "boolean"]
+    for t in (
+        "base64Binary",
+        "canonical",
+        "code",
+        "date",
+        "dateTime",
+        "decimal",
+        "id",
+        "instant",
+        "integer",
+        "integer64",
+        "oid",
+        "positiveInt",
+        "string",
+        "time",
+        "unsignedInt",
+        "uri",
+        "url",
+        "uuid",
+        "boolean",
+    )
 }
 _SELECT_KEYS = frozenset(
     {"column", "select", "forEach", "forEachOrNull", "repeat", "unionAll", "extension", "id"}
