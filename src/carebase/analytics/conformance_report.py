@@ -88,3 +88,23 @@ def summary(report: Mapping[str, Any]) -> tuple[int, int]:
     """(passed, total) of a report."""
     results = [t["result"]["passed"] for f in report.values() for t in f["tests"]]
     return sum(results), len(results)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m carebase.analytics.conformance_report SUITE_DIR OUT.json [ENGINE]`."""
+    import sys
+
+    from carebase.analytics.runner import get_runner
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) not in (2, 3):
+        print(main.__doc__, file=sys.stderr)
+        return 2
+    runner = get_runner(args[2] if len(args) == 3 else "python")
+    passed, total = summary(write_report(runner, Path(args[0]), Path(args[1])))
+    print(f"{runner.name}: {passed} of {total} cases passed; report in {args[1]}")
+    return 0 if passed == total else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
