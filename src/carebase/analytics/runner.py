@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import importlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
 
+from carebase.analytics.ndjson_files import iter_resources
 from carebase.analytics.view_model import ViewDefinition, parse_view_definition
 from carebase.errors import BadRequest
+
+#: output formats `write_files` accepts
+OUTPUT_FORMATS = ("csv", "parquet", "ndjson", "json")
 
 #: engine name -> "module:Class"; engines register here so the factory can import them lazily
 #: (DuckDB and Spark are optional dependencies)
@@ -33,10 +38,41 @@ class ViewRunner(ABC):
     ) -> Iterator[dict[str, object]]:
         """Rows of `view` over `resources`, lazily."""
 
+    def run_files(
+        self, view: ViewDefinition | Mapping[str, object], paths: Sequence[Path]
+    ) -> Iterator[dict[str, object]]:
+        """Rows of `view` over the resources of NDJSON files (`.ndjson`, `.ndjson.gz`, `.json`
+        lines). This default streams the files through `run`; engines that read files
+        natively override it. A missing or malformed file raises BadRequest naming it."""
+        return self.run(view, iter_resources(paths))
+
+    def write_files(
+        self,
+        view: ViewDefinition | Mapping[str, object],
+        paths: Sequence[Path],
+        fmt: str,
+        out: Path,
+    ) -> int | None:
+        """Writes the rows of `view` over NDJSON `paths` to `out` in `fmt` (one of
+        OUTPUT_FORMATS) natively and returns the row count, or returns None when this engine
+        has no native writer (the caller then writes the rows of `run_files` itself)."""
+        check_format(fmt)
+        return None
+
     @staticmethod
     def parse(view: ViewDefinition | Mapping[str, object]) -> ViewDefinition:
         """`view` parsed when given as JSON (helper for implementations)."""
         return view if isinstance(view, ViewDefinition) else parse_view_definition(view)
+
+
+def check_format(fmt: str) -> str:
+    """`fmt` when it is one of OUTPUT_FORMATS, else BadRequest naming the known ones."""
+    if fmt not in OUTPUT_FORMATS:
+        raise BadRequest(
+            f"unknown output format {fmt!r}; known formats: {', '.join(OUTPUT_FORMATS)}",
+            location="format",
+        )
+    return fmt
 
 
 def register_runner(name: str, target: str) -> None:
