@@ -53,10 +53,16 @@ def parse_format(value: str, location: str = "_format") -> str:
 
 
 def write_rows(
-    view: ViewDefinition, rows: Iterable[Mapping[str, object]], fmt: str, out: IO[bytes]
+    view: ViewDefinition,
+    rows: Iterable[Mapping[str, object]],
+    fmt: str,
+    out: IO[bytes],
+    *,
+    header: bool = True,
 ) -> int:
-    """Write `rows` of `view` to the binary file `out` as `fmt`; returns the rows written."""
-    encoder = RowEncoder(view, fmt)
+    """Write `rows` of `view` to the binary file `out` as `fmt` (CSV with a header row unless
+    `header` is False); returns the rows written."""
+    encoder = RowEncoder(view, fmt, header=header)
     for chunk in encoder.chunks(rows):
         out.write(chunk)
     return encoder.rows_written
@@ -64,11 +70,12 @@ def write_rows(
 
 class RowEncoder:
     """Encodes rows of one view as one format, `CHUNK_BYTES` at a time (`chunks`), counting
-    them (`rows_written`, final once the chunks are exhausted)."""
+    them (`rows_written`, final once the chunks are exhausted). `header`: CSV only."""
 
-    def __init__(self, view: ViewDefinition, fmt: str) -> None:
+    def __init__(self, view: ViewDefinition, fmt: str, *, header: bool = True) -> None:
         self.columns = view.columns
         self.fmt = parse_format(fmt, "format")
+        self.header = header
         self.rows_written = 0
 
     def chunks(self, rows: Iterable[Mapping[str, object]]) -> Iterator[bytes]:
@@ -104,10 +111,11 @@ class RowEncoder:
                 yield separator + orjson.dumps(row)
                 separator = b",\n"
             yield b"\n]\n"
-        else:
+        else:  # csv (parse_format allows nothing else here)
             buffer = io.StringIO()
             writer = csv.writer(buffer, lineterminator="\r\n")  # RFC 4180 line ends
-            writer.writerow(names)
+            if self.header:
+                writer.writerow(names)
             for row in self._counted(rows):
                 writer.writerow([csv_cell(row.get(name)) for name in names])
                 yield buffer.getvalue().encode("utf-8")
