@@ -99,7 +99,9 @@ def test_observation_values_are_plausible(synthea_rows: dict[str, Any]) -> None:
     assert heights and all(r["unit"] == "cm" and 20 < r["value"] < 250 for r in heights)
     assert {r["category"] for r in rows} >= {"vital-signs"}
     numeric = [r for r in rows if r["value"] is not None]
-    assert len(numeric) > len(rows) / 2 and all(isinstance(r["value"], int | float) for r in numeric)
+    assert len(numeric) > len(rows) / 2 and all(
+        isinstance(r["value"], int | float) for r in numeric
+    )
 
 
 def test_conditions_medications_and_encounters_are_plausible(

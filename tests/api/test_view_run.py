@@ -11,7 +11,7 @@ import orjson
 import pyarrow.parquet as pq
 import pytest
 import pytest_asyncio
-from access_world import CATEGORY, World, build_world
+from access_world import World, build_world
 from api_helpers import FHIR_JSON, issue_text
 from starlette.applications import Starlette
 
@@ -254,8 +254,16 @@ async def test_unauthenticated_is_401(anonymous_client: httpx.AsyncClient) -> No
         ([("viewResource", OBS_VIEW), ("_since", "yesterday")], "", "_since"),
         ([("viewResource", OBS_VIEW), ("patient", "Group/1")], "", "patient"),
         ([("viewResource", {"resourceType": "Patient"})], "", "viewResource"),
-        ([("viewResource", {**OBS_VIEW, "select": [{"column": [{"name": "1x", "path": "id"}]}]})],
-         "", "ViewDefinition.select[0].column[0].name"),
+        (
+            [
+                (
+                    "viewResource",
+                    {**OBS_VIEW, "select": [{"column": [{"name": "1x", "path": "id"}]}]},
+                )
+            ],
+            "",
+            "ViewDefinition.select[0].column[0].name",
+        ),
     ],
 )
 async def test_bad_parameters_are_400_naming_them(

@@ -56,8 +56,8 @@ def run_parameters(
         if name not in _IGNORED:
             values.setdefault(_known(name), []).append(value)
     if body is not None:
-        for name, value in _body_parameters(body):
-            values.setdefault(_known(name), []).append(value)
+        for key, item in _body_parameters(body):
+            values.setdefault(_known(key), []).append(item)
     out = RunParameters()
     for name in _SCALARS:
         if len(values.get(name, [])) > 1:
@@ -119,7 +119,9 @@ def _body_parameters(body: object) -> list[tuple[str, object]]:
         if value is None:
             keys = [k for k in entry if k.startswith("value")]
             if len(keys) != 1:
-                raise BadRequest(f"{where} ({name}) needs one value[x] or a resource", location=name)
+                raise BadRequest(
+                    f"{where} ({name}) needs one value[x] or a resource", location=name
+                )
             value = entry[keys[0]]
             if isinstance(value, dict) and keys[0] == "valueReference":
                 value = value.get("reference")
@@ -130,7 +132,9 @@ def _body_parameters(body: object) -> list[tuple[str, object]]:
 def _resource(value: object, name: str) -> dict[str, Any]:
     if isinstance(value, dict) and isinstance(value.get("resourceType"), str):
         return value
-    raise BadRequest(f"{name} must be a FHIR resource (a JSON object with resourceType)", location=name)
+    raise BadRequest(
+        f"{name} must be a FHIR resource (a JSON object with resourceType)", location=name
+    )
 
 
 def _text(value: object, name: str) -> str:

@@ -80,7 +80,7 @@ def _view_json(ctx: Context, params: RunParameters, instance_id: str | None) -> 
             "Say which view to run: viewResource (inline) or viewReference", location="viewResource"
         )
     kind, _, id_ = params.reference.rpartition("/")
-    if kind.endswith(VIEW_TYPE) and ID_RE.fullmatch(id_) and "://" not in kind[:-len(VIEW_TYPE)]:
+    if kind.endswith(VIEW_TYPE) and ID_RE.fullmatch(id_) and "://" not in kind[: -len(VIEW_TYPE)]:
         return _read_view(ctx, id_, "viewReference")
     if not kind and ID_RE.fullmatch(id_):
         return _read_view(ctx, id_, "viewReference")

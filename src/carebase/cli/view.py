@@ -45,13 +45,17 @@ def list_views() -> None:
 
 @group.command("run")
 def run(
-    view: Annotated[str, typer.Argument(help="A ViewDefinition JSON file, or a library view name.")],
+    view: Annotated[
+        str, typer.Argument(help="A ViewDefinition JSON file, or a library view name.")
+    ],
     source: Annotated[
         list[Path] | None,
         typer.Option(help="NDJSON file(s) (.ndjson, .ndjson.gz...) or directories of them."),
     ] = None,
     database: DatabaseOption = None,
-    engine: Annotated[str, typer.Option(help=f"View engine: {', '.join(runner_names())}.")] = "python",
+    engine: Annotated[
+        str, typer.Option(help=f"View engine: {', '.join(runner_names())}.")
+    ] = "python",
     fmt: Annotated[
         str | None,
         typer.Option("--format", help=f"{', '.join(FORMATS)} (default: from --out, else csv)."),
@@ -74,10 +78,14 @@ def run(
     if source:
         with friendly_errors():
             paths = ndjson_paths(source, parsed.resource)
-            count = _write(parsed, chosen, out, lambda: runner.run_files(parsed, paths), runner, paths)
+            count = _write(
+                parsed, chosen, out, lambda: runner.run_files(parsed, paths), runner, paths
+            )
     else:
         with opened_store(database) as store:
-            resources = (orjson.loads(s.body) for s in store.iter_current(parsed.resource) if s.body)
+            resources = (
+                orjson.loads(s.body) for s in store.iter_current(parsed.resource) if s.body
+            )
             count = _write(parsed, chosen, out, lambda: runner.run(parsed, resources))
     where = str(out) if out else "standard output"
     err.print(f"{count} rows of {parsed.name or view} written to {escape(where)} ({chosen}).")
