@@ -16,7 +16,11 @@ OUTPUT_FORMATS = ("csv", "parquet", "ndjson", "json")
 
 #: engine name -> "module:Class"; engines register here so the factory can import them lazily
 #: (DuckDB and Spark are optional dependencies)
-_RUNNERS: dict[str, str] = {"python": "carebase.analytics.python_runner:PythonRunner"}
+_RUNNERS: dict[str, str] = {
+    "python": "carebase.analytics.python_runner:PythonRunner",
+    "duckdb": "carebase.analytics.duckdb_runner:DuckDBRunner",
+    "spark": "carebase.analytics.spark_runner:SparkRunner",
+}
 
 
 class ViewRunner(ABC):
