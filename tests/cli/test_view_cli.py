@@ -126,3 +126,22 @@ def test_clear_errors(export_dir: Path, tmp_path: Path) -> None:
         assert done.returncode == 1, (args, done.stdout, done.stderr)
         assert text in done.stderr and "Traceback" not in done.stderr, (args, done.stderr)
     assert not list(tmp_path.glob("*.parquet"))
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_duckdb_engine_writes_what_the_python_engine_writes(
+    export_dir: Path, tmp_path: Path, fmt: str
+) -> None:
+    outputs = {}
+    for engine in ("python", "duckdb"):
+        out = tmp_path / f"{engine}.{fmt}"
+        done = run_cli("view", "run", "patient_demographics", "--source", str(export_dir),
+                       "--engine", engine, "--out", str(out))  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert "5 rows" in done.stderr
+        if fmt == "parquet":
+            rows = pq.read_table(out).to_pylist()
+        else:
+            rows = list(csv.DictReader(io.StringIO(out.read_text())))
+        outputs[engine] = sorted(rows, key=lambda r: str(r["id"]))
+    assert len(outputs["python"]) == 5 and outputs["python"] == outputs["duckdb"]
