@@ -28,7 +28,8 @@ def _generator() -> ModuleType:
 
 def test_type_sets() -> None:
     d = get_definitions()
-    assert len(d.resource_types) == 146
+    assert len(d.resource_types) == 147  # R4's 146 and SQL on FHIR's ViewDefinition
+    assert "ViewDefinition" in d.resource_types
     assert {"Patient", "Observation", "Bundle", "Parameters", "Binary"} <= d.resource_types
     assert "Resource" not in d.resource_types and "DomainResource" not in d.resource_types
     assert {"string", "code", "dateTime", "xhtml", "positiveInt"} <= d.primitive_types
@@ -124,7 +125,9 @@ def test_unknown_types_and_codes() -> None:
 def test_counts_match_the_official_package() -> None:
     d = get_definitions()
     urls = {p.url for t in d.resource_types for p in d.search_params(t).values()}
-    assert len(urls) == 1375  # every core SearchParameter in Bundle-searchParams.json
+    core = {u for u in urls if u.startswith("http://hl7.org/fhir/")}
+    assert len(core) == 1375  # every core SearchParameter in Bundle-searchParams.json
+    assert len(urls - core) == 4  # ViewDefinition's name, url, status, resource
 
 
 def test_patient_compartment() -> None:

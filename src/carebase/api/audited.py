@@ -42,6 +42,7 @@ HANDLER_AUDIT: dict[str, tuple[str, AuditAction]] = {
     "conditional_delete": ("delete", "D"),
     "bundle": ("transaction", "E"),
     "validate": ("operation", "E"),
+    "view_run": ("operation", "E"),
     # Bulk Data (api/bulk_routes.py): recorded with subtype export or import
     "bulk_export_system": ("export", "E"),
     "bulk_export_patient": ("export", "E"),

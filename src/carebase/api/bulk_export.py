@@ -19,6 +19,7 @@ from carebase.auth.compartment import compartment_types
 from carebase.auth.policy import policy_for
 from carebase.errors import BadRequest
 from carebase.fhir.definitions.loader import get_definitions
+from carebase.store.base import Store, StoredResource
 from carebase.store.bulk_jobs import BulkJob, present_types, scan_bodies
 from carebase.store.search_restriction import Restriction
 from carebase.store.sql_store import SqlStore
@@ -99,13 +100,13 @@ def _bodies(
         if unrestricted and not params.type_filters.get(type_):
             yield from scan_bodies(store, type_, params.since)
             return
-        yield from _searched(store, type_, [f + since for f in filters], restriction)
+        yield from searched_bodies(store, type_, [f + since for f in filters], restriction)
         return
     criteria_sets = [
-        f + since + [criterion] for criterion in _compartment_criteria(type_, patients or [])
+        f + since + [criterion] for criterion in compartment_criteria(type_, patients or [])
         for f in filters
     ]  # fmt: skip
-    yield from _searched(store, type_, criteria_sets, restriction)
+    yield from searched_bodies(store, type_, criteria_sets, restriction)
 
 
 def _instant(params: ExportParameters) -> str:
@@ -113,7 +114,7 @@ def _instant(params: ExportParameters) -> str:
     return params.since.isoformat().replace("+00:00", "Z")
 
 
-def _compartment_criteria(type_: str, patients: list[str]) -> Iterator[tuple[str, str]]:
+def compartment_criteria(type_: str, patients: list[str]) -> Iterator[tuple[str, str]]:
     """Search criteria that together select the compartments of `patients` for `type_`:
     `_id` batches for Patient, else one per compartment parameter and batch of patients."""
     batches = [patients[i : i + PATIENT_BATCH] for i in range(0, len(patients), PATIENT_BATCH)]
@@ -126,13 +127,15 @@ def _compartment_criteria(type_: str, patients: list[str]) -> Iterator[tuple[str
             yield (code, ",".join(f"Patient/{p}" for p in batch))
 
 
-def _searched(
-    store: SqlStore,
+def searched_bodies(
+    store: Store,
     type_: str,
     criteria_sets: list[list[tuple[str, str]]],
     restriction: Restriction | None,
+    on_page: Callable[[list[StoredResource]], None] | None = None,
 ) -> Iterator[list[bytes]]:
-    """The matches of any of the searches, each resource once, page by page."""
+    """The matches of any of the searches, each resource once, page by page; `on_page` sees
+    each page's resources (for audit) before its bodies are yielded."""
     seen: set[str] | None = set() if len(criteria_sets) > 1 else None
     for criteria in criteria_sets:
         cursor: str | None = None
@@ -144,6 +147,8 @@ def _searched(
                 )  # fmt: skip
             except BadRequest as exc:  # e.g. a compartment parameter the index lacks
                 raise BadRequest(f"Exporting {type_}: {exc.message}") from exc
+            if on_page is not None:
+                on_page(page.entries)
             bodies = []
             for stored in page.entries:
                 if stored.body is None:

@@ -55,6 +55,10 @@ def check(resource: Resource, type_: str) -> None:
     from carebase.fhir.validation import check_resource
 
     check_resource(resource, expected_type=type_)
+    if type_ == "ViewDefinition":  # what the structure cannot say: FHIRPath, column names...
+        from carebase.analytics.view_model import parse_view_definition
+
+        parse_view_definition(resource)
 
 
 def check_body_id(type_: str, id_: str, resource: Resource) -> None:

@@ -89,6 +89,20 @@ ROUTES: tuple[RouteSpec, ...] = (
     RouteSpec("/{type:fhir_type}/{id}/_history/{vid}", ("GET",), "vread", ("vread",)),
     RouteSpec("/{type:fhir_type}/{id}/_history", ("GET",), "history", ("history-instance",)),
     RouteSpec("/{type:fhir_any_type}/{id}/$validate", ("POST",), "validate", ("op:validate",)),
+    # SQL on FHIR: system level (the spec's R4 form), type and instance level
+    RouteSpec("/$viewdefinition-run", ("GET", "POST"), "view_run", ("op:viewdefinition-run",)),
+    RouteSpec(
+        "/ViewDefinition/$viewdefinition-run",
+        ("GET", "POST"),
+        "view_run",
+        ("op:viewdefinition-run",),
+    ),
+    RouteSpec(
+        "/ViewDefinition/{id:fhir_id}/$viewdefinition-run",
+        ("GET", "POST"),
+        "view_run",
+        ("op:viewdefinition-run",),
+    ),
 )
 
 

@@ -13,10 +13,10 @@ from urllib.parse import parse_qsl, urlencode
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from carebase.api import bundles, interactions, listing
+from carebase.api import bundles, interactions, listing, view_run
 from carebase.api.access import Guard
 from carebase.api.audited import GUARD_KEY, audited
 from carebase.api.authentication import PRINCIPAL_KEY, missing_token
@@ -32,6 +32,7 @@ from carebase.api.responses import (
 from carebase.api.results import Context, Result, not_modified, version_headers
 from carebase.api.route_table import ROUTES, capability_bytes
 from carebase.api.shaping import shaper_for
+from carebase.api.view_params import run_parameters
 from carebase.auth.audit_entry import AuditTrail
 from carebase.config import Settings
 from carebase.errors import BadRequest, Gone, NotFound, Unavailable, UnsupportedMediaType
@@ -444,6 +445,21 @@ class FhirApi:
         params = self._query(request)
         result = await run_in_threadpool(interactions.validate, ctx, type_, id_, resource, params)
         return self._respond(request, result)
+
+    async def view_run(self, request: Request) -> Response:
+        """GET/POST [base]/$viewdefinition-run, [base]/ViewDefinition/$viewdefinition-run and
+        [base]/ViewDefinition/id/$viewdefinition-run: a view's rows as csv, ndjson, json or
+        parquet, streamed (see `api.view_run`)."""
+        body = None
+        if request.method == "POST":
+            body, _ = await self._body(request)
+        params = run_parameters(self._query(request), body, request.headers.get("accept"))
+        id_ = request.path_params.get("id")
+        if id_ is not None:
+            interactions.require_id(id_)
+        ctx = self.context(request)
+        run = await run_in_threadpool(view_run.start_run, ctx, params, id_)
+        return StreamingResponse(run.chunks, media_type=run.media_type)
 
     async def bundle(self, request: Request) -> Response:
         """POST [base]: process a transaction or batch Bundle."""

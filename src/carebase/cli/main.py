@@ -17,6 +17,7 @@ from carebase.cli import (
     serve,
     token,
     users,
+    view,
 )
 
 app = typer.Typer(
@@ -38,6 +39,7 @@ encryption.register(app)
 audit.register(app)
 generate.register(app)
 demo.register(app)
+view.register(app)
 
 
 def main() -> None:

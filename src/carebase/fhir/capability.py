@@ -32,11 +32,15 @@ OPERATION_DEFINITIONS = {
     "op:validate": ("validate", "http://hl7.org/fhir/OperationDefinition/Resource-validate"),
 }
 _BULK = "http://hl7.org/fhir/uv/bulkdata"
+_VIEW_RUN = "http://sql-on-fhir.org/OperationDefinition/$viewdefinition-run"
 #: Bulk Data operations at system level (rest.operation): token -> (name, definition).
 SYSTEM_OPERATIONS = {
     "op:export": ("export", f"{_BULK}/OperationDefinition/export"),
     "op:import": ("import", f"{_BULK}/OperationDefinition/import"),
+    "op:viewdefinition-run": ("viewdefinition-run", _VIEW_RUN),
 }
+#: SQL on FHIR: operations offered on one resource type only: token -> (type, name, definition).
+TYPE_OPERATIONS = {"op:viewdefinition-run": ("ViewDefinition", "viewdefinition-run", _VIEW_RUN)}
 #: Bulk Data export at type level (Patient/$export, Group/[id]/$export), with `op:export`.
 TYPE_EXPORTS = {
     "Patient": f"{_BULK}/OperationDefinition/patient-export",
@@ -125,6 +129,9 @@ def _resource_entry(
         for token, (name, url) in OPERATION_DEFINITIONS.items()
         if token in tokens
     ]
+    for token, (owner, name, url) in TYPE_OPERATIONS.items():
+        if token in tokens and type_ == owner:
+            operations.append({"name": name, "definition": url})
     if "op:export" in tokens and type_ in TYPE_EXPORTS:
         operations.append({"name": "export", "definition": TYPE_EXPORTS[type_]})
     if operations:

@@ -1,6 +1,8 @@
 """Loads the generated R4 definitions (`*.json.gz` next to this module) into typed lookups.
 
-The data comes from `tools/generate_definitions.py`. Loading reads three small gzip files once
+The data comes from `tools/generate_definitions.py`, plus `extra_resources.json`: resource
+types carebase serves that are not in R4 core (the SQL on FHIR ViewDefinition), hand-written
+in the same shape. Loading reads three small gzip files once
 (see `get_definitions`); per-type `ElementDef` and `SearchParam` maps are built on first use,
 so start-up stays fast and types nobody touches cost nothing.
 """
@@ -25,7 +27,7 @@ _ABSTRACT_BASES = ("Resource", "DomainResource")
 
 def _read(name: str) -> Any:
     data = resources.files("carebase.fhir.definitions").joinpath(name).read_bytes()
-    return orjson.loads(gzip.decompress(data))
+    return orjson.loads(gzip.decompress(data) if name.endswith(".gz") else data)
 
 
 class Definitions:
@@ -170,6 +172,8 @@ class Definitions:
 @functools.cache
 def get_definitions() -> Definitions:
     """The process-wide Definitions (loaded on first call, then shared)."""
-    return Definitions(
-        _read("elements.json.gz"), _read("search_params.json.gz"), _read("compartments.json.gz")
-    )
+    elements, search_rows = _read("elements.json.gz"), _read("search_params.json.gz")
+    extra = _read("extra_resources.json")
+    elements["types"].update(extra["types"])
+    search_rows.extend(extra["search_params"])
+    return Definitions(elements, search_rows, _read("compartments.json.gz"))

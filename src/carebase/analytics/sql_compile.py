@@ -1,0 +1,341 @@
+"""Compiles FHIRPath trees into SQL over JSON items, for any Dialect (DuckDB, Spark).
+
+Every expression becomes a SQL list of items (a FHIRPath collection); boolean-valued nodes
+also compile straight to a three-valued SQL BOOLEAN (NULL = empty) so `where` and logic do
+not round-trip through lists. Semantics follow the Python runner (fhirpath_compile and
+friends); comments mark where SQL gives a narrower answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from itertools import count
+
+from carebase.analytics import fhirpath_values as fv
+from carebase.analytics.fhirpath_ast import (
+    Binary,
+    Expr,
+    FunctionCall,
+    Index,
+    Literal,
+    Member,
+    This,
+    TypeSpecifier,
+    TypeTest,
+    Unary,
+    Variable,
+)
+from carebase.analytics.sql_dialect import Dialect
+from carebase.analytics.view_errors import ViewDefinitionError
+from carebase.analytics.view_model import Constant
+
+#: value[x] type suffixes of R4 (a bare `value` reads whichever of these keys is present)
+CHOICE_TYPES = tuple(
+    [
+        "Boolean",
+        "Integer",
+        "Decimal",
+        "String",
+        "Code",
+        "Date",
+        "DateTime",
+        "Instant",
+        "Time",
+        "Uri",
+        "Url",
+        "Canonical",
+        "Id",
+        "Oid",
+        "Uuid",
+        "Markdown",
+        "Base64Binary",
+        "PositiveInt",
+        "UnsignedInt",
+        "Quantity",
+        "CodeableConcept",
+        "Coding",
+        "Range",
+        "Period",
+        "Ratio",
+        "Reference",
+        "Attachment",
+        "Identifier",
+        "HumanName",
+        "Address",
+        "ContactPoint",
+        "Timing",
+        "Signature",
+        "Annotation",
+        "SampledData",
+        "Age",
+        "Count",
+        "Distance",
+        "Duration",
+        "Money",
+        "Meta",
+        "Dosage",
+        "ContactDetail",
+        "Contributor",
+        "DataRequirement",
+        "Expression",
+        "ParameterDefinition",
+        "RelatedArtifact",
+        "TriggerDefinition",
+        "UsageContext",
+    ]
+)
+_BOOLEAN_FUNCTIONS = frozenset({"exists", "empty", "not", "is", "hasValue"})
+_BOOLEAN_OPERATORS = frozenset(
+    {"=", "!=", "~", "!~", "<", "<=", ">", ">=", "and", "or", "xor", "implies", "in", "contains"}
+)
+_REFERENCE_PATTERN = r"(?:^|/)([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?$"
+
+
+def is_boolean(expr: Expr) -> bool:
+    """Whether `expr` always gives an empty or one-boolean collection."""
+    if isinstance(expr, Binary):
+        return expr.op in _BOOLEAN_OPERATORS
+    if isinstance(expr, FunctionCall):
+        return expr.name in _BOOLEAN_FUNCTIONS
+    if isinstance(expr, TypeTest):
+        return expr.op == "is"
+    return isinstance(expr, Literal) and expr.type == "boolean"
+
+
+class Scope:
+    """What `$this`, `%rowIndex` and `%resource` are where an expression is compiled."""
+
+    def __init__(self, focus: str, row_index: str, resource: str) -> None:
+        self.focus = focus  # SQL list of items
+        self.row_index = row_index  # SQL integer
+        self.resource = resource  # SQL item
+
+    def with_focus(self, focus: str) -> Scope:
+        return Scope(focus, self.row_index, self.resource)
+
+
+class SqlCompiler:
+    """FHIRPath -> SQL for one view: `constants` by name, fresh lambda variables per use."""
+
+    def __init__(self, dialect: Dialect, constants: tuple[Constant, ...]) -> None:
+        self.d = dialect
+        self.constants: Mapping[str, Constant] = {c.name: c for c in constants}
+        self._names = count()
+        self.location = ""
+
+    def var(self) -> str:
+        """A fresh lambda variable name."""
+        return f"v{next(self._names)}"
+
+    def fail(self, problem: str) -> str:
+        return self.d.error(f"{self.location}: {problem}")
+
+    # --- conversions
+    def bool_list(self, tri: str) -> str:
+        v = self.var()
+        d = self.d
+        return d.let(
+            tri, v, f"CASE WHEN {v} IS NULL THEN {d.empty} ELSE {d.list_of(d.from_bool(v))} END"
+        )
+
+    def truth(self, lst: str) -> str:
+        """fv.truth: empty -> NULL, one boolean -> it, one other item -> true, more -> error."""
+        v, d = self.var(), self.d
+        first = d.at(v, "0")
+        return d.let(
+            lst,
+            v,
+            f"CASE WHEN {d.length(v)} = 0 THEN NULL "
+            f"WHEN {d.length(v)} > 1 THEN {self.fail('expected one boolean, got several values')} "
+            f"WHEN {d.kind(first)} = 'boolean' THEN {d.as_bool(first)} ELSE true END",
+        )
+
+    def member_list(self, item: str, name: str) -> str:
+        """Children `name` of one item as a list (arrays flattened, JSON null dropped)."""
+        d = self.d
+        if name in fv.choice_names():
+            value = (
+                "coalesce("
+                + ", ".join(
+                    [d.member(item, name)] + [d.member(item, name + t) for t in CHOICE_TYPES]
+                )
+                + ")"
+            )
+        else:
+            value = d.member(item, name)
+        v = self.var()
+        return d.let(
+            value,
+            v,
+            f"CASE WHEN {v} IS NULL THEN {d.empty} WHEN {d.kind(v)} = 'array' THEN {d.as_array(v)} "
+            f"WHEN {d.kind(v)} = 'null' THEN {d.empty} ELSE {d.list_of(v)} END",
+        )
+
+    def each(self, lst: str, body_of_item: str, var: str) -> str:
+        """flatten(transform(lst, var -> body)) where body is a list."""
+        return self.d.flatten(self.d.transform(lst, var, body_of_item))
+
+    def item_eq(self, a: str, b: str) -> str:
+        d = self.d
+        numeric = "('integer', 'decimal')"
+        return (
+            f"CASE WHEN {d.kind(a)} IN {numeric} AND {d.kind(b)} IN {numeric} "
+            f"THEN {d.as_double(a)} = {d.as_double(b)} ELSE {d.text(a)} = {d.text(b)} END"
+        )
+
+    def is_type(self, item: str, spec: TypeSpecifier) -> str:
+        """SQL twin of fv.is_type for a type known when compiling."""
+        name, d = spec.name, self.d
+        probes = {
+            "boolean": True,
+            "integer": 1,
+            "decimal": 1.5,
+            "string": "s",
+        }
+        accepted = [k for k, sample in probes.items() if fv.is_type(sample, name, spec.namespace)]
+        kinds = ", ".join(d.lit(k) for k in accepted)
+        tests = [f"{d.kind(item)} IN ({kinds})"] if accepted else []
+        rt = d.as_string(d.member(item, "resourceType"))
+        if name in ("Resource", "DomainResource"):
+            tests.append(f"{rt} IS NOT NULL")
+        elif fv.is_type({}, name, spec.namespace):
+            tests.append(f"({d.kind(item)} = 'object' AND ({rt} IS NULL OR {rt} = {d.lit(name)}))")
+        else:
+            tests.append(f"{rt} = {d.lit(name)}")
+        return "(" + " OR ".join(f"coalesce({t}, false)" for t in tests) + ")"
+
+    # --- compile
+    def compile_bool(self, expr: Expr, scope: Scope) -> str:
+        """`expr` as a three-valued SQL BOOLEAN (truth of its collection)."""
+        if isinstance(expr, Binary) and expr.op in _BOOLEAN_OPERATORS:
+            from carebase.analytics.sql_operators import binary_bool
+
+            return binary_bool(self, expr, scope)
+        if isinstance(expr, FunctionCall) and expr.name in _BOOLEAN_FUNCTIONS:
+            from carebase.analytics.sql_functions import function_bool
+
+            return function_bool(self, expr, scope)
+        if isinstance(expr, TypeTest) and expr.op == "is":
+            return self._is(self.compile(expr.operand, scope), expr.type)
+        if isinstance(expr, Literal) and expr.type == "boolean":
+            return "true" if expr.value else "false"
+        return self.truth(self.compile(expr, scope))
+
+    def _is(self, lst: str, spec: TypeSpecifier) -> str:
+        v, d = self.var(), self.d
+        return d.let(
+            lst,
+            v,
+            f"CASE WHEN {d.length(v)} = 0 THEN NULL WHEN {d.length(v)} > 1 "
+            f"THEN {self.fail('is needs a single item')} "
+            f"ELSE {self.is_type(d.at(v, '0'), spec)} END",
+        )
+
+    def compile(self, expr: Expr, scope: Scope) -> str:
+        """`expr` as a SQL list of items."""
+        d = self.d
+        if is_boolean(expr):
+            return self.bool_list(self.compile_bool(expr, scope))
+        if isinstance(expr, This):
+            return scope.focus
+        if isinstance(expr, Literal):
+            return self.literal(expr.value, expr.type)
+        if isinstance(expr, Variable):
+            return self.variable(expr.name, scope)
+        if isinstance(expr, Member):
+            return self._member(expr, scope)
+        if isinstance(expr, Index):
+            lst = self.compile(expr.base, scope)
+            position = self.integer(expr.index, scope)
+            v = self.var()
+            return d.let(
+                d.at(lst, f"CASE WHEN ({position}) < 0 THEN 1000000000 ELSE {position} END"),
+                v,
+                f"CASE WHEN {v} IS NULL THEN {d.empty} ELSE {d.list_of(v)} END",
+            )
+        if isinstance(expr, FunctionCall):
+            from carebase.analytics.sql_functions import function_list
+
+            return function_list(self, expr, scope)
+        if isinstance(expr, Binary):
+            from carebase.analytics.sql_operators import binary_list
+
+            return binary_list(self, expr, scope)
+        if isinstance(expr, Unary):
+            operand = self.compile(expr.operand, scope)
+            if expr.op == "+":
+                return operand
+            x = self.var()
+            return d.transform(
+                operand,
+                x,
+                f"CASE WHEN {d.kind(x)} = 'integer' THEN {d.from_bigint('-' + d.as_double(x))} "
+                f"WHEN {d.kind(x)} = 'decimal' THEN {d.from_double('-' + d.as_double(x))} "
+                f"ELSE {self.fail('cannot negate a non-number')} END",
+            )
+        if isinstance(expr, TypeTest):  # `as`
+            x = self.var()
+            return d.filter(self.compile(expr.operand, scope), x, self.is_type(x, expr.type))
+        raise ViewDefinitionError(self.location, f"type name {expr.name} used as a value")
+
+    def literal(self, value: object, type_name: str) -> str:
+        d = self.d
+        if type_name == "empty":
+            return d.empty
+        if type_name == "boolean":
+            return d.list_of(d.item_json("true" if value else "false"))
+        if type_name in ("integer", "decimal"):
+            return d.list_of(d.item_json(str(value)))
+        return d.list_of(d.item_json(_json_string(str(value))))
+
+    def variable(self, name: str, scope: Scope) -> str:
+        d = self.d
+        constant = self.constants.get(name)
+        if constant is not None:
+            value = constant.value
+            if isinstance(value, bool):
+                return self.literal(value, "boolean")
+            if isinstance(value, int | float):
+                return self.literal(getattr(value, "text", value), "decimal")
+            return self.literal(value, "string")
+        if name == "rowIndex":
+            return d.list_of(d.from_bigint(scope.row_index))
+        if name in ("resource", "rootResource"):
+            return d.list_of(scope.resource)
+        if name == "context":
+            return scope.focus
+        raise ViewDefinitionError(self.location, f"%{name} is not defined in this view")
+
+    def _member(self, expr: Member, scope: Scope) -> str:
+        d = self.d
+        base = self.compile(expr.base, scope)
+        x = self.var()
+        if isinstance(expr.base, This) and expr.name[:1].isupper():
+            # `Patient.name`: a leading type name selects the resource itself
+            return d.filter(
+                base, x, f"{d.as_string(d.member(x, 'resourceType'))} = {d.lit(expr.name)}"
+            )
+        return self.each(base, self.member_list(x, expr.name), x)
+
+    def integer(self, expr: Expr, scope: Scope) -> str:
+        """A SQL BIGINT from a one-integer expression (index, skip, take, precision)."""
+        v, d = self.var(), self.d
+        return d.let(
+            self.compile(expr, scope),
+            v,
+            f"CASE WHEN {d.length(v)} = 1 AND {d.kind(d.at(v, '0'))} = 'integer' "
+            f"THEN CAST({d.as_double(d.at(v, '0'))} AS BIGINT) "
+            f"ELSE {self.fail('expected one integer')} END",
+        )
+
+    def string(self, expr: Expr, scope: Scope) -> str:
+        """A SQL string from the first item of `expr` (NULL when empty)."""
+        if isinstance(expr, Literal) and expr.type == "string":
+            return self.d.lit(str(expr.value))
+        return self.d.as_string(self.d.at(self.compile(expr, scope), "0"))
+
+
+def _json_string(text: str) -> str:
+    import json
+
+    return json.dumps(text, ensure_ascii=False)

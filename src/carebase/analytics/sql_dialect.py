@@ -1,0 +1,331 @@
+"""The SQL spellings the view compiler needs, per engine: DuckDB (JSON) and Spark (VARIANT).
+
+A FHIRPath item is one JSON value (DuckDB `JSON`, Spark `VARIANT`); a collection is a list of
+items (`JSON[]`, `array<variant>`). Each method returns SQL text; arguments are SQL text.
+"""
+
+from __future__ import annotations
+
+import json
+
+
+def quote(text: str) -> str:
+    """`text` as a SQL string literal."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+class Dialect:
+    """Operations shared by both engines (standard SQL and HOFs both spell alike)."""
+
+    name = ""
+    #: SQL type of a collection of items
+    empty = ""
+
+    def lit(self, text: str) -> str:
+        """A string literal (both engines read backslash escapes in these literals)."""
+        return quote(text)
+
+    def list_of(self, *items: str) -> str:
+        raise NotImplementedError
+
+    def transform(self, lst: str, var: str, body: str) -> str:
+        return f"transform({lst}, {var} -> {body})"
+
+    def transform_indexed(self, lst: str, var: str, index: str, body: str) -> str:
+        """`body` may use `self.index0(index)` for the 0-based position."""
+        return f"transform({lst}, ({var}, {index}) -> {body})"
+
+    def index0(self, index: str) -> str:
+        return index
+
+    def filter(self, lst: str, var: str, body: str) -> str:
+        return f"filter({lst}, {var} -> {body})"
+
+    def filter_indexed(self, lst: str, var: str, index: str, body: str) -> str:
+        return f"filter({lst}, ({var}, {index}) -> {body})"
+
+    def flatten(self, lst: str) -> str:
+        return f"flatten({lst})"
+
+    def length(self, lst: str) -> str:
+        return f"size({lst})"
+
+    def at(self, lst: str, index0: str) -> str:
+        """The item at a 0-based position or NULL."""
+        raise NotImplementedError
+
+    def concat(self, *lists: str) -> str:
+        return f"concat({', '.join(lists)})"
+
+    def slice(self, lst: str, start0: str, count: str) -> str:
+        raise NotImplementedError
+
+    def let(self, value: str, var: str, body: str) -> str:
+        """`body` with `var` bound to `value` once (a one-item list transformed)."""
+        return self.at(self.transform(self.list_of(value), var, body), "0")
+
+    def error(self, message: str) -> str:
+        raise NotImplementedError
+
+    # --- items
+    def item_json(self, text: str) -> str:
+        """An item from JSON text written in the query."""
+        raise NotImplementedError
+
+    def member(self, item: str, name: str) -> str:
+        """The value at key `name` of an object item, NULL when missing or not an object."""
+        raise NotImplementedError
+
+    def kind(self, item: str) -> str:
+        """'string', 'integer', 'decimal', 'boolean', 'object', 'array' or 'null'."""
+        raise NotImplementedError
+
+    def as_array(self, item: str) -> str:
+        raise NotImplementedError
+
+    def as_string(self, item: str) -> str:
+        raise NotImplementedError
+
+    def as_double(self, item: str) -> str:
+        raise NotImplementedError
+
+    def as_bool(self, item: str) -> str:
+        raise NotImplementedError
+
+    def text(self, item: str) -> str:
+        """The JSON text of an item (a VARCHAR)."""
+        raise NotImplementedError
+
+    def from_string(self, value: str) -> str:
+        raise NotImplementedError
+
+    def from_bool(self, value: str) -> str:
+        raise NotImplementedError
+
+    def from_bigint(self, value: str) -> str:
+        raise NotImplementedError
+
+    def from_double(self, value: str) -> str:
+        raise NotImplementedError
+
+    def collection_json(self, lst: str) -> str:
+        """A collection as one JSON array text (collection columns)."""
+        raise NotImplementedError
+
+    null_item = ""
+
+    def collection_item(self, lst: str) -> str:
+        """A collection as one item (a JSON array), the value of a collection column."""
+        raise NotImplementedError
+
+    def output(self, item: str) -> str:
+        """An item as the query returns it: JSON text."""
+        raise NotImplementedError
+
+    def ident(self, name: str) -> str:
+        raise NotImplementedError
+
+    def explode(self, lst: str) -> str:
+        """One output row per list element (a set-returning select item)."""
+        raise NotImplementedError
+
+    def regexp_extract(self, text: str, pattern: str, group: int) -> str:
+        return f"regexp_extract({text}, {self.lit(pattern)}, {group})"
+
+    def matches(self, text: str, pattern: str) -> str:
+        """Whether all of `text` matches the regular expression."""
+        return f"({text} RLIKE {self.lit('^' + pattern + '$')})"
+
+    def last_day(self, year: str, month: str) -> str:
+        return f"day(last_day(make_date({year}, {month}, 1)))"
+
+
+class DuckDBDialect(Dialect):
+    """DuckDB (1.3+ lambda syntax): items are JSON, lists are JSON[]; indexes are 1-based."""
+
+    name = "duckdb"
+    empty = "[]::JSON[]"
+
+    def list_of(self, *items: str) -> str:
+        return "[" + ", ".join(items) + "]" if items else self.empty
+
+    def transform(self, lst: str, var: str, body: str) -> str:
+        return f"list_transform({lst}, lambda {var}: {body})"
+
+    def transform_indexed(self, lst: str, var: str, index: str, body: str) -> str:
+        return f"list_transform({lst}, lambda {var}, {index}: {body})"
+
+    def index0(self, index: str) -> str:
+        return f"({index} - 1)"
+
+    def filter(self, lst: str, var: str, body: str) -> str:
+        return f"list_filter({lst}, lambda {var}: {body})"
+
+    def filter_indexed(self, lst: str, var: str, index: str, body: str) -> str:
+        return f"list_filter({lst}, lambda {var}, {index}: {body})"
+
+    def length(self, lst: str) -> str:
+        return f"len({lst})"
+
+    def at(self, lst: str, index0: str) -> str:
+        return f"list_extract({lst}, ({index0}) + 1)"
+
+    def concat(self, *lists: str) -> str:
+        out = lists[0]
+        for other in lists[1:]:
+            out = f"list_concat({out}, {other})"
+        return out
+
+    def slice(self, lst: str, start0: str, count: str) -> str:
+        return f"list_slice({lst}, ({start0}) + 1, ({start0}) + ({count}))"
+
+    def lit(self, text: str) -> str:
+        return "'" + text.replace("'", "''") + "'"
+
+    def error(self, message: str) -> str:
+        return f"error({self.lit(message)})"
+
+    def item_json(self, text: str) -> str:
+        return f"{self.lit(text)}::JSON"
+
+    def member(self, item: str, name: str) -> str:
+        return f"json_extract({item}, {self.lit('$.' + json.dumps(name))})"
+
+    def kind(self, item: str) -> str:
+        return (
+            f"CASE json_type({item}) WHEN 'VARCHAR' THEN 'string' WHEN 'BIGINT' THEN 'integer' "
+            "WHEN 'UBIGINT' THEN 'integer' WHEN 'DOUBLE' THEN 'decimal' "
+            "WHEN 'BOOLEAN' THEN 'boolean' WHEN 'OBJECT' THEN 'object' "
+            "WHEN 'ARRAY' THEN 'array' ELSE 'null' END"
+        )
+
+    def as_array(self, item: str) -> str:
+        return f"CAST({item} AS JSON[])"
+
+    def as_string(self, item: str) -> str:
+        return f"json_extract_string({item}, '$')"
+
+    def as_double(self, item: str) -> str:
+        return f"CAST({item} AS DOUBLE)"
+
+    def as_bool(self, item: str) -> str:
+        return f"CAST({item} AS BOOLEAN)"
+
+    def text(self, item: str) -> str:
+        return f"CAST({item} AS VARCHAR)"
+
+    def from_string(self, value: str) -> str:
+        return f"to_json(CAST({value} AS VARCHAR))"
+
+    def from_bool(self, value: str) -> str:
+        return f"to_json(CAST({value} AS BOOLEAN))"
+
+    def from_bigint(self, value: str) -> str:
+        return f"to_json(CAST({value} AS BIGINT))"
+
+    def from_double(self, value: str) -> str:
+        return f"to_json(CAST({value} AS DOUBLE))"
+
+    def collection_json(self, lst: str) -> str:
+        return f"to_json({lst})"
+
+    null_item = "NULL::JSON"
+
+    def collection_item(self, lst: str) -> str:
+        return f"to_json({lst})"
+
+    def output(self, item: str) -> str:
+        return item
+
+    def ident(self, name: str) -> str:
+        return f'"{name}"'
+
+    def explode(self, lst: str) -> str:
+        return f"unnest({lst})"
+
+    def matches(self, text: str, pattern: str) -> str:
+        return f"regexp_full_match({text}, {self.lit(pattern)})"
+
+
+class SparkDialect(Dialect):
+    """Spark SQL: items are VARIANT, lists are array<variant>; indexes are 0-based."""
+
+    name = "spark"
+    empty = "CAST(array() AS array<variant>)"
+
+    def list_of(self, *items: str) -> str:
+        return "array(" + ", ".join(items) + ")" if items else self.empty
+
+    def at(self, lst: str, index0: str) -> str:
+        return f"try_element_at({lst}, CAST({index0} AS INT) + 1)"
+
+    def slice(self, lst: str, start0: str, count: str) -> str:
+        # slice() rejects a zero length, so an empty range is spelled out
+        return (
+            f"CASE WHEN ({count}) <= 0 OR ({start0}) >= size({lst}) THEN {self.empty} "
+            f"ELSE slice({lst}, CAST({start0} AS INT) + 1, CAST({count} AS INT)) END"
+        )
+
+    def error(self, message: str) -> str:
+        return f"raise_error({self.lit(message)})"
+
+    def item_json(self, text: str) -> str:
+        return f"parse_json({self.lit(text)})"
+
+    def member(self, item: str, name: str) -> str:
+        return f"try_variant_get({item}, {self.lit('$[' + json.dumps(name) + ']')})"
+
+    def kind(self, item: str) -> str:
+        schema = f"schema_of_variant({item})"
+        return (
+            f"CASE WHEN {item} IS NULL OR is_variant_null({item}) THEN 'null' "
+            f"WHEN {schema} = 'STRING' THEN 'string' "
+            f"WHEN {schema} IN ('BIGINT', 'INT', 'SMALLINT', 'TINYINT') THEN 'integer' "
+            f"WHEN {schema} = 'BOOLEAN' THEN 'boolean' "
+            f"WHEN {schema} LIKE 'OBJECT%' THEN 'object' "
+            f"WHEN {schema} LIKE 'ARRAY%' THEN 'array' ELSE 'decimal' END"
+        )
+
+    def as_array(self, item: str) -> str:
+        return f"variant_get({item}, '$', 'array<variant>')"
+
+    def as_string(self, item: str) -> str:
+        return f"try_variant_get({item}, '$', 'string')"
+
+    def as_double(self, item: str) -> str:
+        return f"try_variant_get({item}, '$', 'double')"
+
+    def as_bool(self, item: str) -> str:
+        return f"try_variant_get({item}, '$', 'boolean')"
+
+    def text(self, item: str) -> str:
+        return f"to_json({item})"
+
+    def from_string(self, value: str) -> str:
+        return f"CAST(CAST({value} AS STRING) AS VARIANT)"
+
+    def from_bool(self, value: str) -> str:
+        return f"CAST(CAST({value} AS BOOLEAN) AS VARIANT)"
+
+    def from_bigint(self, value: str) -> str:
+        return f"CAST(CAST({value} AS BIGINT) AS VARIANT)"
+
+    def from_double(self, value: str) -> str:
+        return f"CAST(CAST({value} AS DOUBLE) AS VARIANT)"
+
+    null_item = "CAST(NULL AS VARIANT)"
+
+    def collection_item(self, lst: str) -> str:
+        return f"parse_json({self.collection_json(lst)})"
+
+    def output(self, item: str) -> str:
+        return f"to_json({item})"
+
+    def ident(self, name: str) -> str:
+        return f"`{name}`"
+
+    def explode(self, lst: str) -> str:
+        return f"explode({lst})"
+
+    def collection_json(self, lst: str) -> str:
+        return f"concat('[', array_join(transform({lst}, x -> to_json(x)), ','), ']')"

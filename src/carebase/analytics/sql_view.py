@@ -1,0 +1,162 @@
+"""Compiles a whole ViewDefinition to one SQL query (any Dialect) over a `resource` column.
+
+Each select node becomes a SQL list of rows (a row is a list of items), built with list
+functions: sibling selects multiply (cross product), unionAll concatenates, forEach maps over
+the iterated items with their 0-based position as %rowIndex. The query explodes the list of
+rows of each resource, so one query yields every row and engines run it in parallel.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from carebase.analytics.sql_compile import Scope, SqlCompiler, is_boolean
+from carebase.analytics.sql_dialect import Dialect
+from carebase.analytics.view_model import ColumnInfo, PathExpression, Select, ViewDefinition
+
+#: how deep `repeat` follows its paths; deeper data raises an evaluation error, never truncates
+REPEAT_DEPTH = 12
+#: the column of the source relation that holds each resource as an item
+RESOURCE = "resource"
+
+
+@dataclass(frozen=True, slots=True)
+class ViewQuery:
+    """The compiled query: `sql` reads `{source}` (a relation with column `resource`)."""
+
+    sql: str
+    columns: tuple[ColumnInfo, ...]
+
+    def over(self, source: str) -> str:
+        """The query over a relation name or parenthesised subquery."""
+        return self.sql.replace("{source}", source)
+
+
+class _ViewCompiler:
+    def __init__(self, view: ViewDefinition, dialect: Dialect) -> None:
+        self.view = view
+        self.d = dialect
+        self.c = SqlCompiler(dialect, view.constants)
+
+    def expr(self, path: PathExpression, scope: Scope) -> str:
+        self.c.location = path.location
+        return self.c.compile(path.expr, scope)
+
+    def columns_row(self, node: Select, scope: Scope) -> list[str]:
+        d, out = self.d, []
+        for column in node.columns:
+            lst = self.expr(column.path, scope)
+            if column.collection:
+                out.append(d.collection_item(lst))
+                continue
+            v = self.c.var()
+            many = self.c.fail(
+                f"column {column.name!r} got several values; set "
+                '"collection": true or narrow the path (e.g. first())'
+            )
+            out.append(
+                d.let(
+                    lst,
+                    v,
+                    f"CASE WHEN {d.length(v)} = 0 THEN {d.null_item} WHEN {d.length(v)} = 1 "
+                    f"THEN {d.at(v, '0')} ELSE {many} END",
+                )
+            )
+        return out
+
+    def product(self, parts: list[str]) -> str:
+        d, out = self.d, parts[0]
+        for part in parts[1:]:
+            a, b = self.c.var(), self.c.var()
+            out = d.flatten(d.transform(out, a, d.transform(part, b, d.concat(a, b))))
+        return out
+
+    def one_focus(self, node: Select, item: str, row_index: str, resource: str) -> str:
+        d = self.d
+        scope = Scope(d.list_of(item), row_index, resource)
+        parts = [d.list_of(d.list_of(*self.columns_row(node, scope)))] if node.columns else []
+        parts += [self.node(child, item, row_index, resource) for child in node.selects]
+        if node.union_all:
+            branches = [self.node(b, item, row_index, resource) for b in node.union_all]
+            parts.append(d.concat(*branches))
+        return self.product(parts) if parts else d.list_of(d.empty)
+
+    def node(self, node: Select, item: str, row_index: str, resource: str) -> str:
+        d, c = self.d, self.c
+        if node.iteration is None:
+            return self.one_focus(node, item, row_index, resource)
+        scope = Scope(d.list_of(item), row_index, resource)
+        if node.iteration == "repeat":
+            found = self.descendants(node.iteration_paths, item, scope, REPEAT_DEPTH)
+        else:
+            found = self.expr(node.iteration_paths[0], scope)
+        it, i, lst = c.var(), c.var(), c.var()
+        items = lst if node.iteration == "forEachOrNull" else found
+        rows = d.flatten(
+            d.transform_indexed(items, it, i, self.one_focus(node, it, d.index0(i), resource))
+        )
+        if node.iteration != "forEachOrNull":
+            return rows
+        # nothing to iterate: one row, own columns over an empty focus, nested columns null
+        empty_scope = Scope(d.empty, "0", resource)
+        own = self.columns_row(node, empty_scope)
+        nulls = [d.null_item] * (len(node.output_columns()) - len(node.columns))
+        null_rows = d.list_of(d.list_of(*own, *nulls))
+        return d.let(found, lst, f"CASE WHEN {d.length(lst)} = 0 THEN {null_rows} ELSE {rows} END")
+
+    def descendants(
+        self, paths: tuple[PathExpression, ...], item: str, scope: Scope, depth: int
+    ) -> str:
+        """Depth-first, pre-order items reached through `paths` from `item` (not `item`)."""
+        d, c = self.d, self.c
+        step = d.concat(*(self.expr(p, scope.with_focus(d.list_of(item))) for p in paths))
+        if depth == 0:
+            c.location = paths[0].location
+            too_deep = c.fail(f"repeat goes deeper than {REPEAT_DEPTH} levels in SQL engines")
+            return f"CASE WHEN {d.length(step)} > 0 THEN {too_deep} ELSE {d.empty} END"
+        z = c.var()
+        below = self.descendants(paths, z, scope, depth - 1)
+        return d.flatten(d.transform(step, z, d.concat(d.list_of(z), below)))
+
+    def where(self) -> str:
+        d, c = self.d, self.c
+        scope = Scope(d.list_of(RESOURCE), "0", RESOURCE)
+        tests = []
+        for path in self.view.where:
+            c.location = path.location
+            if is_boolean(path.expr):
+                tests.append(f"coalesce({c.compile_bool(path.expr, scope)}, false)")
+                continue
+            v = c.var()
+            first = d.at(v, "0")
+            tests.append(
+                d.let(
+                    c.compile(path.expr, scope),
+                    v,
+                    f"CASE WHEN {d.length(v)} = 0 THEN false "
+                    f"WHEN {d.length(v)} = 1 AND {d.kind(first)} = 'boolean' "
+                    f"THEN {d.as_bool(first)} "
+                    f"ELSE {c.fail('where must give one boolean')} END",
+                )
+            )
+        return " AND ".join(tests) or "true"
+
+    def query(self) -> ViewQuery:
+        d = self.d
+        root = Select("ViewDefinition", selects=self.view.select)
+        rows = self.node(root, RESOURCE, "0", RESOURCE)
+        resource_type = d.as_string(d.member(RESOURCE, "resourceType"))
+        columns = self.view.columns
+        picks = ", ".join(
+            f"{d.output(d.at('r', str(n)))} AS {d.ident(col.name)}" for n, col in enumerate(columns)
+        )
+        sql = (
+            f"SELECT {picks} FROM (SELECT {d.explode(rows)} AS r FROM {{source}} "
+            f"WHERE {resource_type} = {d.lit(self.view.resource)} AND {self.where()}) AS t"
+        )
+        return ViewQuery(sql, columns)
+
+
+def compile_view_query(view: ViewDefinition, dialect: Dialect) -> ViewQuery:
+    """One SQL query giving the rows of `view`; column values are JSON text (or NULL)."""
+    return _ViewCompiler(view, dialect).query()
