@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,30 +30,8 @@ from carebase.store.schema import (
     REINDEX_TABLE,
     TEXT_TABLE,
 )
+from shared_data import SYNTHEA_TAR
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _shared_dir() -> Path:
-    """The team's shared folder: $CAREBASE_SHARED_DIR, else `../shared` beside this checkout,
-    else beside the repository this clone came from (CI tests a fresh clone elsewhere)."""
-    candidates = []
-    if os.environ.get("CAREBASE_SHARED_DIR"):
-        candidates.append(Path(os.environ["CAREBASE_SHARED_DIR"]))
-    candidates.append(REPO.parent / "shared")
-    origin = subprocess.run(
-        ["git", "-C", str(REPO), "config", "--get", "remote.origin.url"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.strip()
-    if origin and "://" not in origin and Path(origin).is_dir():
-        candidates.append(Path(origin).resolve().parent / "shared")
-    return next((c for c in candidates if c.is_dir()), candidates[0])
-
-
-SHARED = _shared_dir()
-SYNTHEA_TAR = SHARED / "data" / "synthea-r4-100.tar.gz"
 LOCAL_POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from carebase.analytics import get_runner
 from carebase.analytics.conformance_report import run_case, run_suite, suite_files, summary
-from conftest import SHARED
+from shared_data import SHARED
 
 SUITE = SHARED / "conformance" / "sql-on-fhir-v2"
 

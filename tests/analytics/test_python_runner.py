@@ -85,5 +85,5 @@ def test_compiled_view_is_reusable_across_resources() -> None:
 
 
 def test_unknown_engine() -> None:
-    with pytest.raises(BadRequest, match="unknown view engine 'nope'; known engines: python"):
+    with pytest.raises(BadRequest, match=r"unknown view engine 'nope'; known engines: .*python"):
         get_runner("nope")
