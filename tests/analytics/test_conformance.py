@@ -6,10 +6,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from suite_cases import SUITE, suite_params, suite_resources
 
 from carebase.analytics import get_runner
 from carebase.analytics.conformance_report import run_case, run_suite, suite_files, summary
-from suite_cases import SUITE, suite_params, suite_resources
 
 
 @pytest.mark.parametrize(("path", "case"), suite_params())

@@ -11,14 +11,20 @@ from typing import Any
 import orjson
 import pyarrow.parquet as pq
 import pytest
+from suite_cases import (
+    SUITE,
+    SYNTHEA_VIEWS,
+    sorted_rows,
+    suite_params,
+    suite_resources,
+    synthea_resources,
+)
 
 from carebase.analytics import ViewEvaluationError, get_runner
 from carebase.analytics.conformance_report import main as conformance_main
 from carebase.analytics.conformance_report import run_case
 from carebase.analytics.duckdb_runner import DuckDBRunner
 from carebase.errors import BadRequest
-from suite_cases import SUITE, SYNTHEA_VIEWS, sorted_rows, suite_params, suite_resources
-from suite_cases import synthea_resources
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +141,7 @@ def test_errors_name_the_problem(duckdb_runner: DuckDBRunner, tmp_path: Path) ->
         list(duckdb_runner.run(two_codes, [patient]))
     bad = tmp_path / "bad.ndjson"
     bad.write_text('{"resourceType": "Patient"}\n{oops\n')
-    with pytest.raises(BadRequest, match="bad.ndjson"):
+    with pytest.raises(BadRequest, match=r"bad\.ndjson"):
         list(duckdb_runner.run_files(two_codes, [bad]))
     with pytest.raises(BadRequest, match="unknown output format"):
         duckdb_runner.write_files(two_codes, [bad], "xlsx", tmp_path / "x")
