@@ -61,7 +61,7 @@ def spark_session() -> Any:
         return _SESSION
 
 
-def _spark_errors() -> tuple[type[BaseException], ...]:
+def _spark_errors() -> tuple[type[Exception], ...]:
     from py4j.protocol import Py4JJavaError
     from pyspark.errors import PySparkException
 

@@ -7,6 +7,7 @@ items (`JSON[]`, `array<variant>`). Each method returns SQL text; arguments are 
 from __future__ import annotations
 
 import json
+import re
 
 from carebase.analytics.view_model import ColumnInfo
 
@@ -24,6 +25,14 @@ SQL_TYPES = {
 def quote(text: str) -> str:
     """`text` as a SQL string literal."""
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def substitute(body: str, var: str, name: str) -> str:
+    """`body` with the lambda variable `var` (a unique `vN` token) replaced by `name`."""
+    return re.sub(rf"\b{re.escape(var)}\b", name, body)
 
 
 class Dialect:
@@ -73,8 +82,21 @@ class Dialect:
         raise NotImplementedError
 
     def let(self, value: str, var: str, body: str) -> str:
-        """`body` with `var` bound to `value` once (a one-item list transformed)."""
+        """`body` with `var` bound to `value` once (a one-item list transformed); a plain
+        name is substituted instead, which spares the engine a list per row."""
+        if _NAME.fullmatch(value):
+            return substitute(body, var, value)
         return self.at(self.transform(self.list_of(value), var, body), "0")
+
+    def single_name(self, lst: str) -> str | None:
+        """The name `n` when `lst` is the one-item list of a plain name, else None."""
+        inner = self.list_of("\x00")
+        head, _, tail = inner.partition("\x00")
+        if lst.startswith(head) and lst.endswith(tail):
+            name = lst[len(head) : len(lst) - len(tail)]
+            if _NAME.fullmatch(name):
+                return name
+        return None
 
     def error(self, message: str) -> str:
         raise NotImplementedError
@@ -320,7 +342,7 @@ class SparkDialect(Dialect):
     def decimal_places(self, item: str) -> str:
         # VARIANT keeps a decimal's scale, not its text
         return (
-            f"coalesce(CAST(regexp_extract(schema_of_variant({item}), ',([0-9]+)\\)', 1) AS INT), "
+            f"coalesce(CAST(regexp_extract(schema_of_variant({item}), ',([0-9]+)[)]', 1) AS INT), "
             "0)"
         )
 

@@ -157,20 +157,39 @@ class _ViewCompiler:
             )
         return " AND ".join(tests) or "true"
 
+    def flat_columns(self, node: Select, scope: Scope) -> list[str]:
+        """Column items of a tree without iteration or unionAll (exactly one row)."""
+        out = self.columns_row(node, scope)
+        for child in node.selects:
+            out += self.flat_columns(child, scope)
+        return out
+
     def query(self) -> ViewQuery:
         d = self.d
         root = Select("ViewDefinition", selects=self.view.select)
-        rows = self.node(root, RESOURCE, "0", RESOURCE)
         resource_type = d.as_string(d.member(RESOURCE, "resourceType"))
         columns = self.view.columns
+        names = [d.ident(col.name) for col in columns]
+        keep = f"WHERE {resource_type} = {d.lit(self.view.resource)} AND {self.where()}"
+        if _one_row(root):
+            # one row per resource: plain column expressions, no list of rows to explode
+            scope = Scope(d.list_of(RESOURCE), "0", RESOURCE)
+            items = self.flat_columns(root, scope)
+            picks = ", ".join(f"{d.output(i)} AS {n}" for i, n in zip(items, names, strict=True))
+            return ViewQuery(f"SELECT {picks} FROM {{source}} {keep}", columns)
+        rows = self.node(root, RESOURCE, "0", RESOURCE)
         picks = ", ".join(
-            f"{d.output(d.at('r', str(n)))} AS {d.ident(col.name)}" for n, col in enumerate(columns)
+            f"{d.output(d.at('r', str(n)))} AS {name}" for n, name in enumerate(names)
         )
-        sql = (
-            f"SELECT {picks} FROM (SELECT {d.explode(rows)} AS r FROM {{source}} "
-            f"WHERE {resource_type} = {d.lit(self.view.resource)} AND {self.where()}) AS t"
-        )
+        sql = f"SELECT {picks} FROM (SELECT {d.explode(rows)} AS r FROM {{source}} {keep}) AS t"
         return ViewQuery(sql, columns)
+
+
+def _one_row(node: Select) -> bool:
+    """Whether a select tree gives exactly one row per resource (no iteration, no unionAll)."""
+    if node.iteration is not None or node.union_all:
+        return False
+    return all(_one_row(child) for child in node.selects)
 
 
 def compile_view_query(view: ViewDefinition, dialect: Dialect) -> ViewQuery:
