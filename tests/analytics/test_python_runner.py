@@ -85,5 +85,6 @@ def test_compiled_view_is_reusable_across_resources() -> None:
 
 
 def test_unknown_engine() -> None:
-    with pytest.raises(BadRequest, match="unknown view engine 'nope'; known engines: python"):
+    known = "known engines: duckdb, python, spark"
+    with pytest.raises(BadRequest, match=f"unknown view engine 'nope'; {known}"):
         get_runner("nope")
