@@ -91,7 +91,8 @@ def summary(report: Mapping[str, Any]) -> tuple[int, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m carebase.analytics.conformance_report SUITE_DIR OUT.json [ENGINE]`."""
+    """`python -m carebase.analytics.conformance_report SUITE_DIR OUT.json [ENGINE]`;
+    ENGINE is python (default), duckdb or spark."""
     import sys
 
     from carebase.analytics.runner import get_runner

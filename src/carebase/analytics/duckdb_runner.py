@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -14,20 +13,9 @@ import pyarrow as pa
 from carebase.analytics.ndjson_files import check_files
 from carebase.analytics.runner import ViewRunner, check_format
 from carebase.analytics.sql_dialect import DuckDBDialect
-from carebase.analytics.sql_view import ViewQuery, compile_view_query
-from carebase.analytics.view_errors import ViewEvaluationError
-from carebase.analytics.view_model import ColumnInfo, ViewDefinition
-from carebase.errors import BadRequest
+from carebase.analytics.sql_view import ViewQuery, compile_view_query, translate_error
+from carebase.analytics.view_model import ViewDefinition
 
-#: FHIR column types -> the SQL type written files use (others are text)
-_SQL_TYPES = {
-    "integer": "BIGINT",
-    "positiveInt": "BIGINT",
-    "unsignedInt": "BIGINT",
-    "integer64": "BIGINT",
-    "decimal": "DOUBLE",
-    "boolean": "BOOLEAN",
-}
 _COPY_OPTIONS = {
     "parquet": "FORMAT parquet",
     "csv": "FORMAT csv, HEADER true",
@@ -36,30 +24,6 @@ _COPY_OPTIONS = {
 }
 #: rows fetched from DuckDB per batch while streaming
 _BATCH = 10_000
-# an error() raised by the compiled query: "<location>: <problem>"
-_VIEW_ERROR = re.compile(r"(ViewDefinition[^\s:]*): (.*)", re.S)
-
-
-def translate_error(exc: Exception, where: str) -> Exception:
-    """An engine error as a carebase error: the query's own error() calls become
-    ViewEvaluationError; unreadable JSON becomes BadRequest naming `where`."""
-    text = str(exc)
-    found = _VIEW_ERROR.search(text)
-    if found:
-        return ViewEvaluationError(found.group(1), found.group(2).strip().splitlines()[0])
-    if "JSON" in text and ("malformed" in text.lower() or "parse" in text.lower()):
-        return BadRequest(f"{where}: not valid NDJSON ({text.splitlines()[0]})", location=where)
-    return exc
-
-
-def typed_column(item: str, column: ColumnInfo) -> str:
-    """SQL turning a JSON item into the column's typed value for written files."""
-    if column.collection:
-        return item
-    sql_type = _SQL_TYPES.get(column.type or "")
-    if sql_type is None:
-        return f"json_extract_string({item}, '$')"
-    return f"TRY_CAST(json_extract_string({item}, '$') AS {sql_type})"
 
 
 class DuckDBRunner(ViewRunner):
@@ -106,7 +70,7 @@ class DuckDBRunner(ViewRunner):
         check_format(fmt)
         query = self.compile(view)
         picks = ", ".join(
-            f"{typed_column(self.dialect.ident(c.name), c)} AS {self.dialect.ident(c.name)}"
+            f"{self.dialect.typed(self.dialect.ident(c.name), c)} AS {self.dialect.ident(c.name)}"
             for c in query.columns
         )
         sql = (

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gzip
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import IO
+from typing import BinaryIO, cast
 
 import orjson
 
@@ -15,7 +15,7 @@ from carebase.errors import BadRequest
 NDJSON_SUFFIXES = (".ndjson", ".ndjson.gz", ".json", ".json.gz", ".jsonl", ".jsonl.gz")
 
 
-def _open(path: Path) -> IO[bytes]:
+def _open(path: Path) -> BinaryIO:
     if not path.is_file():
         raise BadRequest(f"{path}: no such NDJSON file", location=str(path))
     if not path.name.endswith(NDJSON_SUFFIXES):
@@ -23,7 +23,9 @@ def _open(path: Path) -> IO[bytes]:
             f"{path}: not an NDJSON file; expected a name ending in {', '.join(NDJSON_SUFFIXES)}",
             location=str(path),
         )
-    return gzip.open(path, "rb") if path.name.endswith(".gz") else path.open("rb")
+    if path.name.endswith(".gz"):
+        return cast(BinaryIO, gzip.open(path, "rb"))
+    return path.open("rb")
 
 
 def check_files(paths: Sequence[Path]) -> list[Path]:

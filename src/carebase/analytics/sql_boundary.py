@@ -56,7 +56,7 @@ def _temporal(c: SqlCompiler, s: str, kind: str, high: bool) -> str:
     if high:
         month_text = f"coalesce({month}, '12')"
         last = d.last_day(f"CAST({year} AS INT)", f"CAST({month_text} AS INT)")
-        day_text = f"coalesce({day}, lpad(CAST({last} AS VARCHAR), 2, '0'))"
+        day_text = f"coalesce({day}, lpad(CAST({last} AS STRING), 2, '0'))"
     else:
         month_text, day_text = f"coalesce({month}, '01')", f"coalesce({day}, '01')"
     date_text = f"{year} || '-' || {month_text} || '-' || {day_text}"
@@ -74,10 +74,7 @@ def _temporal(c: SqlCompiler, s: str, kind: str, high: bool) -> str:
 
 def _decimal(c: SqlCompiler, item: str, high: bool, precision: str | None) -> str:
     d = c.d
-    text = d.text(item)
-    digits = f"CASE WHEN {text} LIKE '%.%' THEN length(split_part({text}, '.', 2)) ELSE 0 END"
-    if d.name == "spark":
-        digits = f"CASE WHEN {text} LIKE '%.%' THEN length(split({text}, '[.]')[1]) ELSE 0 END"
+    digits = d.decimal_places(item)
     half = f"5 * power(10, -({digits} + 1))"
     value = f"{d.as_double(item)} {'+' if high else '-'} {half}"
     if precision is not None:

@@ -25,7 +25,7 @@ from carebase.analytics.fhirpath_ast import (
     Unary,
     Variable,
 )
-from carebase.analytics.sql_dialect import Dialect
+from carebase.analytics.sql_dialect import Dialect, substitute
 from carebase.analytics.view_errors import ViewDefinitionError
 from carebase.analytics.view_model import Constant
 
@@ -172,7 +172,11 @@ class SqlCompiler:
         )
 
     def each(self, lst: str, body_of_item: str, var: str) -> str:
-        """flatten(transform(lst, var -> body)) where body is a list."""
+        """flatten(transform(lst, var -> body)) where body is a list; over a one-item list
+        of a name (the resource, a forEach item) the body is used as it is."""
+        name = self.d.single_name(lst)
+        if name is not None:
+            return substitute(body_of_item, var, name)
         return self.d.flatten(self.d.transform(lst, var, body_of_item))
 
     def item_eq(self, a: str, b: str) -> str:

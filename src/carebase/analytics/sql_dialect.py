@@ -7,11 +7,32 @@ items (`JSON[]`, `array<variant>`). Each method returns SQL text; arguments are 
 from __future__ import annotations
 
 import json
+import re
+
+from carebase.analytics.view_model import ColumnInfo
+
+#: FHIR column types -> the SQL type written files use (other columns are text)
+SQL_TYPES = {
+    "integer": "BIGINT",
+    "positiveInt": "BIGINT",
+    "unsignedInt": "BIGINT",
+    "integer64": "BIGINT",
+    "decimal": "DOUBLE",
+    "boolean": "BOOLEAN",
+}
 
 
 def quote(text: str) -> str:
     """`text` as a SQL string literal."""
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def substitute(body: str, var: str, name: str) -> str:
+    """`body` with the lambda variable `var` (a unique `vN` token) replaced by `name`."""
+    return re.sub(rf"\b{re.escape(var)}\b", name, body)
 
 
 class Dialect:
@@ -61,8 +82,21 @@ class Dialect:
         raise NotImplementedError
 
     def let(self, value: str, var: str, body: str) -> str:
-        """`body` with `var` bound to `value` once (a one-item list transformed)."""
+        """`body` with `var` bound to `value` once (a one-item list transformed); a plain
+        name is substituted instead, which spares the engine a list per row."""
+        if _NAME.fullmatch(value):
+            return substitute(body, var, value)
         return self.at(self.transform(self.list_of(value), var, body), "0")
+
+    def single_name(self, lst: str) -> str | None:
+        """The name `n` when `lst` is the one-item list of a plain name, else None."""
+        inner = self.list_of("\x00")
+        head, _, tail = inner.partition("\x00")
+        if lst.startswith(head) and lst.endswith(tail):
+            name = lst[len(head) : len(lst) - len(tail)]
+            if _NAME.fullmatch(name):
+                return name
+        return None
 
     def error(self, message: str) -> str:
         raise NotImplementedError
@@ -128,6 +162,19 @@ class Dialect:
     def explode(self, lst: str) -> str:
         """One output row per list element (a set-returning select item)."""
         raise NotImplementedError
+
+    def typed(self, text: str, column: ColumnInfo) -> str:
+        """A column's JSON text as the typed value written files hold (collections stay JSON)."""
+        raise NotImplementedError
+
+    def decimal_places(self, item: str) -> str:
+        """How many digits a number item was written with after the point."""
+        text = self.text(item)
+        return f"CASE WHEN {text} LIKE '%.%' THEN length(split_part({text}, '.', 2)) ELSE 0 END"
+
+    #: how deep `repeat` is unrolled (deeper data raises an evaluation error); binding time
+    #: grows about 3.5x per level, so this stays small
+    repeat_depth = 6
 
     def regexp_extract(self, text: str, pattern: str, group: int) -> str:
         return f"regexp_extract({text}, {self.lit(pattern)}, {group})"
@@ -243,6 +290,13 @@ class DuckDBDialect(Dialect):
     def explode(self, lst: str) -> str:
         return f"unnest({lst})"
 
+    def typed(self, text: str, column: ColumnInfo) -> str:
+        if column.collection:
+            return text
+        sql_type = SQL_TYPES.get(column.type or "")
+        value = f"json_extract_string({text}, '$')"
+        return value if sql_type is None else f"TRY_CAST({value} AS {sql_type})"
+
     def matches(self, text: str, pattern: str) -> str:
         return f"regexp_full_match({text}, {self.lit(pattern)})"
 
@@ -251,6 +305,7 @@ class SparkDialect(Dialect):
     """Spark SQL: items are VARIANT, lists are array<variant>; indexes are 0-based."""
 
     name = "spark"
+    repeat_depth = 4  # planning time grows about 3x per level
     empty = "CAST(array() AS array<variant>)"
 
     def list_of(self, *items: str) -> str:
@@ -276,14 +331,19 @@ class SparkDialect(Dialect):
         return f"try_variant_get({item}, {self.lit('$[' + json.dumps(name) + ']')})"
 
     def kind(self, item: str) -> str:
-        schema = f"schema_of_variant({item})"
+        # the item appears twice only: items are often long expressions
         return (
-            f"CASE WHEN {item} IS NULL OR is_variant_null({item}) THEN 'null' "
-            f"WHEN {schema} = 'STRING' THEN 'string' "
-            f"WHEN {schema} IN ('BIGINT', 'INT', 'SMALLINT', 'TINYINT') THEN 'integer' "
-            f"WHEN {schema} = 'BOOLEAN' THEN 'boolean' "
-            f"WHEN {schema} LIKE 'OBJECT%' THEN 'object' "
-            f"WHEN {schema} LIKE 'ARRAY%' THEN 'array' ELSE 'decimal' END"
+            f"CASE WHEN is_variant_null({item}) THEN 'null' ELSE coalesce(map('STRING', 'string', "
+            "'BIGINT', 'integer', 'INT', 'integer', 'SMALLINT', 'integer', 'TINYINT', 'integer', "
+            "'BOOLEAN', 'boolean', 'OBJECT', 'object', 'ARRAY', 'array')"
+            f"[regexp_extract(schema_of_variant({item}), '^[A-Z]+', 0)], 'decimal') END"
+        )
+
+    def decimal_places(self, item: str) -> str:
+        # VARIANT keeps a decimal's scale, not its text
+        return (
+            f"coalesce(CAST(regexp_extract(schema_of_variant({item}), ',([0-9]+)[)]', 1) AS INT), "
+            "0)"
         )
 
     def as_array(self, item: str) -> str:
@@ -326,6 +386,12 @@ class SparkDialect(Dialect):
 
     def explode(self, lst: str) -> str:
         return f"explode({lst})"
+
+    def typed(self, text: str, column: ColumnInfo) -> str:
+        if column.collection:
+            return text
+        sql_type = SQL_TYPES.get(column.type or "", "STRING")
+        return f"try_variant_get(parse_json({text}), '$', '{sql_type}')"
 
     def collection_json(self, lst: str) -> str:
         return f"concat('[', array_join(transform({lst}, x -> to_json(x)), ','), ']')"

@@ -30,7 +30,7 @@ def binary_bool(c: SqlCompiler, expr: Binary, scope: Scope) -> str:
     right = c.compile(expr.right, scope)
     a, b = c.var(), c.var()
     la, lb = d.length(a), d.length(b)
-    fa, fb = d.at(a, "0"), d.at(b, "0")
+    fa, fb = c.var(), c.var()  # the first items, bound once
     if op in ("=", "!="):
         x, y = c.var(), c.var()
         same = (
@@ -69,7 +69,7 @@ def binary_bool(c: SqlCompiler, expr: Binary, scope: Scope) -> str:
             f"THEN {c.fail(f'{op!r} needs a single item')} "
             f"ELSE {d.length(d.filter(items, y, c.item_eq(first, y)))} > 0 END"
         )
-    return d.let(left, a, d.let(right, b, body))
+    return _bind(c, left, right, a, b, fa, fb, body)
 
 
 def binary_list(c: SqlCompiler, expr: Binary, scope: Scope) -> str:
@@ -80,7 +80,7 @@ def binary_list(c: SqlCompiler, expr: Binary, scope: Scope) -> str:
     if op == "|":
         return distinct(c, d.concat(left, right))
     a, b = c.var(), c.var()
-    fa, fb = d.at(a, "0"), d.at(b, "0")
+    fa, fb = c.var(), c.var()  # the first items, bound once
     if op == "&":
         text = "CASE WHEN {0} IS NULL THEN '' WHEN {k} = 'string' THEN {s} ELSE {t} END"
         joined = (
@@ -88,7 +88,7 @@ def binary_list(c: SqlCompiler, expr: Binary, scope: Scope) -> str:
             + " || "
             + text.format(fb, k=d.kind(fb), s=d.as_string(fb), t=d.text(fb))
         )
-        return d.let(left, a, d.let(right, b, d.list_of(d.from_string(f"({joined})"))))
+        return _bind(c, left, right, a, b, fa, fb, d.list_of(d.from_string(f"({joined})")))
     x, y = d.as_double(fa), d.as_double(fb)
     both_int = f"{d.kind(fa)} = 'integer' AND {d.kind(fb)} = 'integer'"
     if op in ("+", "-", "*"):
@@ -120,7 +120,16 @@ def binary_list(c: SqlCompiler, expr: Binary, scope: Scope) -> str:
         f"WHEN {op in ('/', 'div', 'mod')} AND {y} = 0 THEN {d.empty} "
         f"ELSE {d.list_of(value)} END"
     )
-    return d.let(left, a, d.let(right, b, body))
+    return _bind(c, left, right, a, b, fa, fb, body)
+
+
+def _bind(
+    c: SqlCompiler, left: str, right: str, a: str, b: str, fa: str, fb: str, body: str
+) -> str:
+    """`body` with a, b bound to the operand lists and fa, fb to their first items."""
+    d = c.d
+    inner = d.let(d.at(a, "0"), fa, d.let(d.at(b, "0"), fb, body))
+    return d.let(left, a, d.let(right, b, inner))
 
 
 def _numeric_literal(expr: Binary) -> bool:

@@ -8,16 +8,32 @@ rows of each resource, so one query yields every row and engines run it in paral
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from carebase.analytics.sql_compile import Scope, SqlCompiler, is_boolean
 from carebase.analytics.sql_dialect import Dialect
+from carebase.analytics.view_errors import ViewEvaluationError
 from carebase.analytics.view_model import ColumnInfo, PathExpression, Select, ViewDefinition
+from carebase.errors import BadRequest
 
-#: how deep `repeat` follows its paths; deeper data raises an evaluation error, never truncates
-REPEAT_DEPTH = 12
 #: the column of the source relation that holds each resource as an item
 RESOURCE = "resource"
+
+# an error() raised by the compiled query: "<location>: <problem>"
+_VIEW_ERROR = re.compile(r"(ViewDefinition[^\s:]*): (.*)", re.S)
+
+
+def translate_error(exc: Exception, where: str) -> Exception:
+    """An engine error as a carebase error: the query's own error() calls become
+    ViewEvaluationError; unreadable JSON becomes BadRequest naming `where`."""
+    text = str(exc)
+    found = _VIEW_ERROR.search(text)
+    if found:
+        return ViewEvaluationError(found.group(1), found.group(2).strip().splitlines()[0])
+    if "JSON" in text and ("malformed" in text.lower() or "parse" in text.lower()):
+        return BadRequest(f"{where}: not valid NDJSON ({text.splitlines()[0]})", location=where)
+    return exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +103,7 @@ class _ViewCompiler:
             return self.one_focus(node, item, row_index, resource)
         scope = Scope(d.list_of(item), row_index, resource)
         if node.iteration == "repeat":
-            found = self.descendants(node.iteration_paths, item, scope, REPEAT_DEPTH)
+            found = self.descendants(node.iteration_paths, item, scope, d.repeat_depth)
         else:
             found = self.expr(node.iteration_paths[0], scope)
         it, i, lst = c.var(), c.var(), c.var()
@@ -112,7 +128,7 @@ class _ViewCompiler:
         step = d.concat(*(self.expr(p, scope.with_focus(d.list_of(item))) for p in paths))
         if depth == 0:
             c.location = paths[0].location
-            too_deep = c.fail(f"repeat goes deeper than {REPEAT_DEPTH} levels in SQL engines")
+            too_deep = c.fail(f"repeat goes deeper than {d.repeat_depth} levels in {d.name}")
             return f"CASE WHEN {d.length(step)} > 0 THEN {too_deep} ELSE {d.empty} END"
         z = c.var()
         below = self.descendants(paths, z, scope, depth - 1)
@@ -141,20 +157,39 @@ class _ViewCompiler:
             )
         return " AND ".join(tests) or "true"
 
+    def flat_columns(self, node: Select, scope: Scope) -> list[str]:
+        """Column items of a tree without iteration or unionAll (exactly one row)."""
+        out = self.columns_row(node, scope)
+        for child in node.selects:
+            out += self.flat_columns(child, scope)
+        return out
+
     def query(self) -> ViewQuery:
         d = self.d
         root = Select("ViewDefinition", selects=self.view.select)
-        rows = self.node(root, RESOURCE, "0", RESOURCE)
         resource_type = d.as_string(d.member(RESOURCE, "resourceType"))
         columns = self.view.columns
+        names = [d.ident(col.name) for col in columns]
+        keep = f"WHERE {resource_type} = {d.lit(self.view.resource)} AND {self.where()}"
+        if _one_row(root):
+            # one row per resource: plain column expressions, no list of rows to explode
+            scope = Scope(d.list_of(RESOURCE), "0", RESOURCE)
+            items = self.flat_columns(root, scope)
+            picks = ", ".join(f"{d.output(i)} AS {n}" for i, n in zip(items, names, strict=True))
+            return ViewQuery(f"SELECT {picks} FROM {{source}} {keep}", columns)
+        rows = self.node(root, RESOURCE, "0", RESOURCE)
         picks = ", ".join(
-            f"{d.output(d.at('r', str(n)))} AS {d.ident(col.name)}" for n, col in enumerate(columns)
+            f"{d.output(d.at('r', str(n)))} AS {name}" for n, name in enumerate(names)
         )
-        sql = (
-            f"SELECT {picks} FROM (SELECT {d.explode(rows)} AS r FROM {{source}} "
-            f"WHERE {resource_type} = {d.lit(self.view.resource)} AND {self.where()}) AS t"
-        )
+        sql = f"SELECT {picks} FROM (SELECT {d.explode(rows)} AS r FROM {{source}} {keep}) AS t"
         return ViewQuery(sql, columns)
+
+
+def _one_row(node: Select) -> bool:
+    """Whether a select tree gives exactly one row per resource (no iteration, no unionAll)."""
+    if node.iteration is not None or node.union_all:
+        return False
+    return all(_one_row(child) for child in node.selects)
 
 
 def compile_view_query(view: ViewDefinition, dialect: Dialect) -> ViewQuery:

@@ -1,0 +1,147 @@
+"""DuckDB engine: the official suite, identity with the Python runner on Synthea, files."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pyarrow.parquet as pq
+import pytest
+from suite_cases import (
+    SUITE,
+    SYNTHEA_VIEWS,
+    sorted_rows,
+    suite_params,
+    suite_resources,
+    synthea_resources,
+)
+
+from carebase.analytics import ViewEvaluationError, get_runner
+from carebase.analytics.conformance_report import main as conformance_main
+from carebase.analytics.conformance_report import run_case
+from carebase.analytics.duckdb_runner import DuckDBRunner
+from carebase.errors import BadRequest
+
+
+@pytest.fixture(scope="module")
+def duckdb_runner() -> DuckDBRunner:
+    runner = get_runner("duckdb")
+    assert isinstance(runner, DuckDBRunner)
+    return runner
+
+
+@pytest.mark.parametrize(("path", "case"), suite_params())
+def test_case(duckdb_runner: DuckDBRunner, path: Path, case: dict[str, Any]) -> None:
+    passed, reason = run_case(duckdb_runner, suite_resources(path), case)
+    assert passed, reason
+
+
+def test_report_cli_runs_the_duckdb_engine(tmp_path: Path) -> None:
+    if not SUITE.is_dir():
+        pytest.skip(f"no suite at {SUITE}")
+    out = tmp_path / "test_report.json"
+    assert conformance_main([str(SUITE), str(out), "duckdb"]) == 0
+    report = json.loads(out.read_text())
+    assert report["basic.json"]["tests"][0]["result"] == {"passed": True}
+
+
+@pytest.fixture(scope="module")
+def synthea(synthea_tar: Path) -> list[dict[str, Any]]:
+    return synthea_resources(synthea_tar, bundles=20)
+
+
+@pytest.mark.parametrize("view_name", sorted(SYNTHEA_VIEWS))
+def test_same_rows_as_python_on_synthea(
+    duckdb_runner: DuckDBRunner, synthea: list[dict[str, Any]], view_name: str
+) -> None:
+    view = SYNTHEA_VIEWS[view_name]
+    expected = sorted_rows(get_runner("python").run(view, synthea))
+    got = sorted_rows(duckdb_runner.run(view, synthea))
+    assert len(expected) >= 20  # the sample holds real rows of every view
+    assert got == expected
+
+
+OBS = [
+    {
+        "resourceType": "Observation",
+        "id": f"o{i}",
+        "subject": {"reference": f"Patient/p{i % 2}"},
+        "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+        "valueQuantity": {"value": 60 + i, "unit": "/min"},
+    }
+    for i in range(5)
+]
+OBS_VIEW = {
+    "resource": "Observation",
+    "select": [
+        {
+            "column": [
+                {"name": "id", "path": "id"},
+                {"name": "patient", "path": "subject.getReferenceKey(Patient)"},
+                {"name": "rate", "path": "value.ofType(Quantity).value", "type": "decimal"},
+                {"name": "codes", "path": "code.coding.code", "collection": True},
+            ]
+        }
+    ],
+}
+
+
+@pytest.fixture
+def obs_files(tmp_path: Path) -> list[Path]:
+    plain = tmp_path / "a.ndjson"
+    plain.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in OBS[:3]))
+    zipped = tmp_path / "b.ndjson.gz"
+    with gzip.open(zipped, "wb") as handle:
+        handle.write(b"".join(orjson.dumps(r) + b"\n" for r in OBS[3:]))
+    return [plain, zipped]
+
+
+def test_run_files_matches_run(duckdb_runner: DuckDBRunner, obs_files: list[Path]) -> None:
+    from_files = sorted_rows(duckdb_runner.run_files(OBS_VIEW, obs_files))
+    assert from_files == sorted_rows(duckdb_runner.run(OBS_VIEW, OBS))
+    assert from_files[0] == {"id": "o0", "patient": "p0", "rate": 60, "codes": ["8867-4"]}
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet", "ndjson", "json"])
+def test_write_files_natively(
+    duckdb_runner: DuckDBRunner, obs_files: list[Path], tmp_path: Path, fmt: str
+) -> None:
+    out = tmp_path / f"out.{fmt}"
+    assert duckdb_runner.write_files(OBS_VIEW, obs_files, fmt, out) == 5
+    if fmt == "parquet":
+        table = pq.read_table(out)
+        rows = sorted_rows(table.to_pylist())
+        assert rows[0]["rate"] == 60.0 and table.schema.field("rate").type == "double"
+    elif fmt == "csv":
+        with out.open(newline="") as handle:
+            rows = sorted_rows(csv.DictReader(handle))
+        assert rows[0] == {"id": "o0", "patient": "p0", "rate": "60.0", "codes": '["8867-4"]'}
+    else:
+        text = out.read_text()
+        rows = json.loads(text) if fmt == "json" else [json.loads(x) for x in text.splitlines()]
+        assert sorted_rows(rows)[0] == {
+            "id": "o0",
+            "patient": "p0",
+            "rate": 60.0,
+            "codes": ["8867-4"],
+        }
+
+
+def test_errors_name_the_problem(duckdb_runner: DuckDBRunner, tmp_path: Path) -> None:
+    two_codes = {
+        "resource": "Patient",
+        "select": [{"column": [{"name": "n", "path": "name.family"}]}],
+    }
+    patient = {"resourceType": "Patient", "id": "p", "name": [{"family": "A"}, {"family": "B"}]}
+    with pytest.raises(ViewEvaluationError, match=r"select\[0\]\.column\[0\]\.path.*several"):
+        list(duckdb_runner.run(two_codes, [patient]))
+    bad = tmp_path / "bad.ndjson"
+    bad.write_text('{"resourceType": "Patient"}\n{oops\n')
+    with pytest.raises(BadRequest, match=r"bad\.ndjson"):
+        list(duckdb_runner.run_files(two_codes, [bad]))
+    with pytest.raises(BadRequest, match="unknown output format"):
+        duckdb_runner.write_files(two_codes, [bad], "xlsx", tmp_path / "x")
