@@ -298,6 +298,12 @@ class ResourceLoader:
         self.summary.unchanged += 1
         self.summary.by_type[resource_type] += 1
 
+    def take_summary(self) -> LoadSummary:
+        """The counts since the last call (or the start), and start counting afresh; the
+        keys already loaded are still remembered (a writer process answers each batch)."""
+        summary, self.summary = self.summary, LoadSummary()
+        return summary
+
     @property
     def pending(self) -> int:
         """Resources queued and not yet written."""
