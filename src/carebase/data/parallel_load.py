@@ -150,7 +150,11 @@ class ParallelWriters:
         self._drain()
         for inbox in self._inboxes:
             inbox.close()
+            inbox.join_thread()
         self._results.close()
+        # Let the queues' semaphores go now, not whenever a reference cycle is collected
+        # (a server stopped meanwhile would report them leaked).
+        self._inboxes, self._processes = [], []
 
     def _send(self, writer: int) -> None:
         batch, self._buffers[writer] = self._buffers[writer], []
@@ -238,8 +242,9 @@ def _write_batches(
             for line, source, location in batch:
                 loader.add(orjson.loads(line), Origin(source, location))
             loader.flush()
-            results.put((index, loader.take_summary(), rejected))
-            rejected = []
+            # A copy: the queue pickles in a thread of its own, after `put` returns.
+            results.put((index, loader.take_summary(), rejected[:]))
+            rejected.clear()
     except Exception:  # reported to the parent, which fails the job with it
         results.put((index, None, traceback.format_exc()))
     finally:
