@@ -33,6 +33,9 @@ INPUT_FORMATS = ("application/fhir+ndjson", "application/ndjson", "ndjson")
 ERROR_FILE = "errors.ndjson"
 #: Resources per loader transaction.
 BATCH = 500
+#: Inputs smaller than this (about one batch per writer) are written by the job's thread:
+#: starting writer processes would cost more than they save.
+PARALLEL_FROM_BYTES = 256 * 1024
 
 
 def parse_import(body: object, settings: Settings) -> list[dict[str, str | None]]:
@@ -116,8 +119,9 @@ def run_import(
     settings: Settings | None = None,
 ) -> dict[str, Any]:
     """Load every input; the manifest's output (counts per type) and error file. On
-    PostgreSQL with `settings.import_workers` > 0 the lines are written by that many writer
-    processes (`data.parallel_load`), else by a loader in this thread."""
+    PostgreSQL with `settings.import_workers` > 0 and inputs of PARALLEL_FROM_BYTES or more,
+    the lines are written by that many writer processes (`data.parallel_load`), else by a
+    loader in this thread."""
     policy = policy_for(principal_from(job.request["principal"]))
     directory.mkdir(parents=True, exist_ok=True)
     errors_path = directory / ERROR_FILE
@@ -135,7 +139,13 @@ def run_import(
                 raise JobStopped(job.id)
 
         sink: ResourceLoader | ParallelWriters
-        if workers > 0 and store.dialect == "postgresql" and settings is not None:
+        size = sum(Path(spec["path"]).stat().st_size for spec in job.request["inputs"])
+        if (
+            workers > 0
+            and store.dialect == "postgresql"
+            and settings is not None
+            and size >= PARALLEL_FROM_BYTES
+        ):
             sink = ParallelWriters(
                 store.url, settings, workers, batch_size=BATCH,
                 on_rejected=reject, on_batch=batch_done,
