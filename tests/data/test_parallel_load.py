@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -119,3 +124,37 @@ def test_a_writer_that_cannot_connect_fails_the_load_naming_why(store: Store) ->
 def _count(store: SqlStore) -> int:
     with store.transaction() as tx:
         return len(tx.read_many([("Patient", f"s{n}") for n in range(60)]))
+
+
+def test_writers_exit_when_their_parent_is_killed(store: Store, tmp_path: Path) -> None:
+    pg = _postgres(store)
+    script = tmp_path / "parent.py"
+    script.write_text(
+        "import time\n"
+        "from carebase.config import Settings\n"
+        "from carebase.data.parallel_load import ParallelWriters\n"
+        "if __name__ == '__main__':\n"
+        f"    writers = ParallelWriters({pg.url!r}, Settings(), 2)\n"
+        "    print(*writers.pids, flush=True)\n"
+        "    time.sleep(120)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, env=env)
+    assert parent.stdout is not None
+    pids = [int(pid) for pid in parent.stdout.readline().split()]
+    assert len(pids) == 2
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(_running(pid) for pid in pids):
+        time.sleep(0.2)
+    assert not any(_running(pid) for pid in pids)
+
+
+def _running(pid: int) -> bool:
+    """Whether process `pid` exists and is not a zombie."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    return "\nState:\tZ" not in status

@@ -122,6 +122,11 @@ class ParallelWriters:
         self._collect(block=False)
 
     @property
+    def pids(self) -> list[int]:
+        """The writer processes' ids (for operators and tests)."""
+        return [p.pid for p in self._processes if p.pid is not None]
+
+    @property
     def pending(self) -> int:
         """Records handed out whose batch has not been answered yet (a bound, in batches)."""
         return sum(len(b) for b in self._buffers) + sum(self._in_flight) * self._batch_size
@@ -244,7 +249,7 @@ def _write_batches(
     # of an id (always sent to this same writer) is counted as repeated, not written.
     loader = ResourceLoader(store, batch_size=sys.maxsize, on_rejected=rejected.append)
     try:
-        while (batch := inbox.get()) is not None:
+        while (batch := _next(inbox)) is not None:
             if stop.is_set():
                 continue  # stopping: skip to the end marker
             for line, source, location in batch:
@@ -257,3 +262,15 @@ def _write_batches(
         results.put((index, None, traceback.format_exc()))
     finally:
         store.close()
+
+
+def _next(inbox: Queue[_Batch | None]) -> _Batch | None:
+    """The next batch, or None at the end marker or once the parent is gone (killed: the
+    queue's pipe stays open in this process too, so no end of file would ever come)."""
+    parent = multiprocessing.parent_process()
+    while True:
+        try:
+            return inbox.get(timeout=1.0)
+        except queue.Empty:
+            if parent is not None and not parent.is_alive():
+                return None
