@@ -268,7 +268,9 @@ def import_rows(url: str, count: int, runs: int, workers: list[int]) -> list[str
 
 
 def import_markdown(rows: list[str], runs: int) -> str:
-    """The `$import` part of the section (its own markers, so it can be rerun alone)."""
+    """The `$import` part of the section (its own markers, so it can be rerun alone); the
+    load average says how busy the shared machine was (other users' work included)."""
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     return "\n".join(
         [
             "`$import` of new resources (one NDJSON file of Patients and Observations,",
@@ -278,6 +280,7 @@ def import_markdown(rows: list[str], runs: int) -> str:
             "0: the job's thread writes). *raw*: the same JSON bodies COPYed into a plain",
             "`(type, id, jsonb)` table of the same database right after each import; ratio:",
             f"import rate / raw rate. Medians of {runs} runs, writer counts interleaved.",
+            f"Machine: {machine()}; load average when written: {load}.",
             "",
             "| backend | writers | resources | import/s | seconds | raw COPY rows/s | ratio |",
             "|---|---:|---:|---:|---:|---:|---:|",
