@@ -11,10 +11,13 @@ grow (100k, then up to 1M as `--sizes` says) over the same database, so a flat R
 export streams.
 
 `$import` (PostgreSQL): an NDJSON file of M new Patients and Observations is imported with a
-`file://` input from an allowed directory; rate from kick-off to manifest.
+`file://` input from an allowed directory, with each number of writer processes named by
+`--import-workers`; rate from kick-off to manifest, and its ratio to a raw COPY of the same
+JSON bodies into the same database right after. `--import-only` runs just these rows and
+rewrites only their part of the section.
 
 Usage: python bench/bench_bulk.py [--backend sqlite|postgresql|both] [--sizes 100000,1000000]
-       [--import-resources 20000] [--no-docs]
+       [--import-resources 20000] [--import-workers 0,1,2,3] [--import-only] [--no-docs]
 """
 
 from __future__ import annotations
@@ -186,17 +189,26 @@ def compartment_once(url: str, patients: int, per_patient: int) -> dict[str, flo
         return {"rate": size / seconds, "seconds": seconds, "rss_mb": server.peak_rss_kb / 1024}
 
 
-def import_once(url: str, count: int, run: int = 0) -> dict[str, float]:
-    """Import `count` new resources (ids unique to `run`) from an allowed NDJSON file."""
+def import_file(directory: Path, count: int, run: int) -> Path:
+    """An NDJSON file of `count` new resources (ids unique to `run`): every 10th a Patient."""
+    path = directory / f"input-{run}.ndjson"
+    with path.open("wb") as out:
+        for n in range(count):
+            first = (run + 1) * 10**7 + n
+            resource = patient(first) if n % 10 == 0 else observation(first * 10)
+            resource.pop("meta")
+            out.write(orjson.dumps(resource) + b"\n")
+    return path
+
+
+def import_once(url: str, count: int, run: int, workers: int) -> dict[str, float]:
+    """Import `count` new resources from an allowed NDJSON file with `workers` writer
+    processes; then COPY the same JSON bodies into a plain table of the same database (the
+    raw rate, right after, so both see the same load on the machine)."""
     with tempfile.TemporaryDirectory() as incoming:
-        path = Path(incoming) / "input.ndjson"
-        with path.open("wb") as out:
-            for n in range(count):
-                first = (run + 1) * 10**7 + n
-                resource = patient(first) if n % 10 == 0 else observation(first * 10)
-                resource.pop("meta")
-                out.write(orjson.dumps(resource) + b"\n")
+        path = import_file(Path(incoming), count, run)
         os.environ["CAREBASE_IMPORT_DIRS"] = incoming
+        os.environ["CAREBASE_IMPORT_WORKERS"] = str(workers)
         try:
             with (
                 Server(url) as server,
@@ -213,9 +225,68 @@ def import_once(url: str, count: int, run: int = 0) -> dict[str, float]:
                 manifest, seconds = run_job(client, response)
                 counts = manifest["extension"]["counts"]
                 assert counts["created"] == count, counts
-                return {"rate": count / seconds, "seconds": seconds}
         finally:
             os.environ.pop("CAREBASE_IMPORT_DIRS", None)
+            os.environ.pop("CAREBASE_IMPORT_WORKERS", None)
+        raw = raw_copy_rate(url, path)
+    rate = count / seconds
+    return {"rate": rate, "seconds": seconds, "raw": raw, "ratio": rate / raw}
+
+
+def raw_copy_rate(url: str, path: Path) -> float:
+    """Rows/s of COPYing the file's JSON bodies (type, id, body) into a plain table."""
+    lines = path.read_bytes().splitlines()
+    started = time.perf_counter()
+    with psycopg.connect(url) as conn, conn.cursor() as cur:
+        cur.execute("CREATE TABLE raw_import (type text, id text, body jsonb)")
+        with cur.copy("COPY raw_import (type, id, body) FROM STDIN") as copy:
+            for line in lines:
+                resource = orjson.loads(line)
+                copy.write_row((resource["resourceType"], resource["id"], line.decode()))
+        conn.commit()
+    seconds = time.perf_counter() - started
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("DROP TABLE raw_import")
+    return len(lines) / seconds
+
+
+def import_rows(url: str, count: int, runs: int, workers: list[int]) -> list[str]:
+    """Table rows of `$import` with each number of writers, runs interleaved side by side."""
+    results: dict[int, list[dict[str, float]]] = {w: [] for w in workers}
+    for run in range(runs):
+        for w in workers:
+            results[w].append(import_once(url, count, run * 100 + w, w))
+            print(f"$import writers {w} run {run}: {results[w][-1]}", flush=True)
+    out = []
+    for w in workers:
+        m = median_of(results[w])
+        out.append(
+            f"| postgresql | {w} | {count:,} | {m['rate']:,.0f} | {m['seconds']:.1f} |"
+            f" {m['raw']:,.0f} | {m['ratio']:.3f} |"
+        )
+    return out
+
+
+def import_markdown(rows: list[str], runs: int) -> str:
+    """The `$import` part of the section (its own markers, so it can be rerun alone); the
+    load average says how busy the shared machine was (other users' work included)."""
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    return "\n".join(
+        [
+            "`$import` of new resources (one NDJSON file of Patients and Observations,",
+            "`file://` input), kick-off to manifest, validation and index rows included;",
+            "floor 4,000 resources/s. *writers*: `CAREBASE_IMPORT_WORKERS`, writer processes",
+            "(each its own connection and transactions, records partitioned by type and id;",
+            "0: the job's thread writes). *raw*: the same JSON bodies COPYed into a plain",
+            "`(type, id, jsonb)` table of the same database right after each import; ratio:",
+            f"import rate / raw rate. Medians of {runs} runs, writer counts interleaved.",
+            f"Machine: {machine()}; load average when written: {load}.",
+            "",
+            "| backend | writers | resources | import/s | seconds | raw COPY rows/s | ratio |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+            *rows,
+        ]
+    )
 
 
 def median_of(runs: list[dict[str, float]]) -> dict[str, float]:
@@ -233,12 +304,28 @@ def main() -> None:
     parser.add_argument("--import-resources", type=int, default=20_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--patients", type=int, default=200, help="Patient/$export patients")
+    parser.add_argument(
+        "--import-workers", default="0,1,2,3", help="writer counts of the $import rows"
+    )
+    parser.add_argument(
+        "--import-only", action="store_true", help="only the $import rows (PostgreSQL)"
+    )
     parser.add_argument("--no-docs", action="store_true")
     args = parser.parse_args()
+    writers = [int(w) for w in args.import_workers.split(",")]
+    if args.import_only:
+        with database("postgresql") as url:
+            part = import_markdown(
+                import_rows(url, args.import_resources, args.runs, writers), args.runs
+            )
+        print(part)
+        if not args.no_docs:
+            write_section("bulk-import", part)
+        return
     sizes = [int(s) for s in args.sizes.split(",")]
     backends = ("sqlite", "postgresql") if args.backend == "both" else (args.backend,)
     export_rows: list[str] = []
-    import_rows: list[str] = []
+    import_part: list[str] = []
     patient_rows: list[str] = []
     for backend in backends:
         with database(backend) as url:
@@ -255,14 +342,7 @@ def main() -> None:
                     f" {m['idle_mb']:.0f} | {m['rss_mb']:.0f} | {m['download_rate']:,.0f} |"
                 )
             if backend == "postgresql":
-                m = median_of(
-                    [import_once(url, args.import_resources, run) for run in range(args.runs)]
-                )
-                print(f"{backend} import {args.import_resources}: {m}", flush=True)
-                import_rows.append(
-                    f"| {backend} | {args.import_resources:,} | {m['rate']:,.0f} |"
-                    f" {m['seconds']:.1f} |"
-                )
+                import_part = import_rows(url, args.import_resources, args.runs, writers)
         with database(backend) as url:
             m = median_of([compartment_once(url, args.patients, 49) for _ in range(args.runs)])
             print(f"{backend} Patient/$export: {m}", flush=True)
@@ -285,15 +365,9 @@ def main() -> None:
             "|---|---:|---:|---:|---:|---:|---:|",
             *export_rows,
             "",
-            "`$import` of new resources (one NDJSON file, `file://` input, loaded through",
-            "`data.loader.ResourceLoader` in batches of 500); floor 4,000 resources/s. The time",
-            "is the loader's: its read of each resource before writing it flushes the store's",
-            "buffered rows (a profile of 2,000 resources: 13,800 COPY statements, 90% of its",
-            "time).",
-            "",
-            "| backend | resources | import/s | seconds |",
-            "|---|---:|---:|---:|",
-            *import_rows,
+            "<!-- bench:bulk-import -->",
+            import_markdown(import_part, args.runs),
+            "<!-- /bench:bulk-import -->",
             "",
             "`Patient/$export` of every patient (the search path: one search per compartment",
             "parameter and batch of 100 patients, under the token's restriction), data stored",

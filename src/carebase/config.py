@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 
@@ -22,6 +22,14 @@ def _env_bool(name: str, default: bool) -> bool:
     if raw is None or raw == "":
         return default
     return raw.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def default_import_workers() -> int:
+    """Writer processes of a `$import` job: one per core (measured on 2 cores, see the bulk
+    section of docs/benchmarks.md), at most 4; 0 on one core, where the job's thread alone
+    does as well."""
+    cores = os.cpu_count() or 1
+    return 0 if cores < 2 else min(cores, 4)
 
 
 def _env_list(name: str) -> tuple[str, ...]:
@@ -91,6 +99,9 @@ class Settings:
     bulk_lease_seconds: int = 60
     #: How often the background bulk runner looks for work, seconds.
     bulk_poll_seconds: float = 1.0
+    #: Writer processes of a `$import` job on PostgreSQL (0: the job's own thread writes;
+    #: SQLite always has one writer). Default by measurement, see docs/bulk-data.md.
+    import_workers: int = field(default_factory=lambda: default_import_workers())
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -128,6 +139,7 @@ class Settings:
             bulk_file_ttl=_env_int("CAREBASE_BULK_FILE_TTL", 24 * 60 * 60),
             import_dirs=_env_list("CAREBASE_IMPORT_DIRS"),
             bulk_lease_seconds=_env_int("CAREBASE_BULK_LEASE_SECONDS", 60),
+            import_workers=_env_int("CAREBASE_IMPORT_WORKERS", default_import_workers()),
         )
 
     def with_(self, **changes: object) -> Settings:

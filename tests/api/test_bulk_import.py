@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 from pathlib import Path
 from typing import Any
 
@@ -9,12 +10,14 @@ import httpx
 import orjson
 import pytest
 from api_helpers import bearer, issue_text
-from bulk_helpers import ASYNC, download, finished
+from bulk_helpers import ASYNC, download, finished, run_jobs, status_path
 from starlette.applications import Starlette
 
+from carebase.api import bulk_runner
 from carebase.api.app import create_app
 from carebase.auth.audit_entry import MemoryAuditTrail
 from carebase.config import Settings
+from carebase.store import bulk_jobs
 from carebase.store.base import Store
 
 pytestmark = pytest.mark.asyncio
@@ -80,7 +83,9 @@ async def test_ndjson_body_with_good_and_bad_lines(
     outcomes = await download(client, errors["url"])
     text = [o["issue"][0]["diagnostics"] for o in outcomes]
     assert len(outcomes) == errors["count"] == 3
-    assert [t.split(":")[1].strip() for t in text] == ["line 2", "line 4", "line 5"]
+    # Writer processes report the invalid resources of a batch when it is written, after
+    # lines refused as they were read: the file is in the order problems were found.
+    assert sorted(t.split(":")[1].strip() for t in text) == ["line 2", "line 4", "line 5"]
     assert (await client.get("/fhir/Observation/imp-o1")).status_code == 200
     assert "import" in [e.interaction for e in audit.entries]
     # the same lines again change nothing
@@ -171,3 +176,35 @@ async def test_import_needs_async_and_write_scopes(
     [outcome] = await download(client, manifest["error"][0]["url"], **patients_only)
     assert outcome["issue"][0]["code"] == "forbidden"
     assert (await client.get("/fhir/Observation/imp-o1")).status_code == 404
+
+
+async def test_a_cancelled_import_stops_after_a_batch_and_a_new_one_completes(
+    store: Store, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two writer processes on PostgreSQL (the job's thread on SQLite), whatever the cores.
+    app = create_app(settings.with_(import_workers=2), store, audit=MemoryAuditTrail())
+    monkeypatch.setattr(bulk_runner, "REPORT_EVERY", 0.0)  # report after every batch
+    report = bulk_jobs.report
+
+    def cancel_then_report(s: Any, id_: str, *args: Any) -> bool:
+        bulk_jobs.set_status(s, id_, bulk_jobs.CANCELLED)  # as DELETE of the status URL does
+        return report(s, id_, *args)
+
+    monkeypatch.setattr(bulk_jobs, "report", cancel_then_report)
+    patients = [{"resourceType": "Patient", "id": f"c{n}", "gender": "other"} for n in range(6000)]
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://testserver", headers=bearer(app)
+    ) as client:
+        kickoff = await client.post("/fhir/$import", content=_lines(*patients), headers=NDJSON)
+        path = status_path(kickoff)
+        assert run_jobs(app) == 1
+        assert (await client.get(path)).status_code == 404  # cancelled: gone with its files
+        assert not [p for p in multiprocessing.active_children() if p.name.startswith("carebase")]
+        found = await client.get("/fhir/Patient", params={"_summary": "count"})
+        # At most three batches per writer are handed out before the first answer stops it.
+        assert 0 < found.json()["total"] <= 3000
+        monkeypatch.setattr(bulk_jobs, "report", report)
+        again = await client.post("/fhir/$import", content=_lines(*patients), headers=NDJSON)
+        counts = (await finished(client, app, again))["extension"]["counts"]
+        assert counts["read"] == 6000 and counts["created"] + counts["unchanged"] == 6000

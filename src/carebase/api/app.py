@@ -4,7 +4,6 @@ login pages and static files of the browser UI."""
 from __future__ import annotations
 
 import contextlib
-import gc
 import logging
 from collections.abc import AsyncIterator, Callable
 
@@ -32,6 +31,7 @@ from carebase.auth.revocation_list import RevokedTokens
 from carebase.auth.tokens import TokenService
 from carebase.auth.users import User, UserDirectory
 from carebase.config import Settings
+from carebase.data.loader import tune_for_ingest
 from carebase.errors import CarebaseError
 from carebase.store.base import Store
 from carebase.store.oauth_records import OAuthRecords
@@ -184,20 +184,9 @@ def _close_trail(trail: AuditTrail) -> None:
 
 
 def tune_server_process() -> None:
-    """Load the definitions now and make the garbage collector suit a server's allocations.
-
-    Ingest builds and drops large JSON trees; with CPython's default thresholds the cyclic
-    collector runs every 700 allocations and rescans long-lived objects (the R4 definitions,
-    compiled indexing plans), which cost about 30% of Bundle ingest time. Objects alive at
-    start are frozen out of collection, and the young generation is collected less often;
-    reference counting still frees acyclic garbage at once.
-    """
-    from carebase.fhir.definitions.loader import get_definitions
-
-    get_definitions()
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(100_000, 50, 100)
+    """Load the definitions now and make the garbage collector suit a server's allocations
+    (`data.loader.tune_for_ingest`: ingest builds and drops large JSON trees)."""
+    tune_for_ingest()
 
 
 def app_from_env() -> Starlette:

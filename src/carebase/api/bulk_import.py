@@ -23,6 +23,7 @@ from carebase.api.bulk_params import principal_from
 from carebase.auth.policy import AccessPolicy, policy_for
 from carebase.config import Settings
 from carebase.data.loader import LoadSummary, Origin, Rejected, ResourceLoader
+from carebase.data.parallel_load import ParallelWriters
 from carebase.errors import BadRequest, Forbidden, Issue
 from carebase.fhir.definitions.loader import get_definitions
 from carebase.store.bulk_jobs import BulkJob
@@ -32,6 +33,9 @@ INPUT_FORMATS = ("application/fhir+ndjson", "application/ndjson", "ndjson")
 ERROR_FILE = "errors.ndjson"
 #: Resources per loader transaction.
 BATCH = 500
+#: Inputs smaller than this (about one batch per writer) are written by the job's thread:
+#: starting writer processes would cost more than they save.
+PARALLEL_FROM_BYTES = 256 * 1024
 
 
 def parse_import(body: object, settings: Settings) -> list[dict[str, str | None]]:
@@ -108,13 +112,21 @@ def readable_file(url: str, where: str, settings: Settings) -> Path:
 
 
 def run_import(
-    store: SqlStore, job: BulkJob, directory: Path, progress: Callable[[str], bool]
+    store: SqlStore,
+    job: BulkJob,
+    directory: Path,
+    progress: Callable[[str], bool],
+    settings: Settings | None = None,
 ) -> dict[str, Any]:
-    """Load every input; the manifest's output (counts per type) and error file."""
+    """Load every input; the manifest's output (counts per type) and error file. On
+    PostgreSQL with `settings.import_workers` > 0 and inputs of PARALLEL_FROM_BYTES or more,
+    the lines are written by that many writer processes (`data.parallel_load`), else by a
+    loader in this thread."""
     policy = policy_for(principal_from(job.request["principal"]))
     directory.mkdir(parents=True, exist_ok=True)
     errors_path = directory / ERROR_FILE
     rejected = 0
+    workers = settings.import_workers if settings is not None else 0
     with errors_path.open("wb") as errors:
 
         def reject(item: Rejected) -> None:
@@ -123,12 +135,26 @@ def run_import(
             errors.write(_outcome(item) + b"\n")
 
         def batch_done(_counts: LoadSummary) -> None:
-            if not progress(f"{loader.summary.read} lines read, {rejected} rejected"):
+            if not progress(f"{sink.summary.read} lines loaded, {rejected} rejected"):
                 raise JobStopped(job.id)
 
-        loader = ResourceLoader(store, batch_size=BATCH, on_rejected=reject, on_batch=batch_done)
-        refused = sum(_load_file(loader, spec, policy, reject) for spec in job.request["inputs"])
-        summary = loader.finish()
+        sink: ResourceLoader | ParallelWriters
+        size = sum(Path(spec["path"]).stat().st_size for spec in job.request["inputs"])
+        if (
+            workers > 0
+            and store.dialect == "postgresql"
+            and settings is not None
+            and size >= PARALLEL_FROM_BYTES
+        ):
+            sink = ParallelWriters(
+                store.url, settings, workers, batch_size=BATCH,
+                on_rejected=reject, on_batch=batch_done,
+            )  # fmt: skip
+        else:
+            sink = ResourceLoader(store, batch_size=BATCH, on_rejected=reject, on_batch=batch_done)
+        with sink:
+            refused = sum(_load_file(sink, spec, policy, reject) for spec in job.request["inputs"])
+        summary = sink.summary
     output = [{"type": type_, "count": count} for type_, count in sorted(summary.by_type.items())]
     error = []
     if rejected:
@@ -143,12 +169,13 @@ def run_import(
 
 
 def _load_file(
-    loader: ResourceLoader,
+    sink: ResourceLoader | ParallelWriters,
     spec: dict[str, Any],
     policy: AccessPolicy,
     reject: Callable[[Rejected], None],
 ) -> int:
-    """Hand the lines of one input to the loader; returns how many it refused itself."""
+    """Hand the lines of one input to the loader (or the writers); returns how many it
+    refused itself."""
     refused = 0
     source: str = spec["url"]
     expected: str | None = spec.get("type")
@@ -162,7 +189,10 @@ def _load_file(
                 refused += 1
                 reject(Rejected(origin, [problem], *_type_and_id(resource)))
                 continue
-            loader.add(resource, origin)
+            if isinstance(sink, ParallelWriters):
+                sink.add(resource, line, origin)
+            else:
+                sink.add(resource, origin)
     return refused
 
 

@@ -100,8 +100,10 @@ class BulkRunner:
             )
 
         try:
-            run = run_export if job.kind == "export" else run_import
-            result = run(store, job, directory, progress)
+            if job.kind == "export":
+                result = run_export(store, job, directory, progress)
+            else:
+                result = run_import(store, job, directory, progress, self.settings)
         except JobStopped:
             self._after_stop(job.id)
             return
