@@ -105,7 +105,7 @@ def _importance(task: Task, pipeline: Pipeline, X: pd.DataFrame, y: np.ndarray, 
     """Permutation importance on held-out rows (drop in AUROC or R² when a feature's column is
     shuffled), over the original features; model-agnostic, so every model type has one."""
     scoring = "roc_auc" if task.kind == "classification" else "r2"
-    result = permutation_importance(pipeline, X, y, scoring=scoring, n_repeats=5, random_state=seed)
+    result = permutation_importance(pipeline, X, y, scoring=scoring, n_repeats=3, random_state=seed)
     pairs = [(str(n), float(v)) for n, v in zip(X.columns, result.importances_mean, strict=True)]
     return sorted(pairs, key=lambda p: -abs(p[1]))
 
