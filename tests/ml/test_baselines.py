@@ -36,7 +36,9 @@ def test_fhir_round_trip_gives_back_the_table(make: Any) -> None:
     table = make()
     _, data = baselines.fhir_dataset(table)
     columns = list(table.codes)
-    assert np.array_equal(data.X[[f"{c}_latest" for c in columns]].to_numpy(), table.frame[columns].to_numpy())
+    assert np.array_equal(
+        data.X[[f"{c}_latest" for c in columns]].to_numpy(), table.frame[columns].to_numpy()
+    )
     assert np.array_equal(data.y, table.frame["target"].to_numpy())
 
 
@@ -61,8 +63,10 @@ def test_diabetes_equals_direct_sklearn(results: dict[str, Any]) -> None:
     X, y = table.frame.drop(columns="target").to_numpy(), table.frame["target"].to_numpy()
     groups = [f"diabetes-{i:04d}" for i in range(len(y))]
     folds = GroupKFold(10, shuffle=True, random_state=baselines.SEED)
-    direct = [r2_score(y[te], LinearRegression().fit(X[tr], y[tr]).predict(X[te]))
-              for tr, te in folds.split(X, y, groups)]  # fmt: skip
+    direct = [
+        r2_score(y[te], LinearRegression().fit(X[tr], y[tr]).predict(X[te]))
+        for tr, te in folds.split(X, y, groups)
+    ]
     assert results["diabetes"]["per_fold"] == pytest.approx(direct, abs=1e-9)
     assert results["diabetes"]["r2"] == pytest.approx(np.mean(direct), abs=1e-9)
 

@@ -95,7 +95,9 @@ def test_regression_metrics() -> None:
     assert m["r2"] == pytest.approx(1 - 0.5 / 5.0)
 
 
-def test_bootstrap_intervals_bracket_the_estimate(calibrated: tuple[np.ndarray, np.ndarray]) -> None:
+def test_bootstrap_intervals_bracket_the_estimate(
+    calibrated: tuple[np.ndarray, np.ndarray],
+) -> None:
     y, p = calibrated[0][:2000], calibrated[1][:2000]
     groups = [f"p{i // 2}" for i in range(2000)]
     ci = ev.bootstrap_intervals("classification", y, p, groups, rounds=100, seed=0)
@@ -106,8 +108,9 @@ def test_bootstrap_intervals_bracket_the_estimate(calibrated: tuple[np.ndarray, 
 
 
 def test_subgroups_by_sex_and_age_band_with_gaps() -> None:
-    X = pd.DataFrame({"sex": ["female", "female", "male", "male"] * 5,
-                      "age": [30.0, 70.0, 50.0, 70.0] * 5})  # fmt: skip
+    X = pd.DataFrame(
+        {"sex": ["female", "female", "male", "male"] * 5, "age": [30.0, 70.0, 50.0, 70.0] * 5}
+    )
     y = np.array([1, 0, 1, 0] * 5)
     pred = np.array([0.9, 0.1, 0.4, 0.6] * 5)  # perfect for women, inverted for men
     out = ev.subgroup_metrics("classification", y, pred, X)

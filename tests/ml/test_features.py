@@ -24,18 +24,27 @@ INDEX = datetime(2019, 1, 1, tzinfo=UTC)
 
 
 def hand_task() -> Any:
-    return parse_task({
-        "name": "hand", "kind": "classification",
-        "index": {"type": "fixed", "date": "2019-01-01T00:00:00Z"},
-        "label": {"type": "condition", "codes": ["icd10:E11*", "snomed:44054006"], "within_days": 365},
-        "exclusions": [{"type": "condition", "codes": ["icd10:E10*"]}, {"type": "deceased"}],
-        "features": {
-            "observations": [{"name": "a1c", "codes": ["loinc:4548-4"], "lookback_days": 365}],
-            "conditions": [{"name": "htn", "codes": ["icd10:I10"]}],
-            "medications": [{"name": "statin", "codes": ["rxnorm:312961"], "lookback_days": 365}],
-            "encounters": [{"name": "ed", "classes": ["EMER"], "lookback_days": 365}],
-        },
-    })  # fmt: skip
+    return parse_task(
+        {
+            "name": "hand",
+            "kind": "classification",
+            "index": {"type": "fixed", "date": "2019-01-01T00:00:00Z"},
+            "label": {
+                "type": "condition",
+                "codes": ["icd10:E11*", "snomed:44054006"],
+                "within_days": 365,
+            },
+            "exclusions": [{"type": "condition", "codes": ["icd10:E10*"]}, {"type": "deceased"}],
+            "features": {
+                "observations": [{"name": "a1c", "codes": ["loinc:4548-4"], "lookback_days": 365}],
+                "conditions": [{"name": "htn", "codes": ["icd10:I10"]}],
+                "medications": [
+                    {"name": "statin", "codes": ["rxnorm:312961"], "lookback_days": 365}
+                ],
+                "encounters": [{"name": "ed", "classes": ["EMER"], "lookback_days": 365}],
+            },
+        }
+    )
 
 
 def hand_patient(pid: str = "p1") -> list[dict[str, Any]]:
@@ -61,18 +70,32 @@ def test_hand_computed_features_label_and_used_resources() -> None:
     row = data.X.iloc[0].to_dict()
     assert row["age"] == pytest.approx((INDEX - datetime(1960, 6, 15, tzinfo=UTC)).days / 365.25)
     assert row["sex"] == "female"
-    assert (row["a1c_latest"], row["a1c_mean"], row["a1c_min"], row["a1c_max"], row["a1c_count"]) == (
-        7.0, 6.5, 6.0, 7.0, 2.0)  # fmt: skip
+    assert (
+        row["a1c_latest"],
+        row["a1c_mean"],
+        row["a1c_min"],
+        row["a1c_max"],
+        row["a1c_count"],
+    ) == (7.0, 6.5, 6.0, 7.0, 2.0)
     assert (row["htn"], row["statin"], row["ed"]) == (1.0, 1.0, 1.0)
     assert data.y.tolist() == [1] and data.index_times == ["2019-01-01T00:00:00Z"]
     X, used = patient_features(task, hand_patient(), INDEX)
     assert X.iloc[0].to_dict() == row
-    assert used == ["Condition/c1", "Encounter/e1", "MedicationRequest/m1", "Observation/o2",
-                    "Observation/o3", "Patient/p1"]  # fmt: skip
+    assert used == [
+        "Condition/c1",
+        "Encounter/e1",
+        "MedicationRequest/m1",
+        "Observation/o2",
+        "Observation/o3",
+        "Patient/p1",
+    ]
 
 
 def test_missing_values_are_nan_and_void_resources_ignored() -> None:
-    resources = [patient("p2"), cond("p2", 9, [(ICD, "I10")], "2016-01-01", status="entered-in-error")]
+    resources = [
+        patient("p2"),
+        cond("p2", 9, [(ICD, "I10")], "2016-01-01", status="entered-in-error"),
+    ]
     X, used = patient_features(hand_task(), resources, INDEX)
     assert math.isnan(X.loc[0, "a1c_latest"]) and X.loc[0, "a1c_count"] == 0
     assert X.loc[0, "htn"] == 0.0 and used == ["Patient/p2"]
@@ -80,12 +103,14 @@ def test_missing_values_are_nan_and_void_resources_ignored() -> None:
 
 def test_exclusions_and_cohort() -> None:
     task = hand_task()
-    type1 = hand_patient("p3") + [cond("p3", 5, [(ICD, "E10.9")], "2010-01-01")]
+    type1 = [*hand_patient("p3"), cond("p3", 5, [(ICD, "E10.9")], "2010-01-01")]
     dead = hand_patient("p4")
     dead[0]["deceasedDateTime"] = "2018-12-01T00:00:00Z"
     # known diabetes recorded after the index but begun before: not an onset
-    prevalent = hand_patient("p5") + [cond("p5", 6, [(ICD, "E10.1")], "2012-01-01", "2019-03-01")]
-    data = build_dataset(task, [("p3", type1), ("p4", dead), ("p5", prevalent), ("p1", hand_patient())])
+    prevalent = [*hand_patient("p5"), cond("p5", 6, [(ICD, "E10.1")], "2012-01-01", "2019-03-01")]
+    data = build_dataset(
+        task, [("p3", type1), ("p4", dead), ("p5", prevalent), ("p1", hand_patient())]
+    )
     assert data.patient_ids == ["p1"]
 
 
@@ -113,9 +138,12 @@ def test_readmission_rows_per_discharge() -> None:
 
 def test_regression_label_is_next_value_and_rows_without_one_dropped() -> None:
     task = load_task("next_hba1c")
-    resources = [patient("h1"), obs("h1", 1, "4548-4", 6.1, "2018-01-01T00:00:00Z"),
-                 obs("h1", 2, "4548-4", 6.4, "2019-01-01T00:00:00Z"),
-                 obs("h1", 3, "4548-4", 6.9, "2023-01-01T00:00:00Z")]  # fmt: skip
+    resources = [
+        patient("h1"),
+        obs("h1", 1, "4548-4", 6.1, "2018-01-01T00:00:00Z"),
+        obs("h1", 2, "4548-4", 6.4, "2019-01-01T00:00:00Z"),
+        obs("h1", 3, "4548-4", 6.9, "2023-01-01T00:00:00Z"),
+    ]
     data = build_dataset(task, [("h1", resources)])
     # the last index with a next value within 730 days is 2018-01-01 (2019 has none in time)
     assert data.index_times == ["2018-01-01T00:00:00Z"] and data.y.tolist() == [6.4]
@@ -185,7 +213,7 @@ def test_future_resources_change_no_feature(name: str, population: Resources) ->
 def test_the_leakage_check_can_fail(population: Resources) -> None:
     """The same copies dated one hour *before* the index do change features."""
     task = load_task("t2d_onset_3y")
-    pid, resources = next((p, r) for p, r in population if len(r) > 40)
+    _pid, resources = next((p, r) for p, r in population if len(r) > 40)
     before, _ = patient_features(task, resources, INDEX)
     earlier = future_copies(resources, INDEX - timedelta(hours=2))
     after, _ = patient_features(task, resources + earlier, INDEX)

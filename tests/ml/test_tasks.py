@@ -15,11 +15,12 @@ from carebase.ml.tasks import load_task, parse_task, task_names
 
 def minimal() -> dict[str, Any]:
     return {
-        "name": "t", "kind": "classification",
+        "name": "t",
+        "kind": "classification",
         "index": {"type": "fixed", "date": "2019-01-01"},
         "label": {"type": "condition", "codes": ["icd10:E11*"], "within_days": 365},
         "features": {"observations": [{"name": "a1c", "codes": ["loinc:4548-4"]}]},
-    }  # fmt: skip
+    }
 
 
 def paths(exc: InvalidResource) -> list[str]:
@@ -55,10 +56,14 @@ def test_codes_aliases_prefixes_and_full_systems() -> None:
         (lambda d: d["label"].update(within_days=-3), "label.within_days"),
         (lambda d: d["label"].update(codes=["icd9:250"]), "label.codes[0]"),
         (lambda d: d["label"].update(codes=["E11"]), "label.codes[0]"),
-        (lambda d: d["features"]["observations"][0].update(stats=["median"]),
-         "features.observations[0].stats[0]"),
-        (lambda d: d["features"]["observations"][0].update(colour="red"),
-         "features.observations[0].colour"),
+        (
+            lambda d: d["features"]["observations"][0].update(stats=["median"]),
+            "features.observations[0].stats[0]",
+        ),
+        (
+            lambda d: d["features"]["observations"][0].update(colour="red"),
+            "features.observations[0].colour",
+        ),
         (lambda d: d["features"].update(demographics=["height"]), "features.demographics[0]"),
         (lambda d: d.update(exclusions=[{"type": "condition"}]), "exclusions[0].codes"),
         (lambda d: d.update(model={"threshold": 1.5}), "model.threshold"),
@@ -106,7 +111,7 @@ def test_load_from_yaml_and_json_files(tmp_path: Path) -> None:
     (tmp_path / "b.json").write_text(json.dumps(minimal()))
     assert load_task(tmp_path / "a.yaml") == load_task(tmp_path / "b.json")
     (tmp_path / "bad.json").write_text("{not json")
-    with pytest.raises(InvalidResource, match="bad.json"):
+    with pytest.raises(InvalidResource, match=r"bad\.json"):
         load_task(tmp_path / "bad.json")
     with pytest.raises(NotFound, match="t2d_onset_3y"):
         load_task("no_such_task")

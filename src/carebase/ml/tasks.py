@@ -284,7 +284,10 @@ def _features(r: _Reader, data: Any) -> dict[str, Any]:
     for i, name in enumerate(demographics):
         if name not in ("age", "sex"):
             r.fail(f"{path}.demographics[{i}]", f"{name!r}: known demographics are age, sex")
-    observations, conditions, medications, encounters = [], [], [], []
+    observations: list[ObservationFeature] = []
+    conditions: list[CodeFlagFeature] = []
+    medications: list[CodeFlagFeature] = []
+    encounters: list[EncounterFeature] = []
     for i, item in enumerate(d.get("observations", []) or []):
         p = f"{path}.observations[{i}]"
         o = r.obj(item, p, ("name", "codes", "lookback_days", "stats"))
@@ -305,7 +308,9 @@ def _features(r: _Reader, data: Any) -> dict[str, Any]:
             codes = r.codes(c, "codes", p)
             if not codes:
                 r.fail(f"{p}.codes", "required")
-            target.append(CodeFlagFeature(r.text(c, "name", p), codes, r.days(c, "lookback_days", p)))
+            target.append(
+                CodeFlagFeature(r.text(c, "name", p), codes, r.days(c, "lookback_days", p))
+            )
     for i, item in enumerate(d.get("encounters", []) or []):
         p = f"{path}.encounters[{i}]"
         e = r.obj(item, p, ("name", "classes", "lookback_days"))
@@ -363,8 +368,11 @@ def parse_task(data: Any, source: str = "task") -> Task:
     threshold = r.number(model, "threshold", "model")
     if threshold is not None and not 0 < threshold < 1:
         r.fail("model.threshold", "must be between 0 and 1")
-    names = [n for group in ("observations", "conditions", "medications", "encounters")
-             for n in (f.name for f in features[group])]
+    names = [
+        n
+        for group in ("observations", "conditions", "medications", "encounters")
+        for n in (f.name for f in features[group])
+    ]
     seen: set[str] = set()
     for n in names:
         if n in seen:
@@ -390,10 +398,16 @@ def parse_task(data: Any, source: str = "task") -> Task:
 
 
 @functools.cache
+def _shipped() -> tuple[str, ...]:
+    files = resources.files("carebase.ml").joinpath("tasks").iterdir()
+    return tuple(
+        sorted(f.name.rsplit(".", 1)[0] for f in files if f.name.endswith((".json", ".yaml")))
+    )
+
+
 def task_names() -> list[str]:
     """Names of the shipped tasks (files in the `carebase/ml/tasks/` data folder), sorted."""
-    files = resources.files("carebase.ml").joinpath("tasks").iterdir()
-    return sorted(f.name.rsplit(".", 1)[0] for f in files if f.name.endswith((".json", ".yaml")))
+    return list(_shipped())
 
 
 def _parse_text(text: str, source: str) -> Any:
