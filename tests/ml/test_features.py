@@ -10,6 +10,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from ml_helpers import Resources, cond, enc, med, obs, patient
 
 from carebase.data.synthetic.population import Population, load_into_store
 from carebase.errors import BadRequest
@@ -17,7 +18,6 @@ from carebase.ml.features import build_dataset, dataset_from_store, patient_feat
 from carebase.ml.tasks import load_task, parse_task, task_names
 from carebase.ml.timeutil import iso
 from carebase.store.base import Store
-from conftest import Resources, cond, enc, med, obs, patient
 
 ICD, SCT = "http://hl7.org/fhir/sid/icd-10-cm", "http://snomed.info/sct"
 INDEX = datetime(2019, 1, 1, tzinfo=UTC)
