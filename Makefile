@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[test,dev,spark]"
+	$(PY) -m pip install --quiet -e ".[test,dev,spark,ml-shap,ml-data]"
 	touch $(STAMP)
 
 ## demo: install, build the synthetic demo data set (once) and its logins, serve on
