@@ -49,14 +49,16 @@ class DuckDBRunner(ViewRunner):
         query = self.compile(view)
         texts = [orjson.dumps(r).decode() for r in resources]
         table = pa.table({"resource": pa.array(texts, type=pa.string())})
-        return self._stream(query, "(SELECT CAST(resource AS JSON) AS resource FROM src)", table)
+        sql = query.over("(SELECT CAST(resource AS JSON) AS resource FROM src)")
+        return self._stream(query, sql, table, "resources in memory")
 
     def run_files(
         self, view: ViewDefinition | Mapping[str, object], paths: Sequence[Path]
     ) -> Iterator[dict[str, object]]:
         """Rows of `view` over NDJSON files, read and flattened by DuckDB."""
         query = self.compile(view)
-        return self._stream(query, self._file_source(paths), None)
+        sql = self._file_query(query, paths)
+        return self._stream(query, sql, None, ", ".join(map(str, paths)))
 
     def write_files(
         self,
@@ -74,7 +76,7 @@ class DuckDBRunner(ViewRunner):
             for c in query.columns
         )
         sql = (
-            f"COPY (SELECT {picks} FROM ({query.over(self._file_source(paths))})) "
+            f"COPY (SELECT {picks} FROM ({self._file_query(query, paths)})) "
             f"TO {self.dialect.lit(str(out))} ({_COPY_OPTIONS[fmt]})"
         )
         cursor = self._cursor()
@@ -86,14 +88,28 @@ class DuckDBRunner(ViewRunner):
             cursor.close()
         return int(result[0]) if result else 0
 
-    def _file_source(self, paths: Sequence[Path]) -> str:
+    def _file_query(self, query: ViewQuery, paths: Sequence[Path]) -> str:
+        """`query` over NDJSON files: when it reads only fields, DuckDB's typed JSON reader
+        keeps just the top-level keys they start from (much less to copy than whole lines)."""
         files = check_files(paths)
+        d = self.dialect
         if not files:
-            return "(SELECT NULL::JSON AS resource WHERE false)"
-        listed = ", ".join(self.dialect.lit(str(p)) for p in files)
-        return (
-            f"(SELECT json AS resource FROM read_json_objects([{listed}], "
-            "format = 'newline_delimited'))"
+            return query.over("(SELECT NULL::JSON AS resource WHERE false)")
+        listed = ", ".join(d.lit(str(p)) for p in files)
+        if query.needs_resource or not query.fields:
+            return query.over(
+                f"(SELECT json AS resource FROM read_json_objects([{listed}], "
+                "format = 'newline_delimited'))"
+            )
+        tops = sorted({keys[0] for keys, _ in query.fields})
+        columns = ", ".join(f"{d.lit(k)}: 'JSON'" for k in tops)
+        picks = ", ".join(
+            f"{d.drop_null(d.ident(keys[0]) if len(keys) == 1 else d.member_path(d.ident(keys[0]), keys[1:]))} AS {name}"
+            for keys, name in query.fields
+        )
+        return query.over_fields(
+            f"(SELECT {picks} FROM read_json([{listed}], format = 'newline_delimited', "
+            f"columns = {{{columns}}}))"
         )
 
     def _cursor(self) -> duckdb.DuckDBPyConnection:
@@ -101,7 +117,7 @@ class DuckDBRunner(ViewRunner):
             return self._con.cursor()
 
     def _stream(
-        self, query: ViewQuery, source: str, table: pa.Table | None
+        self, query: ViewQuery, sql: str, table: pa.Table | None, where: str
     ) -> Iterator[dict[str, object]]:
         cursor = self._cursor()
         names = [c.name for c in query.columns]
@@ -109,7 +125,7 @@ class DuckDBRunner(ViewRunner):
         try:
             if table is not None:
                 cursor.register("src", table)
-            result = cursor.execute(query.over(source))
+            result = cursor.execute(sql)
             while True:
                 batch = result.fetchmany(_BATCH)
                 if not batch:
@@ -120,6 +136,6 @@ class DuckDBRunner(ViewRunner):
                         for name, value in zip(names, row, strict=True)
                     }
         except duckdb.Error as exc:
-            raise translate_error(exc, source) from None
+            raise translate_error(exc, where) from None
         finally:
             cursor.close()

@@ -262,13 +262,20 @@ class DuckDBDialect(Dialect):
     def member_string(self, item: str, name: str) -> str:
         return f"json_extract_string({item}, {self.lit('$.' + json.dumps(name))})"
 
+    def member_path(self, item: str, keys: tuple[str, ...]) -> str:
+        """The value at a path of keys below an object item (NULL when missing)."""
+        return f"json_extract({item}, {self.json_path(keys)})"
+
+    def json_path(self, keys: tuple[str, ...]) -> str:
+        return self.lit("$" + "".join("." + json.dumps(k) for k in keys))
+
     def drop_null(self, item: str) -> str:
         return f"nullif({item}, 'null')"
 
     def with_fields(self, source: str, fields: dict[tuple[str, ...], str]) -> str:
         if not fields:
             return source
-        paths = ", ".join(self.lit("$" + "".join("." + json.dumps(k) for k in keys)) for keys in fields)
+        paths = ", ".join(self.json_path(keys) for keys in fields)
         picks = ", ".join(
             f"{self.drop_null(f'list_extract(_p, {n})')} AS {name}"
             for n, name in enumerate(fields.values(), start=1)

@@ -40,14 +40,25 @@ def translate_error(exc: Exception, where: str) -> Exception:
 
 @dataclass(frozen=True, slots=True)
 class ViewQuery:
-    """The compiled query: `sql` reads `{source}` (a relation with column `resource`)."""
+    """The compiled query: `sql` reads `{source}`, a relation with column `resource` (when
+    `needs_resource`) and one column per pre-extracted field, named as in `fields`."""
 
     sql: str
     columns: tuple[ColumnInfo, ...]
+    #: (JSON keys from the resource, column name) of each field the query reads
+    fields: tuple[tuple[tuple[str, ...], str], ...] = ()
+    #: whether the query reads `resource` itself besides its fields
+    needs_resource: bool = True
+    #: `fields` extracted from `{source}` (a relation with column `resource`)
+    fields_sql: str = "{source}"
 
     def over(self, source: str) -> str:
-        """The query over a relation name or parenthesised subquery."""
-        return self.sql.replace("{source}", source)
+        """The query over a relation (name or parenthesised subquery) with column `resource`."""
+        return self.sql.replace("{source}", self.fields_sql.replace("{source}", source))
+
+    def over_fields(self, relation: str) -> str:
+        """The query over a relation that already has the field columns."""
+        return self.sql.replace("{source}", relation)
 
 
 class _ViewCompiler:
@@ -191,16 +202,26 @@ class _ViewCompiler:
             # one row per resource: plain column expressions, no list of rows to explode
             scope = Scope(d.list_of(RESOURCE), "0", RESOURCE, self.root)
             items = self.flat_columns(root, scope)
-            source = d.with_fields("{source}", self.c.fields)
             picks = ", ".join(f"{d.output(i)} AS {n}" for i, n in zip(items, names, strict=True))
-            return ViewQuery(f"SELECT {picks} FROM {source} AS s {keep}", columns)
+            return self.finish(f"SELECT {picks} FROM {{source}} AS s {keep}")
         rows = self.node(root, RESOURCE, "0", RESOURCE, self.root)
-        source = d.with_fields("{source}", self.c.fields)
         picks = ", ".join(
             f"{d.output(d.at('r', str(n)))} AS {name}" for n, name in enumerate(names)
         )
-        sql = f"SELECT {picks} FROM (SELECT {d.explode(rows)} AS r FROM {source} AS s {keep}) AS t"
-        return ViewQuery(sql, columns)
+        return self.finish(
+            f"SELECT {picks} FROM (SELECT {d.explode(rows)} AS r FROM {{source}} AS s {keep}) AS t"
+        )
+
+    def finish(self, sql: str) -> ViewQuery:
+        fields = self.c.fields
+        return ViewQuery(
+            sql,
+            self.view.columns,
+            tuple(fields.items()),
+            # a mention inside a string literal only costs the faster source, never a row
+            re.search(rf"\b{RESOURCE}\b", sql) is not None,
+            self.d.with_fields("{source}", fields),
+        )
 
 
 def _one_row(node: Select) -> bool:
