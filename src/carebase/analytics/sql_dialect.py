@@ -118,6 +118,10 @@ class Dialect:
         """The string at key `name` of an object item (NULL when missing)."""
         raise NotImplementedError
 
+    def member_path(self, item: str, keys: tuple[str, ...]) -> str:
+        """The value at a path of keys below an object item (NULL when missing)."""
+        raise NotImplementedError
+
     def drop_null(self, item: str) -> str:
         """The item, or NULL when it is JSON null (FHIRPath has no null item)."""
         raise NotImplementedError
@@ -263,7 +267,6 @@ class DuckDBDialect(Dialect):
         return f"json_extract_string({item}, {self.lit('$.' + json.dumps(name))})"
 
     def member_path(self, item: str, keys: tuple[str, ...]) -> str:
-        """The value at a path of keys below an object item (NULL when missing)."""
         return f"json_extract({item}, {self.json_path(keys)})"
 
     def json_path(self, keys: tuple[str, ...]) -> str:
@@ -389,6 +392,10 @@ class SparkDialect(Dialect):
     def member_string(self, item: str, name: str) -> str:
         return f"try_variant_get({self.member(item, name)}, '$', 'string')"
 
+    def member_path(self, item: str, keys: tuple[str, ...]) -> str:
+        path = "$" + "".join(f"[{json.dumps(k)}]" for k in keys)
+        return f"try_variant_get({item}, {self.lit(path)})"
+
     def drop_null(self, item: str) -> str:
         return f"CASE WHEN is_variant_null({item}) THEN NULL ELSE {item} END"
 
@@ -396,10 +403,7 @@ class SparkDialect(Dialect):
         if not fields:
             return source
         picks = ", ".join(
-            self.drop_null(
-                f"try_variant_get(resource, {self.lit('$' + ''.join(f'[{json.dumps(k)}]' for k in keys))})"
-            )
-            + f" AS {name}"
+            f"{self.drop_null(self.member_path('resource', keys))} AS {name}"
             for keys, name in fields.items()
         )
         return f"(SELECT resource, {picks} FROM {source} AS _parsed)"

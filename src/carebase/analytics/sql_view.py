@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 from carebase.analytics.sql_compile import Scope, SqlCompiler, is_boolean
 from carebase.analytics.sql_dialect import Dialect
+from carebase.analytics.sql_scalar import context_of, single
 from carebase.analytics.view_errors import ViewEvaluationError
 from carebase.analytics.view_model import ColumnInfo, PathExpression, Select, ViewDefinition
-from carebase.analytics.sql_scalar import context_of, single
 from carebase.errors import BadRequest
 from carebase.fhir.element_nav import Context, root_context
 
