@@ -335,31 +335,37 @@ class SqlCompiler:
         path = root_path(self, expr, scope)
         if path is not None and path[0]:
             return self.field_list(path[0], single=path[1])
-        base = self.compile(expr.base, scope)
         x = self.var()
         if isinstance(expr.base, This) and expr.name[:1].isupper():
             # `Patient.name`: a leading type name selects the resource itself
             return d.filter(
-                base, x, f"{d.as_string(d.member(x, 'resourceType'))} = {d.lit(expr.name)}"
+                self.compile(expr.base, scope),
+                x,
+                f"{d.as_string(d.member(x, 'resourceType'))} = {d.lit(expr.name)}",
             )
         owner = context_of(self, expr.base, scope)
         keys = member_keys(owner, expr.name)
         if keys is not None and len(keys) == 1 and single_element(owner, expr.name):
-            # one item or none per base item: a list of items, not a list of lists
+            # one item or none per base item: a list of items, not a list of lists; over
+            # `where(...)` the test and the read share one pass
+            value = d.drop_null(d.member(x, expr.name))
+            base_expr = expr.base
+            if isinstance(base_expr, FunctionCall) and base_expr.name == "where":
+                inner = scope.with_focus(d.list_of(x), owner)
+                test = self.compile_bool(base_expr.args[0], inner)
+                value = f"CASE WHEN {test} THEN {value} END"
+                base_expr = base_expr.base
             y = self.var()
-            values = d.transform(base, x, d.drop_null(d.member(x, expr.name)))
+            values = d.transform(self.compile(base_expr, scope), x, value)
             return d.filter(values, y, f"{y} IS NOT NULL")
-        return self.each(base, self.member_list(x, expr.name, keys), x)
+        return self.each(self.compile(expr.base, scope), self.member_list(x, expr.name, keys), x)
 
     def field_list(self, keys: tuple[str, ...], single: bool) -> str:
         """A pre-extracted field as a list (its JSON null was dropped when extracted)."""
         d, f = self.d, self.field(keys)
         if single:  # R4 never writes an array here
             return f"CASE WHEN {f} IS NULL THEN {d.empty} ELSE {d.list_of(f)} END"
-        return (
-            f"CASE WHEN {f} IS NULL THEN {d.empty} WHEN {d.kind(f)} = 'array' "
-            f"THEN {d.as_array(f)} ELSE {d.list_of(f)} END"
-        )
+        return f"CASE WHEN {f} IS NULL THEN {d.empty} ELSE {d.items(f)} END"
 
     def integer(self, expr: Expr, scope: Scope) -> str:
         """A SQL BIGINT from a one-integer expression (index, skip, take, precision)."""

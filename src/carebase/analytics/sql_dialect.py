@@ -122,6 +122,13 @@ class Dialect:
         """The value at a path of keys below an object item (NULL when missing)."""
         raise NotImplementedError
 
+    def items(self, item: str) -> str:
+        """A non-NULL item as a list: an array's elements, anything else alone."""
+        return (
+            f"CASE WHEN {self.kind(item)} = 'array' THEN {self.as_array(item)} "
+            f"ELSE {self.list_of(item)} END"
+        )
+
     def drop_null(self, item: str) -> str:
         """The item, or NULL when it is JSON null (FHIRPath has no null item)."""
         raise NotImplementedError
@@ -274,6 +281,10 @@ class DuckDBDialect(Dialect):
 
     def drop_null(self, item: str) -> str:
         return f"nullif({item}, 'null')"
+
+    def items(self, item: str) -> str:
+        # one parse: TRY_CAST gives NULL for anything but an array
+        return f"coalesce(TRY_CAST({item} AS JSON[]), [{item}])"
 
     def with_fields(self, source: str, fields: dict[tuple[str, ...], str]) -> str:
         if not fields:
