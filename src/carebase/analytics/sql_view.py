@@ -158,7 +158,8 @@ class _ViewCompiler:
             too_deep = c.fail(f"repeat goes deeper than {d.repeat_depth} levels in {d.name}")
             return f"CASE WHEN {d.length(step)} > 0 THEN {too_deep} ELSE {d.empty} END"
         z = c.var()
-        below = self.descendants(paths, z, scope, depth - 1)
+        # deeper items are of whatever type the paths reached: no known context
+        below = self.descendants(paths, z, scope.with_focus(scope.focus), depth - 1)
         return d.flatten(d.transform(step, z, d.concat(d.list_of(z), below)))
 
     def where(self) -> str:
