@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import orjson
@@ -24,6 +25,26 @@ _COPY_OPTIONS = {
 }
 #: rows fetched from DuckDB per batch while streaming
 _BATCH = 10_000
+#: a key read whole as JSON (its own field), in the tree of keys the typed reader keeps
+_LEAF: dict[str, Any] = {}
+#: what DuckDB's JSON reader says when a file's shape differs from the STRUCTs asked for
+_SHAPE_ERROR = "JSON transform error"
+
+
+def _sql_type(node: dict[str, Any]) -> str:
+    if node is _LEAF:
+        return "JSON"
+    return "STRUCT(" + ", ".join(f'"{k}" {_sql_type(v)}' for k, v in node.items()) + ")"
+
+
+def _access(d: DuckDBDialect, tree: dict[str, Any], keys: tuple[str, ...]) -> str:
+    """The SQL reading `keys` from the typed reader's columns."""
+    node, sql = tree[keys[0]], d.ident(keys[0])
+    for n, key in enumerate(keys[1:], start=1):
+        if node is _LEAF:
+            return d.member_path(sql, keys[n:])
+        node, sql = node[key], f"struct_extract({sql}, {d.lit(key)})"
+    return sql
 
 
 class DuckDBRunner(ViewRunner):
@@ -49,14 +70,16 @@ class DuckDBRunner(ViewRunner):
         query = self.compile(view)
         texts = [orjson.dumps(r).decode() for r in resources]
         table = pa.table({"resource": pa.array(texts, type=pa.string())})
-        return self._stream(query, "(SELECT CAST(resource AS JSON) AS resource FROM src)", table)
+        sql = query.over("(SELECT CAST(resource AS JSON) AS resource FROM src)")
+        return self._stream(query, [sql], table, "resources in memory")
 
     def run_files(
         self, view: ViewDefinition | Mapping[str, object], paths: Sequence[Path]
     ) -> Iterator[dict[str, object]]:
         """Rows of `view` over NDJSON files, read and flattened by DuckDB."""
         query = self.compile(view)
-        return self._stream(query, self._file_source(paths), None)
+        sqls = self._file_queries(query, paths)
+        return self._stream(query, sqls, None, ", ".join(map(str, paths)))
 
     def write_files(
         self,
@@ -73,53 +96,88 @@ class DuckDBRunner(ViewRunner):
             f"{self.dialect.typed(self.dialect.ident(c.name), c)} AS {self.dialect.ident(c.name)}"
             for c in query.columns
         )
-        sql = (
-            f"COPY (SELECT {picks} FROM ({query.over(self._file_source(paths))})) "
+        sqls = [
+            f"COPY (SELECT {picks} FROM ({sql})) "
             f"TO {self.dialect.lit(str(out))} ({_COPY_OPTIONS[fmt]})"
-        )
+            for sql in self._file_queries(query, paths)
+        ]
         cursor = self._cursor()
         try:
-            result = cursor.execute(sql).fetchone()
-        except duckdb.Error as exc:
-            raise translate_error(exc, ", ".join(map(str, paths))) from None
+            for n, sql in enumerate(sqls, start=1):
+                try:
+                    result = cursor.execute(sql).fetchone()
+                    break
+                except duckdb.Error as exc:
+                    if n == len(sqls) or _SHAPE_ERROR not in str(exc):
+                        raise translate_error(exc, ", ".join(map(str, paths))) from None
         finally:
             cursor.close()
         return int(result[0]) if result else 0
 
-    def _file_source(self, paths: Sequence[Path]) -> str:
+    def _file_queries(self, query: ViewQuery, paths: Sequence[Path]) -> list[str]:
+        """`query` over NDJSON files, fastest first. When the query reads only fields,
+        DuckDB's JSON reader keeps just their keys, objects on the way typed as STRUCTs (R4
+        shape); a file of another shape makes that reader fail, and the next query (whole
+        resources, exact for any JSON) is the one to use."""
         files = check_files(paths)
+        d = self.dialect
         if not files:
-            return "(SELECT NULL::JSON AS resource WHERE false)"
-        listed = ", ".join(self.dialect.lit(str(p)) for p in files)
-        return (
+            return [query.over("(SELECT NULL::JSON AS resource WHERE false)")]
+        listed = ", ".join(d.lit(str(p)) for p in files)
+        exact = query.over(
             f"(SELECT json AS resource FROM read_json_objects([{listed}], "
             "format = 'newline_delimited'))"
         )
+        if query.needs_resource or not query.fields:
+            return [exact]
+        tree: dict[str, Any] = {}
+        for keys, _ in query.fields:
+            node = tree
+            for key in keys[:-1]:
+                node = node.setdefault(key, {})
+                if node is _LEAF:  # already read whole: deeper keys come from its JSON
+                    break
+            else:
+                node[keys[-1]] = _LEAF
+        columns = ", ".join(f"{d.lit(k)}: {d.lit(_sql_type(v))}" for k, v in tree.items())
+        picks = ", ".join(
+            f"{d.drop_null(_access(d, tree, keys))} AS {name}" for keys, name in query.fields
+        )
+        shaped = query.over_fields(
+            f"(SELECT {picks} FROM read_json([{listed}], format = 'newline_delimited', "
+            f"columns = {{{columns}}}))"
+        )
+        return [shaped, exact]
 
     def _cursor(self) -> duckdb.DuckDBPyConnection:
         with self._lock:
             return self._con.cursor()
 
     def _stream(
-        self, query: ViewQuery, source: str, table: pa.Table | None
+        self, query: ViewQuery, sqls: list[str], table: pa.Table | None, where: str
     ) -> Iterator[dict[str, object]]:
+        """Rows of the first of `sqls` that runs; a later one is tried only when the
+        typed reader rejected the files' shape before any row was given out."""
         cursor = self._cursor()
         names = [c.name for c in query.columns]
         loads = orjson.loads
+        given = False
         try:
             if table is not None:
                 cursor.register("src", table)
-            result = cursor.execute(query.over(source))
-            while True:
-                batch = result.fetchmany(_BATCH)
-                if not batch:
-                    break
-                for row in batch:
-                    yield {
-                        name: None if value is None else loads(value)
-                        for name, value in zip(names, row, strict=True)
-                    }
-        except duckdb.Error as exc:
-            raise translate_error(exc, source) from None
+            for n, sql in enumerate(sqls, start=1):
+                try:
+                    result = cursor.execute(sql)
+                    while batch := result.fetchmany(_BATCH):
+                        for row in batch:
+                            given = True
+                            yield {
+                                name: None if value is None else loads(value)
+                                for name, value in zip(names, row, strict=True)
+                            }
+                    return
+                except duckdb.Error as exc:
+                    if given or n == len(sqls) or _SHAPE_ERROR not in str(exc):
+                        raise translate_error(exc, where) from None
         finally:
             cursor.close()

@@ -26,8 +26,10 @@ from carebase.analytics.fhirpath_ast import (
     Variable,
 )
 from carebase.analytics.sql_dialect import Dialect, substitute
+from carebase.analytics.sql_scalar import context_of, member_keys, root_path, single_element
 from carebase.analytics.view_errors import ViewDefinitionError
 from carebase.analytics.view_model import Constant
+from carebase.fhir.element_nav import Context
 
 #: value[x] type suffixes of R4 (a bare `value` reads whichever of these keys is present)
 CHOICE_TYPES = tuple(
@@ -103,25 +105,38 @@ def is_boolean(expr: Expr) -> bool:
 
 
 class Scope:
-    """What `$this`, `%rowIndex` and `%resource` are where an expression is compiled."""
+    """What `$this`, `%rowIndex` and `%resource` are where an expression is compiled, and
+    the definitions context of `$this` items when known."""
 
-    def __init__(self, focus: str, row_index: str, resource: str) -> None:
+    def __init__(
+        self, focus: str, row_index: str, resource: str, context: Context | None = None
+    ) -> None:
         self.focus = focus  # SQL list of items
         self.row_index = row_index  # SQL integer
         self.resource = resource  # SQL item
+        self.context = context
 
-    def with_focus(self, focus: str) -> Scope:
-        return Scope(focus, self.row_index, self.resource)
+    def with_focus(self, focus: str, context: Context | None = None) -> Scope:
+        return Scope(focus, self.row_index, self.resource, context)
 
 
 class SqlCompiler:
     """FHIRPath -> SQL for one view: `constants` by name, fresh lambda variables per use."""
 
-    def __init__(self, dialect: Dialect, constants: tuple[Constant, ...]) -> None:
+    def __init__(
+        self, dialect: Dialect, constants: tuple[Constant, ...], resource_type: str = ""
+    ) -> None:
         self.d = dialect
         self.constants: Mapping[str, Constant] = {c.name: c for c in constants}
+        self.resource_type = resource_type
+        #: JSON key paths read once per resource, by the column name the query gives them
+        self.fields: dict[tuple[str, ...], str] = {}
         self._names = count()
         self.location = ""
+
+    def field(self, keys: tuple[str, ...]) -> str:
+        """The column holding the value at `keys` in the resource (NULL when missing)."""
+        return self.fields.setdefault(keys, f"_f{len(self.fields)}")
 
     def var(self) -> str:
         """A fresh lambda variable name."""
@@ -150,10 +165,15 @@ class SqlCompiler:
             f"WHEN {d.kind(first)} = 'boolean' THEN {d.as_bool(first)} ELSE true END",
         )
 
-    def member_list(self, item: str, name: str) -> str:
-        """Children `name` of one item as a list (arrays flattened, JSON null dropped)."""
+    def member_list(self, item: str, name: str, keys: tuple[str, ...] | None = None) -> str:
+        """Children `name` of one item as a list (arrays flattened, JSON null dropped);
+        `keys`, when the item's type is known, are the only JSON keys `name` can be."""
         d = self.d
-        if name in fv.choice_names():
+        if keys is not None:
+            value = d.member(item, keys[0])
+            if len(keys) > 1:
+                value = "coalesce(" + ", ".join(d.member(item, k) for k in keys) + ")"
+        elif name in fv.choice_names():
             value = (
                 "coalesce("
                 + ", ".join(
@@ -312,14 +332,40 @@ class SqlCompiler:
 
     def _member(self, expr: Member, scope: Scope) -> str:
         d = self.d
-        base = self.compile(expr.base, scope)
+        path = root_path(self, expr, scope)
+        if path is not None and path[0]:
+            return self.field_list(path[0], single=path[1])
         x = self.var()
         if isinstance(expr.base, This) and expr.name[:1].isupper():
             # `Patient.name`: a leading type name selects the resource itself
             return d.filter(
-                base, x, f"{d.as_string(d.member(x, 'resourceType'))} = {d.lit(expr.name)}"
+                self.compile(expr.base, scope),
+                x,
+                f"{d.as_string(d.member(x, 'resourceType'))} = {d.lit(expr.name)}",
             )
-        return self.each(base, self.member_list(x, expr.name), x)
+        owner = context_of(self, expr.base, scope)
+        keys = member_keys(owner, expr.name)
+        if keys is not None and len(keys) == 1 and single_element(owner, expr.name):
+            # one item or none per base item: a list of items, not a list of lists; over
+            # `where(...)` the test and the read share one pass
+            value = d.drop_null(d.member(x, expr.name))
+            base_expr = expr.base
+            if isinstance(base_expr, FunctionCall) and base_expr.name == "where":
+                inner = scope.with_focus(d.list_of(x), owner)
+                test = self.compile_bool(base_expr.args[0], inner)
+                value = f"CASE WHEN {test} THEN {value} END"
+                base_expr = base_expr.base
+            y = self.var()
+            values = d.transform(self.compile(base_expr, scope), x, value)
+            return d.filter(values, y, f"{y} IS NOT NULL")
+        return self.each(self.compile(expr.base, scope), self.member_list(x, expr.name, keys), x)
+
+    def field_list(self, keys: tuple[str, ...], single: bool) -> str:
+        """A pre-extracted field as a list (its JSON null was dropped when extracted)."""
+        d, f = self.d, self.field(keys)
+        if single:  # R4 never writes an array here
+            return f"CASE WHEN {f} IS NULL THEN {d.empty} ELSE {d.list_of(f)} END"
+        return f"CASE WHEN {f} IS NULL THEN {d.empty} ELSE {d.items(f)} END"
 
     def integer(self, expr: Expr, scope: Scope) -> str:
         """A SQL BIGINT from a one-integer expression (index, skip, take, precision)."""

@@ -114,6 +114,30 @@ class Dialect:
         """'string', 'integer', 'decimal', 'boolean', 'object', 'array' or 'null'."""
         raise NotImplementedError
 
+    def member_string(self, item: str, name: str) -> str:
+        """The string at key `name` of an object item (NULL when missing)."""
+        raise NotImplementedError
+
+    def member_path(self, item: str, keys: tuple[str, ...]) -> str:
+        """The value at a path of keys below an object item (NULL when missing)."""
+        raise NotImplementedError
+
+    def items(self, item: str) -> str:
+        """A non-NULL item as a list: an array's elements, anything else alone."""
+        return (
+            f"CASE WHEN {self.kind(item)} = 'array' THEN {self.as_array(item)} "
+            f"ELSE {self.list_of(item)} END"
+        )
+
+    def drop_null(self, item: str) -> str:
+        """The item, or NULL when it is JSON null (FHIRPath has no null item)."""
+        raise NotImplementedError
+
+    def with_fields(self, source: str, fields: dict[tuple[str, ...], str]) -> str:
+        """`source` (column `resource`) plus one column per key path, named by `fields`,
+        holding the value there (NULL when missing or JSON null); each resource parsed once."""
+        raise NotImplementedError
+
     def as_array(self, item: str) -> str:
         raise NotImplementedError
 
@@ -246,6 +270,36 @@ class DuckDBDialect(Dialect):
             "WHEN 'ARRAY' THEN 'array' ELSE 'null' END"
         )
 
+    def member_string(self, item: str, name: str) -> str:
+        return f"json_extract_string({item}, {self.lit('$.' + json.dumps(name))})"
+
+    def member_path(self, item: str, keys: tuple[str, ...]) -> str:
+        return f"json_extract({item}, {self.json_path(keys)})"
+
+    def json_path(self, keys: tuple[str, ...]) -> str:
+        return self.lit("$" + "".join("." + json.dumps(k) for k in keys))
+
+    def drop_null(self, item: str) -> str:
+        return f"nullif({item}, 'null')"
+
+    def items(self, item: str) -> str:
+        # one parse: TRY_CAST gives NULL for anything but an array
+        return f"coalesce(TRY_CAST({item} AS JSON[]), [{item}])"
+
+    def with_fields(self, source: str, fields: dict[tuple[str, ...], str]) -> str:
+        if not fields:
+            return source
+        paths = ", ".join(self.json_path(keys) for keys in fields)
+        picks = ", ".join(
+            f"{self.drop_null(f'list_extract(_p, {n})')} AS {name}"
+            for n, name in enumerate(fields.values(), start=1)
+        )
+        # one json_extract with a list of paths parses the document once for all of them
+        return (
+            f"(SELECT resource, {picks} FROM (SELECT resource, json_extract(resource, [{paths}]) "
+            f"AS _p FROM {source}) AS _parsed)"
+        )
+
     def as_array(self, item: str) -> str:
         return f"CAST({item} AS JSON[])"
 
@@ -345,6 +399,25 @@ class SparkDialect(Dialect):
             f"coalesce(CAST(regexp_extract(schema_of_variant({item}), ',([0-9]+)[)]', 1) AS INT), "
             "0)"
         )
+
+    def member_string(self, item: str, name: str) -> str:
+        return f"try_variant_get({self.member(item, name)}, '$', 'string')"
+
+    def member_path(self, item: str, keys: tuple[str, ...]) -> str:
+        path = "$" + "".join(f"[{json.dumps(k)}]" for k in keys)
+        return f"try_variant_get({item}, {self.lit(path)})"
+
+    def drop_null(self, item: str) -> str:
+        return f"CASE WHEN is_variant_null({item}) THEN NULL ELSE {item} END"
+
+    def with_fields(self, source: str, fields: dict[tuple[str, ...], str]) -> str:
+        if not fields:
+            return source
+        picks = ", ".join(
+            f"{self.drop_null(self.member_path('resource', keys))} AS {name}"
+            for keys, name in fields.items()
+        )
+        return f"(SELECT resource, {picks} FROM {source} AS _parsed)"
 
     def as_array(self, item: str) -> str:
         return f"variant_get({item}, '$', 'array<variant>')"

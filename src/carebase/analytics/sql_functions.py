@@ -8,6 +8,7 @@ from carebase.analytics import fhirpath_values as fv
 from carebase.analytics.fhirpath_ast import FunctionCall, Member, TypeSpecifier
 from carebase.analytics.sql_compile import _REFERENCE_PATTERN
 from carebase.analytics.sql_operators import distinct
+from carebase.analytics.sql_scalar import choice_member, context_of, root_path
 
 if TYPE_CHECKING:
     from carebase.analytics.sql_compile import Scope, SqlCompiler
@@ -22,7 +23,8 @@ def _type_arg(call: FunctionCall) -> TypeSpecifier:
 def _criteria(c: SqlCompiler, call: FunctionCall, scope: Scope, base: str) -> str:
     """Items of `base` for which the argument is true (`where`)."""
     x = c.var()
-    test = c.compile_bool(call.args[0], scope.with_focus(c.d.list_of(x)))
+    inner = scope.with_focus(c.d.list_of(x), context_of(c, call.base, scope))
+    test = c.compile_bool(call.args[0], inner)
     return c.d.filter(base, x, f"coalesce({test}, false)")
 
 
@@ -55,7 +57,8 @@ def function_list(c: SqlCompiler, call: FunctionCall, scope: Scope) -> str:
     if name == "where":
         return _criteria(c, call, scope, base)
     if name == "select":
-        return c.each(base, c.compile(call.args[0], scope.with_focus(d.list_of(x))), x)
+        inner = scope.with_focus(d.list_of(x), context_of(c, call.base, scope))
+        return c.each(base, c.compile(call.args[0], inner), x)
     if name in ("ofType", "as"):
         return d.filter(base, x, c.is_type(x, _type_arg(call)))
     if name == "first":
@@ -124,8 +127,14 @@ def _of_type_member(c: SqlCompiler, call: FunctionCall, scope: Scope) -> str:
     member = call.base
     assert isinstance(member, Member)
     d, spec = c.d, _type_arg(call)
+    path = root_path(c, call, scope)
+    if path is not None and path[0]:
+        return c.field_list(path[0], single=path[1])
     owner = c.compile(member.base, scope)
     x, y = c.var(), c.var()
+    choice = choice_member(c, call, scope)
+    if choice is not None:  # a known choice element: R4 JSON only has the typed key
+        return c.each(owner, c.member_list(x, choice[2], (choice[2],)), x)
     typed = c.member_list(x, fv.choice_key(member.name, spec.name))
     plain = d.filter(_plain_member(c, x, member.name), y, c.is_type(y, spec))
     return c.each(owner, d.concat(typed, plain), x)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from carebase.analytics.fhirpath_ast import Binary, Literal
+from carebase.analytics.sql_scalar import equals_string
 
 if TYPE_CHECKING:
     from carebase.analytics.sql_compile import Scope, SqlCompiler
@@ -26,6 +27,10 @@ def binary_bool(c: SqlCompiler, expr: Binary, scope: Scope) -> str:
         if op == "xor":
             return f"(({a}) <> ({b}))"
         return f"((NOT ({a})) OR ({b}))"
+    if op in ("=", "!="):
+        fast = equals_string(c, expr.left, expr.right, scope)
+        if fast is not None:
+            return fast if op == "=" else f"(NOT {fast})"
     left = c.compile(expr.left, scope)
     right = c.compile(expr.right, scope)
     a, b = c.var(), c.var()

@@ -13,9 +13,11 @@ from dataclasses import dataclass
 
 from carebase.analytics.sql_compile import Scope, SqlCompiler, is_boolean
 from carebase.analytics.sql_dialect import Dialect
+from carebase.analytics.sql_scalar import context_of, single
 from carebase.analytics.view_errors import ViewEvaluationError
 from carebase.analytics.view_model import ColumnInfo, PathExpression, Select, ViewDefinition
 from carebase.errors import BadRequest
+from carebase.fhir.element_nav import Context, root_context
 
 #: the column of the source relation that holds each resource as an item
 RESOURCE = "resource"
@@ -38,21 +40,33 @@ def translate_error(exc: Exception, where: str) -> Exception:
 
 @dataclass(frozen=True, slots=True)
 class ViewQuery:
-    """The compiled query: `sql` reads `{source}` (a relation with column `resource`)."""
+    """The compiled query: `sql` reads `{source}`, a relation with column `resource` (when
+    `needs_resource`) and one column per pre-extracted field, named as in `fields`."""
 
     sql: str
     columns: tuple[ColumnInfo, ...]
+    #: (JSON keys from the resource, column name) of each field the query reads
+    fields: tuple[tuple[tuple[str, ...], str], ...] = ()
+    #: whether the query reads `resource` itself besides its fields
+    needs_resource: bool = True
+    #: `fields` extracted from `{source}` (a relation with column `resource`)
+    fields_sql: str = "{source}"
 
     def over(self, source: str) -> str:
-        """The query over a relation name or parenthesised subquery."""
-        return self.sql.replace("{source}", source)
+        """The query over a relation (name or parenthesised subquery) with column `resource`."""
+        return self.sql.replace("{source}", self.fields_sql.replace("{source}", source))
+
+    def over_fields(self, relation: str) -> str:
+        """The query over a relation that already has the field columns."""
+        return self.sql.replace("{source}", relation)
 
 
 class _ViewCompiler:
     def __init__(self, view: ViewDefinition, dialect: Dialect) -> None:
         self.view = view
         self.d = dialect
-        self.c = SqlCompiler(dialect, view.constants)
+        self.c = SqlCompiler(dialect, view.constants, view.resource)
+        self.root = root_context(view.resource)
 
     def expr(self, path: PathExpression, scope: Scope) -> str:
         self.c.location = path.location
@@ -61,6 +75,12 @@ class _ViewCompiler:
     def columns_row(self, node: Select, scope: Scope) -> list[str]:
         d, out = self.d, []
         for column in node.columns:
+            if not column.collection:
+                self.c.location = column.path.location
+                item = single(self.c, column.path.expr, scope)
+                if item is not None:  # at most one value by the definitions: no list
+                    out.append(item)
+                    continue
             lst = self.expr(column.path, scope)
             if column.collection:
                 out.append(d.collection_item(lst))
@@ -87,30 +107,35 @@ class _ViewCompiler:
             out = d.flatten(d.transform(out, a, d.transform(part, b, d.concat(a, b))))
         return out
 
-    def one_focus(self, node: Select, item: str, row_index: str, resource: str) -> str:
+    def one_focus(
+        self, node: Select, item: str, row_index: str, resource: str, context: Context | None
+    ) -> str:
         d = self.d
-        scope = Scope(d.list_of(item), row_index, resource)
+        scope = Scope(d.list_of(item), row_index, resource, context)
         parts = [d.list_of(d.list_of(*self.columns_row(node, scope)))] if node.columns else []
-        parts += [self.node(child, item, row_index, resource) for child in node.selects]
+        parts += [self.node(child, item, row_index, resource, context) for child in node.selects]
         if node.union_all:
-            branches = [self.node(b, item, row_index, resource) for b in node.union_all]
+            branches = [self.node(b, item, row_index, resource, context) for b in node.union_all]
             parts.append(d.concat(*branches))
         return self.product(parts) if parts else d.list_of(d.empty)
 
-    def node(self, node: Select, item: str, row_index: str, resource: str) -> str:
+    def node(
+        self, node: Select, item: str, row_index: str, resource: str, context: Context | None
+    ) -> str:
         d, c = self.d, self.c
         if node.iteration is None:
-            return self.one_focus(node, item, row_index, resource)
-        scope = Scope(d.list_of(item), row_index, resource)
+            return self.one_focus(node, item, row_index, resource, context)
+        scope = Scope(d.list_of(item), row_index, resource, context)
+        inner: Context | None = None  # repeat mixes items of several types
         if node.iteration == "repeat":
             found = self.descendants(node.iteration_paths, item, scope, d.repeat_depth)
         else:
             found = self.expr(node.iteration_paths[0], scope)
+            inner = context_of(c, node.iteration_paths[0].expr, scope)
         it, i, lst = c.var(), c.var(), c.var()
         items = lst if node.iteration == "forEachOrNull" else found
-        rows = d.flatten(
-            d.transform_indexed(items, it, i, self.one_focus(node, it, d.index0(i), resource))
-        )
+        focus = self.one_focus(node, it, d.index0(i), resource, inner)
+        rows = d.flatten(d.transform_indexed(items, it, i, focus))
         if node.iteration != "forEachOrNull":
             return rows
         # nothing to iterate: one row, own columns over an empty focus, nested columns null
@@ -125,18 +150,21 @@ class _ViewCompiler:
     ) -> str:
         """Depth-first, pre-order items reached through `paths` from `item` (not `item`)."""
         d, c = self.d, self.c
-        step = d.concat(*(self.expr(p, scope.with_focus(d.list_of(item))) for p in paths))
+        step = d.concat(
+            *(self.expr(p, scope.with_focus(d.list_of(item), scope.context)) for p in paths)
+        )
         if depth == 0:
             c.location = paths[0].location
             too_deep = c.fail(f"repeat goes deeper than {d.repeat_depth} levels in {d.name}")
             return f"CASE WHEN {d.length(step)} > 0 THEN {too_deep} ELSE {d.empty} END"
         z = c.var()
-        below = self.descendants(paths, z, scope, depth - 1)
+        # deeper items are of whatever type the paths reached: no known context
+        below = self.descendants(paths, z, scope.with_focus(scope.focus), depth - 1)
         return d.flatten(d.transform(step, z, d.concat(d.list_of(z), below)))
 
     def where(self) -> str:
         d, c = self.d, self.c
-        scope = Scope(d.list_of(RESOURCE), "0", RESOURCE)
+        scope = Scope(d.list_of(RESOURCE), "0", RESOURCE, self.root)
         tests = []
         for path in self.view.where:
             c.location = path.location
@@ -167,22 +195,34 @@ class _ViewCompiler:
     def query(self) -> ViewQuery:
         d = self.d
         root = Select("ViewDefinition", selects=self.view.select)
-        resource_type = d.as_string(d.member(RESOURCE, "resourceType"))
+        resource_type = d.as_string(self.c.field(("resourceType",)))
         columns = self.view.columns
         names = [d.ident(col.name) for col in columns]
         keep = f"WHERE {resource_type} = {d.lit(self.view.resource)} AND {self.where()}"
         if _one_row(root):
             # one row per resource: plain column expressions, no list of rows to explode
-            scope = Scope(d.list_of(RESOURCE), "0", RESOURCE)
+            scope = Scope(d.list_of(RESOURCE), "0", RESOURCE, self.root)
             items = self.flat_columns(root, scope)
             picks = ", ".join(f"{d.output(i)} AS {n}" for i, n in zip(items, names, strict=True))
-            return ViewQuery(f"SELECT {picks} FROM {{source}} {keep}", columns)
-        rows = self.node(root, RESOURCE, "0", RESOURCE)
+            return self.finish(f"SELECT {picks} FROM {{source}} AS s {keep}")
+        rows = self.node(root, RESOURCE, "0", RESOURCE, self.root)
         picks = ", ".join(
             f"{d.output(d.at('r', str(n)))} AS {name}" for n, name in enumerate(names)
         )
-        sql = f"SELECT {picks} FROM (SELECT {d.explode(rows)} AS r FROM {{source}} {keep}) AS t"
-        return ViewQuery(sql, columns)
+        return self.finish(
+            f"SELECT {picks} FROM (SELECT {d.explode(rows)} AS r FROM {{source}} AS s {keep}) AS t"
+        )
+
+    def finish(self, sql: str) -> ViewQuery:
+        fields = self.c.fields
+        return ViewQuery(
+            sql,
+            self.view.columns,
+            tuple(fields.items()),
+            # a mention inside a string literal only costs the faster source, never a row
+            re.search(rf"\b{RESOURCE}\b", sql) is not None,
+            self.d.with_fields("{source}", fields),
+        )
 
 
 def _one_row(node: Select) -> bool:
