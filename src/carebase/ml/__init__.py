@@ -1,0 +1,1 @@
+"""Clinical risk prediction: tasks, features, training, evaluation, explanation, registry, model cards and serving."""
