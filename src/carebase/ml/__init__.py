@@ -1,1 +1,1 @@
-"""Clinical risk prediction: tasks, features, training, evaluation, explanation, registry, model cards and serving."""
+"""Clinical risk prediction: tasks, features, training, evaluation, registry, serving."""
