@@ -21,12 +21,12 @@ from typing import Any
 import skops.io as sio
 
 from carebase import __version__
-from carebase.errors import CarebaseError, Conflict, InvalidResource, NotFound
+from carebase.errors import BadRequest, CarebaseError, Conflict, NotFound, StorageError
 from carebase.ml.tasks import load_task
 from carebase.ml.training import TrainedModel
 from carebase.store import ml_models
 from carebase.store.base import Store
-from carebase.store.ml_models import ACTIVE, RETIRED, ModelRow, list_models
+from carebase.store.ml_models import ACTIVE, RETIRED, ModelRow
 from carebase.store.sql_store import SqlStore
 
 #: A registered model (its row, without the artifact bytes).
@@ -110,6 +110,13 @@ def register(store: Store, trained: TrainedModel) -> ModelRecord:
     )
 
 
+def list_models(
+    store: Store, task: str | None = None, status: str | None = None
+) -> list[ModelRecord]:
+    """Registered models, by task then newest version first (optionally one task/status)."""
+    return ml_models.list_models(_sql(store), task=task, status=status)
+
+
 def get(store: Store, model_id: str) -> ModelRecord:
     """The registered model `model_id`; 404 naming the `model` parameter when unknown."""
     record = ml_models.get(_sql(store), model_id)
@@ -147,8 +154,13 @@ def serving(store: Store, model_id: str | None, task: str | None = None) -> Mode
     serving_now = ml_models.list_models(_sql(store), status=ACTIVE)
     if len(serving_now) == 1:
         return serving_now[0]
-    names = ", ".join(r.id for r in serving_now) or "none is active"
-    raise NotFound(f"Say which model predicts with ?model=ID (active: {names})", location="model")
+    if not serving_now:
+        raise NotFound(
+            "No model is active; `carebase ml promote MODEL` activates one", location="model"
+        )
+    names = ", ".join(r.id for r in serving_now)
+    raise BadRequest(f"Several models are active ({names}): say which with model=ID",
+                     location="model")  # fmt: skip
 
 
 def promote(store: Store, model_id: str) -> tuple[ModelRecord, str | None]:
@@ -174,8 +186,9 @@ _LOCK = threading.Lock()
 
 
 def load(store: Store, model_id: str) -> TrainedModel:
-    """The trained model `model_id`, verified: 422 when its artifact's SHA-256 is not the
-    registered one, or it holds a type outside the trusted list."""
+    """The trained model `model_id`, verified: StorageError (500, the stored data is not
+    what was registered) when its artifact's SHA-256 is not the registered one, or it holds
+    a type outside the trusted list."""
     record = get(store, model_id)
     key = (record.id, record.sha256)
     with _LOCK:
@@ -194,7 +207,7 @@ def load_artifact(data: bytes, record: ModelRecord) -> TrainedModel:
     """Rebuild the trained model of `record` from its artifact bytes, verifying them."""
     digest = hashlib.sha256(data).hexdigest()
     if digest != record.sha256:
-        raise InvalidResource(
+        raise StorageError(
             f"The artifact of model {record.id} has SHA-256 {digest}, not the registered "
             f"{record.sha256}: it was altered after registration; refusing to load it "
             "(register the model again from training)",
@@ -203,20 +216,20 @@ def load_artifact(data: bytes, record: ModelRecord) -> TrainedModel:
     try:
         untrusted = sio.get_untrusted_types(data=data)
     except Exception as exc:  # skops raises assorted errors for a corrupt archive
-        raise InvalidResource(
+        raise StorageError(
             f"The artifact of model {record.id} is not a readable skops file: {exc}",
             location=f"ml_model[{record.id}].artifact",
         ) from exc
     unknown = sorted(set(untrusted) - set(TRUSTED_TYPES))
     if unknown:
-        raise InvalidResource(
+        raise StorageError(
             f"The artifact of model {record.id} holds types outside the trusted list: "
             f"{', '.join(unknown)}; refusing to load it",
             location=f"ml_model[{record.id}].artifact",
         )
     payload: dict[str, Any] = sio.loads(data, trusted=list(untrusted))
     if payload.get("format") != ARTIFACT_FORMAT or payload.get("task") != record.task:
-        raise InvalidResource(
+        raise StorageError(
             f"The artifact of model {record.id} has layout {payload.get('format')!r} for task "
             f"{payload.get('task')!r}; expected layout {ARTIFACT_FORMAT} for {record.task}",
             location=f"ml_model[{record.id}].artifact",
