@@ -17,6 +17,7 @@ SCRIPTS = (
     ["bench_encryption.py"],
     ["bench_generate.py", "--runs", "3"],
     ["bench_bulk.py"],
+    ["bench_ml.py"],
 )
 
 
