@@ -1,1 +1,2 @@
-"""Clinical risk prediction: tasks, features, training, evaluation, registry, serving."""
+"""Clinical risk prediction: tasks, features from FHIR via SQL on FHIR views, training,
+evaluation, explanations and real-data baselines."""
