@@ -58,7 +58,7 @@ def test_classification_is_a_valid_risk_assessment() -> None:
     assert item["probabilityDecimal"] == 0.37
     assert "37%" in item["outcome"]["text"]
     # the top three factors, largest first, with direction
-    assert item["rationale"].startswith("Top contributing factors: bmi = 34.2 (raises")
+    assert item["rationale"].startswith("Top contributing factors: bmi = 34.2 (raises the log-odds")
     assert "smoker = no (lowers" in item["rationale"] and "hba1c" not in item["rationale"]
 
 

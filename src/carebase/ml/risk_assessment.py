@@ -68,16 +68,24 @@ def show_value(value: object) -> str:
     return str(value)
 
 
-def describe_factors(factors: Sequence[Contributing], limit: int = TOP_FACTORS) -> list[str]:
-    """The top `limit` factors as "feature = value (raises/lowers risk by x)" phrases."""
+def describe_factors(
+    factors: Sequence[Contributing], limit: int = TOP_FACTORS, scale: str = "the prediction"
+) -> list[str]:
+    """The top `limit` factors as "feature = value (raises the log-odds by x)" phrases;
+    `scale` names what contributions add to (log-odds for classifiers, `ml.explain`)."""
     phrases = []
     for factor in factors[:limit]:
         direction = "raises" if factor.contribution > 0 else "lowers"
         phrases.append(
-            f"{factor.feature} = {show_value(factor.value)} ({direction} the prediction by "
+            f"{factor.feature} = {show_value(factor.value)} ({direction} {scale} by "
             f"{abs(factor.contribution):.3g})"
         )
     return phrases
+
+
+def scale_of(kind: str) -> str:
+    """What a contribution is measured in (explanations are on the model's raw scale)."""
+    return "the log-odds" if kind == "classification" else "the predicted value"
 
 
 def headline(prediction: Prediction) -> str:
@@ -90,7 +98,7 @@ def headline(prediction: Prediction) -> str:
 def risk_assessment(prediction: Prediction, *, id_: str | None = None) -> dict[str, Any]:
     """The RiskAssessment resource of `prediction` (status final)."""
     when = prediction.occurrence.astimezone(UTC).isoformat(timespec="seconds")
-    factors = describe_factors(prediction.factors)
+    factors = describe_factors(prediction.factors, scale=scale_of(prediction.kind))
     rationale = "Top contributing factors: " + ("; ".join(factors) if factors else "none")
     item: dict[str, Any] = {"outcome": {"text": headline(prediction)}, "rationale": rationale}
     if prediction.kind == "classification":

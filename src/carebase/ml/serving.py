@@ -17,14 +17,15 @@ from carebase.errors import BadRequest
 from carebase.ml.explain import explain
 from carebase.ml.features import patient_features
 from carebase.ml.registry import ModelRecord
-from carebase.ml.risk_assessment import Prediction, describe_factors, headline
+from carebase.ml.risk_assessment import Prediction, describe_factors, headline, scale_of
 from carebase.ml.tasks import Task
 from carebase.ml.training import TrainedModel
 
 #: Probability at or above which a card is a warning, and a critical alert. Deliberately
 #: simple: a site should set thresholds from the decision curve in the model card.
 WARNING_AT, CRITICAL_AT = 0.2, 0.5
-#: The resource types a patient-view service asks the client to prefetch, beyond Patient.
+#: The resource types a patient-view service may ask the client to prefetch, beyond Patient
+#: (those `ml.features` reads).
 PREFETCH_TYPES = ("Condition", "Observation", "MedicationRequest", "Encounter")
 
 
@@ -57,11 +58,19 @@ def predict(
 
 def prefetch_templates(task: Task) -> dict[str, str]:
     """The prefetch templates of the task's CDS service: the patient, and a search by
-    `patient` (an R4 search parameter of each of these types) per type the features read."""
+    `patient` (an R4 search parameter of each of these types) per type its features read."""
+    needed = {
+        "Condition": bool(task.conditions),
+        "Observation": bool(task.observations),
+        "MedicationRequest": bool(task.medications),
+        "Encounter": bool(task.encounters or task.index_encounter)
+        or task.index.type == "encounter_end",
+    }
     templates = {"patient": "Patient/{{context.patientId}}"}
     for type_ in PREFETCH_TYPES:
-        key = type_[0].lower() + type_[1:] + "s"
-        templates[key] = f"{type_}?patient={{{{context.patientId}}}}"
+        if needed[type_]:
+            key = type_[0].lower() + type_[1:] + "s"
+            templates[key] = f"{type_}?patient={{{{context.patientId}}}}"
     return templates
 
 
@@ -126,7 +135,7 @@ def indicator(prediction: Prediction) -> str:
 def cards(prediction: Prediction, card_url: str) -> dict[str, Any]:
     """The CDS Hooks response for `prediction`: one card with the risk, the top factors
     and a link to the model card."""
-    factors = describe_factors(prediction.factors)
+    factors = describe_factors(prediction.factors, scale=scale_of(prediction.kind))
     detail = "Top contributing factors:\n" + "\n".join(f"- {f}" for f in factors)
     card = {
         "uuid": str(uuid.uuid4()),
