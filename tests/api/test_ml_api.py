@@ -164,10 +164,11 @@ async def test_patient_view_reads_the_store_and_answers_a_card(
     (card,) = body["cards"]
     assert card["indicator"] in ("info", "warning", "critical")
     assert "predicted risk" in card["summary"] and "Top contributing factors" in card["detail"]
+    entry = audit.entries[-1]
+    assert (entry.interaction, entry.outcome) == ("operation", "0") and pid in entry.patients
     link = card["links"][0]["url"]
     assert link == f"http://testserver/ml/models/{served['model'].id}/card"
     assert (await client.get(link)).status_code == 200
-    assert pid in audit.entries[-1].patients
 
 
 async def test_patient_view_with_full_prefetch_needs_no_store_access(
