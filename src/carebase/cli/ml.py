@@ -3,6 +3,7 @@ on the database's patients, register them, inspect and promote them, write model
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,7 +21,8 @@ from carebase.ml.model_card_data import card_data
 from carebase.store.base import Store
 
 group = typer.Typer(help="Risk prediction: tasks, training, the model registry, model cards.")
-out = Console(soft_wrap=True)
+# wide when piped: model ids and hashes must not be cut to fit 80 columns
+out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 MODEL_TYPES = ("logistic", "linear", "hgb")
 
 
