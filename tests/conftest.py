@@ -21,8 +21,8 @@ from carebase.auth.keys import KeyRing
 from carebase.config import Settings
 from carebase.store.base import Store
 from carebase.store.bulk_jobs import BULK_TABLES
-from carebase.store.ml_models import ML_TABLES
 from carebase.store.factory import open_store
+from carebase.store.ml_models import ML_TABLES
 from carebase.store.oauth_schema import OAUTH_TABLES
 from carebase.store.schema import (
     ACCOUNT_TABLES,

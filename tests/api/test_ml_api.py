@@ -10,8 +10,6 @@ from typing import Any
 import httpx
 import pytest
 from api_helpers import bearer, issue_text
-from ml_helpers import TASK, load_patients, trained_model
-from shared_data import SHARED
 from starlette.applications import Starlette
 
 from carebase.auth.audit_entry import MemoryAuditTrail
@@ -20,6 +18,8 @@ from carebase.ml import registry, serving
 from carebase.ml.cds_schema import errors_of, response_issues
 from carebase.ml.tasks import load_task
 from carebase.store.base import Store
+from ml_helpers import TASK, load_patients, trained_model
+from shared_data import SHARED
 
 pytestmark = pytest.mark.asyncio
 

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Any
 from collections import OrderedDict
 from fractions import Fraction
+from typing import Any
 
 import numpy as np
 import pytest
 import skops.io as sio
-from ml_helpers import TASK, patients, trained_model
 
 from carebase.errors import BadRequest, Conflict, NotFound, StorageError
 from carebase.ml import registry
@@ -19,6 +18,7 @@ from carebase.ml.tasks import load_task
 from carebase.store import ml_models
 from carebase.store.base import Store
 from carebase.store.sql_store import SqlStore
+from ml_helpers import TASK, patients, trained_model
 
 
 def test_register_load_round_trip_predicts_the_same(store: Store) -> None:
@@ -83,7 +83,9 @@ def test_a_tampered_artifact_is_refused(store: Store) -> None:
     data = bytearray(ml_models.artifact(store, record.id) or b"")
     data[len(data) // 2] ^= 0xFF
     with store.writing() as cur:
-        cur.execute(store.q("UPDATE ml_model SET artifact = ? WHERE id = ?"), (bytes(data), record.id))
+        cur.execute(
+            store.q("UPDATE ml_model SET artifact = ? WHERE id = ?"), (bytes(data), record.id)
+        )
     with pytest.raises(StorageError, match="altered after registration"):
         registry.load(store, record.id)
 
@@ -97,5 +99,5 @@ def test_untrusted_types_are_refused_even_with_the_right_digest(store: Store) ->
         sha256=hashlib.sha256(data).hexdigest(), data_fingerprint="0", metrics={},
         code_version="0",
     )  # fmt: skip
-    with pytest.raises(StorageError, match="outside the trusted list: .*Fraction"):
+    with pytest.raises(StorageError, match=r"outside the trusted list: .*Fraction"):
         registry.load(store, record.id)

@@ -11,7 +11,9 @@ from carebase.store.base import Store
 from carebase.store.sql_store import SqlStore
 
 
-def _insert(store: Store, task: str = "t2d_onset_3y", data: bytes = b"artifact") -> ml_models.ModelRow:
+def _insert(
+    store: Store, task: str = "t2d_onset_3y", data: bytes = b"artifact"
+) -> ml_models.ModelRow:
     assert isinstance(store, SqlStore)
     return ml_models.insert(
         store,
@@ -60,5 +62,5 @@ def test_the_database_refuses_two_active_models_of_a_task(store: Store) -> None:
     assert isinstance(store, SqlStore)
     first, second = _insert(store), _insert(store)
     ml_models.set_status(store, first.id, ml_models.ACTIVE)
-    with pytest.raises(Exception, match="(?i)unique|duplicate"):
+    with pytest.raises(Exception, match=r"(?i)unique|duplicate"):
         ml_models.set_status(store, second.id, ml_models.ACTIVE)

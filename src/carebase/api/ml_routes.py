@@ -28,16 +28,15 @@ from carebase.api.results import Context
 from carebase.api.routes import FhirApi, by_method
 from carebase.auth.audit_entry import AuditEntry
 from carebase.errors import BadRequest, Forbidden, NotFound, PreconditionFailed
-from carebase.ml import registry, serving
-from carebase.ml.cds_schema import errors_of, request_issues
-from carebase.ml.model_card import plots, render_html
-from carebase.ml.model_card_data import card_data
-from carebase.ml.risk_assessment import risk_assessment
-from carebase.ml.tasks import Task, load_task
 from carebase.store.ml_models import ACTIVE
 
 if TYPE_CHECKING:
+    from carebase.ml.registry import ModelRecord
     from carebase.ml.risk_assessment import Prediction
+    from carebase.ml.tasks import Task
+
+# The ml package is imported on first use, not here: scikit-learn, pandas and matplotlib take
+# seconds to import, which every server start and every `carebase` command would pay.
 
 #: Resources per page when reading a compartment.
 PAGE = 500
@@ -106,6 +105,9 @@ class MlApi:
         persist = _boolean(params.get("persist", "false"), "persist")
 
         def run() -> tuple[dict[str, Any], int]:
+            from carebase.ml import registry, serving
+            from carebase.ml.risk_assessment import risk_assessment
+
             record = registry.serving(ctx.store, params.get("model"))
             trained = registry.load(ctx.store, record.id)
             resources = read_compartment(ctx, patient_id)
@@ -164,17 +166,25 @@ class MlApi:
 
     # --- CDS Hooks ----------------------------------------------------------------------------
 
-    def _active_tasks(self) -> list[tuple[registry.ModelRecord, Task]]:
+    def _active_tasks(self) -> list[tuple[ModelRecord, Task]]:
+        from carebase.ml import registry
+        from carebase.ml.tasks import load_task
+
         found = registry.list_models(self.api.store, status=ACTIVE)
         return [(record, load_task(record.task)) for record in found]
 
     async def cds_discovery(self, request: Request) -> Response:
         """GET /cds-services: one patient-view service per task with an active model."""
+        from carebase.ml.serving import discovery
+
         services = await run_in_threadpool(self._active_tasks)
-        return JSONResponse(serving.discovery(services))
+        return JSONResponse(discovery(services))
 
     async def cds_service(self, request: Request) -> Response:
         """POST /cds-services/{id}: a patient-view call; cards with the risk."""
+        from carebase.ml import registry, serving
+        from carebase.ml.cds_schema import errors_of, request_issues
+
         raw = await read_body(request, self.api.settings.max_body_bytes)
         body = parse_json(raw, self.api.settings.max_json_depth)
         problems = errors_of(request_issues(body))
@@ -235,6 +245,10 @@ class MlApi:
         return HTMLResponse(html)
 
     def _card_html(self, model_id: str) -> str:
+        from carebase.ml import registry
+        from carebase.ml.model_card import render_html
+        from carebase.ml.model_card_data import card_data
+
         record = registry.get(self.api.store, model_id)
         return render_html(card_data(record), image_base="")
 
@@ -243,6 +257,10 @@ class MlApi:
         model_id, name = request.path_params["model"], request.path_params["image"]
 
         def draw() -> bytes:
+            from carebase.ml import registry
+            from carebase.ml.model_card import plots
+            from carebase.ml.model_card_data import card_data
+
             images = plots(card_data(registry.get(self.api.store, model_id)))
             if name not in images:
                 raise NotFound(
@@ -279,4 +297,3 @@ def _parameters(body: object) -> list[tuple[str, str]]:
             )
         pairs.append((param["name"], value))
     return pairs
-

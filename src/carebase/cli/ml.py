@@ -15,10 +15,10 @@ from rich.table import Table
 
 from carebase.cli.options import DatabaseOption, friendly_errors, opened_store
 from carebase.errors import BadRequest
-from carebase.ml import registry
-from carebase.ml.model_card import created_text, write_card
-from carebase.ml.model_card_data import card_data
 from carebase.store.base import Store
+
+# carebase.ml is imported inside each command: scikit-learn, pandas and matplotlib take
+# seconds to import, and every other `carebase` command would pay for them.
 
 group = typer.Typer(help="Risk prediction: tasks, training, the model registry, model cards.")
 # wide when piped: model ids and hashes must not be cut to fit 80 columns
@@ -61,6 +61,7 @@ def train(
 ) -> None:
     """Build the task's data set from the database's patients, train, evaluate and register
     the model (a candidate unless --promote)."""
+    from carebase.ml import registry
     from carebase.ml.features import dataset_from_store
     from carebase.ml.tasks import load_task
     from carebase.ml.training import train as fit
@@ -98,6 +99,9 @@ def evaluate(
 
 
 def _print_metrics(store: Store, model_id: str) -> None:
+    from carebase.ml import registry
+    from carebase.ml.model_card_data import card_data
+
     data = card_data(registry.get(store, model_id))
     table = Table("metric", "split", "value", "95% interval", title=f"{model_id} ({data.task})")
     for row in data.metrics:
@@ -119,6 +123,10 @@ def card(
     database: DatabaseOption = None,
 ) -> None:
     """Write the model card (card.md, card.html, PNG plots) into a folder."""
+    from carebase.ml import registry
+    from carebase.ml.model_card import write_card
+    from carebase.ml.model_card_data import card_data
+
     with opened_store(database) as store, friendly_errors(store.url):
         store.migrate()
         data = card_data(registry.get(store, model))
@@ -136,6 +144,9 @@ def models(
     database: DatabaseOption = None,
 ) -> None:
     """List the registered models, newest version first per task."""
+    from carebase.ml import registry
+    from carebase.ml.model_card import created_text
+
     with opened_store(database) as store, friendly_errors(store.url):
         store.migrate()
         found = registry.list_models(store, task=task)
@@ -152,11 +163,15 @@ def promote(
     database: DatabaseOption = None,
 ) -> None:
     """Make a model its task's active model (the previous active one retires)."""
+    from carebase.ml import registry
+
     with opened_store(database) as store, friendly_errors(store.url):
         store.migrate()
         registry.load(store, model)  # refuse to activate an artifact that does not verify
         record, retired = registry.promote(store, model)
-    out.print(f"{record.id} is active for {record.task}" + (f"; {retired} retired" if retired else ""))
+    out.print(
+        f"{record.id} is active for {record.task}" + (f"; {retired} retired" if retired else "")
+    )
 
 
 @group.command("retire")
@@ -165,6 +180,8 @@ def retire(
     database: DatabaseOption = None,
 ) -> None:
     """Take a model out of service (it stays registered and can be promoted again)."""
+    from carebase.ml import registry
+
     with opened_store(database) as store, friendly_errors(store.url):
         store.migrate()
         record = registry.retire(store, model)

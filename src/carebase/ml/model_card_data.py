@@ -13,12 +13,25 @@ from carebase.ml.tasks import Task, load_task
 
 #: Held-out metrics shown per task kind, in order (others stay in the registry's JSON).
 SHOWN = {
-    "classification": ("auroc", "auprc", "brier", "calibration_slope", "calibration_intercept",
-                       "sensitivity", "specificity", "ppv", "npv", "prevalence"),  # fmt: skip
+    "classification": (
+        "auroc",
+        "auprc",
+        "brier",
+        "calibration_slope",
+        "calibration_intercept",
+        "sensitivity",
+        "specificity",
+        "ppv",
+        "npv",
+        "prevalence",
+    ),
     "regression": ("r2", "mae", "rmse"),
 }
 #: Subgroup metrics compared across groups.
-SUBGROUP_METRICS = {"classification": ("auroc", "brier", "sensitivity"), "regression": ("mae", "r2")}
+SUBGROUP_METRICS = {
+    "classification": ("auroc", "brier", "sensitivity"),
+    "regression": ("mae", "r2"),
+}
 
 
 def _number(value: Any) -> float:
@@ -40,8 +53,14 @@ def metric_rows(kind: str, metrics: dict[str, Any]) -> list[MetricRow]:
     cv = metrics.get("cv", {})
     for name in SHOWN[kind][:3]:
         if name in cv.get("mean", {}):
-            rows.append(MetricRow(name, _number(cv["mean"][name]), split=f"{cv.get('folds', '')}"
-                                  f"-fold CV mean (sd {_number(cv['std'].get(name)):.3f})"))  # fmt: skip
+            rows.append(
+                MetricRow(
+                    name,
+                    _number(cv["mean"][name]),
+                    split=f"{cv.get('folds', '')}"
+                    f"-fold CV mean (sd {_number(cv['std'].get(name)):.3f})",
+                )
+            )
     return rows
 
 
@@ -125,8 +144,9 @@ def card_data(record: ModelRecord, task: Task | None = None) -> CardData:
         data=describe_data(spec, metrics),
         limitations=limitations,
         metrics=metric_rows(kind, metrics),
-        calibration=[(_number(p["predicted"]), _number(p["observed"]))
-                     for p in held.get("calibration", [])],  # fmt: skip
+        calibration=[
+            (_number(p["predicted"]), _number(p["observed"])) for p in held.get("calibration", [])
+        ],
         roc=roc,
         residuals=residuals,
         subgroups=subgroup_rows(kind, metrics),

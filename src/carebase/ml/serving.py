@@ -141,8 +141,7 @@ def cards(prediction: Prediction, card_url: str) -> dict[str, Any]:
         "uuid": str(uuid.uuid4()),
         "summary": headline(prediction)[:139],
         "indicator": indicator(prediction),
-        "detail": detail
-        + f"\n\nModel {prediction.model_id} ({prediction.model_type}); "
+        "detail": detail + f"\n\nModel {prediction.model_id} ({prediction.model_type}); "
         "a prediction to support, not replace, clinical judgement.",
         "source": {"label": f"carebase model {prediction.model_id}", "url": card_url},
         "links": [{"label": "Model card", "url": card_url, "type": "absolute"}],
