@@ -18,7 +18,7 @@ from carebase.ml import registry, serving
 from carebase.ml.cds_schema import errors_of, response_issues
 from carebase.ml.tasks import load_task
 from carebase.store.base import Store
-from ml_helpers import TASK, load_patients, trained_model
+from ml_serving_data import TASK, load_patients, trained_model
 from shared_data import SHARED
 
 pytestmark = pytest.mark.asyncio

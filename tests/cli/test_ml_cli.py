@@ -9,7 +9,7 @@ from test_migrate import assert_one_line_error, run_cli
 
 from carebase.ml import registry
 from carebase.store.base import Store
-from ml_helpers import TASK, load_patients, trained_model
+from ml_serving_data import TASK, load_patients, trained_model
 
 
 def test_tasks_lists_the_shipped_tasks() -> None:

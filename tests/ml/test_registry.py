@@ -18,7 +18,7 @@ from carebase.ml.tasks import load_task
 from carebase.store import ml_models
 from carebase.store.base import Store
 from carebase.store.sql_store import SqlStore
-from ml_helpers import TASK, patients, trained_model
+from ml_serving_data import TASK, patients, trained_model
 
 
 def test_register_load_round_trip_predicts_the_same(store: Store) -> None:

@@ -3,6 +3,7 @@ curves, patient-cluster bootstrap intervals and subgroup metrics (fairlearn)."""
 
 from __future__ import annotations
 
+import itertools
 import math
 import warnings
 from collections.abc import Callable, Sequence
@@ -11,16 +12,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from fairlearn.metrics import MetricFrame
+from scipy.stats import rankdata
 from sklearn.base import clone
 from sklearn.calibration import calibration_curve
 from sklearn.exceptions import UndefinedMetricWarning
-from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import (
     average_precision_score,
     brier_score_loss,
     mean_absolute_error,
     r2_score,
-    roc_auc_score,
     root_mean_squared_error,
 )
 from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
@@ -32,7 +32,9 @@ EPS = 1e-6
 AGE_BANDS = (0, 40, 65, 200)
 
 
-def cv_splits(kind: str, y: np.ndarray, groups: Sequence[str], folds: int, seed: int) -> list[Split]:
+def cv_splits(
+    kind: str, y: np.ndarray, groups: Sequence[str], folds: int, seed: int
+) -> list[Split]:
     """`folds` patient-level folds (no patient on both sides), stratified by the label for
     classification. Unprocessable when there are too few patients or positives."""
     groups_arr = np.asarray(groups)
@@ -64,35 +66,52 @@ def _logit(p: np.ndarray) -> np.ndarray:
     return np.asarray(np.log(q / (1 - q)))
 
 
+def _newton_logistic(y: np.ndarray, design: np.ndarray, offset: np.ndarray) -> np.ndarray:
+    """Maximum-likelihood coefficients of logit P(y) = offset + design @ beta (IRLS); small
+    and unpenalised, so a few numpy steps instead of a general solver."""
+    beta = np.zeros(design.shape[1])
+    for _ in range(100):
+        q = 1 / (1 + np.exp(-(offset + design @ beta)))
+        w = np.maximum(q * (1 - q), EPS)
+        hessian = design.T @ (design * w[:, None])
+        step = np.linalg.lstsq(hessian, design.T @ (y - q), rcond=None)[0]
+        beta = beta + step
+        if np.max(np.abs(step)) < 1e-10 or np.max(np.abs(beta)) > 1e3:  # separable: diverges
+            break
+    return beta
+
+
 def calibration_slope_intercept(y: np.ndarray, p: np.ndarray) -> tuple[float, float]:
     """Calibration slope (logistic regression of y on logit p) and calibration-in-the-large
-    intercept (the intercept with the slope fixed at 1, by Newton's method); 1 and 0 are
-    perfect."""
-    z = _logit(p)
+    intercept (the intercept with the slope fixed at 1, the logit as offset); 1 and 0 are
+    perfect. NaN when y holds one class only."""
+    y = np.asarray(y, dtype=float)
     if len(set(y.tolist())) < 2:
         return math.nan, math.nan
-    fit = LogisticRegression(C=np.inf, max_iter=1000).fit(z.reshape(-1, 1), y)
-    slope = float(fit.coef_[0][0])
-    a = 0.0
-    for _ in range(50):
-        q = 1 / (1 + np.exp(-(a + z)))
-        step = float(np.sum(y - q) / max(np.sum(q * (1 - q)), EPS))
-        a += step
-        if abs(step) < 1e-10:
-            break
-    return slope, a
+    z = _logit(p)
+    ones = np.ones((len(y), 1))
+    slope = float(_newton_logistic(y, np.column_stack([ones, z]), np.zeros(len(y)))[1])
+    intercept = float(_newton_logistic(y, ones, z)[0])
+    return slope, intercept
 
 
 def calibration_points(y: np.ndarray, p: np.ndarray, bins: int = 10) -> list[dict[str, float]]:
     """Calibration curve: mean predicted vs observed rate in quantile bins."""
     observed, predicted = calibration_curve(y, p, n_bins=bins, strategy="quantile")
-    return [{"predicted": float(a), "observed": float(b)} for a, b in zip(predicted, observed, strict=True)]
+    return [
+        {"predicted": float(a), "observed": float(b)}
+        for a, b in zip(predicted, observed, strict=True)
+    ]
 
 
-def decision_curve(y: np.ndarray, p: np.ndarray, thresholds: Sequence[float] | None = None) -> list[dict[str, float]]:
+def decision_curve(
+    y: np.ndarray, p: np.ndarray, thresholds: Sequence[float] | None = None
+) -> list[dict[str, float]]:
     """Net benefit of treating those with p >= t, of treating all, per threshold t (Vickers &
     Elkin 2006): TP/n - FP/n * t/(1-t)."""
-    ts = thresholds if thresholds is not None else [round(t, 2) for t in np.arange(0.05, 0.96, 0.05)]
+    ts = (
+        thresholds if thresholds is not None else [round(t, 2) for t in np.arange(0.05, 0.96, 0.05)]
+    )
     n, prevalence = len(y), float(np.mean(y))
     out = []
     for t in ts:
@@ -100,11 +119,13 @@ def decision_curve(y: np.ndarray, p: np.ndarray, thresholds: Sequence[float] | N
         tp = float(np.sum(treat & (y == 1)))
         fp = float(np.sum(treat & (y == 0)))
         odds = t / (1 - t)
-        out.append({
-            "threshold": float(t),
-            "net_benefit": tp / n - fp / n * odds,
-            "treat_all": prevalence - (1 - prevalence) * odds,
-        })  # fmt: skip
+        out.append(
+            {
+                "threshold": float(t),
+                "net_benefit": tp / n - fp / n * odds,
+                "treat_all": prevalence - (1 - prevalence) * odds,
+            }
+        )
     return out
 
 
@@ -119,7 +140,21 @@ def _safe(fn: Callable[[], float]) -> float:
             return math.nan
 
 
-def classification_metrics(y: np.ndarray, p: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
+def auroc(y: np.ndarray, p: np.ndarray) -> float:
+    """Area under the ROC curve as the Mann-Whitney statistic (ties count half), the same
+    number as sklearn's roc_auc_score without its per-call overhead (bootstraps call it often)."""
+    y = np.asarray(y, dtype=int)
+    positives = int(y.sum())
+    negatives = len(y) - positives
+    if positives == 0 or negatives == 0:
+        return math.nan
+    ranks = rankdata(p)
+    return float((ranks[y == 1].sum() - positives * (positives + 1) / 2) / (positives * negatives))
+
+
+def classification_metrics(
+    y: np.ndarray, p: np.ndarray, threshold: float = 0.5
+) -> dict[str, float]:
     """AUROC, AUPRC, Brier, calibration slope/intercept, and at `threshold`: sensitivity,
     specificity, PPV, NPV and the number of errors."""
     y = np.asarray(y, dtype=int)
@@ -133,7 +168,7 @@ def classification_metrics(y: np.ndarray, p: np.ndarray, threshold: float = 0.5)
     return {
         "n": float(len(y)),
         "prevalence": float(np.mean(y)) if len(y) else math.nan,
-        "auroc": _safe(lambda: roc_auc_score(y, p)),
+        "auroc": auroc(y, p),
         "auprc": _safe(lambda: average_precision_score(y, p)) if tp + fn else math.nan,
         "brier": float(brier_score_loss(y, p)),
         "calibration_slope": slope,
@@ -165,15 +200,27 @@ def metrics_for(kind: str, y: np.ndarray, pred: np.ndarray, threshold: float) ->
 
 
 BOOTSTRAP_KEYS = {
-    "classification": ("auroc", "auprc", "brier", "calibration_slope", "sensitivity", "specificity"),
+    "classification": (
+        "auroc",
+        "auprc",
+        "brier",
+        "calibration_slope",
+        "sensitivity",
+        "specificity",
+    ),
     "regression": ("r2", "mae", "rmse"),
 }
 
 
 def bootstrap_intervals(
-    kind: str, y: np.ndarray, pred: np.ndarray, groups: Sequence[str], threshold: float = 0.5,
-    rounds: int = 200, seed: int = 0,
-) -> dict[str, tuple[float, float]]:  # fmt: skip
+    kind: str,
+    y: np.ndarray,
+    pred: np.ndarray,
+    groups: Sequence[str],
+    threshold: float = 0.5,
+    rounds: int = 200,
+    seed: int = 0,
+) -> dict[str, tuple[float, float]]:
     """95 % percentile intervals from resampling patients (all rows of a drawn patient go in
     together, so repeated index times of one patient do not narrow the interval)."""
     rng = np.random.default_rng(seed)
@@ -189,7 +236,9 @@ def bootstrap_intervals(
             if not math.isnan(m[k]):
                 draws[k].append(m[k])
     return {
-        k: (float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))) if v else (math.nan, math.nan)
+        k: (float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5)))
+        if v
+        else (math.nan, math.nan)
         for k, v in draws.items()
     }
 
@@ -198,7 +247,7 @@ def age_band(age: float) -> str:
     """'18-39', '40-64', '65+' style band of an age (missing: 'unknown')."""
     if age is None or math.isnan(age):
         return "unknown"
-    for low, high in zip(AGE_BANDS, AGE_BANDS[1:], strict=False):
+    for low, high in itertools.pairwise(AGE_BANDS):
         if low <= age < high:
             return f"{low}-{high - 1}" if high < 200 else f"{low}+"
     return "unknown"
@@ -216,19 +265,26 @@ def subgroup_metrics(
         features["age_band"] = np.array([age_band(a) for a in X["age"].to_numpy(dtype=float)])
     if kind == "classification":
         fns: dict[str, Callable[..., float]] = {
-            "auroc": lambda t, s: _safe(lambda: roc_auc_score(t, s)),
+            "auroc": lambda t, s: auroc(t, s),
             "brier": lambda t, s: float(brier_score_loss(t, s)),
-            "sensitivity": lambda t, s: _safe(lambda: classification_metrics(t, s, threshold)["sensitivity"]),
+            "sensitivity": lambda t, s: _safe(
+                lambda: classification_metrics(t, s, threshold)["sensitivity"]
+            ),
             "observed_rate": lambda t, s: float(np.mean(t)),
             "mean_predicted": lambda t, s: float(np.mean(s)),
         }
     else:
-        fns = {"mae": lambda t, s: float(mean_absolute_error(t, s)), "r2": lambda t, s: _safe(lambda: r2_score(t, s))}
+        fns = {
+            "mae": lambda t, s: float(mean_absolute_error(t, s)),
+            "r2": lambda t, s: _safe(lambda: r2_score(t, s)),
+        }
     fns["count"] = lambda t, s: float(len(t))
     out: dict[str, Any] = {}
     for name, values in features.items():
         frame = MetricFrame(metrics=fns, y_true=y, y_pred=pred, sensitive_features=values)
-        by_group = {str(g): {k: float(v) for k, v in row.items()} for g, row in frame.by_group.iterrows()}
+        by_group = {
+            str(g): {k: float(v) for k, v in row.items()} for g, row in frame.by_group.iterrows()
+        }
         gaps = frame.difference(method="between_groups")
         out[name] = {
             "by_group": by_group,
@@ -238,9 +294,15 @@ def subgroup_metrics(
 
 
 def cross_validate(
-    kind: str, pipeline: Any, X: pd.DataFrame, y: np.ndarray, groups: Sequence[str],
-    folds: int = 5, seed: int = 0, threshold: float = 0.5,
-) -> dict[str, Any]:  # fmt: skip
+    kind: str,
+    pipeline: Any,
+    X: pd.DataFrame,
+    y: np.ndarray,
+    groups: Sequence[str],
+    folds: int = 5,
+    seed: int = 0,
+    threshold: float = 0.5,
+) -> dict[str, Any]:
     """Patient-level k-fold CV: each fold's metrics (a clone of `pipeline` fitted on the other
     folds only), their mean and standard deviation."""
     per_fold: list[dict[str, float]] = []
@@ -265,9 +327,15 @@ def predict_values(kind: str, model: Any, X: pd.DataFrame) -> np.ndarray:
 
 
 def evaluate_holdout(
-    kind: str, y: np.ndarray, pred: np.ndarray, X: pd.DataFrame, groups: Sequence[str],
-    threshold: float = 0.5, seed: int = 0, rounds: int = 200,
-) -> dict[str, Any]:  # fmt: skip
+    kind: str,
+    y: np.ndarray,
+    pred: np.ndarray,
+    X: pd.DataFrame,
+    groups: Sequence[str],
+    threshold: float = 0.5,
+    seed: int = 0,
+    rounds: int = 200,
+) -> dict[str, Any]:
     """Everything about held-out predictions: metrics, 95 % intervals, subgroups, and for
     classifiers calibration points and the decision curve."""
     out: dict[str, Any] = {

@@ -72,9 +72,13 @@ def _shap(model: Any, z: np.ndarray) -> np.ndarray:
 
 
 def sampled_shapley(
-    model: Any, z: np.ndarray, ref: np.ndarray, groups: list[list[int]], seed: int = 0,
+    model: Any,
+    z: np.ndarray,
+    ref: np.ndarray,
+    groups: list[list[int]],
+    seed: int = 0,
     orderings: int = SAMPLED_ORDERINGS,
-) -> np.ndarray:  # fmt: skip
+) -> np.ndarray:
     """Shapley values of `groups` of columns for raw(z) against raw(ref), by averaging each
     group's marginal effect over random orderings (all of them when there are few groups)."""
     rng = np.random.default_rng(seed)

@@ -111,8 +111,13 @@ def _records(rows: dict[str, list[dict[str, Any]]]) -> dict[str, Record]:
         if rec is None or at is None or row.get("value") is None or row.get("status") in VOID:
             continue
         rec.observations.append(
-            Fact(f"Observation/{row['id']}", at, row.get("code_system"), row.get("code"),
-                 float(row["value"]))  # fmt: skip
+            Fact(
+                f"Observation/{row['id']}",
+                at,
+                row.get("code_system"),
+                row.get("code"),
+                float(row["value"]),
+            )
         )
     for row in rows["condition"]:
         onset = maybe_time(row.get("onset"))
@@ -122,8 +127,13 @@ def _records(rows: dict[str, list[dict[str, Any]]]) -> dict[str, Record]:
         if rec is None or known is None or row.get("verification_status") in VOID:
             continue
         rec.conditions.append(
-            Fact(f"Condition/{row['id']}", known, row.get("code_system"), row.get("code"),
-                 start=onset or known)  # fmt: skip
+            Fact(
+                f"Condition/{row['id']}",
+                known,
+                row.get("code_system"),
+                row.get("code"),
+                start=onset or known,
+            )
         )
     for row in rows["medication"]:
         at = maybe_time(row.get("authored_on"))
@@ -148,7 +158,9 @@ def _records(rows: dict[str, list[dict[str, Any]]]) -> dict[str, Record]:
     return out
 
 
-def records_from_resources(resources_: list[dict[str, Any]], engine: str = "python") -> dict[str, Record]:
+def records_from_resources(
+    resources_: list[dict[str, Any]], engine: str = "python"
+) -> dict[str, Record]:
     """Run the feature views over `resources_` (any number of patients) -> Record per patient."""
     runner = get_runner(engine)
     rows = {key: list(runner.run(_view(name), resources_)) for key, name in VIEWS.items()}
@@ -188,7 +200,9 @@ def label(task: Task, rec: Record, index: datetime, index_encounter: Fact | None
     spec = task.label
     end = index + timedelta(days=spec.within_days)
     if spec.type == "condition":
-        hit = any(index < c.start <= end for c in rec.conditions if c.start and _matches(spec.codes, c))
+        hit = any(
+            index < c.start <= end for c in rec.conditions if c.start and _matches(spec.codes, c)
+        )
         return float(hit)
     if spec.type == "encounter":
         hit = any(
@@ -245,9 +259,12 @@ def _observation_stats(values: list[tuple[datetime, float]], stat: str) -> float
 
 
 def features(
-    task: Task, rec: Record, index: datetime, index_encounter: Fact | None = None,
+    task: Task,
+    rec: Record,
+    index: datetime,
+    index_encounter: Fact | None = None,
     used: set[str] | None = None,
-) -> dict[str, object]:  # fmt: skip
+) -> dict[str, object]:
     """The task's features of one patient at `index`; `used` collects the resources read."""
     row: dict[str, object] = {}
     note = used.add if used is not None else (lambda _ref: None)
@@ -258,8 +275,11 @@ def features(
     if used is not None and (rec.birth or rec.sex):
         note(f"Patient/{rec.patient_id}")
     for spec in task.observations:
-        hits = [o for o in rec.observations if _window(o.at, index, spec.lookback_days)
-                and _matches(spec.codes, o)]  # fmt: skip
+        hits = [
+            o
+            for o in rec.observations
+            if _window(o.at, index, spec.lookback_days) and _matches(spec.codes, o)
+        ]
         for o in hits:
             note(o.ref)
         values = [(o.at, float(o.value)) for o in hits if o.value is not None]
@@ -267,14 +287,20 @@ def features(
             row[f"{spec.name}_{stat}"] = _observation_stats(values, stat)
     for group, facts in ((task.conditions, rec.conditions), (task.medications, rec.medications)):
         for flag in group:
-            hits = [f for f in facts if _window(f.at, index, flag.lookback_days)
-                    and _matches(flag.codes, f)]  # fmt: skip
+            hits = [
+                f
+                for f in facts
+                if _window(f.at, index, flag.lookback_days) and _matches(flag.codes, f)
+            ]
             for f in hits:
                 note(f.ref)
             row[flag.name] = float(bool(hits))
     for spec_e in task.encounters:
-        hits = [e for e in rec.encounters if e.kind in spec_e.classes
-                and _window(e.at, index, spec_e.lookback_days)]  # fmt: skip
+        hits = [
+            e
+            for e in rec.encounters
+            if e.kind in spec_e.classes and _window(e.at, index, spec_e.lookback_days)
+        ]
         for e in hits:
             note(e.ref)
         row[spec_e.name] = float(len(hits))
@@ -287,7 +313,9 @@ def features(
     return row
 
 
-def _rows_of_patient(task: Task, rec: Record) -> Iterator[tuple[datetime, dict[str, object], float]]:
+def _rows_of_patient(
+    task: Task, rec: Record
+) -> Iterator[tuple[datetime, dict[str, object], float]]:
     candidates = []
     for index, encounter in index_times(task, rec):
         if not eligible(task, rec, index):
@@ -382,9 +410,13 @@ def _compartment(store: Store, patient_id: str) -> list[dict[str, Any]]:
         cursor: str | None = None
         while True:
             page = store.search(
-                type_, [], count=1000, cursor=cursor, total="none",
+                type_,
+                [],
+                count=1000,
+                cursor=cursor,
+                total="none",
                 compartment=("Patient", patient_id),
-            )  # fmt: skip
+            )
             out.extend(orjson.loads(e.body) for e in page.entries if e.body is not None)
             cursor = page.next_cursor
             if cursor is None:

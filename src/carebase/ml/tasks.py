@@ -142,6 +142,10 @@ class Task:
         return ["sex"] if "sex" in self.demographics else []
 
 
+def _at(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
 class _Reader:
     """Reads a task document, collecting every problem with its path before raising."""
 
@@ -154,28 +158,28 @@ class _Reader:
 
     def obj(self, data: Any, path: str, known: tuple[str, ...]) -> dict[str, Any]:
         if not isinstance(data, dict):
-            self.fail(path, f"expected an object, got {type(data).__name__}")
+            self.fail(path or "task", f"expected an object, got {type(data).__name__}")
             return {}
         for key in data:
             if key not in known:
-                self.fail(f"{path}.{key}", f"unknown key; known keys: {', '.join(known)}")
+                self.fail(_at(path, key), f"unknown key; known keys: {', '.join(known)}")
         return data
 
     def text(self, data: dict[str, Any], key: str, path: str, required: bool = True) -> str:
         value = data.get(key)
         if value is None:
             if required:
-                self.fail(f"{path}.{key}", "required")
+                self.fail(_at(path, key), "required")
             return ""
         if not isinstance(value, str) or not value:
-            self.fail(f"{path}.{key}", "expected a non-empty string")
+            self.fail(_at(path, key), "expected a non-empty string")
             return ""
         return value
 
     def choice(self, data: dict[str, Any], key: str, path: str, options: tuple[str, ...]) -> str:
         value = self.text(data, key, path)
         if value and value not in options:
-            self.fail(f"{path}.{key}", f"{value!r} is not one of {', '.join(options)}")
+            self.fail(_at(path, key), f"{value!r} is not one of {', '.join(options)}")
         return value
 
     def number(
@@ -184,10 +188,10 @@ class _Reader:
         value = data.get(key)
         if value is None:
             if required:
-                self.fail(f"{path}.{key}", "required")
+                self.fail(_at(path, key), "required")
             return None
         if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-            self.fail(f"{path}.{key}", f"expected a non-negative number, got {value!r}")
+            self.fail(_at(path, key), f"expected a non-negative number, got {value!r}")
             return None
         return float(value)
 
@@ -202,13 +206,13 @@ class _Reader:
         try:
             return parse_time(str(value))
         except ValueError:
-            self.fail(f"{path}.{key}", f"not a FHIR date or dateTime: {value!r}")
+            self.fail(_at(path, key), f"not a FHIR date or dateTime: {value!r}")
             return None
 
     def strings(self, data: dict[str, Any], key: str, path: str) -> tuple[str, ...]:
         value = data.get(key, [])
         if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-            self.fail(f"{path}.{key}", "expected a list of non-empty strings")
+            self.fail(_at(path, key), "expected a list of non-empty strings")
             return ()
         return tuple(value)
 
@@ -216,7 +220,7 @@ class _Reader:
         out: list[Code] = []
         entries = self.strings(data, key, path)
         if key in data and not entries:
-            self.fail(f"{path}.{key}", "a code set needs at least one code")
+            self.fail(_at(path, key), "a code set needs at least one code")
         for i, entry in enumerate(entries):
             system, sep, code = entry.rpartition(":") if "|" not in entry else entry.partition("|")
             if not sep or not system or not code:
@@ -280,7 +284,10 @@ def _features(r: _Reader, data: Any) -> dict[str, Any]:
     for i, name in enumerate(demographics):
         if name not in ("age", "sex"):
             r.fail(f"{path}.demographics[{i}]", f"{name!r}: known demographics are age, sex")
-    observations, conditions, medications, encounters = [], [], [], []
+    observations: list[ObservationFeature] = []
+    conditions: list[CodeFlagFeature] = []
+    medications: list[CodeFlagFeature] = []
+    encounters: list[EncounterFeature] = []
     for i, item in enumerate(d.get("observations", []) or []):
         p = f"{path}.observations[{i}]"
         o = r.obj(item, p, ("name", "codes", "lookback_days", "stats"))
@@ -301,7 +308,9 @@ def _features(r: _Reader, data: Any) -> dict[str, Any]:
             codes = r.codes(c, "codes", p)
             if not codes:
                 r.fail(f"{p}.codes", "required")
-            target.append(CodeFlagFeature(r.text(c, "name", p), codes, r.days(c, "lookback_days", p)))
+            target.append(
+                CodeFlagFeature(r.text(c, "name", p), codes, r.days(c, "lookback_days", p))
+            )
     for i, item in enumerate(d.get("encounters", []) or []):
         p = f"{path}.encounters[{i}]"
         e = r.obj(item, p, ("name", "classes", "lookback_days"))
@@ -329,9 +338,9 @@ def parse_task(data: Any, source: str = "task") -> Task:
     with its path (e.g. `features.observations[2].stats[0]`), otherwise."""
     r = _Reader(source)
     top = ("name", "kind", "description", "cohort", "index", "label", "features")
-    d = r.obj(data, "task", (*top, "exclusions", "model"))
-    kind = r.choice(d, "kind", "kind", ("classification", "regression"))
-    name = r.text(d, "name", "task")
+    d = r.obj(data, "", (*top, "exclusions", "model"))
+    kind = r.choice(d, "kind", "", ("classification", "regression"))
+    name = r.text(d, "name", "")
     for key in ("index", "label", "features"):
         if key not in d:
             r.fail(key, "required")
@@ -359,8 +368,11 @@ def parse_task(data: Any, source: str = "task") -> Task:
     threshold = r.number(model, "threshold", "model")
     if threshold is not None and not 0 < threshold < 1:
         r.fail("model.threshold", "must be between 0 and 1")
-    names = [n for group in ("observations", "conditions", "medications", "encounters")
-             for n in (f.name for f in features[group])]
+    names = [
+        n
+        for group in ("observations", "conditions", "medications", "encounters")
+        for n in (f.name for f in features[group])
+    ]
     seen: set[str] = set()
     for n in names:
         if n in seen:
@@ -386,10 +398,16 @@ def parse_task(data: Any, source: str = "task") -> Task:
 
 
 @functools.cache
+def _shipped() -> tuple[str, ...]:
+    files = resources.files("carebase.ml").joinpath("tasks").iterdir()
+    return tuple(
+        sorted(f.name.rsplit(".", 1)[0] for f in files if f.name.endswith((".json", ".yaml")))
+    )
+
+
 def task_names() -> list[str]:
     """Names of the shipped tasks (files in the `carebase/ml/tasks/` data folder), sorted."""
-    files = resources.files("carebase.ml").joinpath("tasks").iterdir()
-    return sorted(f.name.rsplit(".", 1)[0] for f in files if f.name.endswith((".json", ".yaml")))
+    return list(_shipped())
 
 
 def _parse_text(text: str, source: str) -> Any:

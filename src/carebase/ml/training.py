@@ -57,13 +57,20 @@ def build_pipeline(task: Task, feature_names: list[str], model: str, seed: int =
         )
     categorical = [f for f in feature_names if f in task.categorical_features()]
     numeric = [f for f in feature_names if f not in categorical]
-    numbers = Pipeline([
-        ("impute", SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True)),
-        ("scale", StandardScaler()),
-    ])  # fmt: skip
+    numbers = Pipeline(
+        [
+            (
+                "impute",
+                SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True),
+            ),
+            ("scale", StandardScaler()),
+        ]
+    )
     parts: list[tuple[str, Any, list[str]]] = [("num", numbers, numeric)]
     if categorical:
-        parts.append(("cat", OneHotEncoder(handle_unknown="ignore", sparse_output=False), categorical))
+        parts.append(
+            ("cat", OneHotEncoder(handle_unknown="ignore", sparse_output=False), categorical)
+        )
     preprocess = ColumnTransformer(parts, verbose_feature_names_out=False)
     weight = "balanced" if task.class_weight == "balanced" else None
     estimator: Any
@@ -73,14 +80,23 @@ def build_pipeline(task: Task, feature_names: list[str], model: str, seed: int =
         estimator = LinearRegression()
     elif task.kind == "classification":
         estimator = HistGradientBoostingClassifier(
-            learning_rate=0.05, max_iter=200, max_leaf_nodes=15, l2_regularization=1.0,
-            class_weight=weight, early_stopping=False, random_state=seed,
-        )  # fmt: skip
+            learning_rate=0.05,
+            max_iter=200,
+            max_leaf_nodes=15,
+            l2_regularization=1.0,
+            class_weight=weight,
+            early_stopping=False,
+            random_state=seed,
+        )
     else:
         estimator = HistGradientBoostingRegressor(
-            learning_rate=0.05, max_iter=200, max_leaf_nodes=15, l2_regularization=1.0,
-            early_stopping=False, random_state=seed,
-        )  # fmt: skip
+            learning_rate=0.05,
+            max_iter=200,
+            max_leaf_nodes=15,
+            l2_regularization=1.0,
+            early_stopping=False,
+            random_state=seed,
+        )
     return Pipeline([("preprocess", preprocess), ("model", estimator)])
 
 
@@ -98,22 +114,31 @@ def transformed_reference(pipeline: Pipeline, X: pd.DataFrame) -> dict[str, floa
     """Mean of each preprocessed column over `X` (the baseline explanations compare with)."""
     pre = pipeline.named_steps["preprocess"]
     Z = np.asarray(pre.transform(X), dtype=float)
-    return {str(n): float(v) for n, v in zip(pre.get_feature_names_out(), Z.mean(axis=0), strict=True)}
+    return {
+        str(n): float(v) for n, v in zip(pre.get_feature_names_out(), Z.mean(axis=0), strict=True)
+    }
 
 
-def _importance(task: Task, pipeline: Pipeline, X: pd.DataFrame, y: np.ndarray, seed: int) -> list[tuple[str, float]]:
+def _importance(
+    task: Task, pipeline: Pipeline, X: pd.DataFrame, y: np.ndarray, seed: int
+) -> list[tuple[str, float]]:
     """Permutation importance on held-out rows (drop in AUROC or R² when a feature's column is
     shuffled), over the original features; model-agnostic, so every model type has one."""
     scoring = "roc_auc" if task.kind == "classification" else "r2"
-    result = permutation_importance(pipeline, X, y, scoring=scoring, n_repeats=5, random_state=seed)
+    result = permutation_importance(pipeline, X, y, scoring=scoring, n_repeats=3, random_state=seed)
     pairs = [(str(n), float(v)) for n, v in zip(X.columns, result.importances_mean, strict=True)]
     return sorted(pairs, key=lambda p: -abs(p[1]))
 
 
 def train(
-    task: Task, dataset: Dataset, model: ModelType, seed: int = 0, *, folds: int = 5,
+    task: Task,
+    dataset: Dataset,
+    model: ModelType,
+    seed: int = 0,
+    *,
+    folds: int = 5,
     bootstrap_rounds: int = 200,
-) -> TrainedModel:  # fmt: skip
+) -> TrainedModel:
     """Split patients 80/20 (stratified), cross-validate on the 80 %, fit on the 80 %, and
     evaluate on the 20 % held out. The returned pipeline is the one fitted on the 80 %, so
     the held-out metrics describe exactly the model that is shipped."""
@@ -124,16 +149,28 @@ def train(
     pipeline = build_pipeline(task, dataset.feature_names, model, seed)
     train_groups = [groups[i] for i in train_rows]
     cv = evaluation.cross_validate(
-        task.kind, pipeline, X.iloc[train_rows], y[train_rows], train_groups, folds, seed,
+        task.kind,
+        pipeline,
+        X.iloc[train_rows],
+        y[train_rows],
+        train_groups,
+        folds,
+        seed,
         task.threshold,
-    )  # fmt: skip
+    )
     pipeline.fit(X.iloc[train_rows], y[train_rows])
     X_test, y_test = X.iloc[test_rows], y[test_rows]
     pred = evaluation.predict_values(task.kind, pipeline, X_test)
     held_out = evaluation.evaluate_holdout(
-        task.kind, y_test, pred, X_test, [groups[i] for i in test_rows], task.threshold, seed,
+        task.kind,
+        y_test,
+        pred,
+        X_test,
+        [groups[i] for i in test_rows],
+        task.threshold,
+        seed,
         bootstrap_rounds,
-    )  # fmt: skip
+    )
     metrics: dict[str, Any] = {
         "n_rows": len(y),
         "n_patients": len(set(groups)),
