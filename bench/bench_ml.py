@@ -126,12 +126,11 @@ def main() -> None:
     parser.add_argument("--no-docs", action="store_true")
     args = parser.parse_args()
 
+    from carebase.data.synthetic.population import Population, load_into_store
+    from carebase.ml import registry
     from carebase.ml.features import build_dataset
     from carebase.ml.tasks import load_task
     from carebase.ml.training import train
-
-    from carebase.data.synthetic.population import Population, load_into_store
-    from carebase.ml import registry
     from carebase.store.factory import open_store
 
     task = load_task(TASK)
