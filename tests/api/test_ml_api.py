@@ -229,7 +229,9 @@ async def test_model_card_needs_a_token_and_serves_its_plots(
     r = await client.get(f"/ml/models/{model_id}/card")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
     assert model_id in r.text and 'src="calibration.png"' in r.text
-    png = await client.get(f"/ml/models/{model_id}/calibration.png")
-    assert png.status_code == 200 and png.content.startswith(b"\x89PNG")
+    assert 'src="roc.png"' in r.text and "95% interval" in r.text
+    for name in ("calibration.png", "roc.png"):
+        png = await client.get(f"/ml/models/{model_id}/{name}")
+        assert png.status_code == 200 and png.content.startswith(b"\x89PNG")
     assert (await client.get(f"/ml/models/{model_id}/nothing.png")).status_code == 404
     assert (await client.get("/ml/models/nope-v3/card")).status_code == 404
