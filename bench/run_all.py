@@ -18,6 +18,7 @@ SCRIPTS = (
     ["bench_generate.py", "--runs", "3"],
     ["bench_bulk.py"],
     ["bench_views.py", "--runs", "3"],
+    ["bench_ml.py"],
 )
 
 

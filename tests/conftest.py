@@ -22,6 +22,7 @@ from carebase.config import Settings
 from carebase.store.base import Store
 from carebase.store.bulk_jobs import BULK_TABLES
 from carebase.store.factory import open_store
+from carebase.store.ml_models import ML_TABLES
 from carebase.store.oauth_schema import OAUTH_TABLES
 from carebase.store.schema import (
     ACCOUNT_TABLES,
@@ -89,6 +90,7 @@ def _truncate(postgres_url: str) -> None:
             *AUDIT_TABLES,
             *OAUTH_TABLES,
             *BULK_TABLES,
+            *ML_TABLES,
         ]
     )
     with psycopg.connect(postgres_url, autocommit=True) as conn:

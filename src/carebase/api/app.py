@@ -20,6 +20,7 @@ from carebase.api.authentication import Authentication
 from carebase.api.bulk_routes import BulkApi
 from carebase.api.bulk_runner import BulkRunner
 from carebase.api.hardening import hardening_middleware
+from carebase.api.ml_routes import MlApi
 from carebase.api.oauth_routes import OAuthApi
 from carebase.api.responses import http_exception, unhandled_exception
 from carebase.api.routes import FhirApi
@@ -119,6 +120,7 @@ def create_app(
     oauth_routes = OAuthApi(oauth, lambda: api.store).routes()
     routes: list[BaseRoute] = [*api.routes(FHIR_PREFIX), *AuditApi(api).routes(FHIR_PREFIX)]
     routes.extend(BulkApi(api, runner).routes(FHIR_PREFIX))
+    routes.extend(MlApi(api).routes())  # $predict, CDS Hooks, model cards
     routes.extend(oauth_routes)
     routes.append(Route("/healthz", healthz, methods=["GET"]))
     routes.extend(login_routes())

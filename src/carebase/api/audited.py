@@ -51,6 +51,11 @@ HANDLER_AUDIT: dict[str, tuple[str, AuditAction]] = {
     "bulk_status": ("export", "R"),
     "bulk_cancel": ("export", "D"),
     "bulk_download": ("export", "R"),
+    # risk prediction (api/ml_routes.py); a persisted RiskAssessment adds a create entry
+    "ml_predict": ("operation", "E"),
+    "ml_cds_service": ("operation", "E"),
+    "ml_card": ("read", "R"),
+    "ml_card_image": ("read", "R"),
 }
 _HISTORY = {2: "history-system", 3: "history-type", 4: "history-instance"}
 

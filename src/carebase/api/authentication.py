@@ -1,4 +1,5 @@
-"""Bearer-token authentication for every `/fhir` request (ASGI middleware).
+"""Bearer-token authentication for every `/fhir` request, CDS Hooks service call and model
+card (ASGI middleware).
 
 Every request under `/fhir` except `GET /fhir/metadata` and `/fhir/.well-known/*` must carry
 `Authorization: Bearer <access token>`. A verified token's `Principal` is put at
@@ -40,6 +41,16 @@ def is_public(method: str, path: str) -> bool:
     if path.startswith("/fhir/.well-known/"):
         return True
     return path in ("/fhir/metadata", "/fhir/metadata/") and method in ("GET", "HEAD")
+
+
+#: Path prefixes that need a bearer token: FHIR, CDS Hooks services, model cards.
+PROTECTED = ("/fhir", "/cds-services/", "/ml/")
+
+
+def is_protected(path: str) -> bool:
+    """Whether a request goes through authentication (CDS Hooks discovery, `GET
+    /cds-services`, names tasks and no patient: public, like `/fhir/metadata`)."""
+    return path.startswith(PROTECTED)
 
 
 def missing_token() -> Unauthorized:
@@ -97,7 +108,7 @@ class Authentication:
         self.disabled = disabled
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith("/fhir"):
+        if scope["type"] != "http" or not is_protected(scope["path"]):
             await self.app(scope, receive, send)
             return
         if is_public(scope["method"], scope["path"]) or PRINCIPAL_KEY in scope:

@@ -13,6 +13,7 @@ from carebase.cli import (
     import_,
     keys,
     migrate,
+    ml,
     reindex,
     serve,
     token,
@@ -40,6 +41,7 @@ audit.register(app)
 generate.register(app)
 demo.register(app)
 view.register(app)
+ml.register(app)
 
 
 def main() -> None:

@@ -21,6 +21,7 @@ from sklearn.metrics import (
     brier_score_loss,
     mean_absolute_error,
     r2_score,
+    roc_curve,
     root_mean_squared_error,
 )
 from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
@@ -346,4 +347,26 @@ def evaluate_holdout(
     if kind == "classification":
         out["calibration"] = calibration_points(y, pred)
         out["decision_curve"] = decision_curve(y, pred)
+        out["roc"] = roc_points(y, pred)
+    else:
+        out["residuals"] = residual_points(y, pred)
     return out
+
+
+#: Points kept of a curve or scatter for the model card's plots (the JSON stays small).
+PLOT_POINTS = 200
+
+
+def roc_points(y: np.ndarray, p: np.ndarray) -> list[dict[str, float]]:
+    """The held-out ROC curve (for the model card), thinned to about PLOT_POINTS points."""
+    if len(np.unique(y)) < 2:
+        return []
+    fpr, tpr, _ = roc_curve(y, p)
+    keep = np.unique(np.linspace(0, len(fpr) - 1, min(len(fpr), PLOT_POINTS)).astype(int))
+    return [{"fpr": float(fpr[i]), "tpr": float(tpr[i])} for i in keep]
+
+
+def residual_points(y: np.ndarray, pred: np.ndarray) -> list[dict[str, float]]:
+    """Up to PLOT_POINTS held-out (predicted, observed - predicted) pairs (model card)."""
+    keep = np.unique(np.linspace(0, len(y) - 1, min(len(y), PLOT_POINTS)).astype(int))
+    return [{"predicted": float(pred[i]), "residual": float(y[i] - pred[i])} for i in keep]

@@ -348,6 +348,38 @@ def _bulk_jobs() -> Migration:
     )
 
 
+def _ml_models() -> Migration:
+    # One row per registered model version (`store/ml_models.py`). The artifact is the skops
+    # file's bytes, kept in the database so every worker and every backup has it; `sha256`
+    # is checked against them on every load. `status`: candidate, active, retired; at most
+    # one active row per task (a partial unique index on PostgreSQL and SQLite alike).
+    statements = [
+        _both(
+            "CREATE TABLE ml_model ("
+            " id TEXT PRIMARY KEY,"
+            " task TEXT NOT NULL,"
+            " version INTEGER NOT NULL,"
+            " model_type TEXT NOT NULL,"
+            " status TEXT NOT NULL,"
+            " artifact {blob} NOT NULL,"
+            " sha256 TEXT NOT NULL,"
+            " data_fingerprint TEXT NOT NULL,"
+            " metrics TEXT NOT NULL,"
+            " code_version TEXT NOT NULL,"
+            " created {big} NOT NULL,"
+            " updated {big} NOT NULL)"
+        ),
+        _both("CREATE UNIQUE INDEX ml_model_task_version ON ml_model (task, version)"),
+        _both("CREATE UNIQUE INDEX ml_model_one_active ON ml_model (task) WHERE status = 'active'"),
+    ]
+    return Migration(
+        8,
+        "versioned ML models (skops artifacts, metrics, status) for risk prediction",
+        tuple(s for s, _ in statements),
+        tuple(p for _, p in statements),
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     _initial(),
     _full_text(),
@@ -356,6 +388,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     _oauth(),
     _audit_log(),
     _bulk_jobs(),
+    _ml_models(),
 )
 INDEX_TABLES: tuple[str, ...] = tuple(_INDEX_TABLES)
 LATEST = MIGRATIONS[-1].number
