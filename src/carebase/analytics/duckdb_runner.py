@@ -12,9 +12,9 @@ import orjson
 import pyarrow as pa
 
 from carebase.analytics.ndjson_files import check_files
-from carebase.analytics.runner import ViewRunner, check_format
+from carebase.analytics.runner import check_format
 from carebase.analytics.sql_dialect import DuckDBDialect
-from carebase.analytics.sql_view import ViewQuery, compile_view_query, translate_error
+from carebase.analytics.sql_view import SqlViewRunner, ViewQuery, translate_error
 from carebase.analytics.view_model import ViewDefinition
 
 _COPY_OPTIONS = {
@@ -47,7 +47,7 @@ def _access(d: DuckDBDialect, tree: dict[str, Any], keys: tuple[str, ...]) -> st
     return sql
 
 
-class DuckDBRunner(ViewRunner):
+class DuckDBRunner(SqlViewRunner):
     """Compiles each view to one DuckDB query; files are read by DuckDB itself, in parallel."""
 
     name = "duckdb"
@@ -57,11 +57,7 @@ class DuckDBRunner(ViewRunner):
         if threads is not None:
             self._con.execute(f"SET threads = {int(threads)}")
         self._lock = threading.Lock()  # the connection is shared; each run takes a cursor
-        self.dialect = DuckDBDialect()
-
-    def compile(self, view: ViewDefinition | Mapping[str, object]) -> ViewQuery:
-        """The query of `view` (for inspection and reuse)."""
-        return compile_view_query(self.parse(view), self.dialect)
+        self.dialect: DuckDBDialect = DuckDBDialect()
 
     def run(
         self, view: ViewDefinition | Mapping[str, object], resources: Iterable[dict[str, object]]

@@ -15,9 +15,9 @@ from typing import Any
 import orjson
 
 from carebase.analytics.ndjson_files import check_files
-from carebase.analytics.runner import ViewRunner, check_format
+from carebase.analytics.runner import check_format
 from carebase.analytics.sql_dialect import SparkDialect
-from carebase.analytics.sql_view import ViewQuery, compile_view_query, translate_error
+from carebase.analytics.sql_view import SqlViewRunner, ViewQuery, translate_error
 from carebase.analytics.view_model import ViewDefinition
 from carebase.errors import Unsupported
 
@@ -68,17 +68,13 @@ def _spark_errors() -> tuple[type[Exception], ...]:
     return (PySparkException, Py4JJavaError)
 
 
-class SparkRunner(ViewRunner):
+class SparkRunner(SqlViewRunner):
     """Runs each view as one Spark SQL query; the session starts on first use."""
 
     name = "spark"
 
     def __init__(self) -> None:
         self.dialect = SparkDialect()
-
-    def compile(self, view: ViewDefinition | Mapping[str, object]) -> ViewQuery:
-        """The Spark SQL of `view`."""
-        return compile_view_query(self.parse(view), self.dialect)
 
     def run(
         self, view: ViewDefinition | Mapping[str, object], resources: Iterable[dict[str, object]]

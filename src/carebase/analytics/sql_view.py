@@ -9,8 +9,10 @@ rows of each resource, so one query yields every row and engines run it in paral
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
+from carebase.analytics.runner import ViewRunner
 from carebase.analytics.sql_compile import Scope, SqlCompiler, is_boolean
 from carebase.analytics.sql_dialect import Dialect
 from carebase.analytics.sql_scalar import context_of, single
@@ -235,3 +237,13 @@ def _one_row(node: Select) -> bool:
 def compile_view_query(view: ViewDefinition, dialect: Dialect) -> ViewQuery:
     """One SQL query giving the rows of `view`; column values are JSON text (or NULL)."""
     return _ViewCompiler(view, dialect).query()
+
+
+class SqlViewRunner(ViewRunner):
+    """An engine that runs each view as one query of its SQL `dialect` (DuckDB, Spark)."""
+
+    dialect: Dialect
+
+    def compile(self, view: ViewDefinition | Mapping[str, object]) -> ViewQuery:
+        """The query of `view` (for inspection and reuse)."""
+        return compile_view_query(self.parse(view), self.dialect)
