@@ -7,7 +7,13 @@ import importlib.util
 import numpy as np
 import pytest
 
-from carebase.ml.explain import column_groups, explain, global_importance, sampled_shapley
+from carebase.ml.explain import (
+    column_groups,
+    explain,
+    global_importance,
+    predict_and_explain,
+    sampled_shapley,
+)
 from carebase.ml.features import Dataset
 from carebase.ml.training import TrainedModel
 
@@ -130,3 +136,15 @@ def test_explain_refuses_several_rows(models: dict[str, TrainedModel], data: Dat
         explain(models["logistic"], data.X.iloc[:2])
     with pytest.raises(BadRequest, match="lacks features"):
         explain(models["logistic"], data.X.iloc[[0]].drop(columns=["age"]))
+
+
+@pytest.mark.parametrize("model_type", ["logistic", "hgb"])
+def test_predict_and_explain_gives_the_pipelines_prediction(
+    models: dict[str, TrainedModel], data: Dataset, model_type: str
+) -> None:
+    model = models[model_type]
+    for i in (0, 9):
+        row = data.X.iloc[[i]]
+        value, factors = predict_and_explain(model, row)
+        assert value == pytest.approx(float(model.predict(row)[0]), abs=1e-12)
+        assert factors == explain(model, row)

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from carebase.errors import BadRequest
+from carebase.ml.evaluation import predict_values
 
 SAMPLED_ORDERINGS = 64
 
@@ -104,6 +105,15 @@ def explain(
 ) -> list[Contribution]:
     """Contributions of each original feature to the prediction for the one row `X_row`,
     sorted by |contribution| (largest first). `method` matters for gradient boosting only."""
+    return predict_and_explain(trained, X_row, method)[1]
+
+
+def predict_and_explain(
+    trained: Any, X_row: pd.DataFrame, method: Literal["auto", "shap", "sampling"] = "auto"
+) -> tuple[float, list[Contribution]]:
+    """The prediction for the one row `X_row` (as `TrainedModel.predict` gives it) and its
+    contributions (as `explain`), preprocessing the row once: for one row, scikit-learn's
+    ColumnTransformer costs more than the model and the explanation together."""
     if len(X_row) != 1:
         raise BadRequest(f"explain takes one row, got {len(X_row)}", location="X_row")
     missing = [f for f in trained.feature_names if f not in X_row.columns]
@@ -113,7 +123,9 @@ def explain(
     pre = trained.pipeline.named_steps["preprocess"]
     model = trained.pipeline.named_steps["model"]
     names = [str(n) for n in pre.get_feature_names_out()]
-    z = np.asarray(pre.transform(X_row), dtype=float).reshape(-1)
+    Z = np.asarray(pre.transform(X_row), dtype=float)
+    z = Z.reshape(-1)
+    value = float(predict_values(trained.task.kind, model, Z)[0])
     ref = np.array([trained.reference[n] for n in names], dtype=float)
     groups = column_groups(trained)
     features = list(groups)
@@ -127,7 +139,7 @@ def explain(
         totals = [float(v) for v in sampled_shapley(model, z, ref, [groups[f] for f in features])]
     row = X_row.iloc[0]
     out = [Contribution(f, _plain(row[f]), t) for f, t in zip(features, totals, strict=True)]
-    return sorted(out, key=lambda c: -abs(c.contribution))
+    return value, sorted(out, key=lambda c: -abs(c.contribution))
 
 
 def _plain(value: object) -> object:

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from carebase.errors import BadRequest
-from carebase.ml.explain import explain
+from carebase.ml.explain import predict_and_explain
 from carebase.ml.features import patient_features
 from carebase.ml.registry import ModelRecord
 from carebase.ml.risk_assessment import Prediction, describe_factors, headline, scale_of
@@ -39,8 +39,8 @@ def predict(
     """The prediction of `trained` (registered as `record`) for one patient's resources."""
     at = now or datetime.now(UTC)
     row, used = patient_features(trained.task, resources, at)
-    value = float(trained.predict(row)[0])
-    factors = tuple(explain(trained, row))
+    value, contributions = predict_and_explain(trained, row)
+    factors = tuple(contributions)
     return Prediction(
         model_id=record.id,
         model_version=record.version,
