@@ -36,9 +36,12 @@ class Contribution:
     contribution: float
 
 
-def column_groups(trained: Any) -> dict[str, list[int]]:
-    """Original feature -> indexes of the preprocessed columns made from it."""
-    names = [str(n) for n in trained.pipeline.named_steps["preprocess"].get_feature_names_out()]
+def column_groups(trained: Any, names: list[str] | None = None) -> dict[str, list[int]]:
+    """Original feature -> indexes of the preprocessed columns made from it (`names`: the
+    preprocessed column names, when the caller has them already)."""
+    if names is None:
+        preprocess = trained.pipeline.named_steps["preprocess"]
+        names = [str(n) for n in preprocess.get_feature_names_out()]
     categorical = set(trained.task.categorical_features())
     groups: dict[str, list[int]] = {f: [] for f in trained.feature_names}
     for i, name in enumerate(names):
@@ -127,7 +130,7 @@ def predict_and_explain(
     z = Z.reshape(-1)
     value = float(predict_values(trained.task.kind, model, Z)[0])
     ref = np.array([trained.reference[n] for n in names], dtype=float)
-    groups = column_groups(trained)
+    groups = column_groups(trained, names)
     features = list(groups)
     if trained.model_type in ("logistic", "linear"):
         per_column = _linear(model, z, ref)
