@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -210,3 +211,18 @@ def test_writers_index_resources_as_a_rest_create_does(store: Store) -> None:
         "Observation", [("code", "http://loinc.org|8867-4"), ("value-quantity", "61.5")]
     )
     assert sorted(e.id for e in found.entries) == ["rest2", "w2"]
+
+
+def test_a_killed_writer_with_batches_queued_fails_the_load_at_once(store: Store) -> None:
+    # Batches are queued for it, more than a pipe holds, which nobody will read.
+    pg = _postgres(store)
+    resource = {**_patient("big", "Big"), "text": {"status": "generated", "div": "x" * 4000}}
+    line = orjson.dumps(resource)
+    started = time.monotonic()
+    writers = ParallelWriters(pg.url, Settings(), 1, batch_size=100)
+    with pytest.raises(StorageError, match="ended"), writers:
+        for n in range(1, 301):  # three batches of ~400 kB handed out
+            writers.add(resource, line, Origin("x", f"line {n}"))
+        os.kill(writers.pids[0], signal.SIGKILL)
+    assert time.monotonic() - started < 60
+    assert not [p for p in multiprocessing.active_children() if p.name.startswith("carebase-")]

@@ -165,8 +165,16 @@ class ParallelWriters:
                 process.join()
         self._drain()
         for inbox in self._inboxes:
+            # Every writer has exited. Batches one never read (it failed, or was killed) are
+            # dropped: read here what is in the pipe, and do not wait for the queue's feeder
+            # thread, which would wait forever for room in a pipe nobody reads.
+            try:
+                while True:
+                    inbox.get_nowait()
+            except (queue.Empty, OSError, ValueError):
+                pass
+            inbox.cancel_join_thread()
             inbox.close()
-            inbox.join_thread()
         self._results.close()
         # Let the queues' semaphores go now, not whenever a reference cycle is collected
         # (a server stopped meanwhile would report them leaked).
