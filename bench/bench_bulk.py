@@ -270,8 +270,10 @@ def import_rows(url: str, count: int, runs: int, workers: list[int]) -> list[str
     out = []
     for w in workers:
         m = median_of(results[w])
+        rates = [run["rate"] for run in results[w]]
         out.append(
-            f"| postgresql | {w} | {count:,} | {m['rate']:,.0f} | {m['seconds']:.1f} |"
+            f"| postgresql | {w} | {count:,} | {m['rate']:,.0f} |"
+            f" {min(rates):,.0f} to {max(rates):,.0f} | {m['seconds']:.1f} |"
             f" {m['raw']:,.0f} | {m['ratio']:.3f} | {m['server_us']:,.0f} |"
             f" {m['database_us']:,.0f} | {m['capacity']:,.0f} |"
         )
@@ -291,16 +293,18 @@ def import_markdown(rows: list[str], runs: int) -> str:
             "0: the job's thread writes). *raw*: the same JSON bodies COPYed into a plain",
             "`(type, id, jsonb)` table of the same database right after each import; ratio:",
             f"import rate / raw rate. Medians of {runs} runs, writer counts interleaved.",
-            "The machine is shared: wall-clock rates depend on what else runs, the CPU time",
-            "an import costs much less so. *carebase µs*: CPU per resource of the server",
-            "process and its writer processes (this client's status polls included);",
-            "*PostgreSQL µs*: of the database's backends; *2-core capacity*: the rate if both",
-            "cores did nothing else (2 / CPU seconds per resource).",
+            "The machine is shared: wall-clock rates depend on what else runs (*range*: the",
+            "slowest and fastest run), the CPU time an import costs much less so. *carebase",
+            "µs*: CPU per resource of the server process and its writer processes (this",
+            "client's status polls included); *PostgreSQL µs*: of the database's backends;",
+            "*2-core bound*: 2 / CPU seconds per resource, the rate if both cores did only",
+            "this and never idled (with 0 writers the job's thread and its backend take turns,",
+            "so that row cannot get near it: about half of it at best).",
             f"Machine: {machine()}; load average when written: {load}.",
             "",
-            "| backend | writers | resources | import/s | seconds | raw COPY rows/s | ratio |"
-            " carebase µs | PostgreSQL µs | 2-core capacity/s |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "| backend | writers | resources | import/s | range | seconds | raw COPY rows/s |"
+            " ratio | carebase µs | PostgreSQL µs | 2-core bound/s |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
             *rows,
         ]
     )
