@@ -38,6 +38,8 @@ from urllib.parse import quote
 import httpx
 import orjson
 import psycopg
+from proc_cpu import PostgresCpu, tree_cpu
+from psycopg.conninfo import conninfo_to_dict
 from report import machine, write_section
 from server import Server
 
@@ -221,8 +223,11 @@ def import_once(url: str, count: int, run: int, workers: int) -> dict[str, float
                     {"name": "input", "part": [{"name": "url", "valueUrl": path.as_uri()}]},
                 ]}  # fmt: skip
                 headers = {**ASYNC, "Content-Type": "application/fhir+json"}
-                response = client.post("/$import", content=orjson.dumps(body), headers=headers)
-                manifest, seconds = run_job(client, response)
+                server_cpu = tree_cpu(server.proc.pid)
+                with PostgresCpu(conninfo_to_dict(url)["dbname"]) as database_cpu:
+                    response = client.post("/$import", content=orjson.dumps(body), headers=headers)
+                    manifest, seconds = run_job(client, response)
+                server_cpu = tree_cpu(server.proc.pid) - server_cpu
                 counts = manifest["extension"]["counts"]
                 assert counts["created"] == count, counts
         finally:
@@ -230,7 +235,12 @@ def import_once(url: str, count: int, run: int, workers: int) -> dict[str, float
             os.environ.pop("CAREBASE_IMPORT_WORKERS", None)
         raw = raw_copy_rate(url, path)
     rate = count / seconds
-    return {"rate": rate, "seconds": seconds, "raw": raw, "ratio": rate / raw}
+    cpu = server_cpu + database_cpu.seconds
+    return {
+        "rate": rate, "seconds": seconds, "raw": raw, "ratio": rate / raw,
+        "server_us": server_cpu * 1e6 / count, "database_us": database_cpu.seconds * 1e6 / count,
+        "capacity": 2 * count / cpu,
+    }  # fmt: skip
 
 
 def raw_copy_rate(url: str, path: Path) -> float:
@@ -260,9 +270,12 @@ def import_rows(url: str, count: int, runs: int, workers: list[int]) -> list[str
     out = []
     for w in workers:
         m = median_of(results[w])
+        rates = [run["rate"] for run in results[w]]
         out.append(
-            f"| postgresql | {w} | {count:,} | {m['rate']:,.0f} | {m['seconds']:.1f} |"
-            f" {m['raw']:,.0f} | {m['ratio']:.3f} |"
+            f"| postgresql | {w} | {count:,} | {m['rate']:,.0f} |"
+            f" {min(rates):,.0f} to {max(rates):,.0f} | {m['seconds']:.1f} |"
+            f" {m['raw']:,.0f} | {m['ratio']:.3f} | {m['server_us']:,.0f} |"
+            f" {m['database_us']:,.0f} | {m['capacity']:,.0f} |"
         )
     return out
 
@@ -280,10 +293,18 @@ def import_markdown(rows: list[str], runs: int) -> str:
             "0: the job's thread writes). *raw*: the same JSON bodies COPYed into a plain",
             "`(type, id, jsonb)` table of the same database right after each import; ratio:",
             f"import rate / raw rate. Medians of {runs} runs, writer counts interleaved.",
+            "The machine is shared: wall-clock rates depend on what else runs (*range*: the",
+            "slowest and fastest run), the CPU time an import costs much less so. *carebase",
+            "µs*: CPU per resource of the server process and its writer processes (this",
+            "client's status polls included); *PostgreSQL µs*: of the database's backends;",
+            "*2-core bound*: 2 / CPU seconds per resource, the rate if both cores did only",
+            "this and never idled (with 0 writers the job's thread and its backend take turns,",
+            "so that row cannot get near it: about half of it at best).",
             f"Machine: {machine()}; load average when written: {load}.",
             "",
-            "| backend | writers | resources | import/s | seconds | raw COPY rows/s | ratio |",
-            "|---|---:|---:|---:|---:|---:|---:|",
+            "| backend | writers | resources | import/s | range | seconds | raw COPY rows/s |"
+            " ratio | carebase µs | PostgreSQL µs | 2-core bound/s |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
             *rows,
         ]
     )

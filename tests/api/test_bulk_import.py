@@ -13,7 +13,7 @@ from api_helpers import bearer, issue_text
 from bulk_helpers import ASYNC, download, finished, run_jobs, status_path
 from starlette.applications import Starlette
 
-from carebase.api import bulk_runner
+from carebase.api import bulk_import, bulk_runner
 from carebase.api.app import create_app
 from carebase.auth.audit_entry import MemoryAuditTrail
 from carebase.config import Settings
@@ -184,6 +184,7 @@ async def test_a_cancelled_import_stops_after_a_batch_and_a_new_one_completes(
     # Two writer processes on PostgreSQL (the job's thread on SQLite), whatever the cores.
     app = create_app(settings.with_(import_workers=2), store, audit=MemoryAuditTrail())
     monkeypatch.setattr(bulk_runner, "REPORT_EVERY", 0.0)  # report after every batch
+    monkeypatch.setattr(bulk_import, "BATCH", 500)  # so 6,000 lines are a dozen batches
     report = bulk_jobs.report
 
     def cancel_then_report(s: Any, id_: str, *args: Any) -> bool:

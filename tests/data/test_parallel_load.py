@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -18,6 +19,8 @@ from carebase.data.loader import LoadSummary, Origin, Rejected, ResourceLoader
 from carebase.data.parallel_load import ParallelWriters
 from carebase.errors import StorageError
 from carebase.store.base import Store
+from carebase.store.repository import COLUMNS
+from carebase.store.schema import INDEX_TABLES, TEXT_TABLE
 from carebase.store.sql_store import SqlStore
 
 
@@ -158,3 +161,68 @@ def _running(pid: int) -> bool:
     except OSError:
         return False
     return "\nState:\tZ" not in status
+
+
+XHTML = "http://www.w3.org/1999/xhtml"
+LOINC = "http://loinc.org"
+UCUM = "http://unitsofmeasure.org"
+
+
+def _index_rows(store: SqlStore, type_: str, id_: str) -> dict[str, list[tuple[Any, ...]]]:
+    """Every search index and full-text row of one resource, without its row id."""
+    out: dict[str, list[tuple[Any, ...]]] = {}
+    with store.reading() as cur:
+        for table in (*INDEX_TABLES, TEXT_TABLE):
+            columns = ", ".join(f"i.{c}::text" for c in COLUMNS[table][1:])
+            rows = cur.execute(
+                f"SELECT {columns} FROM {table} i JOIN resource r ON r.rid = i.rid"
+                " WHERE r.type = %s AND r.id = %s",
+                (type_, id_),
+            ).fetchall()
+            out[table] = sorted(rows, key=repr)
+    return out
+
+
+def test_writers_index_resources_as_a_rest_create_does(store: Store) -> None:
+    pg = _postgres(store)
+    category = "http://terminology.hl7.org/CodeSystem/observation-category"
+    observation: dict[str, Any] = {
+        "resourceType": "Observation",
+        "status": "final",
+        "text": {"status": "generated", "div": f'<div xmlns="{XHTML}">Pulse</div>'},
+        "category": [{"coding": [{"system": category, "code": "vital-signs"}]}],
+        "code": {"coding": [{"system": LOINC, "code": "8867-4", "display": "Heart rate"}]},
+        "subject": {"reference": "Patient/w1"},
+        "effectiveDateTime": "2019-06-13T08:26:10-04:00",
+        "valueQuantity": {"value": 61.5, "unit": "/min", "system": UCUM, "code": "/min"},
+    }
+    patient = {**_patient("w1", "Écrivain"), "birthDate": "1970-02", "gender": "female"}
+    records = [patient, {**observation, "id": "w2"}]
+    summary, rejected = _load(pg, records, batch=1)
+    assert summary.created == 2 and not rejected
+    with pg.transaction() as tx:  # what POST /Patient and POST /Observation write
+        tx.create("Patient", {**patient, "id": "rest1"}, "rest1")
+        tx.create("Observation", {**observation, "id": "rest2"}, "rest2")
+    for type_, imported, created in (("Patient", "w1", "rest1"), ("Observation", "w2", "rest2")):
+        rows = _index_rows(pg, type_, imported)
+        assert rows == _index_rows(pg, type_, created)
+        assert sum(map(len, rows.values())) > 3  # indexed at all
+    found = pg.search(
+        "Observation", [("code", "http://loinc.org|8867-4"), ("value-quantity", "61.5")]
+    )
+    assert sorted(e.id for e in found.entries) == ["rest2", "w2"]
+
+
+def test_a_killed_writer_with_batches_queued_fails_the_load_at_once(store: Store) -> None:
+    # Batches are queued for it, more than a pipe holds, which nobody will read.
+    pg = _postgres(store)
+    resource = {**_patient("big", "Big"), "text": {"status": "generated", "div": "x" * 4000}}
+    line = orjson.dumps(resource)
+    started = time.monotonic()
+    writers = ParallelWriters(pg.url, Settings(), 1, batch_size=100)
+    with pytest.raises(StorageError, match="ended"), writers:
+        for n in range(1, 301):  # three batches of ~400 kB handed out
+            writers.add(resource, line, Origin("x", f"line {n}"))
+        os.kill(writers.pids[0], signal.SIGKILL)
+    assert time.monotonic() - started < 60
+    assert not [p for p in multiprocessing.active_children() if p.name.startswith("carebase-")]

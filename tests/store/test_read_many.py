@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from carebase.store.base import Store
 from carebase.store.prepared_index import prepare_index
+from carebase.store.sql_store import SqlStore
 
 
 def test_read_many_finds_current_versions_and_tombstones(store: Store) -> None:
@@ -40,3 +43,26 @@ def test_create_with_prepared_index_rows_is_searchable(store: Store) -> None:
         tx.create("Patient", resource, "p", prepared=prepared)
     assert [e.id for e in store.search("Patient", [("family", "prepared")]).entries] == ["p"]
     assert [e.id for e in store.search("Patient", [("_content", "prepared")]).entries] == ["p"]
+
+
+def test_postgres_reads_a_batch_by_index_probes_whatever_the_statistics(store: Store) -> None:
+    """Without statistics (a new database) `type = ? AND id IN (...)` was planned as a scan
+    of every row of the type, once per batch of an import; the query must probe the
+    (type, id) index once per id instead."""
+    if not isinstance(store, SqlStore) or store.dialect != "postgresql":
+        pytest.skip("PostgreSQL's query plan")
+    from carebase.store.postgres import READ_BY_IDS
+
+    with store.transaction() as tx:
+        for n in range(300):
+            tx.create("Observation", {"resourceType": "Observation", "status": "final"}, f"o{n}")
+    ids = [f"o{n}" for n in range(0, 300, 2)]
+    with store.reading() as cur:
+        plan = "\n".join(
+            row[0] for row in cur.execute("EXPLAIN " + READ_BY_IDS, (ids, "Observation"))
+        )
+    assert "Index Scan using resource_type_id" in plan, plan
+    assert "resource_type_updated" not in plan and "Seq Scan on resource" not in plan, plan
+    with store.transaction() as tx:
+        found = tx.read_many([("Observation", i) for i in [*ids, "missing"]])
+    assert sorted(found) == sorted(("Observation", i) for i in ids)

@@ -149,18 +149,22 @@ class SqlTransaction(Transaction):
         for type_, ids in by_type.items():
             unique = list(dict.fromkeys(ids))
             for at in range(0, len(unique), _READ_CHUNK):
-                chunk = unique[at : at + _READ_CHUNK]
-                sql = (
-                    "SELECT id, version, last_updated, deleted, body FROM resource"
-                    f" WHERE type = ? AND id IN ({', '.join('?' * len(chunk))})"
-                )
-                for id_, version, last_updated, deleted, body in self._cur.execute(
-                    self._q(sql), (type_, *chunk)
-                ).fetchall():
+                for id_, version, last_updated, deleted, body in self._read_chunk(
+                    type_, unique[at : at + _READ_CHUNK]
+                ):
                     found[(type_, id_)] = row_to_stored(
                         (type_, id_, version, last_updated, deleted, body), self.cipher
                     )
         return found
+
+    def _read_chunk(self, type_: str, ids: list[str]) -> list[Any]:
+        """(id, version, last_updated, deleted, body) of the stored `ids` of `type_`."""
+        sql = (
+            "SELECT id, version, last_updated, deleted, body FROM resource"
+            f" WHERE type = ? AND id IN ({', '.join('?' * len(ids))})"
+        )
+        rows: list[Any] = self._cur.execute(self._q(sql), (type_, *ids)).fetchall()
+        return rows
 
     def search_ids(
         self,
