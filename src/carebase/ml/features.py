@@ -89,6 +89,13 @@ class Dataset:
     feature_names: list[str]
 
 
+def _time_order(fact: Fact) -> tuple[datetime, str, float]:
+    """Facts in time order; facts of the same instant by resource key, then value, so that
+    "latest" and "first" do not depend on the order resources were read in (the batch path,
+    `features_batch`, orders the same way)."""
+    return fact.at, fact.ref, -math.inf if fact.value is None else fact.value
+
+
 def _records(rows: dict[str, list[dict[str, Any]]]) -> dict[str, Record]:
     out: dict[str, Record] = {}
     for row in rows["patient"]:
@@ -154,7 +161,7 @@ def _records(rows: dict[str, list[dict[str, Any]]]) -> dict[str, Record]:
         )
     for rec in out.values():
         for facts in (rec.observations, rec.conditions, rec.medications, rec.encounters):
-            facts.sort(key=lambda f: f.at)
+            facts.sort(key=_time_order)
     return out
 
 
