@@ -278,7 +278,7 @@ def _feature_sql(task: Task) -> str:
             f'AS DOUBLE) AS "{enc.name}"'
         )
     if "length_of_stay_days" in task.index_encounter:
-        picks.append(f"(r.t - r.estart) / 1e6 / 86400 AS length_of_stay_days")
+        picks.append("(r.t - r.estart) / 1e6 / 86400 AS length_of_stay_days")
     return (
         f"SELECT {', '.join(picks)} FROM ds_rows r JOIN pat p ON p.pid = r.pid "
         f"{' '.join(joins)} ORDER BY r.rid"
