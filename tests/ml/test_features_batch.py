@@ -4,7 +4,7 @@ per-patient path's feature tables row for row, and serving's features for each r
 from __future__ import annotations
 
 import copy
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -203,7 +203,7 @@ def test_missing_directory_and_patients_are_clear_errors(tmp_path: Path) -> None
     with pytest.raises(BadRequest, match="no such directory"):
         ndjson_by_type(tmp_path / "absent")
     write_ndjson(tmp_path, [obs("p1", 1, "4548-4", 5.0, "2018-01-01")])
-    with pytest.raises(BadRequest, match="no Patient.ndjson"):
+    with pytest.raises(BadRequest, match=r"no Patient\.ndjson"):
         ndjson_by_type(tmp_path)
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import orjson
-
 from starlette.requests import Request
 
 from carebase.errors import BadRequest, TooLarge

@@ -162,7 +162,10 @@ def _candidates(task: Task) -> str:
             f"SELECT pid, {t}::BIGINT AS t, NULL::VARCHAR AS eref, NULL::BIGINT AS estart FROM pat"
         )
     elif spec.type == "encounter_end":
-        sql = f"SELECT pid, ts AS t, ref AS eref, start AS estart FROM enc WHERE kind IN {_in(spec.classes)}"
+        sql = (
+            "SELECT pid, ts AS t, ref AS eref, start AS estart "
+            f"FROM enc WHERE kind IN {_in(spec.classes)}"
+        )
     else:
         sql = (
             "SELECT DISTINCT pid, ts AS t, NULL::VARCHAR AS eref, NULL::BIGINT AS estart "
@@ -268,7 +271,8 @@ def _feature_sql(task: Task) -> str:
         for flag in group:
             picks.append(
                 f"CAST(EXISTS (SELECT 1 FROM {table} f WHERE f.pid = r.pid AND "
-                f"{_match(flag.codes, 'f.system', 'f.code')} AND {_window('f.ts', flag.lookback_days)}) "
+                f"{_match(flag.codes, 'f.system', 'f.code')} "
+                f"AND {_window('f.ts', flag.lookback_days)}) "
                 f'AS DOUBLE) AS "{flag.name}"'
             )
     for enc in task.encounters:
