@@ -189,7 +189,7 @@ def test_future_resources_change_no_feature(name: str, population: Resources) ->
     """For every shipped task and synthetic patient: features at each of its index times are
     the same when a copy of the whole record, moved after that index time, is added."""
     task = load_task(name)
-    data = build_dataset(task, population[:60])
+    data = build_dataset(task, population[:30])
     assert len(data.y) > 10
     by_id = dict(population)
     checked = 0
