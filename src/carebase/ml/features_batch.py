@@ -22,7 +22,7 @@ import pandas as pd
 from carebase.analytics.duckdb_runner import DuckDBRunner
 from carebase.analytics.sql_dialect import quote
 from carebase.errors import BadRequest
-from carebase.ml.features import TYPES, VIEWS, VOID, Dataset, _view
+from carebase.ml.features import RXNORM, TYPES, VIEWS, VOID, Dataset, _view
 from carebase.ml.tasks import Code, Task
 from carebase.store.base import Store
 
@@ -35,6 +35,7 @@ VIEW_TYPES = {
     "encounter": "Encounter",
 }
 _DAY_US = 86_400_000_000
+_RXNORM = quote(RXNORM)
 _VOID = "(" + ", ".join(quote(s) for s in sorted(VOID)) + ")"
 #: FHIR date/dateTime/instant text -> microseconds since 1970 UTC, NULL when unreadable
 #: (`timeutil.maybe_time`: YYYY and YYYY-MM are their first instant, no zone means UTC)
@@ -102,8 +103,26 @@ def _window(at: str, lookback_days: int | None) -> str:
     return sql
 
 
-def _facts(con: duckdb.DuckDBPyConnection, views: Mapping[str, Path]) -> None:
-    """Tables of facts, kept and timed as `features._records` keeps and times them."""
+def _code_sets(task: Task) -> dict[str, tuple[Code, ...]]:
+    """Every code the task reads, per fact table: facts of other codes match nothing, so
+    the tables keep only these (most of a population's observations are other codes)."""
+    obs = [c for spec in task.observations for c in spec.codes]
+    cond = [c for spec in task.conditions for c in spec.codes]
+    cond += [c for exclusion in task.exclusions for c in exclusion.codes]
+    if task.index.type == "observation":
+        obs += task.index.codes
+    if task.label.type == "observation_value":
+        obs += task.label.codes
+    elif task.label.type == "condition":
+        cond += task.label.codes
+    med = [c for spec in task.medications for c in spec.codes]
+    return {"obs": tuple(obs), "cond": tuple(cond), "med": tuple(med)}
+
+
+def _facts(con: duckdb.DuckDBPyConnection, views: Mapping[str, Path], task: Task) -> None:
+    """Tables of facts, kept and timed as `features._records` keeps and times them (of the
+    codes `task` reads)."""
+    codes = _code_sets(task)
     src = {key: f"read_parquet({quote(str(path))})" for key, path in views.items()}
     con.execute(_TIME_MACRO)
     con.execute(f"""
@@ -118,7 +137,8 @@ def _facts(con: duckdb.DuckDBPyConnection, views: Mapping[str, Path]) -> None:
                o.code_system AS system, o.code AS code, CAST(o.value AS DOUBLE) AS value
         FROM {src["observation"]} o SEMI JOIN pat ON pat.pid = o.patient_id
         WHERE o.value IS NOT NULL AND (o.status IS NULL OR o.status NOT IN {_VOID})
-          AND coalesce(fhir_us(o.effective), fhir_us(o.issued)) IS NOT NULL""")
+          AND coalesce(fhir_us(o.effective), fhir_us(o.issued)) IS NOT NULL
+          AND {_match(codes["obs"], "o.code_system", "o.code")}""")
     con.execute(f"""
         CREATE OR REPLACE TABLE cond AS
         SELECT c.patient_id AS pid, 'Condition/' || c.id AS ref,
@@ -127,15 +147,17 @@ def _facts(con: duckdb.DuckDBPyConnection, views: Mapping[str, Path]) -> None:
                c.code_system AS system, c.code AS code
         FROM {src["condition"]} c SEMI JOIN pat ON pat.pid = c.patient_id
         WHERE coalesce(fhir_us(c.recorded_date), fhir_us(c.onset)) IS NOT NULL
-          AND (c.verification_status IS NULL OR c.verification_status NOT IN {_VOID})""")
+          AND (c.verification_status IS NULL OR c.verification_status NOT IN {_VOID})
+          AND {_match(codes["cond"], "c.code_system", "c.code")}""")
     con.execute(f"""
         CREATE OR REPLACE TABLE med AS
         SELECT m.patient_id AS pid, 'MedicationRequest/' || m.id AS ref,
                fhir_us(m.authored_on) AS ts,
-               'http://www.nlm.nih.gov/research/umls/rxnorm' AS system, m.rxnorm_code AS code
+               {_RXNORM} AS system, m.rxnorm_code AS code
         FROM {src["medication"]} m SEMI JOIN pat ON pat.pid = m.patient_id
         WHERE fhir_us(m.authored_on) IS NOT NULL AND coalesce(m.rxnorm_code, '') <> ''
-          AND (m.status IS NULL OR m.status NOT IN {_VOID})""")
+          AND (m.status IS NULL OR m.status NOT IN {_VOID})
+          AND {_match(codes["med"], _RXNORM, "m.rxnorm_code")}""")
     con.execute(f"""
         CREATE OR REPLACE TABLE enc AS
         SELECT e.patient_id AS pid, 'Encounter/' || e.id AS ref,
@@ -299,7 +321,7 @@ def dataset_from_views(
         con.execute("SET TimeZone = 'UTC'")
         if threads is not None:
             con.execute(f"SET threads = {int(threads)}")
-        _facts(con, views)
+        _facts(con, views, task)
         con.execute(f"CREATE TABLE ds_rows AS {_rows_sql(task)}")
         frame: pd.DataFrame = con.execute(_feature_sql(task)).df()
     finally:
