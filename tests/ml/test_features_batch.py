@@ -3,8 +3,7 @@ per-patient path's feature tables row for row, and serving's features for each r
 
 from __future__ import annotations
 
-import copy
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +11,7 @@ import numpy as np
 import orjson
 import pandas as pd
 import pytest
-from ml_helpers import Resources, cond, enc, obs, patient
+from ml_helpers import Resources, cond, enc, future_copies, obs, patient
 
 from carebase.data.synthetic.population import Population, load_into_store
 from carebase.errors import BadRequest
@@ -28,6 +27,7 @@ from carebase.ml.tasks import Task, load_task, parse_task, task_names
 from carebase.store.base import Store
 
 ICD = "http://hl7.org/fhir/sid/icd-10-cm"
+INDEX = datetime(2019, 1, 1, tzinfo=UTC)
 
 
 def write_ndjson(directory: Path, resources: list[dict[str, Any]]) -> Path:
@@ -88,24 +88,6 @@ def test_batch_equals_per_patient_and_serving(
         assert_same(served, batch.X.iloc[[i]].reset_index(drop=True))
 
 
-def _copy_after(resources: list[dict[str, Any]], when: str) -> list[dict[str, Any]]:
-    out = []
-    for r in resources:
-        if r["resourceType"] == "Patient":
-            continue
-        c = copy.deepcopy(r)
-        c["id"] = f"{r['id']}-later"
-        for key in ("effectiveDateTime", "onsetDateTime", "recordedDate", "authoredOn"):
-            if key in c:
-                c[key] = when
-        if "valueQuantity" in c:
-            c["valueQuantity"]["value"] = c["valueQuantity"]["value"] * 3 + 100
-        if "period" in c:
-            c["period"] = {"start": when, "end": when}
-        out.append(c)
-    return out
-
-
 def test_no_feature_reads_after_the_index(population: Resources, tmp_path: Path) -> None:
     """Copies of every record dated after the fixed index change no feature (they may
     change labels: that is what a label is)."""
@@ -113,15 +95,13 @@ def test_no_feature_reads_after_the_index(population: Resources, tmp_path: Path)
     plain = dataset_from_ndjson(
         task, write_ndjson(tmp_path / "a", [r for _, i in population[:25] for r in i])
     )
-    grown_items = [
-        r for _, i in population[:25] for r in i + _copy_after(i, "2019-01-01T00:00:01Z")
-    ]
+    grown_items = [r for _, i in population[:25] for r in i + future_copies(i, INDEX)]
     grown = dataset_from_ndjson(task, write_ndjson(tmp_path / "b", grown_items))
     assert len(plain.y) > 10
     assert_same(table(plain).drop(columns="y"), table(grown).drop(columns="y"))
-    # and the check can fail: the same copies one second *before* the index do change them
+    # and the check can fail: the same copies an hour *before* the index do change them
     early_items = [
-        r for _, i in population[:25] for r in i + _copy_after(i, "2018-12-31T23:59:59Z")
+        r for _, i in population[:25] for r in i + future_copies(i, INDEX - timedelta(hours=2))
     ]
     early = dataset_from_ndjson(task, write_ndjson(tmp_path / "c", early_items))
     assert not table(plain).drop(columns="y").equals(table(early).drop(columns="y"))
