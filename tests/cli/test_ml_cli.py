@@ -73,7 +73,7 @@ def test_train_reads_the_database_and_registers(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'train.db'}"
     store = open_store(url)
     store.migrate()
-    load_patients(store, 150)
+    load_patients(store, 80)  # ~100 rows, 24 readmitted: enough to train and evaluate
     store.close()
     result = cli("ml", "train", TASK, "--model", "logistic", "--promote", "--database", url)
     assert result.exit_code == 0, (result.stderr, result.exception)
