@@ -195,6 +195,7 @@ def load(store: Store, model_id: str) -> TrainedModel:
     with _LOCK:
         cached = _LOADED.get(key)
     if cached is not None:
+        _settle_heap()
         return cached
     data = ml_models.artifact(_sql(store), model_id)
     assert data is not None
