@@ -17,6 +17,7 @@ import orjson
 import pandas as pd
 
 from carebase.analytics import get_runner
+from carebase.analytics.python_runner import CompiledView, compile_view
 from carebase.analytics.views import load_view
 from carebase.errors import BadRequest
 from carebase.ml.tasks import Code, Task
@@ -165,12 +166,30 @@ def _records(rows: dict[str, list[dict[str, Any]]]) -> dict[str, Record]:
     return out
 
 
+@functools.cache
+def _compiled(name: str) -> CompiledView:
+    """A feature view compiled once per process for the Python runner (parsing and
+    compiling a view cost more than running it over one patient's resources)."""
+    return compile_view(_view(name))
+
+
 def records_from_resources(
     resources_: list[dict[str, Any]], engine: str = "python"
 ) -> dict[str, Record]:
     """Run the feature views over `resources_` (any number of patients) -> Record per patient."""
-    runner = get_runner(engine)
-    rows = {key: list(runner.run(_view(name), resources_)) for key, name in VIEWS.items()}
+    if engine != "python":
+        runner = get_runner(engine)
+        rows = {key: list(runner.run(_view(name), resources_)) for key, name in VIEWS.items()}
+        return _records(rows)
+    by_type: dict[object, list[dict[str, Any]]] = {}
+    for resource in resources_:
+        by_type.setdefault(resource.get("resourceType"), []).append(resource)
+    rows = {}
+    for key, name in VIEWS.items():
+        compiled = _compiled(name)
+        rows[key] = [
+            row for r in by_type.get(compiled.view.resource, []) for row in compiled.rows(r)
+        ]
     return _records(rows)
 
 
