@@ -32,7 +32,7 @@ TYPES = ("Observation", "Condition", "MedicationRequest", "Encounter")
 
 
 @functools.cache
-def _view(name: str) -> dict[str, Any]:
+def feature_view(name: str) -> dict[str, Any]:
     """A library view, or one of ml's own (`ml/views/*.json`) when the library's drops what
     features need (every coding of a condition, blood pressure components)."""
     own = resources.files("carebase.ml").joinpath("views", f"{name}.json")
@@ -170,7 +170,7 @@ def _records(rows: dict[str, list[dict[str, Any]]]) -> dict[str, Record]:
 def _compiled(name: str) -> CompiledView:
     """A feature view compiled once per process for the Python runner (parsing and
     compiling a view cost more than running it over one patient's resources)."""
-    return compile_view(_view(name))
+    return compile_view(feature_view(name))
 
 
 def records_from_resources(
@@ -179,7 +179,8 @@ def records_from_resources(
     """Run the feature views over `resources_` (any number of patients) -> Record per patient."""
     if engine != "python":
         runner = get_runner(engine)
-        rows = {key: list(runner.run(_view(name), resources_)) for key, name in VIEWS.items()}
+        views = VIEWS.items()
+        rows = {key: list(runner.run(feature_view(name), resources_)) for key, name in views}
         return _records(rows)
     by_type: dict[object, list[dict[str, Any]]] = {}
     for resource in resources_:

@@ -22,7 +22,7 @@ import pandas as pd
 from carebase.analytics.duckdb_runner import DuckDBRunner
 from carebase.analytics.sql_dialect import quote
 from carebase.errors import BadRequest
-from carebase.ml.features import RXNORM, TYPES, VIEWS, VOID, Dataset, _view
+from carebase.ml.features import RXNORM, TYPES, VIEWS, VOID, Dataset, feature_view
 from carebase.ml.tasks import Code, Task
 from carebase.store.base import Store
 
@@ -75,7 +75,7 @@ def flatten_views(
     for key, name in VIEWS.items():
         target = out_dir / f"{name}.parquet"
         runner.write_files(
-            _view(name), list(files_by_type.get(VIEW_TYPES[key], [])), "parquet", target
+            feature_view(name), list(files_by_type.get(VIEW_TYPES[key], [])), "parquet", target
         )
         out[key] = target
     return out
