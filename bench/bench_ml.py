@@ -293,7 +293,7 @@ def main() -> None:
         f"above, {args.features:,} patients would take {args.features / flatten_rate:,.0f} s "
         "to flatten. CDS calls: "
         f"{args.cds_calls} per row after 10 warm-up calls, in-process over ASGI "
-        f"(httpx, no sockets), {args.cds_patients} patients (~256 resources each) in turn, "
+        f"(httpx, no sockets), {args.cds_patients} patients (~210 resources each) in turn, "
         "each call audited to an in-memory trail. Wall-clock latency on a machine loaded "
         "beyond its cores mostly measures waiting for a core; the CPU time per call (all "
         "threads of the process, client included) does not. Where a CDS call's time goes: "
