@@ -33,6 +33,11 @@ from carebase.store.schema import (
 )
 from shared_data import SYNTHEA_TAR
 
+# One OpenMP thread (read when scikit-learn first loads, after this): the tests' models are
+# small, and on a shared 2-core machine gradient boosting's per-tree thread hand-offs made
+# its training and prediction 5-10x slower than one thread (hgb with 3 folds: 5-9 s vs 1 s).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 LOCAL_POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 
 

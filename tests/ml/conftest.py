@@ -1,46 +1,39 @@
-"""Shared ML fixtures: a small synthetic population generated once per session, its
-feature tables, and models trained on them once."""
+"""Shared ML fixtures: the session's synthetic patients, their feature tables and models
+trained on them once (`ml_serving_data`, shared with the api and cli tests)."""
 
 from __future__ import annotations
-
-from typing import Any
 
 import pytest
 from ml_helpers import Resources
 
-from carebase.data.synthetic.population import Population
-from carebase.ml.features import Dataset, build_dataset
-from carebase.ml.tasks import load_task
-from carebase.ml.training import TrainedModel, train
-
-SEED = 11
-PATIENTS = 150
+import ml_serving_data
+from carebase.ml.features import Dataset
+from carebase.ml.training import TrainedModel
 
 
 @pytest.fixture(scope="session")
 def population() -> Resources:
-    """(patient id, resources) of PATIENTS synthetic patients (about 15 s to generate)."""
-    return [(r[0]["id"], r) for _, r in Population(SEED).patients(PATIENTS)]
+    """(patient id, resources) of the session's synthetic patients."""
+    return list(ml_serving_data.patients())
 
 
 @pytest.fixture(scope="session")
-def readmission(population: Resources) -> Dataset:
+def readmission() -> Dataset:
     """The readmission_30d table of the session population."""
-    return build_dataset(load_task("readmission_30d"), population)
+    return ml_serving_data.dataset("readmission_30d")  # type: ignore[no-any-return]
 
 
 @pytest.fixture(scope="session")
-def hba1c(population: Resources) -> Dataset:
+def hba1c() -> Dataset:
     """The next_hba1c table of the session population."""
-    return build_dataset(load_task("next_hba1c"), population)
+    return ml_serving_data.dataset("next_hba1c")  # type: ignore[no-any-return]
 
 
 @pytest.fixture(scope="session")
-def trained(readmission: Dataset, hba1c: Dataset) -> dict[str, TrainedModel]:
+def trained() -> dict[str, TrainedModel]:
     """Models trained once per session (3 folds and 30 bootstrap rounds keep it short)."""
-    opts: dict[str, Any] = {"folds": 3, "bootstrap_rounds": 30}
     return {
-        "logistic": train(load_task("readmission_30d"), readmission, "logistic", **opts),
-        "hgb": train(load_task("readmission_30d"), readmission, "hgb", **opts),
-        "linear": train(load_task("next_hba1c"), hba1c, "linear", **opts),
+        "logistic": ml_serving_data.trained_model("logistic"),
+        "hgb": ml_serving_data.trained_model("hgb"),
+        "linear": ml_serving_data.trained_model("linear", "next_hba1c"),
     }

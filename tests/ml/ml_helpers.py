@@ -3,7 +3,11 @@ from conftest when several conftest modules exist)."""
 
 from __future__ import annotations
 
+import copy
+from datetime import datetime, timedelta
 from typing import Any
+
+from carebase.ml.timeutil import iso
 
 Resources = list[tuple[str, list[dict[str, Any]]]]
 
@@ -77,3 +81,27 @@ def patient(
 ) -> dict[str, Any]:
     """A Patient."""
     return {"resourceType": "Patient", "id": pid, "birthDate": birth, "gender": gender, **extra}
+
+
+def future_copies(resources: list[dict[str, Any]], after: datetime) -> list[dict[str, Any]]:
+    """Every clinical resource again, dated `after` + 1 hour, with altered values: anything
+    a feature read after the index would show up."""
+    moved = iso(after + timedelta(hours=1))
+    out = []
+    for r in resources:
+        if r["resourceType"] == "Patient":
+            continue
+        c = copy.deepcopy(r)
+        c["id"] = f"{r['id']}-future"
+        for key in ("effectiveDateTime", "onsetDateTime", "recordedDate", "authoredOn", "issued"):
+            if key in c:
+                c[key] = moved
+        if "period" in c:
+            c["period"] = {"start": moved, "end": iso(after + timedelta(hours=3))}
+        if "valueQuantity" in c:
+            c["valueQuantity"]["value"] = c["valueQuantity"]["value"] * 3 + 100
+        for comp in c.get("component", []):
+            if "valueQuantity" in comp:
+                comp["valueQuantity"]["value"] = comp["valueQuantity"]["value"] * 3 + 100
+        out.append(c)
+    return out

@@ -15,11 +15,12 @@ from sklearn.preprocessing import StandardScaler
 
 from carebase.ml import baselines
 from carebase.ml.evaluation import auroc
+from ml_serving_data import baseline_report
 
 
 @pytest.fixture(scope="module")
 def results() -> dict[str, Any]:
-    return baselines.run_baselines()
+    return baseline_report()
 
 
 def test_floors(results: dict[str, Any]) -> None:

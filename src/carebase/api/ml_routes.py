@@ -186,7 +186,8 @@ class MlApi:
         from carebase.ml.cds_schema import errors_of, request_issues
 
         raw = await read_body(request, self.api.settings.max_body_bytes)
-        body = parse_json(raw, self.api.settings.max_json_depth)
+        # the prefetch is read for features, never stored or echoed: floats serve
+        body = parse_json(raw, self.api.settings.max_json_depth, exact_decimals=False)
         problems = errors_of(request_issues(body))
         if problems:
             raise BadRequest("The CDS Hooks request is malformed", issues=problems)

@@ -59,10 +59,11 @@ def train(
     promote: Annotated[bool, typer.Option(help="Make the new model the active one.")] = False,
     database: DatabaseOption = None,
 ) -> None:
-    """Build the task's data set from the database's patients, train, evaluate and register
-    the model (a candidate unless --promote)."""
+    """Build the task's data set from the database's patients (exported once, features
+    computed set-based in DuckDB), train, evaluate and register the model (a candidate
+    unless --promote)."""
     from carebase.ml import registry
-    from carebase.ml.features import dataset_from_store
+    from carebase.ml.features_batch import dataset_from_store_batch
     from carebase.ml.tasks import load_task
     from carebase.ml.training import train as fit
 
@@ -74,7 +75,7 @@ def train(
         store.migrate()
         with _progress() as bar:
             step = bar.add_task(f"Reading patients for {spec.name}", total=3)
-            dataset = dataset_from_store(spec, store)
+            dataset = dataset_from_store_batch(spec, store)
             bar.update(step, advance=1, description=f"Training {model} on {len(dataset.y)} rows")
             trained = fit(spec, dataset, model, seed=seed)  # type: ignore[arg-type]
             bar.update(step, advance=1, description="Registering")

@@ -23,6 +23,7 @@ import pandas as pd
 
 from carebase.errors import BadRequest
 from carebase.ml.evaluation import predict_values
+from carebase.ml.row_transform import row_transform
 
 SAMPLED_ORDERINGS = 64
 
@@ -115,8 +116,9 @@ def predict_and_explain(
     trained: Any, X_row: pd.DataFrame, method: Literal["auto", "shap", "sampling"] = "auto"
 ) -> tuple[float, list[Contribution]]:
     """The prediction for the one row `X_row` (as `TrainedModel.predict` gives it) and its
-    contributions (as `explain`), preprocessing the row once: for one row, scikit-learn's
-    ColumnTransformer costs more than the model and the explanation together."""
+    contributions (as `explain`), preprocessing the row once, with numpy (`row_transform`):
+    for one row, scikit-learn's ColumnTransformer costs more than the model and the
+    explanation together."""
     if len(X_row) != 1:
         raise BadRequest(f"explain takes one row, got {len(X_row)}", location="X_row")
     missing = [f for f in trained.feature_names if f not in X_row.columns]
@@ -126,7 +128,7 @@ def predict_and_explain(
     pre = trained.pipeline.named_steps["preprocess"]
     model = trained.pipeline.named_steps["model"]
     names = [str(n) for n in pre.get_feature_names_out()]
-    Z = np.asarray(pre.transform(X_row), dtype=float)
+    Z = row_transform(pre)(X_row)
     z = Z.reshape(-1)
     value = float(predict_values(trained.task.kind, model, Z)[0])
     ref = np.array([trained.reference[n] for n in names], dtype=float)

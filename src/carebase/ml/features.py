@@ -17,6 +17,7 @@ import orjson
 import pandas as pd
 
 from carebase.analytics import get_runner
+from carebase.analytics.python_runner import CompiledView, compile_view
 from carebase.analytics.views import load_view
 from carebase.errors import BadRequest
 from carebase.ml.tasks import Code, Task
@@ -31,7 +32,7 @@ TYPES = ("Observation", "Condition", "MedicationRequest", "Encounter")
 
 
 @functools.cache
-def _view(name: str) -> dict[str, Any]:
+def feature_view(name: str) -> dict[str, Any]:
     """A library view, or one of ml's own (`ml/views/*.json`) when the library's drops what
     features need (every coding of a condition, blood pressure components)."""
     own = resources.files("carebase.ml").joinpath("views", f"{name}.json")
@@ -87,6 +88,13 @@ class Dataset:
     patient_ids: list[str]
     index_times: list[str]
     feature_names: list[str]
+
+
+def _time_order(fact: Fact) -> tuple[datetime, str, float]:
+    """Facts in time order; facts of the same instant by resource key, then value, so that
+    "latest" and "first" do not depend on the order resources were read in (the batch path,
+    `features_batch`, orders the same way)."""
+    return fact.at, fact.ref, -math.inf if fact.value is None else fact.value
 
 
 def _records(rows: dict[str, list[dict[str, Any]]]) -> dict[str, Record]:
@@ -154,16 +162,35 @@ def _records(rows: dict[str, list[dict[str, Any]]]) -> dict[str, Record]:
         )
     for rec in out.values():
         for facts in (rec.observations, rec.conditions, rec.medications, rec.encounters):
-            facts.sort(key=lambda f: f.at)
+            facts.sort(key=_time_order)
     return out
+
+
+@functools.cache
+def _compiled(name: str) -> CompiledView:
+    """A feature view compiled once per process for the Python runner (parsing and
+    compiling a view cost more than running it over one patient's resources)."""
+    return compile_view(feature_view(name))
 
 
 def records_from_resources(
     resources_: list[dict[str, Any]], engine: str = "python"
 ) -> dict[str, Record]:
     """Run the feature views over `resources_` (any number of patients) -> Record per patient."""
-    runner = get_runner(engine)
-    rows = {key: list(runner.run(_view(name), resources_)) for key, name in VIEWS.items()}
+    if engine != "python":
+        runner = get_runner(engine)
+        views = VIEWS.items()
+        rows = {key: list(runner.run(feature_view(name), resources_)) for key, name in views}
+        return _records(rows)
+    by_type: dict[object, list[dict[str, Any]]] = {}
+    for resource in resources_:
+        by_type.setdefault(resource.get("resourceType"), []).append(resource)
+    rows = {}
+    for key, name in VIEWS.items():
+        compiled = _compiled(name)
+        rows[key] = [
+            row for r in by_type.get(compiled.view.resource, []) for row in compiled.rows(r)
+        ]
     return _records(rows)
 
 

@@ -11,6 +11,7 @@ holding any type outside scikit-learn's own trusted set plus `TRUSTED_TYPES`.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import subprocess
 import threading
@@ -194,13 +195,33 @@ def load(store: Store, model_id: str) -> TrainedModel:
     with _LOCK:
         cached = _LOADED.get(key)
     if cached is not None:
+        _settle_heap()
         return cached
     data = ml_models.artifact(_sql(store), model_id)
     assert data is not None
     trained = load_artifact(data, record)
     with _LOCK:
         _LOADED[key] = trained
+    _settle_heap()
     return trained
+
+
+_SETTLED = threading.Event()
+
+
+def _settle_heap() -> None:
+    """Once per process, after its first model load: what is alive is frozen out of cyclic
+    garbage collection (`gc.freeze`), as ingest does (`data/loader.py`). A serving process
+    holds a large long-lived heap (numpy, pandas, scikit-learn, the model, the R4
+    definitions) while each prediction builds thousands of short-lived objects (the
+    patient's resources and view rows); the collector then ran about ten times per CDS
+    call, its full collections rescanning that heap, ~20 ms a call on the benchmark
+    machine (bench/bench_ml.py). Reference counting still frees acyclic garbage at once."""
+    if _SETTLED.is_set():
+        return
+    _SETTLED.set()
+    gc.collect()
+    gc.freeze()
 
 
 def load_artifact(data: bytes, record: ModelRecord) -> TrainedModel:
