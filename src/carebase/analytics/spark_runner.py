@@ -16,10 +16,11 @@ import orjson
 
 from carebase.analytics.ndjson_files import check_files
 from carebase.analytics.runner import check_format
-from carebase.analytics.sql_dialect import SparkDialect
+from carebase.analytics.sql_dialect import RESOURCE_TEXT, SparkDialect
 from carebase.analytics.sql_view import SqlViewRunner, ViewQuery, translate_error
 from carebase.analytics.view_model import ViewDefinition
 from carebase.errors import Unsupported
+from carebase.fhir.json_io import dumps
 
 _SESSION: Any = None
 _SESSION_LOCK = threading.Lock()
@@ -82,7 +83,7 @@ class SparkRunner(SqlViewRunner):
         """Rows of `view` over in-memory resources (sent to Spark as JSON text)."""
         query = self.compile(view)
         spark = spark_session()
-        texts = [(orjson.dumps(r).decode(),) for r in resources]
+        texts = [(dumps(r).decode(),) for r in resources]
         frame = spark.createDataFrame(texts, "value string")
         return self._stream(query, frame, "resources in memory")
 
@@ -144,7 +145,10 @@ class SparkRunner(SqlViewRunner):
         spark = spark_session()
         name = f"carebase_src_{next(_VIEW_NAMES)}"
         text_frame.createOrReplaceTempView(name)
-        source = f"(SELECT parse_json(value) AS resource FROM {name} WHERE trim(value) <> '')"
+        source = (
+            f"(SELECT parse_json(value) AS resource, value AS {RESOURCE_TEXT} FROM {name} "
+            "WHERE trim(value) <> '')"
+        )
         return spark.sql(query.over(source))
 
     def _stream(self, query: ViewQuery, text_frame: Any, where: str) -> Iterator[dict[str, object]]:

@@ -72,14 +72,21 @@ def _temporal(c: SqlCompiler, s: str, kind: str, high: bool) -> str:
     )
 
 
-def _decimal(c: SqlCompiler, item: str, high: bool, precision: str | None) -> str:
+def _decimal(
+    c: SqlCompiler, item: str, high: bool, precision: str | None, written: str | None
+) -> str:
     d = c.d
-    digits = d.decimal_places(item)
+    # a literal's digits are known here; an item's come from the data
+    digits = d.decimal_places(item) if written is None else str(_places(written))
     half = f"5 * power(10, -({digits} + 1))"
     value = f"{d.as_double(item)} {'+' if high else '-'} {half}"
     if precision is not None:
         value = f"round({value}, CAST({precision} AS INT))"
     return d.from_double(value)
+
+
+def _places(text: str) -> int:
+    return len(text.partition(".")[2])
 
 
 def boundary(c: SqlCompiler, call: FunctionCall, scope: Scope, base: str) -> str:
@@ -100,10 +107,14 @@ def boundary(c: SqlCompiler, call: FunctionCall, scope: Scope, base: str) -> str
     as_list = f"CASE WHEN {b} IS NULL THEN {d.empty} ELSE {d.list_of(d.from_string(b))} END"
     string_case = d.let(d.as_string(x), s, d.let(text, b, as_list))
     integer_stays = known in ("integer", None)
+    literal = call.base
+    written = (
+        str(literal.value) if isinstance(literal, Literal) and literal.type == "decimal" else None
+    )
     one = (
         f"CASE WHEN {d.kind(x)} = 'integer' AND {integer_stays} THEN {d.list_of(x)} "
         f"WHEN {d.kind(x)} IN ('integer', 'decimal') "
-        f"THEN {d.list_of(_decimal(c, x, high, precision))} "
+        f"THEN {d.list_of(_decimal(c, x, high, precision, written))} "
         f"WHEN {d.kind(x)} = 'string' THEN {string_case} ELSE {d.empty} END"
     )
     return d.let(

@@ -27,6 +27,13 @@ def quote(text: str) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+#: the column of Spark's source relation holding each resource's JSON text
+RESOURCE_TEXT = "resource_text"
+#: a JSON string token (possessive loops: no backtracking, no deep recursion on long strings)
+_JSON_STRING = r'"[^"\\]*+(?:\\.[^"\\]*+)*+"'
+#: a JSON number with a fraction and no exponent
+_WRITTEN_DECIMAL = r"-?[0-9]+\.[0-9]+(?![0-9eE])"
+
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -394,11 +401,24 @@ class SparkDialect(Dialect):
         )
 
     def decimal_places(self, item: str) -> str:
-        # VARIANT keeps a decimal's scale, not its text
-        return (
+        # VARIANT drops trailing zeros (1.0 reads back as DECIMAL(1,0)), so the written
+        # precision comes from the resource's JSON text: the most digits any number written
+        # there with this value has (numbers inside strings do not count), at least the
+        # VARIANT's own scale
+        stored = (
             f"coalesce(CAST(regexp_extract(schema_of_variant({item}), ',([0-9]+)[)]', 1) AS INT), "
             "0)"
         )
+        value = f"try_variant_get({item}, '$', 'decimal(38,18)')"
+        numbers = (
+            f"regexp_extract_all(regexp_replace({RESOURCE_TEXT}, {self.lit(_JSON_STRING)}, "
+            f"'\"\"'), {self.lit(_WRITTEN_DECIMAL)}, 0)"
+        )
+        written = (
+            f"aggregate({numbers}, 0, (acc, t) -> CASE WHEN try_cast(t AS decimal(38,18)) = "
+            f"{value} THEN greatest(acc, length(t) - instr(t, '.')) ELSE acc END)"
+        )
+        return f"greatest({stored}, {written})"
 
     def member_string(self, item: str, name: str) -> str:
         return f"try_variant_get({self.member(item, name)}, '$', 'string')"
@@ -417,7 +437,7 @@ class SparkDialect(Dialect):
             f"{self.drop_null(self.member_path('resource', keys))} AS {name}"
             for keys, name in fields.items()
         )
-        return f"(SELECT resource, {picks} FROM {source} AS _parsed)"
+        return f"(SELECT resource, {RESOURCE_TEXT}, {picks} FROM {source} AS _parsed)"
 
     def as_array(self, item: str) -> str:
         return f"variant_get({item}, '$', 'array<variant>')"
