@@ -75,14 +75,41 @@ def _temporal(c: SqlCompiler, s: str, kind: str, high: bool) -> str:
 def _decimal(
     c: SqlCompiler, item: str, high: bool, precision: str | None, written: str | None
 ) -> str:
+    """The bound as an exact ratio of integers, so that doubles round it as Python's Decimal
+    does: with d digits, the value is n / 10^d and the bound (10n -+ 5) / 10^(d+1); to a
+    `precision` p of fewer digits it goes down (low) or up (high) to p digits."""
     d = c.d
     # a literal's digits are known here; an item's come from the data
-    digits = d.decimal_places(item) if written is None else str(_places(written))
-    half = f"5 * power(10, -({digits} + 1))"
-    value = f"{d.as_double(item)} {'+' if high else '-'} {half}"
+    digits = _written_places(c, item) if written is None else str(_places(written))
+    k, m = c.var(), c.var()
+    scaled = f"(round({d.as_double(item)} * power(10, {k})) * 10 {'+' if high else '-'} 5)"
+    bound = f"{m} / power(10, {k} + 1)"
     if precision is not None:
-        value = f"round({value}, CAST({precision} AS INT))"
-    return d.from_double(value)
+        p = c.var()
+        step = "ceil" if high else "floor"
+        bound = d.let(
+            precision,
+            p,
+            f"CASE WHEN {p} > {k} THEN {bound} "
+            f"ELSE {step}({m} / power(10, {k} + 1 - {p})) / power(10, {p}) END",
+        )
+    return d.from_double(d.let(digits, k, d.let(scaled, m, bound)))
+
+
+def _written_places(c: SqlCompiler, item: str) -> str:
+    """How many digits after the point the number `item` was written with. Engines read
+    1.50 as 1.5, so the digits are those of the resource's JSON text: the most any number
+    written there with this value has (at least the item's own). Two numbers of equal value
+    written with different digits in one resource both count as the longer."""
+    d = c.d
+    t, u = c.var(), c.var()
+    same = d.filter(
+        d.json_numbers(d.resource_text),
+        t,
+        f"{t} NOT LIKE '%e%' AND {t} NOT LIKE '%E%' AND CAST({t} AS DOUBLE) = {d.as_double(item)}",
+    )
+    written = d.list_max(d.transform(same, u, f"length({u}) - instr({u}, '.')"))
+    return f"greatest({d.stored_places(item)}, coalesce({written}, 0))"
 
 
 def _places(text: str) -> int:
