@@ -3,6 +3,7 @@ the other engines on Synthea, files in and out."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,8 @@ import pytest
 from suite_cases import SUITE, SYNTHEA_VIEWS, check_boundaries, sorted_rows, synthea_resources
 
 from carebase.analytics import get_runner
-from carebase.analytics.conformance_report import run_suite, summary
+from carebase.analytics.conformance_report import main as conformance_main
+from carebase.analytics.conformance_report import summary
 from carebase.analytics.runner import ViewRunner
 from carebase.analytics.spark_runner import configure_session
 from carebase.analytics.views import load_view, view_names
@@ -39,11 +41,13 @@ def spark_runner() -> ViewRunner:
     return get_runner("spark")
 
 
-def test_conformance_suite(spark_runner: ViewRunner) -> None:
-    # one test for the whole suite: every case is a Spark job, so they are not parametrised
+def test_conformance_suite_and_report(spark_runner: ViewRunner, tmp_path: Path) -> None:
+    # the whole suite in one test (through the report command, so test_report.json is checked)
     if not SUITE.is_dir():
         pytest.skip(f"no suite at {SUITE}")
-    report = run_suite(spark_runner, SUITE)
+    out = tmp_path / "test_report.json"
+    status = conformance_main([str(SUITE), str(out), "spark"])
+    report = json.loads(out.read_text())
     failed = {
         f"{name}: {t['name']}": t["result"].get("reason")
         for name, suite in report.items()
@@ -51,7 +55,7 @@ def test_conformance_suite(spark_runner: ViewRunner) -> None:
         if not t["result"]["passed"]
     }
     assert not failed, "\n".join(f"{case}: {why}" for case, why in failed.items())
-    assert summary(report) == (134, 134)
+    assert summary(report) == (134, 134) and status == 0
 
 
 def test_same_rows_as_python_and_duckdb_on_synthea(
