@@ -102,9 +102,6 @@ class Settings:
     #: Writer processes of a `$import` job on PostgreSQL (0: the job's own thread writes;
     #: SQLite always has one writer). Default by measurement, see docs/bulk-data.md.
     import_workers: int = field(default_factory=lambda: default_import_workers())
-    #: The engine `$viewdefinition-run` runs views with: python (streams resources one by
-    #: one) or duckdb (a query per page of stored JSON, several times faster; same rows).
-    view_engine: str = "python"
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -143,7 +140,6 @@ class Settings:
             import_dirs=_env_list("CAREBASE_IMPORT_DIRS"),
             bulk_lease_seconds=_env_int("CAREBASE_BULK_LEASE_SECONDS", 60),
             import_workers=_env_int("CAREBASE_IMPORT_WORKERS", default_import_workers()),
-            view_engine=os.environ.get("CAREBASE_VIEW_ENGINE") or "python",
         )
 
     def with_(self, **changes: object) -> Settings:

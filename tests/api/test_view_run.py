@@ -15,12 +15,7 @@ from access_world import World, build_world
 from api_helpers import FHIR_JSON, issue_text
 from starlette.applications import Starlette
 
-from carebase.api import view_run
-from carebase.api.app import create_app
 from carebase.auth.audit_entry import MemoryAuditTrail
-from carebase.config import Settings
-from carebase.errors import CarebaseError
-from carebase.store.base import Store
 
 pytestmark = pytest.mark.asyncio
 
@@ -199,62 +194,6 @@ async def test_inline_resources_patient_group_since_and_limit(
     assert rows == []
     rows = ndjson(await run(client, ("viewResource", OBS_VIEW), ("_limit", 2)))
     assert len(rows) == 2
-
-
-async def test_duckdb_engine_gives_the_same_output(
-    client: httpx.AsyncClient, world: World, app: Starlette, settings: Settings, store: Store
-) -> None:
-    # a second app on the same data whose $viewdefinition-run uses DuckDB
-    duck_app = create_app(settings.with_(view_engine="duckdb"), store, audit=MemoryAuditTrail())
-    token, _ = duck_app.state.tokens.issue(
-        subject="test-admin", scopes=["system/*.cruds"], kind="service", role="service"
-    )
-    decimal_view = {
-        **OBS_VIEW,
-        "select": [
-            *OBS_VIEW["select"],
-            {
-                "forEachOrNull": "component",
-                "column": [
-                    {"name": "value", "path": "value.ofType(Quantity).value", "type": "decimal"},
-                    {"name": "low", "path": "value.ofType(Quantity).value.lowBoundary()"},
-                ],
-            },
-        ],
-    }
-    weighed = {
-        "resourceType": "Observation", "id": "w1", "status": "final",
-        "code": {"coding": [{"code": "29463-7"}]}, "subject": {"reference": "Patient/A"},
-        "component": [{"code": {"text": "a"}, "valueQuantity": {"value": 70.50}},
-                      {"code": {"text": "b"}, "valueQuantity": {"value": 3}}],
-    }  # fmt: skip
-    r = await client.put("/fhir/Observation/w1", content=orjson.dumps(weighed).replace(
-        b"70.5", b"70.50"), headers=FHIR_JSON)  # fmt: skip
-    assert r.status_code == 201, r.text
-    requests: list[tuple[tuple[str, object], ...]] = [
-        (("viewResource", decimal_view),),
-        (("viewResource", decimal_view), ("_format", "csv")),
-        (("viewResource", OBS_VIEW), ("patient", "Patient/A"), ("_format", "json")),
-        (("viewResource", OBS_VIEW), ("_limit", 3)),
-        (("viewResource", decimal_view), ("resource", weighed), ("_format", "parquet")),
-        (("viewResource", {**OBS_VIEW, "select": [{"column": [
-            {"name": "n", "path": "code.coding.code"}]}]}),),
-    ]  # fmt: skip
-    transport = httpx.ASGITransport(app=duck_app)
-    async with httpx.AsyncClient(
-        transport=transport,
-        base_url="http://testserver",
-        headers={"Authorization": f"Bearer {token}"},
-    ) as duck:
-        for entries in requests:
-            expected, got = await run(client, *entries), await run(duck, *entries)
-            assert (got.status_code, got.content) == (expected.status_code, expected.content)
-    assert view_run._duckdb_runner.cache_info().currsize == 1  # DuckDB did run them
-    rows = ndjson(await run(client, *requests[0]))
-    assert {"id": "w1", "patient": "A", "code": ["29463-7"], "category": None, "value": 70.5,
-            "low": 70.495} in rows  # fmt: skip
-    with pytest.raises(CarebaseError, match="CAREBASE_VIEW_ENGINE"):
-        create_app(settings.with_(view_engine="spark"), store, audit=MemoryAuditTrail())
 
 
 # --- access control and audit ----------------------------------------------------------------

@@ -64,18 +64,11 @@ class DuckDBRunner(SqlViewRunner):
         self, view: ViewDefinition | Mapping[str, object], resources: Iterable[dict[str, object]]
     ) -> Iterator[dict[str, object]]:
         """Rows of `view` over in-memory resources (loaded into DuckDB as one JSON column)."""
-        return self.run_texts(view, [[dumps(r).decode() for r in resources]])
-
-    def run_texts(
-        self, view: ViewDefinition | Mapping[str, object], batches: Iterable[Sequence[str]]
-    ) -> Iterator[dict[str, object]]:
-        """Rows of `view` over resources given as JSON texts, one query per batch (a page of
-        stored resources, say), in the order of the batches; the view is compiled once."""
         query = self.compile(view)
+        texts = [dumps(r).decode() for r in resources]
+        table = pa.table({"resource": pa.array(texts, type=pa.string())})
         sql = query.over("(SELECT CAST(resource AS JSON) AS resource FROM src)")
-        for texts in batches:
-            table = pa.table({"resource": pa.array(texts, type=pa.string())})
-            yield from self._stream(query, [sql], table, "resources in memory")
+        return self._stream(query, [sql], table, "resources in memory")
 
     def run_files(
         self, view: ViewDefinition | Mapping[str, object], paths: Sequence[Path]

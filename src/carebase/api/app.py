@@ -24,7 +24,6 @@ from carebase.api.ml_routes import MlApi
 from carebase.api.oauth_routes import OAuthApi
 from carebase.api.responses import http_exception, unhandled_exception
 from carebase.api.routes import FhirApi
-from carebase.api.view_run import VIEW_ENGINES
 from carebase.auth.audit_entry import AuditTrail
 from carebase.auth.audit_log import DatabaseAuditTrail
 from carebase.auth.audit_process import ProcessAuditTrail
@@ -78,10 +77,6 @@ def create_app(
     request is authenticated (access tokens verified with `app.state.tokens`) unless
     `settings.auth_disabled`, which logs a warning.
     """
-    if settings.view_engine not in VIEW_ENGINES:
-        raise CarebaseError(
-            f"CAREBASE_VIEW_ENGINE is {settings.view_engine!r}: use 'python' or 'duckdb'"
-        )
     owned = store is None
     api = FhirApi(store, settings)
     owned_trail = audit is None

@@ -11,11 +11,10 @@ type allows them.
 
 from __future__ import annotations
 
-import functools
 import itertools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
@@ -27,17 +26,10 @@ from carebase.api.results import Context, parse_instant
 from carebase.api.view_params import RunParameters
 from carebase.auth.compartment import patients_of
 from carebase.errors import BadRequest, NotFound
-from carebase.fhir import json_io
 from carebase.fhir.bundle import ID_RE
 from carebase.fhir.definitions.loader import get_definitions
-from carebase.fhir.json_io import dumps
-
-if TYPE_CHECKING:
-    from carebase.analytics.duckdb_runner import DuckDBRunner
 
 VIEW_TYPE = "ViewDefinition"
-#: the engines `$viewdefinition-run` can run views with (setting `view_engine`)
-VIEW_ENGINES = ("python", "duckdb")
 
 
 @dataclass
@@ -55,35 +47,15 @@ def start_run(ctx: Context, params: RunParameters, instance_id: str | None) -> V
     ctx.guard.query = _audit_query(view, params)
     if params.resources is not None:
         ctx.guard.validate(view.resource)
-        pages: Iterable[list[bytes]] = [[dumps(r) for r in _inline(view, params)]]
+        resources: Iterable[dict[str, Any]] = _inline(view, params)
     else:
-        pages = _stored(ctx, view, params)
-    rows = _rows(ctx.settings.view_engine, view, pages)
+        resources = _stored(ctx, view, params)
+    rows = get_runner("python").run(view, resources)
     if params.limit is not None:
         rows = itertools.islice(rows, params.limit)
     chunks = RowEncoder(view, params.fmt, header=params.header).chunks(rows)
     first = next(chunks, b"")
     return ViewRun(MEDIA_TYPES[params.fmt], itertools.chain([first], chunks))
-
-
-def _rows(
-    engine: str, view: ViewDefinition, pages: Iterable[list[bytes]]
-) -> Iterator[dict[str, Any]]:
-    """The rows of `view` over pages of resource JSON, by the configured engine. Both read
-    decimals with their written digits (`json_io.loads`; DuckDB reads the text itself)."""
-    if engine == "duckdb":
-        runner = _duckdb_runner()
-        return runner.run_texts(view, ([b.decode() for b in page] for page in pages))
-    resources = (json_io.loads(body) for page in pages for body in page)
-    return get_runner("python").run(view, resources)
-
-
-@functools.cache
-def _duckdb_runner() -> DuckDBRunner:
-    """One DuckDB runner for the process (each run takes a cursor of its connection)."""
-    from carebase.analytics.duckdb_runner import DuckDBRunner
-
-    return DuckDBRunner()
 
 
 def _view_json(ctx: Context, params: RunParameters, instance_id: str | None) -> dict[str, Any]:
@@ -168,9 +140,8 @@ def _inline(view: ViewDefinition, params: RunParameters) -> Iterator[dict[str, A
         yield resource
 
 
-def _stored(ctx: Context, view: ViewDefinition, params: RunParameters) -> Iterator[list[bytes]]:
-    """The stored resources of the view's type the caller may search, filtered, streamed:
-    their JSON, page by page."""
+def _stored(ctx: Context, view: ViewDefinition, params: RunParameters) -> Iterator[dict[str, Any]]:
+    """The stored resources of the view's type the caller may search, filtered, streamed."""
     type_ = view.resource
     restriction, _ = ctx.guard.search(type_, [])
     patients = list(params.patients)
@@ -196,8 +167,10 @@ def _stored(ctx: Context, view: ViewDefinition, params: RunParameters) -> Iterat
         criteria = [[*since, c] for c in compartment_criteria(type_, list(dict.fromkeys(patients)))]
     else:
         criteria = [since]
-    for bodies in searched_bodies(ctx.store, type_, criteria, restriction, ctx.guard.saw_all):
-        yield list(bodies)
+    pages = searched_bodies(ctx.store, type_, criteria, restriction, ctx.guard.saw_all)
+    for bodies in pages:
+        for body in bodies:
+            yield orjson.loads(body)
 
 
 def _audit_query(view: ViewDefinition, params: RunParameters) -> str:
