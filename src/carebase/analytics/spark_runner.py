@@ -103,10 +103,13 @@ class SparkRunner(SqlViewRunner):
     ) -> Iterator[dict[str, object]]:
         """Rows of `view` over in-memory resources, sent to Spark as JSON text in an Arrow
         table: Spark keeps such data as a local relation on the driver, so small inputs
-        need no job at all (a parallelised list would cost one with a task per core)."""
-        query = self.compile(view)
+        need no job at all (a parallelised list would cost one with a task per core). Only
+        resources of the view's type are sent (the query would drop the others)."""
+        parsed = self.parse(view)
+        query = self.compile(parsed)
         spark = spark_session()
-        texts = pa.array([dumps(r).decode() for r in resources], type=pa.string())
+        kept = (r for r in resources if r.get("resourceType") == parsed.resource)
+        texts = pa.array([dumps(r).decode() for r in kept], type=pa.string())
         frame = spark.createDataFrame(pa.table({"value": texts}))
         return self._stream(query, frame, "resources in memory")
 

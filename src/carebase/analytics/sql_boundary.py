@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from carebase.analytics.fhirpath_ast import FunctionCall, Literal, TypeSpecifier
+from carebase.analytics.fhirpath_ast import Expr, FunctionCall, Literal, Member, TypeSpecifier
+from carebase.analytics.sql_scalar import context_of
+from carebase.fhir.element_nav import resolve_key
 
 if TYPE_CHECKING:
     from carebase.analytics.sql_compile import Scope, SqlCompiler
@@ -116,6 +118,20 @@ def _places(text: str) -> int:
     return len(text.partition(".")[2])
 
 
+_TEMPORAL_TYPES = ("date", "dateTime", "instant", "time")
+_NUMBER_TYPES = ("decimal", "integer", "positiveInt", "unsignedInt", "integer64")
+
+
+def _element_type(c: SqlCompiler, expr: Expr, scope: Scope) -> str | None:
+    """The FHIR type of the element `expr` reads when the definitions say (`Quantity.value`
+    is a decimal), else None."""
+    if not isinstance(expr, Member):
+        return None
+    owner = context_of(c, expr.base, scope)
+    found = resolve_key(owner, expr.name) if owner is not None else None
+    return None if found is None or found.is_choice else found.type_code
+
+
 def boundary(c: SqlCompiler, call: FunctionCall, scope: Scope, base: str) -> str:
     """The boundary of a one-item collection (empty for anything it does not apply to)."""
     d = c.d
@@ -138,11 +154,19 @@ def boundary(c: SqlCompiler, call: FunctionCall, scope: Scope, base: str) -> str
     written = (
         str(literal.value) if isinstance(literal, Literal) and literal.type == "decimal" else None
     )
+    # an element the definitions type as a number holds no strings, a temporal one no
+    # numbers (valid data): the SQL of the other branch, large, is left out
+    element = _element_type(c, call.base, scope)
+    numbers = (
+        ""
+        if element in _TEMPORAL_TYPES
+        else f"WHEN {d.kind(x)} IN ('integer', 'decimal') "
+        f"THEN {d.list_of(_decimal(c, x, high, precision, written))} "
+    )
+    strings = "" if element in _NUMBER_TYPES else f"WHEN {d.kind(x)} = 'string' THEN {string_case} "
     one = (
         f"CASE WHEN {d.kind(x)} = 'integer' AND {integer_stays} THEN {d.list_of(x)} "
-        f"WHEN {d.kind(x)} IN ('integer', 'decimal') "
-        f"THEN {d.list_of(_decimal(c, x, high, precision, written))} "
-        f"WHEN {d.kind(x)} = 'string' THEN {string_case} ELSE {d.empty} END"
+        f"{numbers}{strings}ELSE {d.empty} END"
     )
     return d.let(
         base,
