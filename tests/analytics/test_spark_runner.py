@@ -12,12 +12,13 @@ import pyarrow.parquet as pq
 import pytest
 from suite_cases import SUITE, SYNTHEA_VIEWS, check_boundaries, sorted_rows, synthea_resources
 
-from carebase.analytics import get_runner
+from carebase.analytics import ViewEvaluationError, get_runner
 from carebase.analytics.conformance_report import main as conformance_main
 from carebase.analytics.conformance_report import summary
 from carebase.analytics.runner import ViewRunner
 from carebase.analytics.spark_runner import configure_session
 from carebase.analytics.views import load_view, view_names
+from carebase.errors import BadRequest
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
@@ -93,3 +94,16 @@ def test_files_in_and_parquet_out(spark_runner: ViewRunner, tmp_path: Path) -> N
     assert spark_runner.write_files(view, [data], "parquet", out) == 4
     assert sorted_rows(pq.read_table(out).to_pylist()) == rows
     assert spark_runner.write_files(view, [data], "json", tmp_path / "out.json") is None
+
+
+def test_errors_name_the_problem(spark_runner: ViewRunner, tmp_path: Path) -> None:
+    view = {"resource": "Patient", "select": [{"column": [{"name": "n", "path": "name.family"}]}]}
+    patient = {"resourceType": "Patient", "id": "p", "name": [{"family": "A"}, {"family": "B"}]}
+    with pytest.raises(ViewEvaluationError) as caught:
+        list(spark_runner.run(view, [patient]))
+    assert caught.value.location == "ViewDefinition.select[0].column[0].path"
+    assert str(caught.value).endswith("narrow the path (e.g. first())")
+    bad = tmp_path / "bad.ndjson"
+    bad.write_text('{"resourceType": "Patient"}\n{oops\n')
+    with pytest.raises(BadRequest, match=r"bad\.ndjson"):
+        list(spark_runner.run_files(view, [bad]))
