@@ -11,6 +11,7 @@ import orjson
 import pytest
 
 from carebase.analytics.conformance_report import suite_files
+from carebase.fhir import json_io
 from shared_data import SHARED
 
 SUITE = SHARED / "conformance" / "sql-on-fhir-v2"
@@ -141,3 +142,52 @@ SYNTHEA_VIEWS: dict[str, dict[str, Any]] = {
 def sorted_rows(rows: Any) -> list[dict[str, Any]]:
     """Rows in a fixed order (engines may return them in any order)."""
     return sorted(rows, key=lambda r: json.dumps(r, sort_keys=True, default=str))
+
+
+#: decimals whose written digits a float or VARIANT would lose (1.50, -0.250), next to a
+#: string holding longer numbers that must not count; the spec's 1.587 examples
+BOUNDARY_RESOURCES = [
+    b'{"resourceType": "Observation", "id": "o1", "note": [{"text": "1.5000 or 2.000"}],'
+    b' "valueQuantity": {"value": 1.50}, "component": [{"valueQuantity": {"value": 2.0}},'
+    b' {"valueQuantity": {"value": -0.250}}, {"valueQuantity": {"value": 1.587}},'
+    b' {"valueQuantity": {"value": -1.587}}, {"valueQuantity": {"value": 7}}]}',
+    b'{"resourceType": "Observation", "id": "o2", "valueQuantity": {"value": 1.5}}',
+]
+BOUNDARY_VIEW: dict[str, Any] = {
+    "resource": "Observation",
+    "select": [
+        {
+            "column": [
+                {"name": "id", "path": "id"},
+                {"name": "low", "path": "value.ofType(Quantity).value.lowBoundary()"},
+                {"name": "high", "path": "value.ofType(Quantity).value.highBoundary()"},
+                {"name": "literal", "path": "(1.50).highBoundary()"},
+            ]
+        },
+        {
+            "forEachOrNull": "component",
+            "column": [
+                {"name": "c", "path": "value.ofType(Quantity).value.lowBoundary()"},
+                {"name": "c_low2", "path": "value.ofType(Quantity).value.lowBoundary(2)"},
+                {"name": "c_high2", "path": "value.ofType(Quantity).value.highBoundary(2)"},
+            ],
+        },
+    ],
+}
+#: (id, low, high, literal, c, c_low2, c_high2) of each row
+BOUNDARY_ROWS = [
+    ("o1", 1.495, 1.505, 1.505, 1.95, 1.95, 2.05),
+    ("o1", 1.495, 1.505, 1.505, -0.2505, -0.26, -0.24),
+    ("o1", 1.495, 1.505, 1.505, 1.5865, 1.58, 1.59),
+    ("o1", 1.495, 1.505, 1.505, -1.5875, -1.59, -1.58),
+    ("o1", 1.495, 1.505, 1.505, 7, 7, 7),
+    ("o2", 1.45, 1.55, 1.505, None, None, None),
+]
+
+
+def check_boundaries(runner: Any) -> None:
+    """`runner` gives BOUNDARY_ROWS for BOUNDARY_VIEW over decimals parsed as carebase does."""
+    resources = [json_io.loads(text) for text in BOUNDARY_RESOURCES]
+    names = [c["name"] for s in BOUNDARY_VIEW["select"] for c in s["column"]]
+    expected = sorted_rows(dict(zip(names, row, strict=True)) for row in BOUNDARY_ROWS)
+    assert sorted_rows(runner.run(BOUNDARY_VIEW, resources)) == expected

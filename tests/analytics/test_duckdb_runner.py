@@ -14,6 +14,7 @@ import pytest
 from suite_cases import (
     SUITE,
     SYNTHEA_VIEWS,
+    check_boundaries,
     sorted_rows,
     suite_params,
     suite_resources,
@@ -24,6 +25,7 @@ from carebase.analytics import ViewEvaluationError, get_runner
 from carebase.analytics.conformance_report import main as conformance_main
 from carebase.analytics.conformance_report import run_case
 from carebase.analytics.duckdb_runner import DuckDBRunner
+from carebase.analytics.views import load_view, view_names
 from carebase.errors import BadRequest
 
 
@@ -63,6 +65,20 @@ def test_same_rows_as_python_on_synthea(
     got = sorted_rows(duckdb_runner.run(view, synthea))
     assert len(expected) >= 20  # the sample holds real rows of every view
     assert got == expected
+
+
+@pytest.mark.parametrize("view_name", view_names())
+def test_library_views_give_python_rows_on_synthea(
+    duckdb_runner: DuckDBRunner, synthea: list[dict[str, Any]], view_name: str
+) -> None:
+    view = load_view(view_name)
+    expected = sorted_rows(get_runner("python").run(view, synthea))
+    assert expected  # every library view has rows in the sample
+    assert sorted_rows(duckdb_runner.run(view, synthea)) == expected
+
+
+def test_decimal_boundaries_follow_written_digits(duckdb_runner: DuckDBRunner) -> None:
+    check_boundaries(duckdb_runner)
 
 
 OBS = [

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from suite_cases import check_boundaries
 
 from carebase.analytics import ViewEvaluationError, get_runner
 from carebase.analytics.python_runner import compile_view
@@ -50,6 +51,10 @@ def test_boundaries_and_arithmetic() -> None:
         [OBS],
     )
     assert rows == [{"lo": 1.245, "hi": "2020-03-31T23:59:59.999-12:00", "calc": 10.5, "cat": "ab"}]
+
+
+def test_decimal_boundaries_follow_written_digits() -> None:
+    check_boundaries(get_runner("python"))
 
 
 def test_three_valued_logic() -> None:

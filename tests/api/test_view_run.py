@@ -16,6 +16,7 @@ from api_helpers import FHIR_JSON, issue_text
 from starlette.applications import Starlette
 
 from carebase.auth.audit_entry import MemoryAuditTrail
+from carebase.fhir import json_io
 
 pytestmark = pytest.mark.asyncio
 
@@ -194,6 +195,45 @@ async def test_inline_resources_patient_group_since_and_limit(
     assert rows == []
     rows = ndjson(await run(client, ("viewResource", OBS_VIEW), ("_limit", 2)))
     assert len(rows) == 2
+
+
+async def test_decimals_keep_written_digits_and_are_written_as_numbers(
+    client: httpx.AsyncClient, world: World
+) -> None:
+    view = {
+        **OBS_VIEW,
+        "select": [
+            {"column": [{"name": "id", "path": "id"}]},
+            {
+                "forEach": "component",
+                "column": [
+                    {"name": "value", "path": "value.ofType(Quantity).value", "type": "decimal"},
+                    {"name": "low", "path": "value.ofType(Quantity).value.lowBoundary()"},
+                ],
+            },
+        ],
+    }
+    text = (
+        b'{"resourceType": "Observation", "id": "w1", "status": "final", "code": {"text": "w"},'
+        b' "component": [{"code": {"text": "a"}, "valueQuantity": {"value": 70.50}}]}'
+    )
+    r = await client.put("/fhir/Observation/w1", content=text, headers=FHIR_JSON)
+    assert r.status_code == 201, r.text
+    inline = json_io.loads(text.replace(b"w1", b"w2"))
+    expected = {"value": 70.5, "low": 70.495}  # 70.50 stands for 70.495..70.505
+    assert ndjson(await run(client, ("viewResource", view))) == [{"id": "w1", **expected}]
+
+    async def run_inline(fmt: str) -> httpx.Response:
+        # the body written by json_io, so the inline resource says 70.50 too
+        body = json_io.dumps(params(("viewResource", view), ("resource", inline)))
+        r = await client.post(RUN, content=body, params={"_format": fmt}, headers=FHIR_JSON)
+        assert r.status_code == 200, r.text
+        return r
+
+    assert b"70.50" in json_io.dumps(inline)
+    assert ndjson(await run_inline("ndjson")) == [{"id": "w2", **expected}]
+    assert (await run_inline("json")).json() == [{"id": "w2", **expected}]
+    assert (await run_inline("csv")).text.splitlines()[1] == "w2,70.5,70.495"
 
 
 # --- access control and audit ----------------------------------------------------------------

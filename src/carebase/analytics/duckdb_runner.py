@@ -16,6 +16,7 @@ from carebase.analytics.runner import check_format
 from carebase.analytics.sql_dialect import DuckDBDialect
 from carebase.analytics.sql_view import SqlViewRunner, ViewQuery, translate_error
 from carebase.analytics.view_model import ViewDefinition
+from carebase.fhir.json_io import dumps
 
 _COPY_OPTIONS = {
     "parquet": "FORMAT parquet",
@@ -64,7 +65,7 @@ class DuckDBRunner(SqlViewRunner):
     ) -> Iterator[dict[str, object]]:
         """Rows of `view` over in-memory resources (loaded into DuckDB as one JSON column)."""
         query = self.compile(view)
-        texts = [orjson.dumps(r).decode() for r in resources]
+        texts = [dumps(r).decode() for r in resources]
         table = pa.table({"resource": pa.array(texts, type=pa.string())})
         sql = query.over("(SELECT CAST(resource AS JSON) AS resource FROM src)")
         return self._stream(query, [sql], table, "resources in memory")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import calendar
 import re
-from decimal import Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from functools import lru_cache
 
 from carebase.analytics.view_errors import ViewEvaluationError
@@ -172,8 +172,10 @@ def decimal_boundary(value: float | int, high: bool, precision: int | None) -> f
     digits = -exponent if isinstance(exponent, int) and exponent < 0 else 0
     half = Decimal(5).scaleb(-(digits + 1))
     bound = exact + half if high else exact - half
-    if precision is not None:
-        bound = bound.quantize(Decimal(1).scaleb(-precision))
+    if precision is not None and precision <= digits:
+        # to fewer digits: the least (greatest) value at that precision, 1.5865 -> 1.58
+        step = ROUND_CEILING if high else ROUND_FLOOR
+        bound = bound.quantize(Decimal(1).scaleb(-precision), rounding=step)
     return float(bound)
 
 

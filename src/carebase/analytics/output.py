@@ -103,12 +103,12 @@ class RowEncoder:
         names = [c.name for c in self.columns]
         if self.fmt == "ndjson":
             for row in self._counted(rows):
-                yield orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE)
+                yield orjson.dumps(row, default=_plain, option=orjson.OPT_APPEND_NEWLINE)
         elif self.fmt == "json":
             yield b"["
             separator = b"\n"
             for row in self._counted(rows):
-                yield separator + orjson.dumps(row)
+                yield separator + orjson.dumps(row, default=_plain)
                 separator = b",\n"
             yield b"\n]\n"
         else:  # csv (parse_format allows nothing else here)
@@ -146,6 +146,14 @@ class RowEncoder:
         yield from sink.drain()
 
 
+def _plain(value: object) -> object:
+    """A decimal kept with its written text (`FhirDecimal`) as the number it is: rows hold
+    values, written alike by every engine (70.50 -> 70.5)."""
+    if isinstance(value, float):
+        return float(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
 def csv_cell(value: object) -> str:
     """A value as CSV text: empty for null, JSON for lists and objects, `true`/`false`."""
     if value is None:
@@ -155,7 +163,9 @@ def csv_cell(value: object) -> str:
     if isinstance(value, str):
         return value
     if isinstance(value, list | dict):
-        return orjson.dumps(value).decode("utf-8")
+        return orjson.dumps(value, default=_plain).decode("utf-8")
+    if isinstance(value, float):
+        return repr(float(value))
     return str(value)
 
 

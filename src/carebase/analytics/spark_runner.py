@@ -13,13 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pyarrow as pa
 
 from carebase.analytics.ndjson_files import check_files
 from carebase.analytics.runner import check_format
-from carebase.analytics.sql_dialect import SparkDialect
+from carebase.analytics.sql_dialect import RESOURCE_TEXT, SparkDialect
 from carebase.analytics.sql_view import SqlViewRunner, ViewQuery, translate_error
 from carebase.analytics.view_model import ViewDefinition
 from carebase.errors import Unsupported
+from carebase.fhir.json_io import dumps
 
 _SESSION: Any = None
 _SESSION_LOCK = threading.Lock()
@@ -28,8 +30,24 @@ _VIEW_NAMES = itertools.count()
 _WRITERS = {"parquet": "parquet", "csv": "csv", "ndjson": "json"}
 
 
+#: session settings (Spark configuration keys) that `configure_session` changed
+_SETTINGS: dict[str, str] = {}
+
+
+def configure_session(settings: Mapping[str, str]) -> None:
+    """Spark settings for the session not yet started, over the defaults of `spark_session`
+    (the tests, for one, ask for a single core and a JVM that compiles code quickly)."""
+    with _SESSION_LOCK:
+        if _SESSION is not None and any(
+            _SESSION.conf.get(k, None) != v for k, v in settings.items()
+        ):
+            raise RuntimeError("the Spark session has already started with other settings")
+        _SETTINGS.update(settings)
+
+
 def spark_session() -> Any:
-    """The process's local SparkSession (local[2], no UI, quiet), started once, stopped at exit."""
+    """The process's local SparkSession (local[2], no UI, quiet, or as `configure_session`
+    set it), started once, stopped at exit."""
     global _SESSION
     with _SESSION_LOCK:
         if _SESSION is None:
@@ -41,20 +59,24 @@ def spark_session() -> Any:
                 ) from exc
             # local mode only: bind to loopback, no UI, no network
             os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-            session = (
-                SparkSession.builder.master("local[2]")
-                .appName("carebase-views")
-                .config("spark.ui.enabled", "false")
-                .config("spark.ui.showConsoleProgress", "false")
-                .config("spark.sql.shuffle.partitions", "2")
-                .config("spark.driver.bindAddress", "127.0.0.1")
-                .config("spark.driver.host", "127.0.0.1")
-                .config("spark.sql.ansi.enabled", "false")
-                .config("spark.log.structuredLogging.enabled", "false")
+            settings = {
+                "spark.master": "local[2]",
+                "spark.app.name": "carebase-views",
+                "spark.ui.enabled": "false",
+                "spark.ui.showConsoleProgress": "false",
+                "spark.sql.shuffle.partitions": "2",
+                "spark.driver.bindAddress": "127.0.0.1",
+                "spark.driver.host": "127.0.0.1",
+                "spark.sql.ansi.enabled": "false",
+                "spark.log.structuredLogging.enabled": "false",
                 # compiled views are deep expressions; skip whole-stage codegen's 64 KB limit
-                .config("spark.sql.codegen.wholeStage", "false")
-                .getOrCreate()
-            )
+                "spark.sql.codegen.wholeStage": "false",
+                **_SETTINGS,
+            }
+            builder = SparkSession.builder
+            for key, value in settings.items():
+                builder = builder.config(key, value)
+            session = builder.getOrCreate()
             session.sparkContext.setLogLevel("OFF")
             atexit.register(session.stop)
             _SESSION = session
@@ -79,11 +101,16 @@ class SparkRunner(SqlViewRunner):
     def run(
         self, view: ViewDefinition | Mapping[str, object], resources: Iterable[dict[str, object]]
     ) -> Iterator[dict[str, object]]:
-        """Rows of `view` over in-memory resources (sent to Spark as JSON text)."""
-        query = self.compile(view)
+        """Rows of `view` over in-memory resources, sent to Spark as JSON text in an Arrow
+        table: Spark keeps such data as a local relation on the driver, so small inputs
+        need no job at all (a parallelised list would cost one with a task per core). Only
+        resources of the view's type are sent (the query would drop the others)."""
+        parsed = self.parse(view)
+        query = self.compile(parsed)
         spark = spark_session()
-        texts = [(orjson.dumps(r).decode(),) for r in resources]
-        frame = spark.createDataFrame(texts, "value string")
+        kept = (r for r in resources if r.get("resourceType") == parsed.resource)
+        texts = pa.array([dumps(r).decode() for r in kept], type=pa.string())
+        frame = spark.createDataFrame(pa.table({"value": texts}))
         return self._stream(query, frame, "resources in memory")
 
     def run_files(
@@ -144,7 +171,10 @@ class SparkRunner(SqlViewRunner):
         spark = spark_session()
         name = f"carebase_src_{next(_VIEW_NAMES)}"
         text_frame.createOrReplaceTempView(name)
-        source = f"(SELECT parse_json(value) AS resource FROM {name} WHERE trim(value) <> '')"
+        source = (
+            f"(SELECT parse_json(value) AS resource, value AS {RESOURCE_TEXT} FROM {name} "
+            "WHERE trim(value) <> '')"
+        )
         return spark.sql(query.over(source))
 
     def _stream(self, query: ViewQuery, text_frame: Any, where: str) -> Iterator[dict[str, object]]:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from carebase.analytics.fhirpath_ast import FunctionCall, Literal, TypeSpecifier
+from carebase.analytics.fhirpath_ast import Expr, FunctionCall, Literal, Member, TypeSpecifier
+from carebase.analytics.sql_scalar import context_of
+from carebase.fhir.element_nav import resolve_key
 
 if TYPE_CHECKING:
     from carebase.analytics.sql_compile import Scope, SqlCompiler
@@ -72,14 +74,62 @@ def _temporal(c: SqlCompiler, s: str, kind: str, high: bool) -> str:
     )
 
 
-def _decimal(c: SqlCompiler, item: str, high: bool, precision: str | None) -> str:
+def _decimal(
+    c: SqlCompiler, item: str, high: bool, precision: str | None, written: str | None
+) -> str:
+    """The bound as an exact ratio of integers, so that doubles round it as Python's Decimal
+    does: with d digits, the value is n / 10^d and the bound (10n -+ 5) / 10^(d+1); to a
+    `precision` p of fewer digits it goes down (low) or up (high) to p digits."""
     d = c.d
-    digits = d.decimal_places(item)
-    half = f"5 * power(10, -({digits} + 1))"
-    value = f"{d.as_double(item)} {'+' if high else '-'} {half}"
+    # a literal's digits are known here; an item's come from the data
+    digits = _written_places(c, item) if written is None else str(_places(written))
+    k, m = c.var(), c.var()
+    scaled = f"(round({d.as_double(item)} * power(10, {k})) * 10 {'+' if high else '-'} 5)"
+    bound = f"{m} / power(10, {k} + 1)"
     if precision is not None:
-        value = f"round({value}, CAST({precision} AS INT))"
-    return d.from_double(value)
+        p = c.var()
+        step = "ceil" if high else "floor"
+        bound = d.let(
+            precision,
+            p,
+            f"CASE WHEN {p} > {k} THEN {bound} "
+            f"ELSE {step}({m} / power(10, {k} + 1 - {p})) / power(10, {p}) END",
+        )
+    return d.from_double(d.let(digits, k, d.let(scaled, m, bound)))
+
+
+def _written_places(c: SqlCompiler, item: str) -> str:
+    """How many digits after the point the number `item` was written with. Engines read
+    1.50 as 1.5, so the digits are those of the resource's JSON text: the most any number
+    written there with this value has (at least the item's own). Two numbers of equal value
+    written with different digits in one resource both count as the longer."""
+    d = c.d
+    t, u = c.var(), c.var()
+    same = d.filter(
+        d.json_numbers(d.resource_text),
+        t,
+        f"{t} NOT LIKE '%e%' AND {t} NOT LIKE '%E%' AND CAST({t} AS DOUBLE) = {d.as_double(item)}",
+    )
+    written = d.list_max(d.transform(same, u, f"length({u}) - instr({u}, '.')"))
+    return f"greatest({d.stored_places(item)}, coalesce({written}, 0))"
+
+
+def _places(text: str) -> int:
+    return len(text.partition(".")[2])
+
+
+_TEMPORAL_TYPES = ("date", "dateTime", "instant", "time")
+_NUMBER_TYPES = ("decimal", "integer", "positiveInt", "unsignedInt", "integer64")
+
+
+def _element_type(c: SqlCompiler, expr: Expr, scope: Scope) -> str | None:
+    """The FHIR type of the element `expr` reads when the definitions say (`Quantity.value`
+    is a decimal), else None."""
+    if not isinstance(expr, Member):
+        return None
+    owner = context_of(c, expr.base, scope)
+    found = resolve_key(owner, expr.name) if owner is not None else None
+    return None if found is None or found.is_choice else found.type_code
 
 
 def boundary(c: SqlCompiler, call: FunctionCall, scope: Scope, base: str) -> str:
@@ -100,11 +150,23 @@ def boundary(c: SqlCompiler, call: FunctionCall, scope: Scope, base: str) -> str
     as_list = f"CASE WHEN {b} IS NULL THEN {d.empty} ELSE {d.list_of(d.from_string(b))} END"
     string_case = d.let(d.as_string(x), s, d.let(text, b, as_list))
     integer_stays = known in ("integer", None)
+    literal = call.base
+    written = (
+        str(literal.value) if isinstance(literal, Literal) and literal.type == "decimal" else None
+    )
+    # an element the definitions type as a number holds no strings, a temporal one no
+    # numbers (valid data): the SQL of the other branch, large, is left out
+    element = _element_type(c, call.base, scope)
+    numbers = (
+        ""
+        if element in _TEMPORAL_TYPES
+        else f"WHEN {d.kind(x)} IN ('integer', 'decimal') "
+        f"THEN {d.list_of(_decimal(c, x, high, precision, written))} "
+    )
+    strings = "" if element in _NUMBER_TYPES else f"WHEN {d.kind(x)} = 'string' THEN {string_case} "
     one = (
         f"CASE WHEN {d.kind(x)} = 'integer' AND {integer_stays} THEN {d.list_of(x)} "
-        f"WHEN {d.kind(x)} IN ('integer', 'decimal') "
-        f"THEN {d.list_of(_decimal(c, x, high, precision))} "
-        f"WHEN {d.kind(x)} = 'string' THEN {string_case} ELSE {d.empty} END"
+        f"{numbers}{strings}ELSE {d.empty} END"
     )
     return d.let(
         base,

@@ -27,6 +27,15 @@ def quote(text: str) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+#: the column of Spark's source relation holding each resource's JSON text
+RESOURCE_TEXT = "resource_text"
+#: a JSON string token (possessive loops: no backtracking, no deep recursion on long strings)
+_JSON_STRING = r'"[^"\\]*+(?:\\.[^"\\]*+)*+"'
+#: the same for RE2 (DuckDB), which needs no possessive loops and has none
+_JSON_STRING_RE2 = r'"(?:[^"\\]|\\.)*"'
+#: a JSON number with a fraction (an exponent, if any, is part of the match)
+_WRITTEN_DECIMAL = r"-?[0-9]+\.[0-9]+(?:[eE][-+]?[0-9]+)?"
+
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -191,10 +200,24 @@ class Dialect:
         """A column's JSON text as the typed value written files hold (collections stay JSON)."""
         raise NotImplementedError
 
-    def decimal_places(self, item: str) -> str:
-        """How many digits a number item was written with after the point."""
+    #: the resource's JSON text as it was read, in any scope of a compiled view
+    resource_text = ""
+    #: a JSON string token, as this engine's regular expressions spell it
+    json_string = _JSON_STRING
+
+    def stored_places(self, item: str) -> str:
+        """How many digits after the point a number item keeps (trailing zeros may be gone)."""
         text = self.text(item)
         return f"CASE WHEN {text} LIKE '%.%' THEN length(split_part({text}, '.', 2)) ELSE 0 END"
+
+    def json_numbers(self, text: str) -> str:
+        """The numbers with a fraction written in JSON `text`, as they are written (those
+        inside strings left out), a list of strings."""
+        outside = f"regexp_replace({text}, {self.lit(self.json_string)}, '\"\"')"
+        return f"regexp_extract_all({outside}, {self.lit(_WRITTEN_DECIMAL)}, 0)"
+
+    def list_max(self, lst: str) -> str:
+        return f"array_max({lst})"
 
     #: how deep `repeat` is unrolled (deeper data raises an evaluation error); binding time
     #: grows about 3.5x per level, so this stays small
@@ -354,6 +377,18 @@ class DuckDBDialect(Dialect):
     def matches(self, text: str, pattern: str) -> str:
         return f"regexp_full_match({text}, {self.lit(pattern)})"
 
+    # a JSON column holds the text it was read from; values taken out of it are rewritten
+    # (1.50 comes out as 1.5), so written digits are looked up in the resource's text
+    resource_text = "CAST(resource AS VARCHAR)"
+    json_string = _JSON_STRING_RE2
+
+    def json_numbers(self, text: str) -> str:
+        outside = f"regexp_replace({text}, {self.lit(self.json_string)}, '\"\"', 'g')"
+        return f"regexp_extract_all({outside}, {self.lit(_WRITTEN_DECIMAL)})"
+
+    def list_max(self, lst: str) -> str:
+        return f"list_max({lst})"
+
 
 class SparkDialect(Dialect):
     """Spark SQL: items are VARIANT, lists are array<variant>; indexes are 0-based."""
@@ -393,8 +428,11 @@ class SparkDialect(Dialect):
             f"[regexp_extract(schema_of_variant({item}), '^[A-Z]+', 0)], 'decimal') END"
         )
 
-    def decimal_places(self, item: str) -> str:
-        # VARIANT keeps a decimal's scale, not its text
+    # VARIANT drops trailing zeros (1.0 reads back as DECIMAL(1,0)): the written digits come
+    # from the resource's text, which Spark's source relation carries beside the VARIANT
+    resource_text = RESOURCE_TEXT
+
+    def stored_places(self, item: str) -> str:
         return (
             f"coalesce(CAST(regexp_extract(schema_of_variant({item}), ',([0-9]+)[)]', 1) AS INT), "
             "0)"
@@ -417,7 +455,7 @@ class SparkDialect(Dialect):
             f"{self.drop_null(self.member_path('resource', keys))} AS {name}"
             for keys, name in fields.items()
         )
-        return f"(SELECT resource, {picks} FROM {source} AS _parsed)"
+        return f"(SELECT resource, {RESOURCE_TEXT}, {picks} FROM {source} AS _parsed)"
 
     def as_array(self, item: str) -> str:
         return f"variant_get({item}, '$', 'array<variant>')"

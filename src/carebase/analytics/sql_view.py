@@ -26,6 +26,8 @@ RESOURCE = "resource"
 
 # an error() raised by the compiled query: "<location>: <problem>"
 _VIEW_ERROR = re.compile(r"(ViewDefinition[^\s:]*): (.*)", re.S)
+_SPARK_MALFORMED = "MALFORMED_RECORD_IN_PARSING"
+_SQL_STATE = re.compile(r"\s*SQLSTATE: \w+$")
 
 
 def translate_error(exc: Exception, where: str) -> Exception:
@@ -34,9 +36,15 @@ def translate_error(exc: Exception, where: str) -> Exception:
     text = str(exc)
     found = _VIEW_ERROR.search(text)
     if found:
-        return ViewEvaluationError(found.group(1), found.group(2).strip().splitlines()[0])
+        problem = found.group(2).strip().splitlines()[0]
+        # Spark appends the SQL state of raise_error() to the message
+        return ViewEvaluationError(found.group(1), _SQL_STATE.sub("", problem))
     if "JSON" in text and ("malformed" in text.lower() or "parse" in text.lower()):
         return BadRequest(f"{where}: not valid NDJSON ({text.splitlines()[0]})", location=where)
+    if _SPARK_MALFORMED in text:  # Spark's parse_json; the first line is py4j's
+        line = next(line for line in text.splitlines() if _SPARK_MALFORMED in line)
+        detail = line.split("] ", 1)[-1]
+        return BadRequest(f"{where}: not valid NDJSON ({detail})", location=where)
     return exc
 
 

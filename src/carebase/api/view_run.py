@@ -26,6 +26,7 @@ from carebase.api.results import Context, parse_instant
 from carebase.api.view_params import RunParameters
 from carebase.auth.compartment import patients_of
 from carebase.errors import BadRequest, NotFound
+from carebase.fhir import json_io
 from carebase.fhir.bundle import ID_RE
 from carebase.fhir.definitions.loader import get_definitions
 
@@ -170,7 +171,7 @@ def _stored(ctx: Context, view: ViewDefinition, params: RunParameters) -> Iterat
     pages = searched_bodies(ctx.store, type_, criteria, restriction, ctx.guard.saw_all)
     for bodies in pages:
         for body in bodies:
-            yield orjson.loads(body)
+            yield json_io.loads(body)  # decimals keep their written digits (lowBoundary)
 
 
 def _audit_query(view: ViewDefinition, params: RunParameters) -> str:
