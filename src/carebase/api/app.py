@@ -1,5 +1,6 @@
 """The ASGI application factory: FHIR routes under `/fhir`, liveness at `/healthz`, the
-login pages and static files of the browser UI."""
+login pages, the clinician app (`/app`), the patient portal (`/portal`) and the static
+files of the browser UI."""
 
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ from carebase.store.sql_store import SqlStore
 from carebase.web import STATIC_DIR
 from carebase.web.login_routes import login_routes
 from carebase.web.oauth_pages import oauth_page_routes
+from carebase.web.web_routes import web_routes
 
 FHIR_PREFIX = "/fhir"
 log = logging.getLogger("carebase.api")
@@ -125,6 +127,7 @@ def create_app(
     routes.append(Route("/healthz", healthz, methods=["GET"]))
     routes.extend(login_routes())
     routes.extend(oauth_page_routes())
+    routes.extend(web_routes())  # the clinician app (/app) and the patient portal (/portal)
     routes.append(Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"))
     app = Starlette(
         routes=routes,
