@@ -56,7 +56,8 @@ def _name(patient: dict[str, object]) -> str:
 
 
 async def sign_in(client: httpx.AsyncClient, username: str) -> None:
-    """Sign `username` in (password only)."""
+    """Sign `username` in (password only), as a fresh browser (no earlier cookies)."""
+    client.cookies.clear()
     response = await post_login(client, username, PASSWORD)
     assert response.status_code == 303, response.text
 
