@@ -1,10 +1,12 @@
 """The patient chart's content, read through the user's `Records` (blocking).
 
-Every list is one indexed, sorted and limited search, so the chart costs the same for a
-patient with ten observations as for one with ten thousand: the latest vital signs, the
-recent labs, the encounters timeline (with its total), the trend series (the latest points
-of each charted code), notes, problems, medications, allergies, immunizations and the risk
-flags of stored RiskAssessments. Sections the user's role may not read are left out.
+Every list is one indexed, sorted and limited search, so the chart costs about the same for
+a patient with ten observations as for one with ten thousand: the latest vital signs and
+the recent labs (each one search, which the trends are drawn from too: the points of each
+charted code within the latest VITALS_WINDOW vital signs or LABS_WINDOW lab results), the
+encounters timeline (with its total), notes, problems, medications, allergies,
+immunizations and the risk flags of stored RiskAssessments. Sections the user's role may
+not read are left out.
 """
 
 from __future__ import annotations
@@ -26,6 +28,10 @@ ENCOUNTERS_SHOWN = 20
 LABS_SHOWN = 20
 NOTES_SHOWN = 5
 TREND_POINTS = 60
+#: The latest vital signs and lab results the chart reads (latest values, lists and trends
+#: all come from these two windows).
+VITALS_WINDOW = 300
+LABS_WINDOW = 200
 #: A stored risk at or above this probability is a flag in the chart header.
 RISK_FLAG_AT = 0.2
 #: The charted vital signs: (chart id, title, LOINC codes to search, unit).
@@ -252,38 +258,39 @@ def _risk_flags(records: Records, patient_id: str, chart: Chart) -> None:
 
 
 def _observations(records: Records, patient_id: str, chart: Chart) -> None:
+    """Latest vital signs, recent labs and the trends, from two searches: the latest
+    VITALS_WINDOW vital signs and the latest LABS_WINDOW lab results (one sorted, limited
+    search costs about the same whatever its limit, and seven of them cost seven times
+    one: measured with bench/bench_web.py)."""
     subject = [("patient", patient_id)]
-    latest: dict[str, Row] = {}
     params = [*subject, ("category", VITAL_SIGNS_CATEGORY), ("_sort", "-date")]
-    for obs in records.search("Observation", params, 60):
+    vitals = records.search("Observation", params, VITALS_WINDOW)
+    latest: dict[str, Row] = {}
+    for obs in vitals:
         key = (fv.codes(obs.get("code"), LOINC) or [fv.concept_text(obs.get("code"))])[0]
         if key not in latest:
             latest[key] = observation_row(obs)
     chart.vitals = list(latest.values())
-    params = [*subject, ("category", LABORATORY_CATEGORY), ("_sort", "-date")]
-    labs = records.search("Observation", params, LABS_SHOWN)
-    chart.labs = [observation_row(o) for o in labs]
     band: tuple[float | None, float | None]
     for chart_id, title, loincs, unit in VITAL_TRENDS:
-        series = _vital_series(records, patient_id, loincs)
+        series = _vital_series(vitals, loincs)
         # one series: its normal range as a band (blood pressure has two, so none)
         band = BY_LOINC[loincs[-1]].normal if len(loincs) == 1 else (None, None)
         chart.trends.append(_trend(chart_id, title, unit, series, band))
-    lab_codes: list[tuple[str, str, str]] = []
+    params = [*subject, ("category", LABORATORY_CATEGORY), ("_sort", "-date")]
+    labs = records.search("Observation", params, LABS_WINDOW)
+    chart.labs = [observation_row(o) for o in labs[:LABS_SHOWN]]
+    by_code: dict[str, list[Resource]] = {}
     for obs in labs:
         found = fv.codes(obs.get("code"), LOINC)
-        if (
-            found
-            and found[0] not in [c for c, _, _ in lab_codes]
-            and fv.numeric_value(obs) is not None
-        ):
-            unit = str((obs.get("valueQuantity") or {}).get("unit") or "")
-            lab_codes.append((found[0], fv.concept_text(obs.get("code")), unit))
-    for code, title, unit in lab_codes[:LAB_TRENDS_SHOWN]:
-        params = [*subject, ("code", f"{LOINC}|{code}"), ("_sort", "-date")]
+        if found and fv.numeric_value(obs) is not None:
+            by_code.setdefault(found[0], []).append(obs)
+    for code, results in list(by_code.items())[:LAB_TRENDS_SHOWN]:
+        title = fv.concept_text(results[0].get("code"))
+        unit = str((results[0].get("valueQuantity") or {}).get("unit") or "")
         points: list[tuple[datetime, float]] = []
         band = (None, None)
-        for obs in records.search("Observation", params, TREND_POINTS):
+        for obs in results[:TREND_POINTS]:
             moment, value = fv.parse_instant(fv.when(obs)), fv.numeric_value(obs)
             if moment is not None and value is not None:
                 points.append((moment, value))
@@ -294,12 +301,15 @@ def _observations(records: Records, patient_id: str, chart: Chart) -> None:
     chart.trends = [t for t in chart.trends if t.rows]
 
 
-def _vital_series(records: Records, patient_id: str, loincs: tuple[str, ...]) -> list[Series]:
-    """The latest points of each vital sign: BP panels give systolic and diastolic series."""
+def _vital_series(vitals: list[Resource], loincs: tuple[str, ...]) -> list[Series]:
+    """The latest points (at most TREND_POINTS) of each of `loincs` among `vitals`: blood
+    pressure panels give their systolic and diastolic components."""
     by_code: dict[str, Series] = {}
-    code_values = ",".join(f"{LOINC}|{code}" for code in loincs)
-    params = [("patient", patient_id), ("code", code_values), ("_sort", "-date")]
-    for obs in records.search("Observation", params, TREND_POINTS):
+    wanted = set(loincs)
+    for obs in vitals:
+        codes = fv.codes(obs.get("code"), LOINC)
+        if not codes or codes[0] not in wanted:
+            continue
         moment = fv.parse_instant(fv.when(obs))
         if moment is None:
             continue
@@ -310,7 +320,8 @@ def _vital_series(records: Records, patient_id: str, loincs: tuple[str, ...]) ->
             if value is None or code not in BY_LOINC:
                 continue
             series = by_code.setdefault(code, Series(BY_LOINC[code].display))
-            series.points.append((moment, value))
+            if len(series.points) < TREND_POINTS:
+                series.points.append((moment, value))
     return [by_code[c] for c in loincs if c in by_code]
 
 
