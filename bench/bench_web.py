@@ -40,15 +40,47 @@ MEASURES = [
     ("29463-7", "Body weight", "kg", None, None, 82, 6, "vital-signs"),
     ("39156-5", "Body mass index (BMI) [Ratio]", "kg/m2", 18.5, 25, 28, 3, "vital-signs"),
     ("4548-4", "Hemoglobin A1c/Hemoglobin.total in Blood", "%", 4.0, 5.6, 6.1, 0.8, "laboratory"),
-    ("1558-6", "Fasting glucose [Mass/volume] in Serum or Plasma", "mg/dL", 70, 99, 110, 18,
-     "laboratory"),
-    ("2160-0", "Creatinine [Mass/volume] in Serum or Plasma", "mg/dL", 0.6, 1.2, 1.0, 0.2,
-     "laboratory"),
-    ("13457-7", "Cholesterol in LDL [Mass/volume] in Serum or Plasma by calculation", "mg/dL",
-     None, 130, 125, 25, "laboratory"),
-    ("2085-9", "Cholesterol in HDL [Mass/volume] in Serum or Plasma", "mg/dL", 40, None, 45, 8,
-     "laboratory"),
-]  # fmt: skip
+    (
+        "1558-6",
+        "Fasting glucose [Mass/volume] in Serum or Plasma",
+        "mg/dL",
+        70,
+        99,
+        110,
+        18,
+        "laboratory",
+    ),
+    (
+        "2160-0",
+        "Creatinine [Mass/volume] in Serum or Plasma",
+        "mg/dL",
+        0.6,
+        1.2,
+        1.0,
+        0.2,
+        "laboratory",
+    ),
+    (
+        "13457-7",
+        "Cholesterol in LDL [Mass/volume] in Serum or Plasma by calculation",
+        "mg/dL",
+        None,
+        130,
+        125,
+        25,
+        "laboratory",
+    ),
+    (
+        "2085-9",
+        "Cholesterol in HDL [Mass/volume] in Serum or Plasma",
+        "mg/dL",
+        40,
+        None,
+        45,
+        8,
+        "laboratory",
+    ),
+]
 
 
 def _quantity(value: float, unit: str) -> dict[str, Any]:
@@ -60,93 +92,195 @@ def big_record(patient_id: str, seed: int = 1) -> list[dict[str, Any]]:
     rng = random.Random(seed)
     subject = {"reference": f"Patient/{patient_id}"}
     start = datetime(2006, 1, 1, tzinfo=UTC)
-    out: list[dict[str, Any]] = [{
-        "resourceType": "Patient", "id": patient_id, "active": True,
-        "identifier": [{"type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203",
-                                              "code": "MR"}]}, "system": "urn:bench", "value": "B0000001"}],
-        "name": [{"family": "Bigrecord", "given": ["Bea"]}], "gender": "female",
-        "birthDate": "1950-06-01",
-    }]  # fmt: skip
+    out: list[dict[str, Any]] = [
+        {
+            "resourceType": "Patient",
+            "id": patient_id,
+            "active": True,
+            "identifier": [
+                {
+                    "type": {
+                        "coding": [
+                            {
+                                "system": "http://terminology.hl7.org/CodeSystem/v2-0203",
+                                "code": "MR",
+                            }
+                        ]
+                    },
+                    "system": "urn:bench",
+                    "value": "B0000001",
+                }
+            ],
+            "name": [{"family": "Bigrecord", "given": ["Bea"]}],
+            "gender": "female",
+            "birthDate": "1950-06-01",
+        }
+    ]
     visits = sorted(start + timedelta(days=rng.uniform(0, 7300)) for _ in range(ENCOUNTERS))
     for n, when in enumerate(visits):
-        out.append({
-            "resourceType": "Encounter", "id": f"{patient_id}-e{n}", "status": "finished",
-            "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
-            "type": [{"text": "Follow-up encounter"}], "subject": subject,
-            "period": {"start": when.isoformat(), "end": (when + timedelta(minutes=30)).isoformat()},
-            "reasonCode": [{"text": "Essential hypertension"}],
-        })  # fmt: skip
+        out.append(
+            {
+                "resourceType": "Encounter",
+                "id": f"{patient_id}-e{n}",
+                "status": "finished",
+                "class": {
+                    "system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
+                    "code": "AMB",
+                },
+                "type": [{"text": "Follow-up encounter"}],
+                "subject": subject,
+                "period": {
+                    "start": when.isoformat(),
+                    "end": (when + timedelta(minutes=30)).isoformat(),
+                },
+                "reasonCode": [{"text": "Essential hypertension"}],
+            }
+        )
     count = 0
     while count < OBSERVATIONS:
         visit = rng.randrange(ENCOUNTERS)
         when = visits[visit].isoformat()
         encounter = {"reference": f"Encounter/{patient_id}-e{visit}"}
         if count % 5 == 0:
-            out.append({
-                "resourceType": "Observation", "id": f"{patient_id}-o{count}", "status": "final",
-                "category": [{"coding": [{"system": CATEGORY, "code": "vital-signs"}]}],
-                "code": {"coding": [{"system": LOINC, "code": "85354-9",
-                                     "display": "Blood pressure panel"}], "text": "Blood pressure"},
-                "subject": subject, "encounter": encounter, "effectiveDateTime": when,
-                "component": [
-                    {"code": {"coding": [{"system": LOINC, "code": "8480-6",
-                                          "display": "Systolic blood pressure"}]},
-                     "valueQuantity": _quantity(rng.gauss(135, 14), "mm[Hg]")},
-                    {"code": {"coding": [{"system": LOINC, "code": "8462-4",
-                                          "display": "Diastolic blood pressure"}]},
-                     "valueQuantity": _quantity(rng.gauss(84, 9), "mm[Hg]")},
-                ],
-            })  # fmt: skip
+            out.append(
+                {
+                    "resourceType": "Observation",
+                    "id": f"{patient_id}-o{count}",
+                    "status": "final",
+                    "category": [{"coding": [{"system": CATEGORY, "code": "vital-signs"}]}],
+                    "code": {
+                        "coding": [
+                            {"system": LOINC, "code": "85354-9", "display": "Blood pressure panel"}
+                        ],
+                        "text": "Blood pressure",
+                    },
+                    "subject": subject,
+                    "encounter": encounter,
+                    "effectiveDateTime": when,
+                    "component": [
+                        {
+                            "code": {
+                                "coding": [
+                                    {
+                                        "system": LOINC,
+                                        "code": "8480-6",
+                                        "display": "Systolic blood pressure",
+                                    }
+                                ]
+                            },
+                            "valueQuantity": _quantity(rng.gauss(135, 14), "mm[Hg]"),
+                        },
+                        {
+                            "code": {
+                                "coding": [
+                                    {
+                                        "system": LOINC,
+                                        "code": "8462-4",
+                                        "display": "Diastolic blood pressure",
+                                    }
+                                ]
+                            },
+                            "valueQuantity": _quantity(rng.gauss(84, 9), "mm[Hg]"),
+                        },
+                    ],
+                }
+            )
         else:
             code, display, unit, low, high, mean, spread, category = rng.choice(MEASURES)
             obs: dict[str, Any] = {
-                "resourceType": "Observation", "id": f"{patient_id}-o{count}", "status": "final",
+                "resourceType": "Observation",
+                "id": f"{patient_id}-o{count}",
+                "status": "final",
                 "category": [{"coding": [{"system": CATEGORY, "code": category}]}],
                 "code": {"coding": [{"system": LOINC, "code": code, "display": display}]},
-                "subject": subject, "encounter": encounter, "effectiveDateTime": when,
+                "subject": subject,
+                "encounter": encounter,
+                "effectiveDateTime": when,
                 "valueQuantity": _quantity(rng.gauss(mean, spread), unit),
-            }  # fmt: skip
+            }
             if low is not None or high is not None:
-                obs["referenceRange"] = [{
-                    **({"low": _quantity(low, unit)} if low is not None else {}),
-                    **({"high": _quantity(high, unit)} if high is not None else {}),
-                }]  # fmt: skip
+                obs["referenceRange"] = [
+                    {
+                        **({"low": _quantity(low, unit)} if low is not None else {}),
+                        **({"high": _quantity(high, unit)} if high is not None else {}),
+                    }
+                ]
             out.append(obs)
         count += 1
     for n in range(40):
-        out.append({
-            "resourceType": "Condition", "id": f"{patient_id}-c{n}", "subject": subject,
-            "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
-                                           "code": "active" if n % 2 else "resolved"}]},
-            "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "I10",
-                                 "display": "Essential (primary) hypertension"}]},
-            "recordedDate": visits[n * 10].isoformat(),
-        })  # fmt: skip
+        out.append(
+            {
+                "resourceType": "Condition",
+                "id": f"{patient_id}-c{n}",
+                "subject": subject,
+                "clinicalStatus": {
+                    "coding": [
+                        {
+                            "system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
+                            "code": "active" if n % 2 else "resolved",
+                        }
+                    ]
+                },
+                "code": {
+                    "coding": [
+                        {
+                            "system": "http://hl7.org/fhir/sid/icd-10-cm",
+                            "code": "I10",
+                            "display": "Essential (primary) hypertension",
+                        }
+                    ]
+                },
+                "recordedDate": visits[n * 10].isoformat(),
+            }
+        )
     for n in range(30):
-        out.append({
-            "resourceType": "MedicationRequest", "id": f"{patient_id}-m{n}", "intent": "order",
-            "status": "active" if n % 3 == 0 else "stopped", "subject": subject,
-            "medicationCodeableConcept": {"text": f"Medication {n} 10 MG Oral Tablet"},
-            "authoredOn": visits[n * 15].isoformat(),
-            "dosageInstruction": [{"text": "Take 1 tablet by mouth once daily"}],
-        })  # fmt: skip
+        out.append(
+            {
+                "resourceType": "MedicationRequest",
+                "id": f"{patient_id}-m{n}",
+                "intent": "order",
+                "status": "active" if n % 3 == 0 else "stopped",
+                "subject": subject,
+                "medicationCodeableConcept": {"text": f"Medication {n} 10 MG Oral Tablet"},
+                "authoredOn": visits[n * 15].isoformat(),
+                "dosageInstruction": [{"text": "Take 1 tablet by mouth once daily"}],
+            }
+        )
     for n in range(25):
-        out.append({
-            "resourceType": "Immunization", "id": f"{patient_id}-i{n}", "status": "completed",
-            "vaccineCode": {"text": "Influenza, seasonal, injectable"}, "patient": subject,
-            "occurrenceDateTime": visits[n * 19].isoformat(),
-        })  # fmt: skip
+        out.append(
+            {
+                "resourceType": "Immunization",
+                "id": f"{patient_id}-i{n}",
+                "status": "completed",
+                "vaccineCode": {"text": "Influenza, seasonal, injectable"},
+                "patient": subject,
+                "occurrenceDateTime": visits[n * 19].isoformat(),
+            }
+        )
     for n in range(200):
-        out.append({
-            "resourceType": "DocumentReference", "id": f"{patient_id}-d{n}", "status": "current",
-            "subject": subject, "type": {"text": "Progress note"}, "date": visits[n * 2].isoformat(),
-            "content": [{"attachment": {"contentType": "text/plain", "data": "Tm90ZSB0ZXh0Lg=="}}],
-        })  # fmt: skip
+        out.append(
+            {
+                "resourceType": "DocumentReference",
+                "id": f"{patient_id}-d{n}",
+                "status": "current",
+                "subject": subject,
+                "type": {"text": "Progress note"},
+                "date": visits[n * 2].isoformat(),
+                "content": [
+                    {"attachment": {"contentType": "text/plain", "data": "Tm90ZSB0ZXh0Lg=="}}
+                ],
+            }
+        )
     for n in range(5):
-        out.append({
-            "resourceType": "AllergyIntolerance", "id": f"{patient_id}-a{n}", "patient": subject,
-            "code": {"text": f"Allergen {n}"}, "criticality": "low",
-        })  # fmt: skip
+        out.append(
+            {
+                "resourceType": "AllergyIntolerance",
+                "id": f"{patient_id}-a{n}",
+                "patient": subject,
+                "code": {"text": f"Allergen {n}"},
+                "criticality": "low",
+            }
+        )
     return out
 
 
@@ -164,8 +298,10 @@ async def time_pages(app: Any, patient_id: str, requests: int) -> dict[str, list
     async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
         page = await client.get("/login")
         token = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
-        signed = await client.post("/login", data={"csrf_token": token, "next": "/",
-                                                   "username": "bench", "password": PASSWORD})  # fmt: skip
+        signed = await client.post(
+            "/login",
+            data={"csrf_token": token, "next": "/", "username": "bench", "password": PASSWORD},
+        )
         assert signed.status_code == 303, signed.text
         paths = {
             "chart": f"/app/patients/{patient_id}",

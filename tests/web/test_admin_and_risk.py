@@ -21,15 +21,26 @@ async def test_admin_manages_users(web: httpx.AsyncClient, world: World) -> None
     assert page.status_code == 200
     assert re.search(r'<th scope="row">doc</th><td>Dr Doc</td><td>clinician</td>', page.text)
     token = csrf(page.text)
-    added = await web.post("/app/admin/users", data={
-        "csrf_token": token, "action": "add", "username": "rita", "role": "researcher",
-        "name": "Rita", "password": "a long enough passphrase"})  # fmt: skip
+    added = await web.post(
+        "/app/admin/users",
+        data={
+            "csrf_token": token,
+            "action": "add",
+            "username": "rita",
+            "role": "researcher",
+            "name": "Rita",
+            "password": "a long enough passphrase",
+        },
+    )
     assert added.status_code == 303
-    wrong = await web.post("/app/admin/users", data={
-        "csrf_token": token, "action": "add", "username": "x", "role": "wizard"})  # fmt: skip
+    wrong = await web.post(
+        "/app/admin/users",
+        data={"csrf_token": token, "action": "add", "username": "x", "role": "wizard"},
+    )
     assert wrong.status_code == 400 and "Role &#39;wizard&#39; is not known" in wrong.text
-    disabled = await web.post("/app/admin/users", data={
-        "csrf_token": token, "action": "disable", "username": "doc"})  # fmt: skip
+    disabled = await web.post(
+        "/app/admin/users", data={"csrf_token": token, "action": "disable", "username": "doc"}
+    )
     assert disabled.status_code == 303
     listed = (await web.get("/app/admin/users")).text
     assert re.search(r"<th scope=\"row\">doc</th>.*?<td>disabled</td>", listed, re.S)
@@ -50,10 +61,13 @@ async def test_audit_viewer_filters(
     await web.get(f"/app/patients/{world.second}")
     audited_app.state.audit_trail.flush()
     by_patient = (await web.get("/app/admin/audit", params={"patient": world.second})).text
-    rows = re.findall(r"<tr[^>]*><td>(\d+)</td><td>[^<]+</td><td>([^<]*)</td><td>([^<]*)</td>",
-                      by_patient)  # fmt: skip
-    assert rows and all(world.second in row for row in re.findall(
-        r"<tr[^>]*><td>\d+</td>.*?</tr>", by_patient, re.S))  # fmt: skip
+    rows = re.findall(
+        r"<tr[^>]*><td>(\d+)</td><td>[^<]+</td><td>([^<]*)</td><td>([^<]*)</td>", by_patient
+    )
+    assert rows and all(
+        world.second in row
+        for row in re.findall(r"<tr[^>]*><td>\d+</td>.*?</tr>", by_patient, re.S)
+    )
     by_user = (await web.get("/app/admin/audit", params={"agent": "doc", "action": "R"})).text
     whos = re.findall(r"<tr[^>]*><td>\d+</td><td>[^<]+</td><td>([^<]*)</td>", by_user)
     assert whos and set(whos) == {"doc"}
@@ -68,9 +82,8 @@ async def test_risk_panel_shows_predictions_with_factors_and_the_model_card(
 ) -> None:
     if store.dialect != "sqlite":
         pytest.skip("the model is the same on both stores; trained once, tested on SQLite")
-    from ml_serving_data import trained_model
-
     from carebase.ml import registry
+    from ml_serving_data import trained_model
 
     record = registry.register(store, trained_model())
     registry.promote(store, record.id)

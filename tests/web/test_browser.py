@@ -55,8 +55,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Worl
 def browser() -> Iterator[Browser]:
     assert sync_playwright is not None
     with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True,
-                                              args=["--no-sandbox"])  # fmt: skip
+        launched = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"]
+        )
         yield launched
         launched.close()
 
@@ -166,8 +167,9 @@ def test_clinician_documents_a_visit(
     assert _axe(page) == []
     _shot(page, "chart")
 
-    phone = browser.new_context(viewport={"width": 375, "height": 740},
-                                storage_state=context.storage_state())  # fmt: skip
+    phone = browser.new_context(
+        viewport={"width": 375, "height": 740}, storage_state=context.storage_state()
+    )
     small = phone.new_page()
     small.goto(page.url)
     overflow = small.evaluate("document.documentElement.scrollWidth - window.innerWidth")
@@ -202,8 +204,11 @@ def test_patient_portal_is_the_patients_own(
     expect(page.get_by_text("Average blood sugar over 3 months (HbA1c)").first).to_be_visible()
     assert _axe(page) == []
     _shot(page, "portal-labs")
-    for path in (f"/app/patients/{world.second}", f"/app/patients/{world.second}/vitals",
-                 f"/portal?patient={world.second}"):  # fmt: skip
+    for path in (
+        f"/app/patients/{world.second}",
+        f"/app/patients/{world.second}/vitals",
+        f"/portal?patient={world.second}",
+    ):
         page.goto(f"{base}{path}")
         assert world.second_name not in page.content()
     page.goto(f"{base}/app/patients/{world.second}")

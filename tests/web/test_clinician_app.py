@@ -64,11 +64,16 @@ async def test_chart_summary_trends_and_its_audit_entry(
     web: httpx.AsyncClient, world: World, store: Store, audited_app: Starlette
 ) -> None:
     with store.transaction() as tx:
-        tx.create("AllergyIntolerance", {
-            "resourceType": "AllergyIntolerance", "patient": {"reference": f"Patient/{world.first}"},
-            "code": {"text": "Penicillin"}, "criticality": "high",
-            "reaction": [{"manifestation": [{"text": "Hives"}]}],
-        })  # fmt: skip
+        tx.create(
+            "AllergyIntolerance",
+            {
+                "resourceType": "AllergyIntolerance",
+                "patient": {"reference": f"Patient/{world.first}"},
+                "code": {"text": "Penicillin"},
+                "criticality": "high",
+                "reaction": [{"manifestation": [{"text": "Hives"}]}],
+            },
+        )
     await sign_in(web, "doc")
     response = await web.get(f"/app/patients/{world.first}")
     assert response.status_code == 200
@@ -84,9 +89,10 @@ async def test_chart_summary_trends_and_its_audit_entry(
     from carebase.store import audit_records
 
     [entry] = audit_records.search(
-        store, audit_records.AuditQuery(agents=("doc",), entities=(f"Patient/{world.first}",)),
+        store,
+        audit_records.AuditQuery(agents=("doc",), entities=(f"Patient/{world.first}",)),
         limit=1,
-    )  # fmt: skip
+    )
     assert entry.interaction == "read" and entry.outcome == "0"
     assert world.first in entry.patients
     assert any(e.startswith("Observation/") for e in entry.entities)
@@ -102,33 +108,58 @@ async def test_vitals_are_checked_then_charted(
     form = await web.get(f"/app/patients/{world.first}/vitals")
     token = csrf(form.text)
     before = _count(store, "Observation", world.first)
-    bad = await web.post(f"/app/patients/{world.first}/vitals", data={
-        "csrf_token": token, "systolic": "1280", "diastolic": "80", "heart_rate": "abc",
-        "temperature": "37.1",
-    })  # fmt: skip
+    bad = await web.post(
+        f"/app/patients/{world.first}/vitals",
+        data={
+            "csrf_token": token,
+            "systolic": "1280",
+            "diastolic": "80",
+            "heart_rate": "abc",
+            "temperature": "37.1",
+        },
+    )
     assert bad.status_code == 400
     shown = errors(bad.text)
     assert "1280 mmHg is not plausible (expected 40-300)" in shown
     assert "Enter a number" in shown
     assert 'value="37.1"' in bad.text  # the form keeps what was typed
-    inverted = await web.post(f"/app/patients/{world.first}/vitals", data={
-        "csrf_token": token, "systolic": "80", "diastolic": "120"})  # fmt: skip
+    inverted = await web.post(
+        f"/app/patients/{world.first}/vitals",
+        data={"csrf_token": token, "systolic": "80", "diastolic": "120"},
+    )
     assert "Diastolic must be lower than systolic" in errors(inverted.text)
     assert _count(store, "Observation", world.first) == before
-    good = await web.post(f"/app/patients/{world.first}/vitals", data={
-        "csrf_token": token, "systolic": "187", "diastolic": "111", "heart_rate": "72",
-        "weight": "81.4"})  # fmt: skip
+    good = await web.post(
+        f"/app/patients/{world.first}/vitals",
+        data={
+            "csrf_token": token,
+            "systolic": "187",
+            "diastolic": "111",
+            "heart_rate": "72",
+            "weight": "81.4",
+        },
+    )
     assert (good.status_code, good.headers["location"]) == (
-        303, f"/app/patients/{world.first}#vitals")  # fmt: skip
+        303,
+        f"/app/patients/{world.first}#vitals",
+    )
     assert _count(store, "Observation", world.first) == before + 3
-    page = store.search("Observation", [("patient", world.first), ("code", "85354-9"),
-                                        ("_sort", "-date")], count=1)  # fmt: skip
+    page = store.search(
+        "Observation", [("patient", world.first), ("code", "85354-9"), ("_sort", "-date")], count=1
+    )
     panel = orjson.loads(page.entries[0].body or b"{}")
     systolic = panel["component"][0]
-    assert systolic["code"]["coding"][0] == {"system": "http://loinc.org", "code": "8480-6",
-                                             "display": "Systolic blood pressure"}  # fmt: skip
-    assert systolic["valueQuantity"] == {"value": 187, "unit": "mmHg",
-                                         "system": "http://unitsofmeasure.org", "code": "mm[Hg]"}  # fmt: skip
+    assert systolic["code"]["coding"][0] == {
+        "system": "http://loinc.org",
+        "code": "8480-6",
+        "display": "Systolic blood pressure",
+    }
+    assert systolic["valueQuantity"] == {
+        "value": 187,
+        "unit": "mmHg",
+        "system": "http://unitsofmeasure.org",
+        "code": "mm[Hg]",
+    }
     assert panel["performer"][0]["display"] == "Dr Doc"
     chart = (await web.get(f"/app/patients/{world.first}")).text
     bp = chart.split('id="fig-bp"', 1)[1].split("</figure>", 1)[0]
@@ -145,14 +176,19 @@ async def test_problem_from_icd10_resolved_as_a_new_version_with_who_changed_it(
     by_code = await web.get("/app/icd10", params={"q": "j45.90"})
     assert 'data-value="J45.901"' in by_code.text
     token = csrf((await web.get(f"/app/patients/{world.first}/problem")).text)
-    unknown = await web.post(f"/app/patients/{world.first}/problem",
-                             data={"csrf_token": token, "code": "A00.5"})  # fmt: skip
+    unknown = await web.post(
+        f"/app/patients/{world.first}/problem", data={"csrf_token": token, "code": "A00.5"}
+    )
     assert "A00.5 is not an ICD-10-CM code" in errors(unknown.text)
-    created = await web.post(f"/app/patients/{world.first}/problem",
-                             data={"csrf_token": token, "code": "j45.909", "onset": "2020-02-03"})  # fmt: skip
+    created = await web.post(
+        f"/app/patients/{world.first}/problem",
+        data={"csrf_token": token, "code": "j45.909", "onset": "2020-02-03"},
+    )
     assert created.status_code == 303
-    page = store.search("Condition", [("patient", world.first),
-                                      ("code", "http://hl7.org/fhir/sid/icd-10-cm|J45.909")])  # fmt: skip
+    page = store.search(
+        "Condition",
+        [("patient", world.first), ("code", "http://hl7.org/fhir/sid/icd-10-cm|J45.909")],
+    )
     [stored] = page.entries
     condition = orjson.loads(stored.body or b"{}")
     assert condition["code"]["text"] == "Unspecified asthma, uncomplicated"
@@ -183,19 +219,35 @@ async def test_note_text_is_escaped_and_html_sanitised(
     token = csrf((await web.get(f"/app/patients/{world.first}/note")).text)
     empty = await web.post(f"/app/patients/{world.first}/note", data={"csrf_token": token})
     assert "Write at least one section" in errors(empty.text)
-    posted = await web.post(f"/app/patients/{world.first}/note", data={
-        "csrf_token": token, "subjective": "Cough <script>alert(1)</script> for 3 days",
-        "plan": "Rest & fluids"})  # fmt: skip
+    posted = await web.post(
+        f"/app/patients/{world.first}/note",
+        data={
+            "csrf_token": token,
+            "subjective": "Cough <script>alert(1)</script> for 3 days",
+            "plan": "Rest & fluids",
+        },
+    )
     assert posted.status_code == 303
     evil = "<p>Seen <b>today</b></p><script>alert(2)</script><img src=x onerror=alert(3)>"
     with store.transaction() as tx:
-        tx.create("DocumentReference", {
-            "resourceType": "DocumentReference", "status": "current",
-            "subject": {"reference": f"Patient/{world.first}"}, "date": "2099-01-01T00:00:00Z",
-            "type": {"text": "Outside letter"},
-            "content": [{"attachment": {"contentType": "text/html",
-                                        "data": base64.b64encode(evil.encode()).decode()}}],
-        })  # fmt: skip
+        tx.create(
+            "DocumentReference",
+            {
+                "resourceType": "DocumentReference",
+                "status": "current",
+                "subject": {"reference": f"Patient/{world.first}"},
+                "date": "2099-01-01T00:00:00Z",
+                "type": {"text": "Outside letter"},
+                "content": [
+                    {
+                        "attachment": {
+                            "contentType": "text/html",
+                            "data": base64.b64encode(evil.encode()).decode(),
+                        }
+                    }
+                ],
+            },
+        )
     chart = (await web.get(f"/app/patients/{world.first}")).text
     notes = chart.split('id="h-notes"', 1)[1]
     assert "Cough &lt;script&gt;alert(1)&lt;/script&gt; for 3 days" in notes
@@ -209,25 +261,45 @@ async def test_prescribe_order_and_start_an_encounter(
 ) -> None:
     await sign_in(web, "nurse")  # nurses document too (no delete in their role)
     token = csrf((await web.get(f"/app/patients/{world.first}/encounter")).text)
-    started = await web.post(f"/app/patients/{world.first}/encounter",
-                             data={"csrf_token": token, "class": "AMB", "reason": "Follow-up"})  # fmt: skip
+    started = await web.post(
+        f"/app/patients/{world.first}/encounter",
+        data={"csrf_token": token, "class": "AMB", "reason": "Follow-up"},
+    )
     assert started.status_code == 303
     open_ = store.search("Encounter", [("patient", world.first), ("status", "in-progress")])
     [encounter] = open_.entries
     form = (await web.get(f"/app/patients/{world.first}/prescribe")).text
     assert f'<option value="{encounter.id}" selected>' in form
-    missing = await web.post(f"/app/patients/{world.first}/prescribe",
-                             data={"csrf_token": token, "medication": "Metformin", "rxnorm": "x1"})  # fmt: skip
+    missing = await web.post(
+        f"/app/patients/{world.first}/prescribe",
+        data={"csrf_token": token, "medication": "Metformin", "rxnorm": "x1"},
+    )
     assert set(errors(missing.text)) >= {"This field is required", "An RxNorm code is digits only"}
-    rx = await web.post(f"/app/patients/{world.first}/prescribe", data={
-        "csrf_token": token, "medication": "Metformin 500 mg oral tablet", "rxnorm": "860975",
-        "dosage": "1 tablet twice daily", "refills": "2", "encounter": encounter.id})  # fmt: skip
+    rx = await web.post(
+        f"/app/patients/{world.first}/prescribe",
+        data={
+            "csrf_token": token,
+            "medication": "Metformin 500 mg oral tablet",
+            "rxnorm": "860975",
+            "dosage": "1 tablet twice daily",
+            "refills": "2",
+            "encounter": encounter.id,
+        },
+    )
     assert rx.status_code == 303
-    order = await web.post(f"/app/patients/{world.first}/order", data={
-        "csrf_token": token, "test": "4548-4", "priority": "urgent", "encounter": encounter.id})  # fmt: skip
+    order = await web.post(
+        f"/app/patients/{world.first}/order",
+        data={
+            "csrf_token": token,
+            "test": "4548-4",
+            "priority": "urgent",
+            "encounter": encounter.id,
+        },
+    )
     assert order.status_code == 303
-    request = store.search("MedicationRequest", [("patient", world.first),
-                                                 ("code", "860975")]).entries  # fmt: skip
+    request = store.search(
+        "MedicationRequest", [("patient", world.first), ("code", "860975")]
+    ).entries
     body = orjson.loads(request[0].body or b"{}")
     assert body["requester"]["display"] == "Nora Nurse"
     assert body["encounter"] == {"reference": f"Encounter/{encounter.id}"}
@@ -242,11 +314,14 @@ async def test_forms_need_the_csrf_token(
 ) -> None:
     await sign_in(web, "doc")
     before = _count(store, "Observation", world.first)
-    response = await web.post(f"/app/patients/{world.first}/vitals",
-                              data={"systolic": "120", "diastolic": "80"})  # fmt: skip
+    response = await web.post(
+        f"/app/patients/{world.first}/vitals", data={"systolic": "120", "diastolic": "80"}
+    )
     assert response.status_code == 403
-    forged = await web.post(f"/app/patients/{world.first}/vitals",
-                            data={"csrf_token": "x" * 43, "systolic": "120", "diastolic": "80"})  # fmt: skip
+    forged = await web.post(
+        f"/app/patients/{world.first}/vitals",
+        data={"csrf_token": "x" * 43, "systolic": "120", "diastolic": "80"},
+    )
     assert forged.status_code == 403
     assert _count(store, "Observation", world.first) == before
 
@@ -270,10 +345,15 @@ async def test_a_clinician_sees_only_their_organisations_patients(
 ) -> None:
     with store.transaction() as tx:
         other_org = tx.create("Organization", {"resourceType": "Organization", "name": "Other"})
-        stranger = tx.create("Patient", {
-            "resourceType": "Patient", "name": [{"family": "Stranger", "given": ["Sam"]}],
-            "birthDate": "1990-01-01", "managingOrganization": {"reference": f"Organization/{other_org.id}"},
-        })  # fmt: skip
+        stranger = tx.create(
+            "Patient",
+            {
+                "resourceType": "Patient",
+                "name": [{"family": "Stranger", "given": ["Sam"]}],
+                "birthDate": "1990-01-01",
+                "managingOrganization": {"reference": f"Organization/{other_org.id}"},
+            },
+        )
     await sign_in(web, "doc")
     assert (await web.get(f"/app/patients/{stranger.id}")).status_code == 404
     found = (await web.get("/app/search", params={"q": "Stranger"})).text
@@ -286,8 +366,13 @@ async def test_registration_detects_duplicates(
 ) -> None:
     await sign_in(web, "doc")
     token = csrf((await web.get("/app/patients/new")).text)
-    fields = {"csrf_token": token, "given": "Lin", "family": "Wei", "birth_date": "1980-05-06",
-              "gender": "female"}  # fmt: skip
+    fields = {
+        "csrf_token": token,
+        "given": "Lin",
+        "family": "Wei",
+        "birth_date": "1980-05-06",
+        "gender": "female",
+    }
     bad = await web.post("/app/patients/new", data={**fields, "birth_date": "3000-01-01"})
     assert "The birth date cannot be in the future" in errors(bad.text)
     first = await web.post("/app/patients/new", data=fields)
@@ -327,14 +412,23 @@ async def test_language_follows_the_browser_and_the_switch(
     assert chinese.headers["content-language"] == "zh-Hans"
     english = await web.get("/app", headers={"Accept-Language": "de,en;q=0.5"})
     assert '<html lang="en">' in english.text and "Find a patient" in english.text
-    switched = await web.post("/language", data={
-        "csrf_token": csrf(english.text), "lang": "zh", "next": f"/app/patients/{world.first}"})  # fmt: skip
+    switched = await web.post(
+        "/language",
+        data={
+            "csrf_token": csrf(english.text),
+            "lang": "zh",
+            "next": f"/app/patients/{world.first}",
+        },
+    )
     assert (switched.status_code, switched.headers["location"]) == (
-        303, f"/app/patients/{world.first}")  # fmt: skip
+        303,
+        f"/app/patients/{world.first}",
+    )
     chart = await web.get(f"/app/patients/{world.first}")
     assert "当前问题" in chart.text and "Active problems" not in chart.text
-    offsite = await web.post("/language", data={
-        "csrf_token": csrf(chart.text), "lang": "en", "next": "//evil.example/"})  # fmt: skip
+    offsite = await web.post(
+        "/language", data={"csrf_token": csrf(chart.text), "lang": "en", "next": "//evil.example/"}
+    )
     assert offsite.headers["location"] == "/"
 
 
@@ -342,8 +436,13 @@ async def test_pages_carry_the_strict_content_security_policy(
     web: httpx.AsyncClient, world: World
 ) -> None:
     await sign_in(web, "admin")
-    for path in ("/app", f"/app/patients/{world.first}", f"/app/patients/{world.first}/problem",
-                 "/app/admin/audit", "/app/admin/users"):  # fmt: skip
+    for path in (
+        "/app",
+        f"/app/patients/{world.first}",
+        f"/app/patients/{world.first}/problem",
+        "/app/admin/audit",
+        "/app/admin/users",
+    ):
         response = await web.get(path)
         assert response.status_code == 200, path
         policy = response.headers["content-security-policy"]

@@ -26,21 +26,26 @@ async def test_a_patient_sees_their_own_record(web: httpx.AsyncClient, world: Wo
     assert "Average blood sugar over 3 months (HbA1c)" in labs
     assert "Hemoglobin A1c/Hemoglobin.total in Blood" in labs  # the lab's own name beside it
     chinese = await web.get("/portal/labs", headers={"Accept-Language": "zh"})
-    assert "近三个月平均血糖（糖化血红蛋白）" in chinese.text
+    assert "近三个月平均血糖（糖化血红蛋白）" in chinese.text  # noqa: RUF001
 
 
 async def test_no_url_reaches_another_patients_data(web: httpx.AsyncClient, world: World) -> None:
     await sign_in(web, "pat")
     other = world.second
-    for path in (f"/app/patients/{other}", f"/app/patients/{other}/vitals",
-                 f"/app/patients/{other}/encounters", f"/app/patients/{other}/risk",
-                 f"/app/patients/{world.first}", "/app", f"/app/search?q={world.second_name}",
-                 "/app/admin/audit"):  # fmt: skip
+    for path in (
+        f"/app/patients/{other}",
+        f"/app/patients/{other}/vitals",
+        f"/app/patients/{other}/encounters",
+        f"/app/patients/{other}/risk",
+        f"/app/patients/{world.first}",
+        "/app",
+        f"/app/search?q={world.second_name}",
+        "/app/admin/audit",
+    ):
         response = await web.get(path)
         assert response.status_code == 403, path
         assert world.second_name not in response.text, path
-    for path in (f"/portal?patient={other}", f"/portal/labs?patient={other}",
-                 f"/portal/{other}"):  # fmt: skip
+    for path in (f"/portal?patient={other}", f"/portal/labs?patient={other}", f"/portal/{other}"):
         response = await web.get(path)
         assert world.second_name not in response.text, path
         assert response.status_code in (200, 404), path
@@ -86,8 +91,10 @@ async def test_messages_and_who_viewed_the_record(
     page = await web.get("/portal/messages")
     empty = await web.post("/portal/messages", data={"csrf_token": csrf(page.text), "message": " "})
     assert empty.status_code == 400 and "Write a message first." in empty.text
-    sent = await web.post("/portal/messages", data={
-        "csrf_token": csrf(page.text), "message": "Can I take <b>ibuprofen</b>?"})  # fmt: skip
+    sent = await web.post(
+        "/portal/messages",
+        data={"csrf_token": csrf(page.text), "message": "Can I take <b>ibuprofen</b>?"},
+    )
     assert sent.status_code == 303
     listed = (await web.get("/portal/messages")).text
     assert "Can I take &lt;b&gt;ibuprofen&lt;/b&gt;?" in listed
