@@ -326,6 +326,10 @@ async def time_pages(app: Any, patient_id: str, requests: int) -> dict[str, list
             times[name] = samples
         chart = (await client.get(paths["chart"])).text
         assert "Encounters" in chart and "(500)" in chart and 'id="trend-bp"' in chart
+        found = (await client.get(paths["search"])).text
+        assert f"/app/patients/{patient_id}" in found, found
+        listed = (await client.get(paths["encounters"])).text
+        assert listed.count("<time>") == 50, listed
         return times
 
 
