@@ -417,7 +417,7 @@ async def test_language_follows_the_browser_and_the_switch(
         data={
             "csrf_token": csrf(english.text),
             "lang": "zh",
-            "next": f"/app/patients/{world.first}",
+            "back": f"/app/patients/{world.first}",
         },
     )
     assert (switched.status_code, switched.headers["location"]) == (
@@ -427,7 +427,7 @@ async def test_language_follows_the_browser_and_the_switch(
     chart = await web.get(f"/app/patients/{world.first}")
     assert "当前问题" in chart.text and "Active problems" not in chart.text
     offsite = await web.post(
-        "/language", data={"csrf_token": csrf(chart.text), "lang": "en", "next": "//evil.example/"}
+        "/language", data={"csrf_token": csrf(chart.text), "lang": "en", "back": "//evil.example/"}
     )
     assert offsite.headers["location"] == "/"
 

@@ -34,7 +34,7 @@ async def language(request: Request) -> Response:
     form = await read_form(request)
     http.check_csrf(request, form)
     choice = form.get("lang", "")
-    response = RedirectResponse(safe_next(form.get("next")), 303)
+    response = RedirectResponse(safe_next(form.get("back")), 303)
     if choice in LANGUAGES:
         http.set_cookie(
             request, response, LANG_COOKIE, choice, samesite="lax", max_age=_LANG_MAX_AGE
