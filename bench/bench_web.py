@@ -24,15 +24,12 @@ import re
 import statistics
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import httpx
-from report import machine, write_section
+from report import machine, postgres_schema, write_section
 
 ENCOUNTERS, OBSERVATIONS, FLOOR_MS = 500, 10_000, 300.0
 PASSWORD = "correct horse battery"
@@ -371,22 +368,6 @@ def run(url: str, requests: int, data_dir: Path) -> dict[str, list[float]]:
         store.close()
 
 
-@contextmanager
-def fresh_schema(server_url: str) -> Iterator[str]:
-    """A URL whose search_path is a new, empty schema (dropped afterwards)."""
-    import psycopg
-
-    schema = f"bench_web_{os.getpid()}"
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    sep = "&" if "?" in server_url else "?"
-    try:
-        yield f"{server_url}{sep}options={quote(f'-csearch_path={schema}')}"
-    finally:
-        with psycopg.connect(server_url, autocommit=True) as conn:
-            conn.execute(f"DROP SCHEMA {schema} CASCADE")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--requests", type=int, default=30)
@@ -399,7 +380,7 @@ def main() -> None:
         results["SQLite"] = run(f"sqlite:///{tmp}/bench.db", args.requests, Path(tmp) / "data")
         if args.postgres:
             print("PostgreSQL")
-            with fresh_schema(args.postgres) as url:
+            with postgres_schema(args.postgres, "bench_web") as url:
                 results["PostgreSQL"] = run(url, args.requests, Path(tmp) / "data")
     load_avg = os.getloadavg()[0]
     lines = [
