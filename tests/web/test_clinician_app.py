@@ -14,7 +14,9 @@ import pytest
 from starlette.applications import Starlette
 from web_world import World, csrf, errors, sign_in
 
+from carebase.auth.audit_entry import AuditEntry, AuditTrail
 from carebase.auth.sessions import BrowserSessions
+from carebase.errors import Unavailable
 from carebase.store.base import Store
 
 pytestmark = pytest.mark.asyncio
@@ -453,3 +455,23 @@ async def test_pages_carry_the_strict_content_security_policy(
         assert response.headers["cache-control"] == "no-store"
     script = await web.get("/static/carebase.js")
     assert script.status_code == 200 and "data-live" in script.text
+
+
+class _BrokenTrail(AuditTrail):
+    def record(self, entry: AuditEntry) -> None:
+        raise Unavailable("The audit store is unavailable")
+
+
+async def test_no_page_is_shown_unaudited(
+    web: httpx.AsyncClient, world: World, audited_app: Starlette
+) -> None:
+    await sign_in(web, "doc")
+    working = audited_app.state.audit_trail
+    audited_app.state.audit_trail = _BrokenTrail()
+    try:
+        response = await web.get(f"/app/patients/{world.first}")
+    finally:
+        audited_app.state.audit_trail = working
+    assert response.status_code == 503
+    assert world.first_name not in response.text
+    assert "The audit store is unavailable" in response.text
