@@ -145,7 +145,10 @@ def page(area: str) -> Callable[[Handler], Callable[[Request], Awaitable[Respons
                     language, "This page is not for your role ({role}).", role=user.role
                 )
                 response = error_page(request, user, 403, message)
-                _audit(request, user, principal_of(user), None, response.status_code)
+                try:
+                    _audit(request, user, principal_of(user), None, response.status_code)
+                except Unavailable as exc:
+                    return error_page(request, user, exc.status, exc.message)
                 return response
             principal = principal_of(user)
             guard = Guard(principal)
