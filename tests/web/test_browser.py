@@ -220,3 +220,34 @@ def test_patient_portal_is_the_patients_own(
     assert _axe(page) == []
     _shot(page, "portal-zh")
     context.close()
+
+
+def test_staff_pages_pass_the_accessibility_audit(
+    browser: Browser, server: tuple[str, World, UserDirectory]
+) -> None:
+    base, world, _ = server
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    violations = _csp_violations(page)
+    _sign_in(page, base, "admin")
+    for path in (
+        "/app/admin/users",
+        "/app/admin/audit?action=R",
+        "/app/admin/models",
+        "/app/patients/new",
+        f"/app/patients/{world.second}/encounters",
+        f"/app/patients/{world.second}/order",
+        f"/app/patients/{world.second}/encounter",
+        f"/app/patients/{world.second}/prescribe",
+    ):
+        page.goto(f"{base}{path}")
+        expect(page.get_by_role("heading", level=1)).to_be_visible()
+        assert _axe(page) == [], path
+    page.goto(f"{base}/app/admin/audit")
+    _shot(page, "audit-log")
+    page.goto(f"{base}/app/patients/new")
+    page.get_by_role("button", name="Register").click()
+    expect(page.get_by_text("This field is required").first).to_be_visible()
+    assert _axe(page) == []
+    assert violations == []
+    context.close()
