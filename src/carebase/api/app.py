@@ -20,6 +20,7 @@ from carebase.api.audit_routes import AuditApi
 from carebase.api.authentication import Authentication
 from carebase.api.bulk_routes import BulkApi
 from carebase.api.bulk_runner import BulkRunner
+from carebase.api.everything import EverythingApi
 from carebase.api.hardening import hardening_middleware
 from carebase.api.ml_routes import MlApi
 from carebase.api.oauth_routes import OAuthApi
@@ -123,6 +124,7 @@ def create_app(
     routes: list[BaseRoute] = [*api.routes(FHIR_PREFIX), *AuditApi(api).routes(FHIR_PREFIX)]
     routes.extend(BulkApi(api, runner).routes(FHIR_PREFIX))
     routes.extend(MlApi(api).routes())  # $predict, CDS Hooks, model cards
+    routes.extend(EverythingApi(api).routes())  # Patient/$everything
     routes.extend(oauth_routes)
     routes.append(Route("/healthz", healthz, methods=["GET"]))
     routes.extend(login_routes())

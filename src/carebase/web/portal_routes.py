@@ -5,7 +5,7 @@ linked to (`User.patient`), under a `patient/` access policy that limits every r
 patient's compartment, so no address leads to another patient's data. Pages: summary, lab
 results with plain-language names, medications, appointments, messages with the care team,
 who accessed the record (from the audit log), and a download of the whole record as FHIR
-JSON (a Bundle of everything in the compartment, as `Patient/$everything` returns).
+JSON (the Bundle `Patient/$everything` returns, `api/everything.py`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from carebase.api.ml_routes import read_compartment
+from carebase.api.everything import everything_bundle
 from carebase.auth.audit_access import audit_view
 from carebase.errors import Forbidden
 from carebase.store import audit_records
@@ -192,28 +192,12 @@ async def access_log(web: WebPage) -> Response:
 
 
 async def download(web: WebPage) -> Response:
-    """The whole record as a FHIR Bundle (JSON), like `Patient/$everything`."""
+    """The whole record as a FHIR Bundle (JSON): `Patient/$everything`'s Bundle."""
     patient_id = _patient_id(web)
     web.writes("operation", "E")
 
     def load() -> bytes:
-        resources = read_compartment(web.records.ctx, patient_id)
-        base = web.records.ctx.base
-        bundle = {
-            "resourceType": "Bundle",
-            "type": "searchset",
-            "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
-            "total": len(resources),
-            "entry": [
-                {
-                    "fullUrl": f"{base}/{r['resourceType']}/{r['id']}",
-                    "resource": r,
-                    "search": {"mode": "match"},
-                }
-                for r in resources
-            ],
-        }
-        return orjson.dumps(bundle)
+        return orjson.dumps(everything_bundle(web.records.ctx, patient_id))
 
     body = await run_in_threadpool(load)
     return Response(
