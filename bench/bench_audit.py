@@ -17,14 +17,11 @@ import os
 import statistics
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from urllib.parse import quote
 
-import psycopg
-from report import machine, write_section
+from report import machine, postgres_schema, write_section
 
 from carebase.auth.audit_chain import link_all, verify
 from carebase.auth.audit_entry import AuditEntry
@@ -58,15 +55,8 @@ def database(kind: str) -> Iterator[str]:
             yield url
         return
     server = os.environ.get("CAREBASE_TEST_POSTGRES_URL", PG_DEFAULT)
-    schema = f"bench_audit_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(server, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    sep = "&" if "?" in server else "?"
-    try:
-        yield f"{server}{sep}options={quote(f'-csearch_path={schema}')}"
-    finally:
-        with psycopg.connect(server, autocommit=True) as conn:
-            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+    with postgres_schema(server, "bench_audit") as url:
+        yield url
 
 
 def opened(url: str) -> SqlStore:

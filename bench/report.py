@@ -7,6 +7,8 @@ import platform
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -52,3 +54,23 @@ def write_section(name: str, markdown: str) -> None:
         text = text.rstrip() + "\n\n" + block + "\n"
     DOC.parent.mkdir(parents=True, exist_ok=True)
     DOC.write_text(text)
+
+
+@contextmanager
+def postgres_schema(server_url: str, prefix: str) -> Iterator[str]:
+    """A URL of the PostgreSQL server whose search_path is a new, empty schema named
+    `prefix` and a random suffix (dropped with everything in it afterwards)."""
+    import uuid
+    from urllib.parse import quote
+
+    import psycopg
+
+    schema = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    sep = "&" if "?" in server_url else "?"
+    try:
+        yield f"{server_url}{sep}options={quote(f'-csearch_path={schema}')}"
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")

@@ -1,5 +1,6 @@
 """The ASGI application factory: FHIR routes under `/fhir`, liveness at `/healthz`, the
-login pages and static files of the browser UI."""
+login pages, the clinician app (`/app`), the patient portal (`/portal`) and the static
+files of the browser UI."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from carebase.api.audit_routes import AuditApi
 from carebase.api.authentication import Authentication
 from carebase.api.bulk_routes import BulkApi
 from carebase.api.bulk_runner import BulkRunner
+from carebase.api.everything import EverythingApi
 from carebase.api.hardening import hardening_middleware
 from carebase.api.ml_routes import MlApi
 from carebase.api.oauth_routes import OAuthApi
@@ -40,6 +42,7 @@ from carebase.store.sql_store import SqlStore
 from carebase.web import STATIC_DIR
 from carebase.web.login_routes import login_routes
 from carebase.web.oauth_pages import oauth_page_routes
+from carebase.web.web_routes import web_routes
 
 FHIR_PREFIX = "/fhir"
 log = logging.getLogger("carebase.api")
@@ -121,10 +124,12 @@ def create_app(
     routes: list[BaseRoute] = [*api.routes(FHIR_PREFIX), *AuditApi(api).routes(FHIR_PREFIX)]
     routes.extend(BulkApi(api, runner).routes(FHIR_PREFIX))
     routes.extend(MlApi(api).routes())  # $predict, CDS Hooks, model cards
+    routes.extend(EverythingApi(api).routes())  # Patient/$everything
     routes.extend(oauth_routes)
     routes.append(Route("/healthz", healthz, methods=["GET"]))
     routes.extend(login_routes())
     routes.extend(oauth_page_routes())
+    routes.extend(web_routes())  # the clinician app (/app) and the patient portal (/portal)
     routes.append(Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"))
     app = Starlette(
         routes=routes,

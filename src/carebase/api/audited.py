@@ -56,6 +56,8 @@ HANDLER_AUDIT: dict[str, tuple[str, AuditAction]] = {
     "ml_cds_service": ("operation", "E"),
     "ml_card": ("read", "R"),
     "ml_card_image": ("read", "R"),
+    # Patient/$everything (api/everything.py)
+    "everything": ("operation", "E"),
 }
 _HISTORY = {2: "history-system", 3: "history-type", 4: "history-instance"}
 

@@ -184,7 +184,8 @@ def _print_welcome(console: Console, url: str, users: list[tuple[str, str, str, 
     console.print(
         "[bold yellow]These passwords are for a LOCAL DEMO only[/bold yellow] (kept in the "
         "data directory's demo/users.json); never use the demo users on a real server.\n"
-        f"FHIR API: {url}/fhir   sign in: {url}/login   "
+        f"FHIR API: {url}/fhir   clinician app: {url}/app   patient portal: {url}/portal   "
+        f"sign in: {url}/login   "
         f"(the data is synthetic: generated people, not real patients)"
     )
 
