@@ -18,9 +18,11 @@ DEMO_PATIENTS ?= 1000
 demo: $(STAMP)
 	$(VENV)/bin/carebase demo --patients $(DEMO_PATIENTS) --host 127.0.0.1 --port 8080
 
-## test: the whole suite, on SQLite and PostgreSQL
+## test: the whole suite, on SQLite and PostgreSQL, in TEST_WORKERS processes (pytest-xdist;
+## each test file runs whole in one process, each process has its own PostgreSQL schema)
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 ## lint: ruff and mypy must be clean
 lint: $(STAMP)

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import psycopg
 import pytest
 
-from carebase.data.loader import Origin, Rejected, ResourceLoader
+from carebase.data.loader import (
+    STATISTICS_AFTER,
+    LoadSummary,
+    Origin,
+    Rejected,
+    ResourceLoader,
+    refresh_after_load,
+)
 from carebase.store.base import Store
 
 
@@ -78,3 +86,27 @@ def test_workers_validate_and_index_in_order_with_the_same_counts(
     assert [e.id for e in found] == ["p12"]  # indexed by the workers' rows
     stored = store.read("Patient", "p3")
     assert stored is not None and b"Family3" in (stored.body or b"")
+
+
+def _analyze_count(store: Store) -> int:
+    """How many times PostgreSQL has analyzed this schema's resource table."""
+    with psycopg.connect(store.url) as conn:
+        row = conn.execute(
+            "SELECT analyze_count FROM pg_stat_user_tables"
+            " WHERE relname = 'resource' AND schemaname = current_schema()"
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_a_large_load_refreshes_the_planner_statistics(store: Store) -> None:
+    if store.dialect != "postgresql":
+        pytest.skip("SQLite plans without statistics by design")
+    before = _analyze_count(store)
+    small = ResourceLoader(store).add_all([(_patient("a", "Ng"), Origin("x", ""))])
+    assert small.created == 1 and _analyze_count(store) == before
+    many = [(_patient(f"p{n}", "Ng"), Origin("x", "")) for n in range(STATISTICS_AFTER)]
+    assert ResourceLoader(store).add_all(many).created == STATISTICS_AFTER
+    assert _analyze_count(store) == before + 1
+    refresh_after_load(store, LoadSummary(updated=STATISTICS_AFTER - 1))
+    assert _analyze_count(store) == before + 1

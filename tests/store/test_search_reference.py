@@ -531,6 +531,7 @@ def _hunting(examples: int) -> Any:
 
 def test_search_equals_brute_force(store: Store, synthea_tar: Path) -> None:
     stored = _load(store, synthea_tar)
+    store.refresh_statistics()  # as a bulk load does; a stale plan can take seconds
     seen: set[str] = set()  # parameter types, modifiers and prefixes the queries used
 
     def check(focus: tuple[str | None, str | None], examples: int) -> None:

@@ -22,7 +22,13 @@ from carebase.api.bulk_export import JobStopped
 from carebase.api.bulk_params import principal_from
 from carebase.auth.policy import AccessPolicy, policy_for
 from carebase.config import Settings
-from carebase.data.loader import LoadSummary, Origin, Rejected, ResourceLoader
+from carebase.data.loader import (
+    LoadSummary,
+    Origin,
+    Rejected,
+    ResourceLoader,
+    refresh_after_load,
+)
 from carebase.data.parallel_load import ParallelWriters
 from carebase.errors import BadRequest, Forbidden, Issue
 from carebase.fhir.definitions.loader import get_definitions
@@ -156,6 +162,8 @@ def run_import(
         with sink:
             refused = sum(_load_file(sink, spec, policy, reject) for spec in job.request["inputs"])
         summary = sink.summary
+        if isinstance(sink, ParallelWriters):  # a ResourceLoader refreshes them itself
+            refresh_after_load(store, summary)
     output = [{"type": type_, "count": count} for type_, count in sorted(summary.by_type.items())]
     error = []
     if rejected:

@@ -92,6 +92,16 @@ class LoadSummary:
 _Queued = tuple[dict[str, Any], Origin, PreparedIndex | None]
 
 
+# A load that wrote at least this many resources refreshes the planner's statistics at its end.
+STATISTICS_AFTER = 1_000
+
+
+def refresh_after_load(store: Store, summary: LoadSummary) -> None:
+    """Refresh the database's statistics when a load wrote enough to change its plans."""
+    if summary.written >= STATISTICS_AFTER:
+        store.refresh_statistics()
+
+
 def same_content(stored: StoredResource, resource: dict[str, Any]) -> bool:
     """Whether `resource` equals the stored current version apart from the server's
     meta.versionId and meta.lastUpdated (a deleted resource never matches)."""
@@ -251,6 +261,7 @@ class ResourceLoader:
             self.flush()
         finally:
             self.close()
+        refresh_after_load(self._store, self.summary)
         return self.summary
 
     def _write(self, batch: list[_Queued]) -> LoadSummary:

@@ -232,6 +232,14 @@ class Store(ABC):
     def iter_current(self, type_: str | None = None) -> Iterator[StoredResource]:
         """Every current, non-deleted resource (for tests, export and reindexing)."""
 
+    def refresh_statistics(self) -> None:
+        """After a bulk load, let the query planner see the new data. PostgreSQL plans from
+        sampled statistics that autovacuum refreshes only after enough changes, so a search
+        right after a large load can be planned as if the tables were empty (scans where
+        index probes belong); SQLite is left without statistics on purpose (its plans are
+        chosen by the schema's indexes)."""
+        return None
+
     @abstractmethod
     def close(self) -> None:
         """Release connections."""

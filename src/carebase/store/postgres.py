@@ -15,6 +15,7 @@ from carebase.errors import StorageError, TooCostly, Unavailable
 from carebase.store.base import StoredResource
 from carebase.store.indexer import index_resource
 from carebase.store.repository import SqlTransaction
+from carebase.store.schema import INDEX_TABLES, TEXT_TABLE
 from carebase.store.sql_rows import row_to_stored
 from carebase.store.sql_store import READ_SQL, Cursor, SqlStore, to_pyformat
 from carebase.store.text_index import TextDocument, tsvector_literal
@@ -164,6 +165,11 @@ class PostgresStore(SqlStore):
     def _has_table(self, cur: Cursor, name: str) -> bool:
         row = cur.execute("SELECT to_regclass(%s)", (name,)).fetchone()
         return row is not None and row[0] is not None
+
+    def refresh_statistics(self) -> None:
+        tables = ", ".join(["resource", "resource_version", *INDEX_TABLES, TEXT_TABLE])
+        with self._errors_translated(), self._pool.connection() as conn:
+            conn.execute(f"ANALYZE {tables}")
 
     def close(self) -> None:
         self._pool.close()
