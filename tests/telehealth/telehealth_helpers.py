@@ -78,3 +78,63 @@ def pattern(**changes: Any) -> dict[str, Any]:
 
 def published(store: Store, **changes: Any) -> Published:
     return publish(store, ADMIN, parse_pattern(pattern(**changes)))
+
+
+class Peer:
+    """A signalling client over a real WebSocket (the `websockets` package)."""
+
+    def __init__(self, ws: Any) -> None:
+        self.ws = ws
+        self.seen: list[dict[str, Any]] = []
+
+    @classmethod
+    async def open(cls, url: str, token: str | None = None) -> Peer:
+        from websockets.asyncio.client import connect
+
+        peer = cls(await connect(url, max_size=None))
+        if token is not None:
+            await peer.send({"type": "join", "token": token})
+        return peer
+
+    async def send(self, frame: dict[str, Any]) -> None:
+        import orjson
+
+        await self.ws.send(orjson.dumps(frame).decode())
+
+    async def expect(self, type_: str, timeout: float = 10.0, **match: Any) -> dict[str, Any]:
+        """The next frame of `type_` (with the given field values), skipping others."""
+        import asyncio
+
+        import orjson
+
+        async def wait() -> dict[str, Any]:
+            while True:
+                frame: dict[str, Any] = orjson.loads(await self.ws.recv())
+                self.seen.append(frame)
+                if frame.get("type") == type_ and all(frame.get(k) == v for k, v in match.items()):
+                    return frame
+
+        return await asyncio.wait_for(wait(), timeout)
+
+    async def room_where(self, check: Any, timeout: float = 10.0) -> dict[str, Any]:
+        """The next `room` frame whose room satisfies `check`."""
+        import asyncio
+
+        async def wait() -> dict[str, Any]:
+            while True:
+                frame = await self.expect("room", timeout)
+                if check(frame["room"]):
+                    return frame
+
+        return await asyncio.wait_for(wait(), timeout)
+
+    async def close(self) -> None:
+        await self.ws.close()
+
+
+def state_of(room: dict[str, Any], pid: str) -> str | None:
+    """A participant's state in a room view."""
+    for p in room["participants"]:
+        if p["id"] == pid:
+            return str(p["state"])
+    return None

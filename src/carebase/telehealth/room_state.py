@@ -40,6 +40,11 @@ class Participant:
     display: str
     state: str
     since: int  # epoch ms of the last state change
+    #: the id of the participant's current connection ("" when none): a drop starts a resume
+    #: window, and only a leave naming this connection (not an older one) counts
+    connection: str = ""
+    #: the participant's FHIR identity ("Practitioner/1"), for the Encounter; "" for guests
+    reference: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -48,6 +53,8 @@ class Participant:
             "display": self.display,
             "state": self.state,
             "since": self.since,
+            "connection": self.connection,
+            "reference": self.reference,
         }
 
 
@@ -58,10 +65,14 @@ class Room:
     id: str
     capacity: int = 4
     ended: bool = False
+    #: bumped by every stored change (workers ignore snapshots older than the one they hold)
+    seq: int = 0
     participants: dict[str, Participant] = field(default_factory=dict)
 
     # --- transitions -----------------------------------------------------------------------
-    def check_in(self, pid: str, role: str, display: str, now: int) -> Participant:
+    def check_in(
+        self, pid: str, role: str, display: str, now: int, reference: str = ""
+    ) -> Participant:
         """A participant arrives: clinicians are admitted, others checked in to wait."""
         self._open()
         if role not in ROLES:
@@ -75,13 +86,14 @@ class Room:
         if self.active_count() >= self.capacity:
             raise RoomError(f"The room is full ({self.capacity} participants)", location="room")
         state = "admitted" if role == "clinician" else "checked-in"
-        participant = Participant(pid, role, display, state, now)
+        participant = Participant(pid, role, display, state, now, reference=reference)
         self.participants[pid] = participant
         return participant
 
-    def connect(self, pid: str, now: int) -> Participant:
+    def connect(self, pid: str, now: int, connection: str = "") -> Participant:
         """The participant's connection is live: a checked-in one now waits."""
         participant = self._active(pid)
+        participant.connection = connection
         if participant.state == "checked-in":
             self._set(participant, "waiting", now)
         return participant
@@ -104,9 +116,13 @@ class Room:
             )
         return self._set(participant, "declined", now)
 
-    def leave(self, pid: str, now: int) -> Participant:
-        """A participant leaves (or its connection was gone past the resume window)."""
+    def leave(self, pid: str, now: int, connection: str | None = None) -> Participant:
+        """A participant leaves, or its `connection` was gone past the resume window (then
+        nothing changes if the participant has reconnected since)."""
         participant = self._get(pid)
+        if connection is not None and participant.connection != connection:
+            return participant
+        participant.connection = ""
         if participant.state in ACTIVE:
             self._set(participant, "left", now)
         return participant
@@ -139,15 +155,27 @@ class Room:
             "id": self.id,
             "capacity": self.capacity,
             "ended": self.ended,
+            "seq": self.seq,
             "participants": [p.to_json() for p in self.participants.values()],
         }
 
     @classmethod
     def from_json(cls, value: dict[str, Any]) -> Room:
-        room = cls(str(value["id"]), int(value.get("capacity", 4)), bool(value.get("ended")))
+        room = cls(
+            str(value["id"]),
+            int(value.get("capacity", 4)),
+            bool(value.get("ended")),
+            int(value.get("seq", 0)),
+        )
         for p in value.get("participants", []):
             room.participants[p["id"]] = Participant(
-                p["id"], p["role"], p["display"], p["state"], int(p["since"])
+                p["id"],
+                p["role"],
+                p["display"],
+                p["state"],
+                int(p["since"]),
+                p.get("connection", ""),
+                p.get("reference", ""),
             )
         return room
 

@@ -60,6 +60,7 @@ class RoomStore:
                 ).fetchone()
             room = Room.from_json(orjson.loads(row[0]))
             result = transition(room)
+            room.seq += 1
             cur.execute(
                 q("UPDATE telehealth_room SET state = ?, updated = ? WHERE id = ?"),
                 (orjson.dumps(room.to_json()).decode(), now_ms(), room_id),
