@@ -14,7 +14,7 @@ import httpx
 import pytest
 import uvicorn
 from starlette.applications import Starlette
-from telehealth_helpers import ADMIN, published, seed
+from telehealth_helpers import book_visit
 
 from carebase.api.app import create_app
 from carebase.auth.audit_entry import AuditEntry, MemoryAuditTrail
@@ -145,24 +145,6 @@ def bearers(app: Starlette) -> dict[str, str]:
             role="front-desk",
         )[0],
     }
-
-
-def book_visit(store: Store) -> dict[str, Any]:
-    from datetime import UTC, datetime, timedelta
-
-    from carebase.telehealth.scheduling import book, free_slots
-
-    seed(store)
-    published(store)
-    slot = free_slots(
-        store,
-        ADMIN,
-        practitioner="Practitioner/doc",
-        start=datetime.now(UTC),
-        end=datetime.now(UTC) + timedelta(days=60),
-        visit_type="virtual",
-    )[0]
-    return book(store, ADMIN, slot_id=slot["id"], patient_id="pat1", visit_type="virtual")
 
 
 def telehealth_settings(**changes: Any) -> TelehealthSettings:

@@ -80,6 +80,24 @@ def published(store: Store, **changes: Any) -> Published:
     return publish(store, ADMIN, parse_pattern(pattern(**changes)))
 
 
+def book_visit(store: Store) -> dict[str, Any]:
+    from datetime import UTC, datetime, timedelta
+
+    from carebase.telehealth.scheduling import book, free_slots
+
+    seed(store)
+    published(store)
+    slot = free_slots(
+        store,
+        ADMIN,
+        practitioner="Practitioner/doc",
+        start=datetime.now(UTC),
+        end=datetime.now(UTC) + timedelta(days=60),
+        visit_type="virtual",
+    )[0]
+    return book(store, ADMIN, slot_id=slot["id"], patient_id="pat1", visit_type="virtual")
+
+
 class Peer:
     """A signalling client over a real WebSocket (the `websockets` package)."""
 

@@ -139,13 +139,14 @@ def free_slots(
     params = [("status", "free"), ("start", f"ge{instant(start)}"), ("start", f"lt{instant(end)}")]
     if practitioner is not None:
         pid = reference_id(practitioner, "Practitioner", "practitioner")
-        caller.require("Schedule", "s")
+        # Only to narrow the Slots: the Schedules are never returned, and Schedule is in the
+        # Patient compartment (a Patient can be its actor), so a patient token could not see
+        # a practitioner's Schedule although it may see its free Slots.
         page = store.search(
             "Schedule",
             [("actor", f"Practitioner/{pid}"), ("active", "true")],
             count=100,
             total="none",
-            restriction=restriction,
         )
         if not page.entries:
             return []
