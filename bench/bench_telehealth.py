@@ -80,20 +80,8 @@ def seed(url: str, rooms: int) -> list[str]:
             },
         }
         publish(store, admin, parse_pattern(pattern))
-        slots = free_slots(
-            store,
-            admin,
-            practitioner="Practitioner/doc",
-            start=datetime.now(UTC),
-            end=datetime.now(UTC) + timedelta(days=days + 2),
-            visit_type=None,
-            count=200,
-        )
         ids: list[str] = []
         while len(ids) < rooms:
-            for slot in slots[: rooms - len(ids)]:
-                appt = book(store, admin, slot_id=slot["id"], patient_id=f"p{len(ids) % 50}")
-                ids.append(appt["id"])
             slots = free_slots(
                 store,
                 admin,
@@ -103,6 +91,9 @@ def seed(url: str, rooms: int) -> list[str]:
                 visit_type=None,
                 count=200,
             )
+            for slot in slots[: rooms - len(ids)]:
+                appt = book(store, admin, slot_id=slot["id"], patient_id=f"p{len(ids) % 50}")
+                ids.append(appt["id"])
         return ids
     finally:
         store.close()

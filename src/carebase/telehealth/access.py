@@ -14,12 +14,11 @@ from carebase.auth.audit_entry import AuditAction, AuditEntry, AuditOutcome, Aud
 from carebase.auth.compartment import patients_of
 from carebase.auth.policy import AccessPolicy, policy_for
 from carebase.auth.principal import Principal
-from carebase.errors import Forbidden, NotFound
+from carebase.errors import NotFound
 from carebase.store.base import Store, StoredResource, Transaction
 
 #: Roles that run a visit (join as clinician, admit, decline, invite guests).
 CLINICAL_ROLES = frozenset({"clinician", "nurse", "admin"})
-_VERB = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
 
 
 class Caller:
@@ -68,17 +67,7 @@ class Caller:
     def written(self, tx: Transaction, stored: StoredResource, letter: str) -> None:
         """After writing (inside the transaction): 403 unless the new version is one the
         caller may see and outside other patients' records (the transaction rolls back)."""
-        visibility = self.policy.require(stored.type, letter)
-        if not visibility.unrestricted:
-            restriction = self.policy.restriction(letter)
-            assert restriction is not None
-            params = [("_id", stored.id)]
-            if not tx.search_ids(stored.type, params, limit=1, restriction=restriction.exclusive()):
-                raise Forbidden(
-                    f"{stored.type}/{stored.id} would be outside what this access token may "
-                    f"{_VERB[letter]}",
-                    location=stored.type,
-                )
+        self.policy.check_written(tx, stored, letter)
         self.saw(stored)
 
 
