@@ -76,6 +76,8 @@ class Connection:
     grant: JoinGrant
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     last_seen: float = field(default_factory=time.monotonic)
+    #: when the server pings next (set from `ping_seconds` when the connection joins)
+    next_ping: float = 0.0
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     closed: bool = False
 
@@ -217,7 +219,7 @@ class Hub:
         return grant
 
     async def _admit_connection(self, ws: WebSocket, grant: JoinGrant) -> Connection | None:
-        conn = Connection(ws, grant)
+        conn = Connection(ws, grant, next_ping=time.monotonic() + self.settings.ping_seconds)
         now = now_ms()
 
         def arrive(room: Room) -> None:
@@ -522,15 +524,21 @@ class Hub:
             log.warning("leave after a drop in room %s failed: %s", conn.room, exc.message)
 
     async def _ping_loop(self) -> None:
+        """Ping each connection every `ping_seconds` from when it joined (so the pings of a
+        thousand connections are spread out, not one burst), and close a connection silent
+        for three intervals."""
         interval = self.settings.ping_seconds
+        tick = min(1.0, interval / 4)
         while True:
-            await asyncio.sleep(interval)
-            limit = time.monotonic() - 3 * interval
+            await asyncio.sleep(tick)
+            now = time.monotonic()
+            limit = now - 3 * interval
             for conns in list(self.local.values()):
                 for conn in list(conns.values()):
                     if conn.last_seen < limit:
                         await conn.close(1011, "keep-alive timeout")
-                    else:
+                    elif conn.next_ping <= now:
+                        conn.next_ping = now + interval
                         await conn.send({"type": "ping", "t": int(time.time() * 1000)})
 
     # --- events from the bus -----------------------------------------------------------------
