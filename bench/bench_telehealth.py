@@ -323,6 +323,7 @@ def main() -> None:
     print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
     verdict = "met" if result["p99_ms"] < FLOOR_P99_MS else "NOT met"
     r = result
+    cpu_worker, cpu_client = 100 * r["server_cpu_share"], 100 * r["client_cpu_share"]
     title = (
         f"## Telehealth signalling: one worker, {args.rooms} rooms (`bench/bench_telehealth.py`)"
     )
@@ -343,7 +344,7 @@ sent {args.rate:g} offer/s to its patient for {args.seconds:g} s and each patien
 | latency max | {r["max_ms"]:.1f} ms |
 | worker RSS, half / all rooms in | {r["rss_before_mib"]:.0f} / {r["rss_after_mib"]:.0f} MiB |
 | worker CPU per relayed message | {r["server_cpu_us_per_message"]:.0f} µs |
-| CPU use while relaying: worker / client | {100 * r["server_cpu_share"]:.0f}% / {100 * r["client_cpu_share"]:.0f}% of one core |
+| CPU while relaying, worker / client | {cpu_worker:.0f}% / {cpu_client:.0f}% of a core |
 | memory per connection | {r["kib_per_connection"]:.0f} KiB |
 """
     print(markdown)
