@@ -2,10 +2,14 @@
 
 Every worker subscribes to one channel and gets every event (a JSON object naming its room);
 it delivers those meant for the sockets it holds. `MemoryBus` is one process (SQLite, and
-tests); `PostgresBus` uses LISTEN/NOTIFY on the database (events over NOTIFY's 8,000-byte
-payload limit go through the `telehealth_signal` table, the notification carrying the row
-id); `RedisBus` uses Redis pub/sub. Events published by one worker arrive at every worker,
-itself included, in the order the database or Redis received them.
+tests): nothing to send, the hub delivers locally. `PostgresBus` uses LISTEN/NOTIFY on the
+database and `RedisBus` Redis pub/sub. Both batch: events published while a send is under
+way go out together in the next message (a JSON array), so a busy worker makes one round
+trip for many events instead of queueing one per event. A NOTIFY payload is at most 8,000
+bytes: larger batches are split, and a single larger event goes through the
+`telehealth_signal` table, the notification carrying the row id. Events arrive at every
+worker, the sender included (the hub skips its own), in the order the database or Redis
+received them.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ class Bus(ABC):
     """Publish events to every worker; `start(handler)` delivers each event to `handler`."""
 
     handler: Handler | None = None
+    #: whether other workers can be on this bus (False: the hub's local delivery is all)
+    shared: bool = True
 
     async def start(self, handler: Handler) -> None:
         self.handler = handler
@@ -43,6 +49,12 @@ class Bus(ABC):
     async def close(self) -> None:  # noqa: B027 - buses holding connections override it
         """Stop listening and release connections."""
 
+    async def _deliver_payload(self, payload: bytes | str) -> None:
+        """Deliver the events of one received message (an event or an array of events)."""
+        value = orjson.loads(payload)
+        for event in value if isinstance(value, list) else [value]:
+            await self._deliver(event)
+
     async def _deliver(self, event: dict[str, Any]) -> None:
         if self.handler is not None:
             try:
@@ -52,10 +64,67 @@ class Bus(ABC):
 
 
 class MemoryBus(Bus):
-    """One process: events are handed to the handler directly (no serialisation)."""
+    """One process: there is nobody else to tell."""
+
+    shared = False
 
     async def publish(self, event: dict[str, Any]) -> None:
-        await self._deliver(event)
+        return None
+
+
+class BatchingBus(Bus):
+    """A bus that sends what was published meanwhile in one message per round trip."""
+
+    #: the largest message `_send` takes, bytes (None: no limit)
+    limit: int | None = None
+
+    def __init__(self) -> None:
+        self._queue: list[bytes] = []
+        self._wakeup = asyncio.Event()
+        self._sender: asyncio.Task[None] | None = None
+
+    def _start_sender(self) -> None:
+        self._sender = asyncio.create_task(self._send_loop(), name="telehealth-bus-sender")
+
+    async def publish(self, event: dict[str, Any]) -> None:
+        self._queue.append(orjson.dumps(event))
+        self._wakeup.set()
+
+    async def _send_loop(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            queued, self._queue = self._queue, []
+            for message in self._messages(queued):
+                try:
+                    await self._send(message)
+                except Exception:  # the bus connection failed: log, keep serving
+                    log.exception("telehealth events not published")
+
+    def _messages(self, events: list[bytes]) -> list[bytes]:
+        """Events packed into JSON arrays of at most `limit` bytes each."""
+        messages: list[bytes] = []
+        batch: list[bytes] = []
+        size = 2
+        for event in events:
+            if self.limit is not None and batch and size + len(event) + 1 > self.limit:
+                messages.append(b"[" + b",".join(batch) + b"]")
+                batch, size = [], 2
+            batch.append(event)
+            size += len(event) + 1
+        if batch:
+            messages.append(b"[" + b",".join(batch) + b"]")
+        return messages
+
+    @abstractmethod
+    async def _send(self, message: bytes) -> None:
+        """Send one message to every worker."""
+
+    async def _stop_sender(self) -> None:
+        if self._sender is not None:
+            self._sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._sender
 
 
 def channel_for(url: str) -> str:
@@ -68,19 +137,21 @@ def channel_for(url: str) -> str:
     return "carebase_telehealth_" + hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
-class PostgresBus(Bus):
+class PostgresBus(BatchingBus):
     """LISTEN/NOTIFY on the store's database; `spill`/`fetch` keep and read oversized events
     (the `telehealth_signal` table, through a thread: they are synchronous store calls)."""
+
+    limit = NOTIFY_LIMIT
 
     def __init__(
         self, url: str, spill: Callable[[str], int], fetch: Callable[[int], str | None]
     ) -> None:
+        super().__init__()
         self.url = url
         self.channel = channel_for(url)
         self.spill, self.fetch = spill, fetch
         self._listen: Any = None
-        self._send: Any = None
-        self._send_lock = asyncio.Lock()
+        self._send_conn: Any = None
         self._task: asyncio.Task[None] | None = None
 
     async def start(self, handler: Handler) -> None:
@@ -89,11 +160,12 @@ class PostgresBus(Bus):
         await super().start(handler)
         try:
             self._listen = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
-            self._send = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
+            self._send_conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
             await self._listen.execute(f"LISTEN {self.channel}")
         except psycopg.Error as exc:
             raise CarebaseError(f"The telehealth bus cannot LISTEN on PostgreSQL: {exc}") from exc
         self._task = asyncio.create_task(self._run(), name="telehealth-pg-bus")
+        self._start_sender()
 
     async def _run(self) -> None:
         async for notice in self._listen.notifies():
@@ -104,29 +176,30 @@ class PostgresBus(Bus):
                     log.warning("telehealth event %s expired before it was read", payload)
                     continue
                 payload = text
-            await self._deliver(orjson.loads(payload))
+            await self._deliver_payload(payload)
 
-    async def publish(self, event: dict[str, Any]) -> None:
-        payload = orjson.dumps(event).decode()
-        if len(payload.encode()) > NOTIFY_LIMIT:
+    async def _send(self, message: bytes) -> None:
+        payload = message.decode()
+        if len(message) > NOTIFY_LIMIT:  # one event too large for NOTIFY
             payload = f"@{await asyncio.to_thread(self.spill, payload)}"
-        async with self._send_lock:
-            await self._send.execute("SELECT pg_notify(%s, %s)", (self.channel, payload))
+        await self._send_conn.execute("SELECT pg_notify(%s, %s)", (self.channel, payload))
 
     async def close(self) -> None:
+        await self._stop_sender()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
-        for conn in (self._listen, self._send):
+        for conn in (self._listen, self._send_conn):
             if conn is not None:
                 await conn.close()
 
 
-class RedisBus(Bus):
+class RedisBus(BatchingBus):
     """Redis pub/sub on one channel."""
 
     def __init__(self, url: str, channel: str = "carebase_telehealth") -> None:
+        super().__init__()
         self.url, self.channel = url, channel
         self._client: Any = None
         self._pubsub: Any = None
@@ -145,16 +218,18 @@ class RedisBus(Bus):
         except Exception as exc:
             raise CarebaseError(f"The telehealth bus cannot reach Redis: {exc}") from exc
         self._task = asyncio.create_task(self._run(), name="telehealth-redis-bus")
+        self._start_sender()
 
     async def _run(self) -> None:
         async for message in self._pubsub.listen():
             if message.get("type") == "message":
-                await self._deliver(orjson.loads(message["data"]))
+                await self._deliver_payload(message["data"])
 
-    async def publish(self, event: dict[str, Any]) -> None:
-        await self._client.publish(self.channel, orjson.dumps(event))
+    async def _send(self, message: bytes) -> None:
+        await self._client.publish(self.channel, message)
 
     async def close(self) -> None:
+        await self._stop_sender()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

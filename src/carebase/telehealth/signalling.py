@@ -122,6 +122,8 @@ class Hub:
     ) -> None:
         self.store, self.rooms, self.bus, self.tokens = store, rooms, bus, tokens
         self.settings, self._trail = settings, trail
+        #: tags this worker's events, so it skips them when the bus brings them back
+        self.worker = uuid.uuid4().hex
         self.local: dict[str, dict[str, Connection]] = {}
         self.snapshots: dict[str, Room] = {}
         self._leaving: dict[str, asyncio.TimerHandle] = {}
@@ -270,7 +272,7 @@ class Hub:
                 "room": self.view(snapshot, grant.participant),
             }
         )
-        await self.bus.publish(
+        await self._publish(
             {"kind": "replaced", "room": grant.room, "pid": grant.participant, "conn": conn.id}
         )
         await self._room_changed(snapshot)
@@ -381,7 +383,7 @@ class Hub:
             conn.grant.principal(), "signal", conn.room, detail=f"{kind} {conn.pid}->{target}"
         )
         self.relayed += 1
-        await self.bus.publish({"kind": "relay", "room": conn.room, "to": target, "frame": out})
+        await self._publish({"kind": "relay", "room": conn.room, "to": target, "frame": out})
 
     async def _chat(self, conn: Connection, frame: dict[str, Any]) -> None:
         room = self._snapshot(conn)
@@ -408,7 +410,7 @@ class Hub:
             "id": stored["id"],
             "sent": stored["sent"],
         }
-        await self.bus.publish({"kind": "broadcast", "room": conn.room, "frame": out})
+        await self._publish({"kind": "broadcast", "room": conn.room, "frame": out})
 
     def _store_chat(self, grant: JoinGrant, text: str) -> dict[str, Any]:
         stored = self.store.read("Appointment", grant.room)
@@ -484,7 +486,7 @@ class Hub:
         return snapshot
 
     async def _room_changed(self, snapshot: Room) -> None:
-        await self.bus.publish({"kind": "room", "room": snapshot.id, "state": snapshot.to_json()})
+        await self._publish({"kind": "room", "room": snapshot.id, "state": snapshot.to_json()})
 
     def _patients(self, room: str) -> tuple[str, ...]:
         stored = self.store.read("Appointment", room)
@@ -541,8 +543,24 @@ class Hub:
                         conn.next_ping = now + interval
                         await conn.send({"type": "ping", "t": int(time.time() * 1000)})
 
-    # --- events from the bus -----------------------------------------------------------------
+    # --- events ------------------------------------------------------------------------------
+    async def _publish(self, event: dict[str, Any]) -> None:
+        """Deliver `event` to this worker's sockets now, and to the other workers over the
+        bus (a relay to a socket held here needs no bus at all)."""
+        await self._apply(event)
+        if not self.bus.shared:
+            return
+        if event["kind"] == "relay" and event["to"] in self.local.get(event["room"], {}):
+            return
+        event["origin"] = self.worker
+        await self.bus.publish(event)
+
     async def on_event(self, event: dict[str, Any]) -> None:
+        """An event from the bus (this worker's own were delivered when published)."""
+        if event.get("origin") != self.worker:
+            await self._apply(event)
+
+    async def _apply(self, event: dict[str, Any]) -> None:
         room_id = event.get("room")
         conns = self.local.get(room_id or "")
         kind = event.get("kind")
