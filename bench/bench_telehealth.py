@@ -100,17 +100,23 @@ def seed(url: str, rooms: int) -> list[str]:
         store.close()
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of the worker processes so far."""
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
+def rss_kib(pids: list[int]) -> int:
+    """The resident set of the worker processes together."""
+    total = 0
+    for pid in pids:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1])
+    return total
 
 
 class Client:
@@ -171,7 +177,7 @@ async def talk_phase(
     latencies: list[float],
     seconds: float,
     rate: float,
-    pid: int,
+    pids: list[int],
 ) -> dict[str, float]:
     """Every clinician sends `rate` offers/s for `seconds` (the first second, while the
     senders start, is not counted); latencies and CPU of this phase."""
@@ -186,13 +192,13 @@ async def talk_phase(
     async def warm_up() -> None:
         await asyncio.sleep(1.0)
         latencies.clear()
-        marks.extend([time.perf_counter(), cpu_seconds(pid), time.process_time()])
+        marks.extend([time.perf_counter(), cpu_seconds(pids), time.process_time()])
 
     marks: list[float] = []
     await asyncio.gather(warm_up(), *(talk(doc) for doc, _ in pairs))
     await asyncio.sleep(1.0)  # the last answers
     t0, cpu0, client0 = marks
-    elapsed, server_cpu = time.perf_counter() - t0, cpu_seconds(pid) - cpu0
+    elapsed, server_cpu = time.perf_counter() - t0, cpu_seconds(pids) - cpu0
     client_cpu = time.process_time() - client0
     ordered = sorted(latencies)
     return {
@@ -208,15 +214,17 @@ async def talk_phase(
 
 
 async def run_load(
-    port: int,
+    ports: list[int],
     rooms: list[str],
     tokens: JoinTokens,
     seconds: float,
     rate: float,
-    pid: int,
+    pids: list[int],
     runs: int,
 ) -> dict[str, Any]:
-    url = f"ws://127.0.0.1:{port}/telehealth/ws/"
+    # clinicians on the first worker, patients on the last (the same one when there is one)
+    url = f"ws://127.0.0.1:{ports[0]}/telehealth/ws/"
+    patient_url = f"ws://127.0.0.1:{ports[-1]}/telehealth/ws/"
     latencies: list[float] = []
     pairs: list[tuple[Client, Client]] = []
     for room in rooms:
@@ -233,7 +241,10 @@ async def run_load(
             room=room, role="patient", participant="patient", display="P", subject="u-p", ttl=3600
         )
         pairs.append(
-            (Client(url + room, doc_token, latencies), Client(url + room, pat_token, latencies))
+            (
+                Client(url + room, doc_token, latencies),
+                Client(patient_url + room, pat_token, latencies),
+            )
         )
     gate = asyncio.Semaphore(40)
 
@@ -253,11 +264,11 @@ async def run_load(
     started = time.perf_counter()
     await asyncio.gather(*(join(p) for p in pairs[:half]))
     await asyncio.sleep(2)  # let the joins' writes and audit settle
-    rss_before = rss_kib(pid)
+    rss_before = rss_kib(pids)
     await asyncio.gather(*(join(p) for p in pairs[half:]))
     connect_seconds = time.perf_counter() - started - 2
     await asyncio.sleep(2)
-    rss_after = rss_kib(pid)
+    rss_after = rss_kib(pids)
     # This client's own garbage collections (1,000 sockets' objects) would stall both ends
     # of every measured message at once; the server's collector runs as shipped.
     gc.collect()
@@ -265,7 +276,7 @@ async def run_load(
     gc.disable()
     phases = []
     for _ in range(runs):
-        phases.append(await talk_phase(pairs, latencies, seconds, rate, pid))
+        phases.append(await talk_phase(pairs, latencies, seconds, rate, pids))
     gc.enable()
     for doc, pat in pairs:
         for c in (doc, pat):
@@ -291,6 +302,38 @@ async def run_load(
     }
 
 
+def server_command(port: int) -> list[str]:
+    """One uvicorn worker of the app as shipped."""
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "carebase.api.app:app_from_env",
+        "--factory",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+        "--backlog",
+        "4096",
+    ]
+
+
+def wait_ready(port: int) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError("the server did not start")
+        time.sleep(0.2)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -300,8 +343,17 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=1.0, help="offers per room per second")
     parser.add_argument("--runs", type=int, default=3, help="measured phases (medians reported)")
     parser.add_argument("--backend", choices=["sqlite", "postgresql"], default="sqlite")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        choices=[1, 2],
+        default=1,
+        help="2: clinicians on one worker, patients on another (PostgreSQL: over LISTEN/NOTIFY)",
+    )
     parser.add_argument("--write-docs", action="store_true")
     args = parser.parse_args()
+    if args.workers == 2 and args.backend != "postgresql":
+        parser.error("--workers 2 needs --backend postgresql (SQLite serves one process)")
     with tempfile.TemporaryDirectory(prefix="bench-telehealth-") as tmp:
         data = Path(tmp)
         url = (
@@ -314,7 +366,7 @@ def main() -> None:
         print(f"booked {len(rooms)} appointments in {time.perf_counter() - t:.1f} s")
         settings = Settings(data_dir=data, base_url=BASE_URL)
         tokens = JoinTokens(KeyRing.open(settings.keys_dir), settings.token_issuer, ttl=3600)
-        port = free_port()
+        ports = [free_port() for _ in range(args.workers)]
         env = {
             **os.environ,
             "CAREBASE_DATABASE_URL": url,
@@ -322,55 +374,39 @@ def main() -> None:
             "CAREBASE_BASE_URL": BASE_URL,
             "CAREBASE_TELEHEALTH_REMINDER_MINUTES": "0",
         }
-        cmd = [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "carebase.api.app:app_from_env",
-            "--factory",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-            "--backlog",
-            "4096",
-        ]
-        proc = subprocess.Popen(cmd, env=env)
+        procs = [subprocess.Popen(server_command(port), env=env) for port in ports]
         try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError("the server did not start")
-                time.sleep(0.2)
+            for port in ports:
+                wait_ready(port)
             import uvloop
 
             uvloop.install()  # the client too: 1,000 sockets in one process
+            pids = [proc.pid for proc in procs]
             result = asyncio.run(
-                run_load(port, rooms, tokens, args.seconds, args.rate, proc.pid, args.runs)
+                run_load(ports, rooms, tokens, args.seconds, args.rate, pids, args.runs)
             )
         finally:
-            terminate(proc, 30)
+            for proc in procs:
+                terminate(proc, 30)
     load = os.getloadavg()[0]
     print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
     verdict = "met" if result["p99_ms"] < FLOOR_P99_MS else "NOT met"
     r = result
-    bus = "in-process bus" if args.backend == "sqlite" else "LISTEN/NOTIFY bus"
+    if args.workers == 2:
+        bus = "two workers: every clinician on one, every patient on the other, over LISTEN/NOTIFY"
+    else:
+        bus = "in-process bus" if args.backend == "sqlite" else "LISTEN/NOTIFY bus, one worker"
     per_phase = ", ".join(f"{p['p99_ms']:.1f}" for p in r["runs"]) + " ms"
     cpu_worker, cpu_client = 100 * r["server_cpu_share"], 100 * r["client_cpu_share"]
     title = (
-        f"## Telehealth signalling: one worker, {args.rooms} rooms (`bench/bench_telehealth.py`)"
+        f"## Telehealth signalling: {args.rooms} rooms on {args.backend}, "
+        f"{'one worker' if args.workers == 1 else 'two workers'} "
+        "(`bench/bench_telehealth.py`)"
     )
     markdown = f"""{title}
 
-{machine()}; load average {load:.1f} at the end (other jobs shared the machine). One
-uvicorn worker on {args.backend} ({bus}), durable audit trail (every relayed message audited); the
+{machine()}; load average {load:.1f} at the end (other jobs shared the machine).
+uvicorn on {args.backend} ({bus}), durable audit trail (every relayed message audited); the
 client (this script, {r["connections"]:,} WebSockets) ran on the same cores. Each clinician
 sent {args.rate:g} offer/s to its patient and each patient answered, in {args.runs} phases of
 {args.seconds:g} s (medians over phases; p99 per phase: {per_phase}).
@@ -383,14 +419,14 @@ sent {args.rate:g} offer/s to its patient and each patient answered, in {args.ru
 | latency p50 | {r["p50_ms"]:.1f} ms |
 | latency p99 | {r["p99_ms"]:.1f} ms (floor < {FLOOR_P99_MS:.0f} ms: {verdict}) |
 | latency max (all phases) | {r["max_ms"]:.1f} ms |
-| worker RSS, half / all rooms in | {r["rss_before_mib"]:.0f} / {r["rss_after_mib"]:.0f} MiB |
+| workers' RSS, half / all rooms in | {r["rss_before_mib"]:.0f} / {r["rss_after_mib"]:.0f} MiB |
 | worker CPU per relayed message | {r["server_cpu_us_per_message"]:.0f} µs |
 | CPU while relaying, worker / client | {cpu_worker:.0f}% / {cpu_client:.0f}% of a core |
 | memory per connection | {r["kib_per_connection"]:.0f} KiB |
 """
     print(markdown)
     if args.write_docs:
-        write_section(f"telehealth-{args.backend}", markdown)
+        write_section(f"telehealth-{args.backend}-{args.workers}", markdown)
 
 
 if __name__ == "__main__":
