@@ -44,10 +44,12 @@ from carebase.errors import (
     Unavailable,
 )
 from carebase.fhir.operation_outcome import error_outcome, from_error
+from carebase.store.sql_store import SqlStore
 from carebase.telehealth import messages, scheduling
 from carebase.telehealth.access import CLINICAL_ROLES, Caller, record
 from carebase.telehealth.availability import parse_instant, parse_pattern
 from carebase.telehealth.codes import visit_types_of
+from carebase.telehealth.room_store import RoomStore
 from carebase.telehealth.service import Telehealth
 from carebase.telehealth.signalling import Hub
 from carebase.telehealth.turn import ice_servers
@@ -348,7 +350,9 @@ class TelehealthRoutes:
         appointment_id = _id(request)
         appointment = await run_in_threadpool(self._visit, caller, appointment_id)
         _, pid = self._room_role(caller, appointment)
-        state = await run_in_threadpool(self.service.hub.rooms.load, appointment_id)
+        store = self.service.store
+        assert isinstance(store, SqlStore)
+        state = await run_in_threadpool(RoomStore(store).load, appointment_id)
         if state is None:
             return 200, {
                 "id": appointment_id,
