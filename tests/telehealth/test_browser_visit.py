@@ -17,7 +17,11 @@ CHROMIUM = (
     or shutil.which("chromium")
     or shutil.which("chromium-browser")
 )
-FAKE_MEDIA = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
+FAKE_MEDIA = [
+    "--use-fake-device-for-media-stream",
+    "--use-fake-ui-for-media-stream",
+    "--auto-select-desktop-capture-source=Entire screen",  # screen share without a picker
+]
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +87,13 @@ def test_patient_waits_clinician_admits_both_see_video(visit: Any, browser: Any)
             "() => document.getElementById('chat-log').textContent"
             ".includes('hello from the browser')"
         )
+        # screen share: the same sender now carries the screen, and frames keep arriving
+        patient.click("#share")
+        patient.wait_for_function(
+            "() => document.getElementById('share').getAttribute('aria-pressed') === 'true'"
+        )
+        before = _frames(clinician)
+        clinician.wait_for_function(f"() => ({TOTAL_FRAMES}) > {before}")
         quality = clinician.locator(".tile .quality").first.text_content()
         assert quality in ("good", "fair", "poor")
     finally:
