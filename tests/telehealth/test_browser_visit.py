@@ -34,12 +34,11 @@ def browser() -> Any:
         browser.close()
 
 
+TOTAL_FRAMES = "Object.values(window.visitStats).reduce((n, s) => n + s.framesDecoded, 0)"
+
+
 def _frames(page: Any) -> int:
-    return int(
-        page.evaluate(
-            "() => Object.values(window.visitStats).reduce((n, s) => n + s.framesDecoded, 0)"
-        )
-    )
+    return int(page.evaluate(f"() => {TOTAL_FRAMES}"))
 
 
 @pytest.mark.parametrize("store", ["sqlite"], indirect=True)
