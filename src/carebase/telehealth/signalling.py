@@ -68,9 +68,18 @@ class FrameError(Exception):
         self.code, self.message = code, message
 
 
+#: Frames waiting for a slow peer, at most; past that the peer is dropped (it may resume).
+MAX_OUTBOX = 256
+
+
 @dataclass(eq=False, slots=True)
 class Connection:
-    """One live WebSocket of one participant on this worker."""
+    """One live WebSocket of one participant on this worker.
+
+    Frames to the peer go through an outbox that a writer task of its own drains, so a peer
+    that reads slowly (or not at all) never holds up whoever sends to it: another
+    participant's receive loop, or the bus listener delivering for every room.
+    """
 
     ws: WebSocket
     grant: JoinGrant
@@ -78,8 +87,9 @@ class Connection:
     last_seen: float = field(default_factory=time.monotonic)
     #: when the server pings next (set from `ping_seconds` when the connection joins)
     next_ping: float = 0.0
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     closed: bool = False
+    outbox: asyncio.Queue[str | tuple[int, str]] = field(default_factory=asyncio.Queue)
+    writer: asyncio.Task[None] | None = None
 
     @property
     def room(self) -> str:
@@ -89,22 +99,54 @@ class Connection:
     def pid(self) -> str:
         return self.grant.participant
 
+    def start(self) -> None:
+        """Start the writer task (once the connection is admitted to the room)."""
+        self.writer = asyncio.create_task(self._write(), name=f"telehealth-writer-{self.id}")
+
     async def send(self, frame: dict[str, Any]) -> None:
+        """Queue `frame` for the peer (returns at once)."""
         if self.closed:
             return
-        async with self.lock:
-            try:
-                await self.ws.send_text(orjson.dumps(frame).decode())
-            except (RuntimeError, WebSocketDisconnect, OSError):
-                self.closed = True
+        if self.outbox.qsize() >= MAX_OUTBOX:
+            log.warning(
+                "dropping a participant of room %s: %d frames unread", self.room, MAX_OUTBOX
+            )
+            await self.close(1013, "too slow: reconnect")
+            return
+        self.outbox.put_nowait(orjson.dumps(frame).decode())
 
     async def close(self, code: int, reason: str = "") -> None:
+        """Close after the frames already queued (at once when no writer runs)."""
         if self.closed:
             return
         self.closed = True
+        if self.writer is None or self.writer.done():
+            await self._close_now(code, reason)
+        else:
+            self.outbox.put_nowait((code, reason))
+
+    async def _write(self) -> None:
+        while True:
+            item = await self.outbox.get()
+            if isinstance(item, tuple):
+                await self._close_now(*item)
+                return
+            try:
+                await self.ws.send_text(item)
+            except (RuntimeError, WebSocketDisconnect, OSError):
+                self.closed = True
+                return
+
+    async def _close_now(self, code: int, reason: str) -> None:
         with contextlib.suppress(RuntimeError, WebSocketDisconnect, OSError):
             if self.ws.application_state != WebSocketState.DISCONNECTED:
                 await self.ws.close(code, reason[:120])
+
+    def stop(self) -> None:
+        """Stop the writer (the socket is gone)."""
+        self.closed = True
+        if self.writer is not None and not self.writer.done():
+            self.writer.cancel()
 
 
 class Hub:
@@ -193,6 +235,10 @@ class Hub:
             pass
         finally:
             if conn is not None:
+                if conn.closed and conn.writer is not None and not conn.writer.done():
+                    # closed by us: let the writer send what is queued, then the close
+                    with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                        await asyncio.wait_for(asyncio.shield(conn.writer), 5)
                 await self._dropped(conn)
 
     async def _join_grant(self, ws: WebSocket, room: str) -> JoinGrant | None:
@@ -258,6 +304,7 @@ class Hub:
             handle.cancel()
         old = self.local.setdefault(grant.room, {}).get(grant.participant)
         self.local[grant.room][grant.participant] = conn
+        conn.start()
         if old is not None:
             await old.close(CLOSE_REPLACED, "replaced by a newer connection")
         self.snapshots[grant.room] = snapshot
@@ -502,7 +549,7 @@ class Hub:
             del conns[conn.pid]
             if not conns:
                 self.local.pop(conn.room, None)
-        conn.closed = True
+        conn.stop()
         room = self.snapshots.get(conn.room)
         me = room.participants.get(conn.pid) if room else None
         if me is None or me.state not in ("checked-in", "waiting", "admitted"):
