@@ -107,6 +107,18 @@ class Visit:
         return grant
 
 
+def _patient_token(issue: Any, patient: str, name: str) -> str:
+    token: str = issue(
+        subject=f"u-{patient}",
+        scopes=["patient/*.rs"],
+        role="patient",
+        username=name,
+        patient=patient,
+        fhir_user=f"Patient/{patient}",
+    )[0]
+    return token
+
+
 def bearers(app: Starlette) -> dict[str, str]:
     tokens = app.state.tokens
     issue = tokens.issue
@@ -118,22 +130,8 @@ def bearers(app: Starlette) -> dict[str, str]:
             username="Dr Who",
             fhir_user="Practitioner/doc",
         )[0],
-        "patient": issue(
-            subject="u-pat1",
-            scopes=["patient/*.rs"],
-            role="patient",
-            username="Pat One",
-            patient="pat1",
-            fhir_user="Patient/pat1",
-        )[0],
-        "other-patient": issue(
-            subject="u-pat2",
-            scopes=["patient/*.rs"],
-            role="patient",
-            username="Pat Two",
-            patient="pat2",
-            fhir_user="Patient/pat2",
-        )[0],
+        "patient": _patient_token(issue, "pat1", "Pat One"),
+        "other-patient": _patient_token(issue, "pat2", "Pat Two"),
         "front-desk": issue(
             subject="u-desk",
             scopes=[

@@ -37,7 +37,7 @@ async def test_events_published_during_a_send_go_out_together_in_order() -> None
     for event in events:
         await bus.publish(event)
     await asyncio.sleep(0.2)
-    await bus._stop_sender()
+    await bus._stop_tasks()
     assert len(bus.sent) < len(events)
     for message in bus.sent:
         batch = orjson.loads(message)

@@ -82,6 +82,8 @@ class BatchingBus(Bus):
         self._queue: list[bytes] = []
         self._wakeup = asyncio.Event()
         self._sender: asyncio.Task[None] | None = None
+        #: the task receiving other workers' messages (set by `start`)
+        self._task: asyncio.Task[None] | None = None
 
     def _start_sender(self) -> None:
         self._sender = asyncio.create_task(self._send_loop(), name="telehealth-bus-sender")
@@ -120,11 +122,13 @@ class BatchingBus(Bus):
     async def _send(self, message: bytes) -> None:
         """Send one message to every worker."""
 
-    async def _stop_sender(self) -> None:
-        if self._sender is not None:
-            self._sender.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._sender
+    async def _stop_tasks(self) -> None:
+        """Stop sending and receiving."""
+        for task in (self._sender, self._task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
 
 
 def channel_for(url: str) -> str:
@@ -152,7 +156,6 @@ class PostgresBus(BatchingBus):
         self.spill, self.fetch = spill, fetch
         self._listen: Any = None
         self._send_conn: Any = None
-        self._task: asyncio.Task[None] | None = None
 
     async def start(self, handler: Handler) -> None:
         import psycopg
@@ -185,11 +188,7 @@ class PostgresBus(BatchingBus):
         await self._send_conn.execute("SELECT pg_notify(%s, %s)", (self.channel, payload))
 
     async def close(self) -> None:
-        await self._stop_sender()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+        await self._stop_tasks()
         for conn in (self._listen, self._send_conn):
             if conn is not None:
                 await conn.close()
@@ -203,7 +202,6 @@ class RedisBus(BatchingBus):
         self.url, self.channel = url, channel
         self._client: Any = None
         self._pubsub: Any = None
-        self._task: asyncio.Task[None] | None = None
 
     async def start(self, handler: Handler) -> None:
         try:
@@ -229,11 +227,7 @@ class RedisBus(BatchingBus):
         await self._client.publish(self.channel, message)
 
     async def close(self) -> None:
-        await self._stop_sender()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+        await self._stop_tasks()
         if self._pubsub is not None:
             await self._pubsub.aclose()
         if self._client is not None:
