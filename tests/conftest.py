@@ -31,6 +31,7 @@ from carebase.store.schema import (
     REINDEX_TABLE,
     TEXT_TABLE,
 )
+from carebase.telehealth.room_store import TELEHEALTH_TABLES
 from shared_data import SYNTHEA_TAR
 
 # One OpenMP thread (read when scikit-learn first loads, after this): the tests' models are
@@ -96,6 +97,7 @@ def _truncate(postgres_url: str) -> None:
             *OAUTH_TABLES,
             *BULK_TABLES,
             *ML_TABLES,
+            *TELEHEALTH_TABLES,
         ]
     )
     with psycopg.connect(postgres_url, autocommit=True) as conn:

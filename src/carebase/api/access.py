@@ -154,19 +154,7 @@ class Guard:
     def after_write(self, tx: Transaction, stored: StoredResource, letter: str) -> None:
         """After writing (inside the transaction): the new version must be one the caller may
         see and not in another patient's compartment, else 403 (the transaction rolls back)."""
-        visibility = self.policy.require(stored.type, letter)
-        if visibility.unrestricted:
-            self.saw(stored)
-            return
-        restriction = self.policy.restriction(letter)
-        assert restriction is not None
-        params = [("_id", stored.id)]
-        if not tx.search_ids(stored.type, params, limit=1, restriction=restriction.exclusive()):
-            raise Forbidden(
-                f"{stored.type}/{stored.id} would be outside what this access token may "
-                f"{_VERB[letter]}: {_WHY}",
-                location=stored.type,
-            )
+        self.policy.check_written(tx, stored, letter)
         self.saw(stored)
 
     def validate(self, type_: str) -> None:
@@ -180,7 +168,3 @@ class Guard:
 
 
 _VERB = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
-_WHY = (
-    "a patient-context token writes only inside its patient's compartment, and a user "
-    "restricted to an organization only for that organization's patients"
-)

@@ -39,6 +39,9 @@ from carebase.errors import CarebaseError
 from carebase.store.base import Store
 from carebase.store.oauth_records import OAuthRecords
 from carebase.store.sql_store import SqlStore
+from carebase.telehealth.routes import TelehealthRoutes
+from carebase.telehealth.service import Telehealth
+from carebase.telehealth.settings import TelehealthSettings
 from carebase.web import STATIC_DIR
 from carebase.web.login_routes import login_routes
 from carebase.web.oauth_pages import oauth_page_routes
@@ -69,7 +72,11 @@ def durable_trail(store: Store, settings: Settings) -> AuditTrail:
 
 
 def create_app(
-    settings: Settings, store: Store | None = None, *, audit: AuditTrail | None = None
+    settings: Settings,
+    store: Store | None = None,
+    *,
+    audit: AuditTrail | None = None,
+    telehealth: TelehealthSettings | None = None,
 ) -> Starlette:
     """The carebase ASGI app.
 
@@ -103,9 +110,11 @@ def create_app(
         if owned_trail and isinstance(trail, DatabaseAuditTrail | ProcessAuditTrail):
             trail.start()
         runner.start()  # queued and interrupted bulk jobs resume now
+        await visits.start(api.store)  # signalling bus, visit rooms, reminders
         try:
             yield
         finally:
+            await visits.stop()
             runner.stop()
             if owned_trail:
                 _close_trail(trail)
@@ -126,6 +135,16 @@ def create_app(
     routes.extend(MlApi(api).routes())  # $predict, CDS Hooks, model cards
     routes.extend(EverythingApi(api).routes())  # Patient/$everything
     routes.extend(oauth_routes)
+    visits = Telehealth(
+        telehealth or TelehealthSettings.from_env(),
+        issuer=settings.token_issuer,
+        store=lambda: api.store,
+        ring=lambda: oauth.tokens.ring,
+        trail=lambda: getattr(app.state, "audit_trail", None),
+    )
+    routes.extend(
+        TelehealthRoutes(visits, lambda: getattr(app.state, "audit_trail", None)).routes()
+    )
     routes.append(Route("/healthz", healthz, methods=["GET"]))
     routes.extend(login_routes())
     routes.extend(oauth_page_routes())
@@ -142,6 +161,8 @@ def create_app(
     app.state.oauth = oauth
     #: the Bulk Data job runner (the lifespan runs it; without one, call `run_pending()`)
     app.state.bulk = runner
+    #: telemedicine: scheduling, visit rooms and signalling (`carebase.telehealth`)
+    app.state.telehealth = visits
     oauth.users = _AppUsers(app)
     #: the one TokenService of the app (bearer checks use it; revocations apply to it)
     app.state.tokens = oauth.tokens

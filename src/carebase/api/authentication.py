@@ -43,8 +43,9 @@ def is_public(method: str, path: str) -> bool:
     return path in ("/fhir/metadata", "/fhir/metadata/") and method in ("GET", "HEAD")
 
 
-#: Path prefixes that need a bearer token: FHIR, CDS Hooks services, model cards.
-PROTECTED = ("/fhir", "/cds-services/", "/ml/")
+#: Path prefixes that need a bearer token: FHIR, CDS Hooks services, model cards, the
+#: telehealth API (its WebSocket authenticates with a room join token instead).
+PROTECTED = ("/fhir", "/cds-services/", "/ml/", "/telehealth/api/")
 
 
 def is_protected(path: str) -> bool:

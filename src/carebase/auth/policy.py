@@ -32,6 +32,7 @@ from carebase.auth.roles import permitted_scopes
 from carebase.auth.scopes import CONTEXT_BREADTH, ScopeError, ScopeGrant, ScopeSet
 from carebase.errors import Forbidden
 from carebase.fhir.definitions.loader import get_definitions
+from carebase.store.base import StoredResource, Transaction
 from carebase.store.search_restriction import Restriction, Visibility
 
 #: The permission letter each FHIR interaction needs.
@@ -53,6 +54,11 @@ INTERACTION_PERMISSION: dict[str, str] = {
 BREAK_GLASS_ROLES = frozenset({"clinician", "nurse"})
 #: Roles whose `user/` scopes are never narrowed to an organisation.
 UNRESTRICTED_ROLES = frozenset({"admin"})
+#: Why a write was refused although the scope allows the type.
+WRITE_RESTRICTION = (
+    "a patient-context token writes only inside its patient's compartment, and a user "
+    "restricted to an organization only for that organization's patients"
+)
 _VERBS = {"c": "create", "r": "read", "u": "update", "d": "delete", "s": "search"}
 
 
@@ -121,6 +127,23 @@ class AccessPolicy:
                 location=type_,
             )
         return visibility
+
+    def check_written(self, tx: Transaction, stored: StoredResource, letter: str) -> None:
+        """After writing `stored` (inside its transaction): 403 unless the new version is
+        one the caller may see and in no other patient's compartment (the transaction then
+        rolls back, so nothing is written)."""
+        visibility = self.require(stored.type, letter)
+        if visibility.unrestricted:
+            return
+        restriction = self.restriction(letter)
+        assert restriction is not None
+        params = [("_id", stored.id)]
+        if not tx.search_ids(stored.type, params, limit=1, restriction=restriction.exclusive()):
+            raise Forbidden(
+                f"{stored.type}/{stored.id} would be outside what this access token may "
+                f"{_VERBS[letter]}: {WRITE_RESTRICTION}",
+                location=stored.type,
+            )
 
     def may_touch(self, type_: str) -> bool:
         """Whether any scope grants anything on `type_` (for `$validate`)."""

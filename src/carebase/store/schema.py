@@ -380,6 +380,33 @@ def _ml_models() -> Migration:
     )
 
 
+def _telehealth() -> Migration:
+    # Visit rooms (`telehealth/room_store.py`): one row per room (the Appointment id), its
+    # waiting-room state as JSON, changed under a row lock by whichever worker a participant
+    # is connected to. `telehealth_signal` holds signalling messages too large for a
+    # PostgreSQL NOTIFY payload (8,000 bytes): the notification carries the row id instead.
+    statements = [
+        _both(
+            "CREATE TABLE telehealth_room ("
+            " id TEXT PRIMARY KEY,"
+            " state TEXT NOT NULL,"
+            " updated {big} NOT NULL)"
+        ),
+        _both(
+            "CREATE TABLE telehealth_signal ("
+            " id {id},"
+            " payload TEXT NOT NULL,"
+            " created {big} NOT NULL)"
+        ),
+    ]
+    return Migration(
+        9,
+        "telehealth visit rooms and oversized signalling messages",
+        tuple(s for s, _ in statements),
+        tuple(p for _, p in statements),
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     _initial(),
     _full_text(),
@@ -389,6 +416,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     _audit_log(),
     _bulk_jobs(),
     _ml_models(),
+    _telehealth(),
 )
 INDEX_TABLES: tuple[str, ...] = tuple(_INDEX_TABLES)
 LATEST = MIGRATIONS[-1].number

@@ -1,0 +1,142 @@
+"""Room join tokens: short-lived JWTs, signed with the server's token keys (`auth.keys`),
+that let one participant into one visit room in one role.
+
+A join token's audience is the room (`<issuer>/telehealth/rooms/<appointment id>`), so a
+token for another room (or an access token) is refused; its type header is
+`carebase-room+jwt`, so it is never taken for an access token either. Claims: `sub` (who
+asked: the user's subject, or the inviting clinician's for a guest), `room`, `role`
+(clinician, patient, guest), `pid` (the participant id: stable per person and room, so a
+reconnect resumes the same participant), `name` (shown to the others), and `fhirUser`.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+
+from carebase.auth.keys import SIGNING_ALGORITHM, KeyRing
+from carebase.auth.principal import Principal
+from carebase.auth.tokens import LEEWAY_SECONDS
+from carebase.errors import Unauthorized
+from carebase.telehealth.room_state import ROLES
+
+JOIN_TOKEN_TYPE = "carebase-room+jwt"
+
+
+@dataclass(frozen=True, slots=True)
+class JoinGrant:
+    """A verified join token."""
+
+    room: str
+    role: str
+    participant: str
+    display: str
+    subject: str
+    fhir_user: str | None
+    expires_at: int
+    token_id: str
+
+    def principal(self) -> Principal:
+        """The caller for audit entries (guests appear with the inviting clinician's subject)."""
+        return Principal(
+            subject=self.subject,
+            role=self.role if self.role != "guest" else "guest",
+            username=self.display,
+            fhir_user=self.fhir_user,
+            token_id=self.token_id,
+        )
+
+
+class JoinTokens:
+    """Issues and verifies room join tokens with the server's key ring."""
+
+    def __init__(self, ring: KeyRing, issuer: str, ttl: int = 600) -> None:
+        self.ring, self.issuer, self.ttl = ring, issuer.rstrip("/"), ttl
+
+    def audience(self, room: str) -> str:
+        return f"{self.issuer}/telehealth/rooms/{room}"
+
+    def issue(
+        self,
+        *,
+        room: str,
+        role: str,
+        participant: str,
+        display: str,
+        subject: str,
+        fhir_user: str | None = None,
+        ttl: int | None = None,
+    ) -> tuple[str, int]:
+        """(token, expiry epoch seconds)."""
+        if role not in ROLES:
+            raise ValueError(f"unknown room role {role!r}")
+        now = int(time.time())
+        expires = now + (ttl if ttl is not None else self.ttl)
+        claims: dict[str, Any] = {
+            "iss": self.issuer,
+            "aud": self.audience(room),
+            "sub": subject,
+            "iat": now,
+            "nbf": now,
+            "exp": expires,
+            "jti": uuid.uuid4().hex,
+            "room": room,
+            "role": role,
+            "pid": participant,
+            "name": display[:100],
+        }
+        if fhir_user:
+            claims["fhirUser"] = fhir_user
+        key = self.ring.active
+        token = jwt.encode(
+            claims,
+            key.private,
+            algorithm=SIGNING_ALGORITHM,
+            headers={"kid": key.kid, "typ": JOIN_TOKEN_TYPE},
+        )
+        return token, expires
+
+    def verify(self, token: str, room: str) -> JoinGrant:
+        """The grant of a valid token for `room`; 401 naming why otherwise."""
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as exc:
+            raise Unauthorized("The join token is not a JWT") from exc
+        if header.get("alg") != SIGNING_ALGORITHM or header.get("typ") != JOIN_TOKEN_TYPE:
+            raise Unauthorized("This is not a room join token")
+        key = self.ring.key(str(header.get("kid") or ""))
+        if key is None:
+            raise Unauthorized("The join token was not signed by this server")
+        try:
+            claims = jwt.decode(
+                token,
+                key.public,
+                algorithms=[SIGNING_ALGORITHM],
+                audience=self.audience(room),
+                issuer=self.issuer,
+                leeway=LEEWAY_SECONDS,
+                options={"require": ["exp", "iat", "nbf", "iss", "aud", "sub", "jti"]},
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise Unauthorized("The join token has expired; ask for a new one") from exc
+        except jwt.InvalidAudienceError as exc:
+            raise Unauthorized("The join token is for another room") from exc
+        except jwt.PyJWTError as exc:
+            raise Unauthorized(f"The join token is not valid: {exc}") from exc
+        role, pid = claims.get("role"), claims.get("pid")
+        if role not in ROLES or not isinstance(pid, str) or claims.get("room") != room:
+            raise Unauthorized("The join token's claims are malformed")
+        return JoinGrant(
+            room=room,
+            role=str(role),
+            participant=pid,
+            display=str(claims.get("name", "")),
+            subject=str(claims["sub"]),
+            fhir_user=claims.get("fhirUser"),
+            expires_at=int(claims["exp"]),
+            token_id=str(claims["jti"]),
+        )
