@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
+import orjson
 import pytest
 
 from carebase.auth.audit_chain import link_all, verify
@@ -20,7 +21,7 @@ T0 = 1_780_000_000_000  # 2026-05-28
 def record(n: int, *, patients: tuple[str, ...] = (), agent: str = "Practitioner/1") -> AuditRecord:
     return AuditRecord(
         seq=0,
-        id=f"ev-{n}",
+        id="",  # link names it after its seq
         recorded=T0 + n * DAY,
         interaction="read" if n % 2 else "search-type",
         action="R",
@@ -40,6 +41,29 @@ def append(store: SqlStore, records: list[AuditRecord]) -> list[AuditRecord]:
     return audit_records.append(store, lambda head: link_all(records, head.seq, head.hash))
 
 
+def append_rows(store: SqlStore, records: list[AuditRecord]) -> list[AuditRecord]:
+    """Append as the log did before migration 9: one audit_log row per entry, with its
+    audit_patient and audit_entity rows (ids and canonical bytes as they were)."""
+    linked = link_all(records, audit_records.head(store).seq, audit_records.head(store).hash)
+    with store.writing() as cur:
+        for r in linked:
+            cur.execute(
+                store.q(
+                    f"INSERT INTO audit_log ({audit_records._COLUMNS}) VALUES"
+                    f" ({', '.join('?' * 14)})"
+                ),
+                (r.seq, r.id, r.recorded, r.interaction, r.action, r.outcome, r.agent,
+                 r.agent_name, orjson.dumps(r.patients).decode(),
+                 orjson.dumps(r.entities).decode(), int(r.break_glass), r.event, r.prev_hash,
+                 r.hash),
+            )  # fmt: skip
+            for p in dict.fromkeys(r.patients):
+                cur.execute(store.q("INSERT INTO audit_patient VALUES (?, ?)"), (r.seq, p))
+            for e in dict.fromkeys(r.entities):  # the oldest logs indexed every entity
+                cur.execute(store.q("INSERT INTO audit_entity VALUES (?, ?)"), (r.seq, e))
+    return linked
+
+
 def raw(store: SqlStore, sql: str) -> None:
     with store.writing() as cur:
         cur.execute(sql)
@@ -52,14 +76,16 @@ def test_append_and_read_back(store: SqlStore) -> None:
     assert [r.seq for r in first + second] == [1, 2, 3]
     assert second[0].prev_hash == first[-1].hash  # the second batch links onto the first
     stored = list(audit_records.iter_records(store, batch=2))
-    assert [r.id for r in stored] == ["ev-1", "ev-2", "ev-3"]
-    assert stored[1].patients == ("a", "b") and stored[1].indexed_patients == ("a", "b")
+    assert [r.id for r in stored] == [r.id for r in first + second]
+    assert [r.id[:12] for r in stored] == ["000000000001", "000000000002", "000000000003"]
+    assert stored[1].patients == ("a", "b") and stored[1].block == 1
+    assert [r.missing_keys for r in stored] == [(), (), ()]  # every search key is indexed
     assert stored[1].event == first[1].event
     assert verify(stored).intact
     assert audit_records.count(store) == 3
     assert [r.seq for r in audit_records.tail(store, 2)] == [2, 3]
-    found = audit_records.by_id(store, "ev-2")
-    assert found is not None and found.hash == first[1].hash
+    found = audit_records.by_id(store, first[1].id)
+    assert found is not None and found.hash == first[1].hash and found.seq == 2
     assert audit_records.by_id(store, "nope") is None
     assert audit_records.head(store).seq == 3
 
@@ -69,7 +95,8 @@ def test_search(store: SqlStore) -> None:
     append(store, [record(7, agent="lab", patients=("p1",))])
 
     def ids(query: AuditQuery, **kw: Any) -> list[str]:
-        return [r.id for r in audit_records.search(store, query, **kw)]
+        # record n is entry n (one entry per record, in order)
+        return [f"ev-{r.seq}" for r in audit_records.search(store, query, **kw)]
 
     assert ids(AuditQuery()) == [f"ev-{n}" for n in range(7, 0, -1)]  # newest first
     assert ids(AuditQuery(patients=("p0",))) == ["ev-6", "ev-4", "ev-2"]
@@ -89,7 +116,8 @@ def test_search(store: SqlStore) -> None:
 
 
 def test_update_and_delete_are_refused_by_the_database(store: SqlStore) -> None:
-    append(store, [record(1, patients=("a",))])
+    append_rows(store, [record(1, patients=("a",)) for _ in range(1)])
+    append(store, [record(2, patients=("a",))])
     refused = (sqlite3.DatabaseError, StorageError)  # psycopg errors arrive translated
     for sql in (
         "UPDATE audit_log SET outcome = '0'",
@@ -97,14 +125,20 @@ def test_update_and_delete_are_refused_by_the_database(store: SqlStore) -> None:
         "UPDATE audit_patient SET patient = 'b'",
         "DELETE FROM audit_patient",
         "DELETE FROM audit_entity",
+        "UPDATE audit_block SET hash = 'x'",
+        "DELETE FROM audit_block",
+        "UPDATE audit_key SET key = 'p:b'",
+        "DELETE FROM audit_key",
     ):
         with pytest.raises(refused, match="append-only"):
             raw(store, sql)
     if store.dialect == "postgresql":
         with pytest.raises(refused, match="append-only"):
             raw(store, "TRUNCATE audit_log")
+        with pytest.raises(refused, match="append-only"):
+            raw(store, "TRUNCATE audit_block")
     stored = list(audit_records.iter_records(store))
-    assert len(stored) == 1 and verify(stored).intact
+    assert len(stored) == 2 and verify(stored).intact
 
 
 def test_a_failed_build_appends_nothing(store: SqlStore) -> None:
@@ -114,3 +148,40 @@ def test_a_failed_build_appends_nothing(store: SqlStore) -> None:
     with pytest.raises(RuntimeError):
         audit_records.append(store, broken)
     assert audit_records.count(store) == 0
+
+
+def test_a_log_of_rows_is_read_searched_and_verified_with_the_blocks_after_it(
+    store: SqlStore,
+) -> None:
+    old = [record(n, patients=(f"p{n % 2}",)) for n in range(1, 4)]
+    old[0].id = "legacy-id-1"  # ids of logs before migration 9 are any FHIR id
+    rows = append_rows(store, old)
+    blocks = append(store, [record(n, patients=(f"p{n % 2}",)) for n in range(4, 7)])
+    assert [r.seq for r in blocks] == [4, 5, 6] and blocks[0].prev_hash == rows[-1].hash
+    stored = list(audit_records.iter_records(store, batch=2))
+    assert [r.seq for r in stored] == [1, 2, 3, 4, 5, 6]
+    assert [r.block for r in stored] == [None, None, None, 4, 4, 4]
+    assert verify(stored).intact and audit_records.count(store) == 6
+    found = [r.seq for r in audit_records.search(store, AuditQuery(patients=("p1",)), limit=3)]
+    assert found == [5, 3, 1]  # newest first, across blocks and rows
+    assert [r.seq for r in audit_records.search(store, AuditQuery(), before=5, limit=3)] == [
+        4, 3, 2,
+    ]  # fmt: skip
+    assert [r.seq for r in audit_records.tail(store, 4)] == [3, 4, 5, 6]
+    row = audit_records.by_id(store, "legacy-id-1")
+    assert row is not None and row.seq == 1
+    entry = audit_records.by_id(store, blocks[1].id)
+    assert entry is not None and entry.seq == 5 and entry.hash == blocks[1].hash
+    assert audit_records.head(store) == ChainHead(6, blocks[-1].hash, "search-type")
+
+
+def test_records_not_linked_onto_the_head_are_refused(store: SqlStore) -> None:
+    append(store, [record(1)])
+    stale = link_all([record(2)], 0, audit_records.GENESIS_HASH)  # linked onto another head
+    with pytest.raises(ValueError, match="not linked"):
+        audit_records.append(store, lambda head: stale)
+    named = link_all([record(2)], 1, audit_records.head(store).hash)
+    named[0].id = "chosen-by-hand"  # by_id could not find it in its block
+    with pytest.raises(ValueError, match="not linked"):
+        audit_records.append(store, lambda head: named)
+    assert audit_records.count(store) == 1

@@ -12,7 +12,6 @@ and are served as stored.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
@@ -109,9 +108,6 @@ def record_of(values: Sequence[Any], observer: str, site: str | None) -> AuditRe
     or of their JSON round trip: the writer process builds rows without making entries."""
     interaction, action, outcome, recorded, patients, entities, who = values[:7]
     break_glass = values[11]
-    # 48 bits of time then 80 random bits, a valid FHIR id: entries written together sort
-    # together in the id index (a random id dirtied one index page per entry)
-    id_ = f"{recorded & 0xFFFFFFFFFFFF:012x}{os.urandom(10).hex()}"
     agent = agent_name = None
     if who is not None:
         subject, _kind, _role, username, fhir_user, client_id, principal_glass = who
@@ -121,7 +117,7 @@ def record_of(values: Sequence[Any], observer: str, site: str | None) -> AuditRe
     patients = tuple(dict.fromkeys(patients))
     return AuditRecord(
         seq=0,
-        id=id_,
+        id="",  # `audit_chain.link` names it after its seq
         recorded=recorded,
         interaction=interaction,
         action=action,

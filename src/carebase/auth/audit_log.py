@@ -249,7 +249,7 @@ class DatabaseAuditTrail(AuditTrail):
         def build(head: ChainHead) -> list[AuditRecord]:
             return link_all([*self._unclean_marker(head), *batch], head.seq, head.hash)
 
-        audit_records.append(self.store, build)
+        audit_records.append(self.store, build, interaction=self._check_pending)
         self._check_pending = False
 
     def _fail(self, exc: Exception) -> None:
