@@ -236,11 +236,17 @@ def indexed_entities(record: AuditRecord) -> tuple[str, ...]:
     return tuple(e for e in dict.fromkeys(entities) if e not in own)
 
 
-def _head(cur: Cursor, store: SqlStore, interaction: bool = True) -> ChainHead:
+def _head(cur: Cursor, store: SqlStore, interaction: bool = True, lock: bool = False) -> ChainHead:
+    """The chain's head; with `lock` (PostgreSQL), after taking the append lock, in the same
+    round trip (two statements: the second's snapshot is taken once the lock is held)."""
     columns = "last_seq, hash, entries" if interaction else "last_seq, hash"
-    row = cur.execute(
-        f"SELECT {columns} FROM audit_block ORDER BY first_seq DESC LIMIT 1"
-    ).fetchone()
+    sql = f"SELECT {columns} FROM audit_block ORDER BY first_seq DESC LIMIT 1"
+    if lock:
+        cur.execute(f"SELECT pg_advisory_xact_lock({APPEND_LOCK}); {sql}")
+        cur.nextset()
+        row = cur.fetchone()
+    else:
+        row = cur.execute(sql).fetchone()
     if row is not None:
         last = _last_interaction(bytes(row[2])) if interaction else None
         return ChainHead(int(row[0]), row[1], last)
@@ -281,10 +287,9 @@ def append(store: SqlStore, build: Builder, *, interaction: bool = True) -> list
     it once, at start-up. The records must be linked onto that head (`audit_chain.link_all`)
     with the ids `link` gives them; anything else is refused (ValueError), nothing written.
     """
+    postgresql = store.dialect == "postgresql"
     with store.writing() as cur:
-        if store.dialect == "postgresql":
-            cur.execute("SELECT pg_advisory_xact_lock(%s)", (APPEND_LOCK,))
-        chain = _head(cur, store, interaction)
+        chain = _head(cur, store, interaction, lock=postgresql)
         records = build(chain)
         if not records:
             return records
@@ -293,11 +298,22 @@ def append(store: SqlStore, build: Builder, *, interaction: bool = True) -> list
         first, last = records[0], records[-1]
         block = (first.seq, last.seq, min(times), max(times), _pack(records), first.prev_hash,
                  last.hash)  # fmt: skip
-        _insert(store, cur, "audit_block", _BLOCK, [block])
         keys: dict[str, None] = {}
         for r in records:
             keys.update(dict.fromkeys(entry_keys(r)))
-        _insert(store, cur, "audit_key", "key, first_seq", [(k, first.seq) for k in keys])
+        if postgresql:  # one statement, one round trip
+            cur.execute(
+                f"WITH block AS (INSERT INTO audit_block ({_BLOCK}) VALUES"
+                " (%s, %s, %s, %s, %s, %s, %s))"
+                " INSERT INTO audit_key (key, first_seq) SELECT unnest(%s::text[]), %s",
+                (*block, list(keys), first.seq),
+            )
+        else:
+            cur.execute(f"INSERT INTO audit_block ({_BLOCK}) VALUES ({_marks(7)})", block)
+            cur.executemany(
+                "INSERT INTO audit_key (key, first_seq) VALUES (?, ?)",
+                [(k, first.seq) for k in keys],
+            )
         return records
 
 
@@ -310,22 +326,6 @@ def _check_linked(records: list[AuditRecord], chain: ChainHead) -> None:
                 "with an id of its seq (audit_chain.link_all)"
             )
         prev_seq, prev_hash = r.seq, r.hash
-
-
-def _insert(
-    store: SqlStore, cur: Cursor, table: str, columns: str, rows: list[tuple[Any, ...]]
-) -> None:
-    """Insert `rows`: one COPY stream on PostgreSQL (an INSERT each cost 10 times as much),
-    executemany on SQLite (in-process, already cheap)."""
-    if not rows:
-        return
-    if store.dialect == "postgresql":
-        with cur.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:  # type: ignore[attr-defined]
-            for row in rows:
-                copy.write_row(row)
-    else:
-        marks = _marks(len(rows[0]))
-        cur.executemany(f"INSERT INTO {table} ({columns}) VALUES ({marks})", rows)
 
 
 def _marks(n: int) -> str:
