@@ -37,10 +37,13 @@ def entry_hash(prev_hash: str, seq: int, record: AuditRecord) -> str:
     return _hash(prev_hash, seq, canonical_bytes(record))
 
 
+#: An empty SHA-256 state to copy: constructing one looks the algorithm up every time
+_SHA256 = hashlib.sha256()
+
+
 def _hash(prev_hash: str, seq: int, canonical: bytes) -> str:
-    digest = hashlib.sha256(bytes.fromhex(prev_hash))
-    digest.update(seq.to_bytes(8, "big", signed=True))
-    digest.update(canonical)
+    digest = _SHA256.copy()
+    digest.update(bytes.fromhex(prev_hash) + seq.to_bytes(8, "big", signed=True) + canonical)
     return digest.hexdigest()
 
 

@@ -114,20 +114,15 @@ def record_of(values: Sequence[Any], observer: str, site: str | None) -> AuditRe
         agent_name = username or client_id
         agent = fhir_user or agent_name or subject
         break_glass = break_glass or principal_glass
-    patients = tuple(dict.fromkeys(patients))
+    if len(patients) == 1 and len(entities) == 1 and entities[0] == "Patient/" + patients[0]:
+        # a read of a Patient (most entries): nothing to merge or deduplicate
+        patients, entities = tuple(patients), tuple(entities)
+    else:
+        patients = tuple(dict.fromkeys(patients))
+        entities = tuple(dict.fromkeys([*(f"Patient/{p}" for p in patients), *entities]))
+    # positional: keyword arguments cost more, and this runs for every entry written
     return AuditRecord(
-        seq=0,
-        id="",  # `audit_chain.link` names it after its seq
-        recorded=recorded,
-        interaction=interaction,
-        action=action,
-        outcome=outcome_code(interaction, outcome),
-        agent=agent,
-        agent_name=agent_name,
-        patients=patients,
-        entities=tuple(dict.fromkeys([*(f"Patient/{p}" for p in patients), *entities])),
-        break_glass=bool(break_glass),
-        event=orjson.dumps((DETAIL_VERSION, *values[6:], observer, site)),
-        prev_hash="",
-        hash="",
-    )
+        0, "", recorded, interaction, action,  # id: `audit_chain.link` names it after its seq
+        outcome_code(interaction, outcome), agent, agent_name, patients, entities,
+        bool(break_glass), orjson.dumps((DETAIL_VERSION, *values[6:], observer, site)), "", "",
+    )  # fmt: skip

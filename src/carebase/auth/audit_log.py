@@ -33,6 +33,8 @@ log = logging.getLogger("carebase.audit")
 DEFAULT_MAX_BUFFER = 10_000
 #: Most entries one transaction writes (a backlog after an outage goes in several).
 MAX_BATCH = 2_000
+#: How often the search index gets the keys of the blocks written since (seconds).
+INDEX_EVERY_S = 1.0
 #: Wait between retries while the audit store fails (doubling up to the maximum).
 RETRY_FIRST_S, RETRY_MAX_S = 0.05, 1.0
 
@@ -94,6 +96,8 @@ class DatabaseAuditTrail(AuditTrail):
         self._closed = False
         #: the start-up check for an unclean previous shutdown has not succeeded yet
         self._check_pending = True
+        #: when the search index last got the keys of the blocks written (monotonic)
+        self._indexed_at = float("-inf")
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
 
@@ -249,8 +253,12 @@ class DatabaseAuditTrail(AuditTrail):
         def build(head: ChainHead) -> list[AuditRecord]:
             return link_all([*self._unclean_marker(head), *batch], head.seq, head.hash)
 
-        audit_records.append(self.store, build, interaction=self._check_pending)
+        now = time.monotonic()
+        index = self._closing or now - self._indexed_at >= INDEX_EVERY_S
+        audit_records.append(self.store, build, interaction=self._check_pending, index=index)
         self._check_pending = False
+        if index:
+            self._indexed_at = now
 
     def _fail(self, exc: Exception) -> None:
         reason = getattr(exc, "message", None) or str(exc) or type(exc).__name__

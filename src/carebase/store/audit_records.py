@@ -160,6 +160,9 @@ def _record(row: Any) -> AuditRecord:
 # --- blocks (migration 9) -------------------------------------------------------------------
 
 _BLOCK = "first_seq, last_seq, min_recorded, max_recorded, entries, prev_hash, hash"
+#: The `audit_key` row marking the index complete up to its block (keys of entries start
+#: with `p:`, `a:` or `e:`).
+INDEXED = "~"
 #: Each packed entry: its hash (64 hex digits), the length of its canonical bytes (4 bytes,
 #: big-endian), the canonical bytes.
 _HASH, _LENGTH = 64, 4
@@ -211,17 +214,16 @@ def _unpack(row: Any) -> list[AuditRecord]:
     return records
 
 
-def entry_keys(record: AuditRecord) -> Iterator[str]:
+def entry_keys(record: AuditRecord) -> list[str]:
     """The search keys (`audit_key`) an entry needs: `p:` its patients, `a:` its agent and
     user name or client id, `e:` the other resources it names (`indexed_entities`)."""
-    for p in record.patients:
-        yield "p:" + p
+    keys = ["p:" + p for p in record.patients]
     if record.agent is not None:
-        yield "a:" + record.agent
+        keys.append("a:" + record.agent)
     if record.agent_name is not None:
-        yield "a:" + record.agent_name
-    for e in indexed_entities(record):
-        yield "e:" + e
+        keys.append("a:" + record.agent_name)
+    keys += ["e:" + e for e in indexed_entities(record)]
+    return keys
 
 
 def indexed_entities(record: AuditRecord) -> tuple[str, ...]:
@@ -276,7 +278,9 @@ def head(store: SqlStore) -> ChainHead:
         return _head(cur, store)
 
 
-def append(store: SqlStore, build: Builder, *, interaction: bool = True) -> list[AuditRecord]:
+def append(
+    store: SqlStore, build: Builder, *, interaction: bool = True, index: bool = True
+) -> list[AuditRecord]:
     """Append the records `build` makes from the chain's head, in one transaction, as one
     block.
 
@@ -286,35 +290,66 @@ def append(store: SqlStore, build: Builder, *, interaction: bool = True) -> list
     `interaction` False the head's `interaction` is not read (it is None): the trail needs
     it once, at start-up. The records must be linked onto that head (`audit_chain.link_all`)
     with the ids `link` gives them; anything else is refused (ValueError), nothing written.
+
+    The block's search keys go into `audit_key` when `index` is True, with those of every
+    block appended since the last time: the trail indexes once a second, since keys land
+    all over the index and each commit rewrites every index page it touched. `search`
+    reads the blocks not indexed yet in full.
     """
     postgresql = store.dialect == "postgresql"
     with store.writing() as cur:
         chain = _head(cur, store, interaction, lock=postgresql)
         records = build(chain)
-        if not records:
-            return records
-        _check_linked(records, chain)
-        times = [r.recorded for r in records]
-        first, last = records[0], records[-1]
-        block = (first.seq, last.seq, min(times), max(times), _pack(records), first.prev_hash,
-                 last.hash)  # fmt: skip
-        keys: dict[str, None] = {}
-        for r in records:
-            keys.update(dict.fromkeys(entry_keys(r)))
-        if postgresql:  # one statement, one round trip
+        if records:
+            _check_linked(records, chain)
+            times = [r.recorded for r in records]
+            first, last = records[0], records[-1]
+            keys: dict[str, None] = {}
+            for r in records:
+                for key in entry_keys(r):
+                    keys[key] = None
+            block = (first.seq, last.seq, min(times), max(times), _pack(records),
+                     orjson.dumps(list(keys)).decode(), first.prev_hash, last.hash)  # fmt: skip
             cur.execute(
-                f"WITH block AS (INSERT INTO audit_block ({_BLOCK}) VALUES"
-                " (%s, %s, %s, %s, %s, %s, %s))"
-                " INSERT INTO audit_key (key, first_seq) SELECT unnest(%s::text[]), %s",
-                (*block, list(keys), first.seq),
+                store.q(f"INSERT INTO audit_block ({_BLOCK_INSERT}) VALUES ({_marks(8)})"), block
             )
-        else:
-            cur.execute(f"INSERT INTO audit_block ({_BLOCK}) VALUES ({_marks(7)})", block)
-            cur.executemany(
-                "INSERT INTO audit_key (key, first_seq) VALUES (?, ?)",
-                [(k, first.seq) for k in keys],
-            )
+        if index:
+            _index_pending(cur, store)
         return records
+
+
+_BLOCK_INSERT = "first_seq, last_seq, min_recorded, max_recorded, entries, keys, prev_hash, hash"
+
+
+def _indexed_upto(cur: Cursor, store: SqlStore) -> int:
+    """The last block `audit_key` is complete for (0: none)."""
+    row = cur.execute(
+        store.q("SELECT MAX(first_seq) FROM audit_key WHERE key = ?"), (INDEXED,)
+    ).fetchone()
+    return int(row[0]) if row and row[0] is not None else 0
+
+
+def _index_pending(cur: Cursor, store: SqlStore) -> None:
+    """Add the search keys of the blocks appended since the last time, and mark them done."""
+    done = _indexed_upto(cur, store)
+    row = cur.execute("SELECT MAX(first_seq) FROM audit_block").fetchone()
+    if row is None or row[0] is None or int(row[0]) <= done:
+        return
+    if store.dialect == "postgresql":
+        elements = "FROM audit_block b, jsonb_array_elements_text(b.keys::jsonb) j(value)"
+    else:
+        elements = "FROM audit_block b, json_each(b.keys) j"
+    cur.execute(
+        store.q(
+            f"INSERT INTO audit_key (key, first_seq) SELECT j.value, b.first_seq {elements}"
+            " WHERE b.first_seq > ? ON CONFLICT DO NOTHING"
+        ),
+        (done,),
+    )
+    cur.execute(
+        store.q("INSERT INTO audit_key (key, first_seq) VALUES (?, ?) ON CONFLICT DO NOTHING"),
+        (INDEXED, int(row[0])),
+    )
 
 
 def _check_linked(records: list[AuditRecord], chain: ChainHead) -> None:
@@ -376,9 +411,11 @@ def iter_records(store: SqlStore, batch: int = 2000) -> Iterator[AuditRecord]:
             ).fetchall()
             if not blocks:
                 return
+            indexed = _indexed_upto(cur, store)
             entries = [(_unpack(block), int(block[0])) for block in blocks]
             for records, first in entries:
-                _note_missing_keys(cur, store, records, first)
+                if first <= indexed:  # later blocks are read in full by searches
+                    _note_missing_keys(cur, store, records, first)
         for records, _ in entries:
             yield from records
         last = int(blocks[-1][0])
@@ -505,9 +542,9 @@ def search(
     """
     dates = [parse_date("date", value) for value in query.dates]
     found: list[AuditRecord] = []
-    where, args = _block_conditions(query, dates)
     upper = before
     with store.reading() as cur:
+        where, args = _block_conditions(query, dates, _indexed_upto(cur, store))
         while len(found) < limit:
             conditions = list(where)
             if upper is not None:
@@ -531,18 +568,20 @@ def search(
 
 
 def _block_conditions(
-    query: AuditQuery, dates: list[tuple[str, int, int]]
+    query: AuditQuery, dates: list[tuple[str, int, int]], indexed: int
 ) -> tuple[list[str], list[Any]]:
-    """SQL on `audit_block` selecting every block that may hold a matching entry."""
+    """SQL on `audit_block` selecting every block that may hold a matching entry (the blocks
+    after `indexed`, whose keys are not in `audit_key` yet, all may)."""
     where: list[str] = []
     args: list[Any] = []
 
     def keyed(keys: Iterable[str]) -> None:
         values = list(dict.fromkeys(keys))
         where.append(
-            f"first_seq IN (SELECT first_seq FROM audit_key WHERE key IN ({_marks(len(values))}))"
+            "(first_seq > ? OR first_seq IN (SELECT first_seq FROM audit_key WHERE key IN"
+            f" ({_marks(len(values))})))"
         )
-        args.extend(values)
+        args.extend([indexed, *values])
 
     if query.patients:
         keyed("p:" + p for p in query.patients)

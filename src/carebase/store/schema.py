@@ -395,8 +395,10 @@ def _audit_blocks() -> Migration:
     # B-tree inserts (the row, four indexes, the patient index and its two). Entry ids start
     # with their seq, so a read by id finds the block without an id index. `audit_key` is the
     # search index: one row per block and patient (`p:`), agent (`a:`) and other resource
-    # (`e:`) its entries name. Logs of migration 6 stay where they are and are read with
-    # these (their seqs all come before the first block's).
+    # (`e:`) its entries name, added for many blocks at a time from the blocks' `keys` (a
+    # JSON array), with a `~` row saying up to which block it is complete. Logs of
+    # migration 6 stay where they are and are read with these (their seqs all come before
+    # the first block's).
     statements = [
         _both(
             "CREATE TABLE audit_block ("
@@ -405,6 +407,7 @@ def _audit_blocks() -> Migration:
             " min_recorded {big} NOT NULL,"
             " max_recorded {big} NOT NULL,"
             " entries {blob} NOT NULL,"
+            " keys TEXT NOT NULL,"
             " prev_hash TEXT NOT NULL,"
             " hash TEXT NOT NULL)"
         ),
