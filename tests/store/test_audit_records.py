@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -12,6 +13,7 @@ from carebase.auth.audit_chain import link_all, verify
 from carebase.errors import StorageError
 from carebase.store import audit_records
 from carebase.store.audit_records import AuditQuery, AuditRecord, ChainHead
+from carebase.store.search_values import range_condition, range_matches
 from carebase.store.sql_store import SqlStore
 
 DAY = 86_400_000
@@ -185,3 +187,80 @@ def test_records_not_linked_onto_the_head_are_refused(store: SqlStore) -> None:
     with pytest.raises(ValueError, match="not linked"):
         audit_records.append(store, lambda head: named)
     assert audit_records.count(store) == 1
+
+
+def _tamper(store: SqlStore, sql: str, args: tuple[Any, ...]) -> None:
+    """Run `sql` with the append-only triggers of audit_block and audit_key dropped."""
+    with store.writing() as cur:
+        for table in ("audit_block", "audit_key"):
+            if store.dialect == "postgresql":
+                cur.execute(f"DROP TRIGGER IF EXISTS {table}_append_only ON {table}")
+            else:
+                cur.execute(f"DROP TRIGGER IF EXISTS {table}_no_update")
+                cur.execute(f"DROP TRIGGER IF EXISTS {table}_no_delete")
+        cur.execute(store.q(sql), args)
+
+
+def test_verify_names_an_edited_entry_in_its_block(store: SqlStore) -> None:
+    linked = append(store, [record(n, patients=("a",)) for n in range(1, 5)])
+    edited = replace(linked[2], outcome="12", packed=None)  # its hash as it was
+    packed = audit_records._pack([*linked[:2], edited, linked[3]])
+    _tamper(store, "UPDATE audit_block SET entries = ? WHERE first_seq = 1", (packed,))
+    result = verify(audit_records.iter_records(store))
+    assert (result.intact, result.broken_seq, result.broken_id) == (False, 3, linked[2].id)
+    assert "does not match its hash" in (result.reason or "")
+
+
+def test_verify_names_a_damaged_block_and_a_block_summary_that_disagrees(
+    store: SqlStore,
+) -> None:
+    append(store, [record(1), record(2)])
+    append(store, [record(3)])
+    _tamper(store, "UPDATE audit_block SET max_recorded = 0 WHERE first_seq = 1", ())
+    result = verify(audit_records.iter_records(store))
+    assert result.broken_seq == 2 and "summary" in (result.reason or "")
+    _tamper(store, "UPDATE audit_block SET entries = ? WHERE first_seq = 3", (b"garbage",))
+    records = list(audit_records.iter_records(store))
+    assert "cannot be read" in (records[-1].damage or "")
+
+
+def test_verify_finds_a_missing_search_key_once_the_block_is_indexed(store: SqlStore) -> None:
+    append(store, [record(1, patients=("a",)), record(2, patients=("b",))])
+    _tamper(store, "DELETE FROM audit_key WHERE key = 'p:b'", ())
+    result = verify(audit_records.iter_records(store))
+    assert result.broken_seq == 2 and "p:b" in (result.reason or "")
+
+
+def test_blocks_not_indexed_yet_are_searched_in_full(store: SqlStore) -> None:
+    append(store, [record(1, patients=("a",))])
+    unindexed = audit_records.append(
+        store,
+        lambda head: link_all([record(2, patients=("b",))], head.seq, head.hash),
+        index=False,
+    )
+    assert ids_of(store, AuditQuery(patients=("b",))) == [2]
+    assert ids_of(store, AuditQuery(patients=("a",))) == [1]
+    assert verify(audit_records.iter_records(store)).intact  # no keys expected for it yet
+    append(store, [record(3, patients=("b",))])  # indexes both pending blocks
+    with store.reading() as cur:
+        keyed = cur.execute(
+            store.q("SELECT first_seq FROM audit_key WHERE key = ? ORDER BY first_seq"), ("p:b",)
+        ).fetchall()
+    assert [int(k) for (k,) in keyed] == [unindexed[0].seq, 3]
+    assert ids_of(store, AuditQuery(patients=("b",))) == [3, 2]
+
+
+def ids_of(store: SqlStore, query: AuditQuery) -> list[int]:
+    return [r.seq for r in audit_records.search(store, query, limit=50)]
+
+
+def test_range_matches_agrees_with_range_condition() -> None:
+    """The date check searches of blocks make per entry is the SQL row search's, in Python."""
+    conn = sqlite3.connect(":memory:")
+    lo, hi = T0, T0 + DAY - 1
+    for prefix in ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap"):
+        condition, values = range_condition(prefix, lo, hi, "v", "v")
+        for at in (lo - DAY, lo - 1, lo, lo + 5, hi, hi + 1, hi + DAY):
+            query = f"SELECT {condition} FROM (SELECT ? AS v)"
+            (sql,) = conn.execute(query, (*values, at)).fetchone()
+            assert range_matches(prefix, lo, hi, at, at) == bool(sql), (prefix, at)

@@ -25,7 +25,7 @@ from carebase.store.audit_records import (
     indexed_entities,
 )
 
-__all__ = ["canonical_bytes", "entry_hash", "link", "link_all", "verify", "VerifyResult"]
+__all__ = ["VerifyResult", "canonical_bytes", "entry_hash", "link", "link_all", "verify"]
 
 #: Interactions the trail writes about itself (not accesses): start-up checks and shutdown.
 SHUTDOWN = "shutdown"

@@ -13,14 +13,13 @@ and are served as stored.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import lru_cache
 from typing import Any
 
 import orjson
 
 from carebase.auth.audit_entry import AuditEntry
 from carebase.auth.audit_event import audit_event_bytes, outcome_code
-from carebase.auth.principal import Principal
+from carebase.auth.principal import Principal, per_principal
 from carebase.store.audit_records import AuditRecord
 from carebase.store.clock import datetime_to_ms, ms_to_datetime
 
@@ -28,9 +27,7 @@ from carebase.store.clock import datetime_to_ms, ms_to_datetime
 DETAIL_VERSION = 1
 
 
-@lru_cache(maxsize=4096)
-def _principal_part(principal: Principal) -> tuple[Any, ...]:
-    # one caller makes many requests: the part about them is built once
+def _part(principal: Principal) -> tuple[Any, ...]:
     return (
         principal.subject,
         principal.kind,
@@ -40,6 +37,10 @@ def _principal_part(principal: Principal) -> tuple[Any, ...]:
         principal.client_id,
         principal.break_glass,
     )
+
+
+#: one caller makes many requests: the part about them is built once
+_principal_part = per_principal(_part)
 
 
 def _said(entry: AuditEntry) -> tuple[Any, ...]:

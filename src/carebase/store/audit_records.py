@@ -194,9 +194,23 @@ def _unpack(row: Any) -> list[AuditRecord]:
             id_, recorded, interaction, action, outcome, agent, agent_name, patients, entities, \
                 glass = orjson.loads(columns)  # fmt: skip
             records.append(
-                AuditRecord(seq, id_, recorded, interaction, action, outcome, agent, agent_name,
-                            tuple(patients), tuple(entities), glass, event, prev, hash_,
-                            block=first)  # fmt: skip
+                AuditRecord(
+                    seq,
+                    id_,
+                    recorded,
+                    interaction,
+                    action,
+                    outcome,
+                    agent,
+                    agent_name,
+                    tuple(patients),
+                    tuple(entities),
+                    glass,
+                    event,
+                    prev,
+                    hash_,
+                    block=first,
+                )
             )
             prev, seq = hash_, seq + 1
     except (ValueError, TypeError, UnicodeDecodeError, orjson.JSONDecodeError):
@@ -245,7 +259,7 @@ def _head(cur: Cursor, store: SqlStore, interaction: bool = True, lock: bool = F
     sql = f"SELECT {columns} FROM audit_block ORDER BY first_seq DESC LIMIT 1"
     if lock:
         cur.execute(f"SELECT pg_advisory_xact_lock({APPEND_LOCK}); {sql}")
-        cur.nextset()
+        cur.nextset()  # type: ignore[attr-defined]  # a psycopg cursor
         row = cur.fetchone()
     else:
         row = cur.execute(sql).fetchone()
@@ -421,7 +435,9 @@ def iter_records(store: SqlStore, batch: int = 2000) -> Iterator[AuditRecord]:
         last = int(blocks[-1][0])
 
 
-def _note_missing_keys(cur: Cursor, store: SqlStore, records: list[AuditRecord], first: int) -> None:
+def _note_missing_keys(
+    cur: Cursor, store: SqlStore, records: list[AuditRecord], first: int
+) -> None:
     """Set `missing_keys` on each entry whose search keys its block's index rows lack."""
     wanted = {r.seq: tuple(dict.fromkeys(entry_keys(r))) for r in records if r.damage is None}
     keys = list(dict.fromkeys(k for ks in wanted.values() for k in ks))
