@@ -25,7 +25,16 @@ from carebase.store.audit_records import (
     indexed_entities,
 )
 
-__all__ = ["VerifyResult", "canonical_bytes", "entry_hash", "link", "link_all", "verify"]
+__all__ = [
+    "VerifyResult",
+    "canonical_bytes",
+    "chain_hash",
+    "entry_hash",
+    "id_suffix",
+    "link",
+    "link_all",
+    "verify",
+]
 
 #: Interactions the trail writes about itself (not accesses): start-up checks and shutdown.
 SHUTDOWN = "shutdown"
@@ -34,14 +43,15 @@ UNCLEAN_SHUTDOWN = "unclean-shutdown"
 
 def entry_hash(prev_hash: str, seq: int, record: AuditRecord) -> str:
     """SHA-256 (hex) over the previous hash, the position and the canonical bytes."""
-    return _hash(prev_hash, seq, canonical_bytes(record))
+    return chain_hash(prev_hash, seq, canonical_bytes(record))
 
 
 #: An empty SHA-256 state to copy: constructing one looks the algorithm up every time
 _SHA256 = hashlib.sha256()
 
 
-def _hash(prev_hash: str, seq: int, canonical: bytes) -> str:
+def chain_hash(prev_hash: str, seq: int, canonical: bytes) -> str:
+    """SHA-256 (hex) over the previous hash, the position and an entry's canonical bytes."""
     digest = _SHA256.copy()
     digest.update(bytes.fromhex(prev_hash) + seq.to_bytes(8, "big", signed=True) + canonical)
     return digest.hexdigest()
@@ -51,7 +61,8 @@ def _hash(prev_hash: str, seq: int, canonical: bytes) -> str:
 _suffixes: list[str] = []
 
 
-def _suffix() -> str:
+def id_suffix() -> str:
+    """16 random hex digits, for an entry id (`audit_records.entry_id`)."""
     try:
         return _suffixes.pop()
     except IndexError:
@@ -70,12 +81,12 @@ def link(record: AuditRecord, seq: int, prev_hash: str) -> AuditRecord:
     """
     id_ = record.id
     if not id_:
-        record.id = entry_id(seq, _suffix())
+        record.id = entry_id(seq, id_suffix())
     elif record.seq and len(id_) == ID_LENGTH and id_.startswith(f"{record.seq:012x}"):
         record.id = entry_id(seq, id_[ID_SEQ_DIGITS:])  # linked before, at another seq
     record.seq, record.prev_hash = seq, prev_hash
     packed = record.packed = canonical_bytes(record)
-    record.hash = _hash(prev_hash, seq, packed)
+    record.hash = chain_hash(prev_hash, seq, packed)
     return record
 
 

@@ -21,7 +21,6 @@ import threading
 
 import orjson
 
-from carebase.auth.audit_detail import record_of
 from carebase.auth.audit_log import DatabaseAuditTrail
 from carebase.auth.audit_process import (
     ACK,
@@ -80,7 +79,7 @@ def serve(sock: socket.socket, trail: DatabaseAuditTrail) -> int:
             return 0
         kind, body = message[:1], message[1:]
         if kind == BATCH:
-            trail.enqueue([record_of(v, trail.observer, trail.site) for v in orjson.loads(body)])
+            trail.enqueue(orjson.loads(body))
         elif kind == FLUSH:
             threading.Thread(target=answer, args=(body,), daemon=True).start()
         elif kind == CLOSE:

@@ -90,6 +90,26 @@ class ChainHead:
 Builder = Callable[[ChainHead], list[AuditRecord]]
 
 
+@dataclass(slots=True)
+class PackedBlock:
+    """A block ready to store, packed straight from entries by the trail's writer
+    (`audit_detail.pack_entries`) rather than from `AuditRecord`s: its entries (as `_pack`
+    packs them), their search keys, seqs, time range and first and last links."""
+
+    first_seq: int
+    last_seq: int
+    min_recorded: int
+    max_recorded: int
+    entries: bytes
+    keys: list[str]
+    prev_hash: str
+    hash: str
+
+
+#: Builds the packed block to append (None: nothing), given the chain's head.
+PackedBuilder = Callable[[ChainHead], "PackedBlock | None"]
+
+
 def canonical_bytes(record: AuditRecord) -> bytes:
     """The bytes an entry's hash covers: its columns (not seq or the hashes) as a JSON array,
     a newline, then the stored event bytes (the compact detail, or an AuditEvent's JSON in
@@ -171,9 +191,13 @@ _HASH, _LENGTH = 64, 4
 def _pack(records: list[AuditRecord]) -> bytes:
     parts: list[bytes] = []
     for r in records:
-        packed = r.packed if r.packed is not None else canonical_bytes(r)
-        parts += (r.hash.encode(), len(packed).to_bytes(_LENGTH, "big"), packed)
+        parts += frame(r.hash, r.packed if r.packed is not None else canonical_bytes(r))
     return b"".join(parts)
+
+
+def frame(hash_: str, canonical: bytes) -> tuple[bytes, bytes, bytes]:
+    """The parts one entry is packed in, in a block's `entries`."""
+    return hash_.encode(), len(canonical).to_bytes(_LENGTH, "big"), canonical
 
 
 def _unpack(row: Any) -> list[AuditRecord]:
@@ -322,14 +346,36 @@ def append(
             for r in records:
                 for key in entry_keys(r):
                     keys[key] = None
-            block = (first.seq, last.seq, min(times), max(times), _pack(records),
-                     orjson.dumps(list(keys)).decode(), first.prev_hash, last.hash)  # fmt: skip
-            cur.execute(
-                store.q(f"INSERT INTO audit_block ({_BLOCK_INSERT}) VALUES ({_marks(8)})"), block
-            )
+            _insert_block(cur, store, PackedBlock(first.seq, last.seq, min(times), max(times),
+                          _pack(records), list(keys), first.prev_hash, last.hash))  # fmt: skip
         if index:
             _index_pending(cur, store)
         return records
+
+
+def append_packed(
+    store: SqlStore, build: PackedBuilder, *, interaction: bool = True, index: bool = True
+) -> PackedBlock | None:
+    """`append` for a block the trail packed itself (`PackedBlock`); the same lock, checks
+    and index."""
+    with store.writing() as cur:
+        chain = _head(cur, store, interaction, lock=store.dialect == "postgresql")
+        block = build(chain)
+        if block is not None:
+            if block.first_seq != chain.seq + 1 or block.prev_hash != chain.hash:
+                raise ValueError(
+                    f"the audit block from seq {block.first_seq} is not linked onto seq {chain.seq}"
+                )
+            _insert_block(cur, store, block)
+        if index:
+            _index_pending(cur, store)
+        return block
+
+
+def _insert_block(cur: Cursor, store: SqlStore, block: PackedBlock) -> None:
+    row = (block.first_seq, block.last_seq, block.min_recorded, block.max_recorded,
+           block.entries, orjson.dumps(block.keys).decode(), block.prev_hash, block.hash)  # fmt: skip
+    cur.execute(store.q(f"INSERT INTO audit_block ({_BLOCK_INSERT}) VALUES ({_marks(8)})"), row)
 
 
 _BLOCK_INSERT = "first_seq, last_seq, min_recorded, max_recorded, entries, keys, prev_hash, hash"
