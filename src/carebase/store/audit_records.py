@@ -373,8 +373,9 @@ def append_packed(
 
 
 def _insert_block(cur: Cursor, store: SqlStore, block: PackedBlock) -> None:
+    keys = orjson.dumps(block.keys).decode()
     row = (block.first_seq, block.last_seq, block.min_recorded, block.max_recorded,
-           block.entries, orjson.dumps(block.keys).decode(), block.prev_hash, block.hash)  # fmt: skip
+           block.entries, keys, block.prev_hash, block.hash)  # fmt: skip
     cur.execute(store.q(f"INSERT INTO audit_block ({_BLOCK_INSERT}) VALUES ({_marks(8)})"), row)
 
 
