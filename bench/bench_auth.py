@@ -180,8 +180,9 @@ def markdown(results: list[WrkResult], args: argparse.Namespace) -> str:
         "",
         f"Socket errors and non-2xx answers over all rows: {errors}. Load average (1, 5, 15 "
         f"min) at the end: {load} on {os.cpu_count()} cores: where other work shared the "
-        "machine, the req/s columns measure its share as much as carebase; the CPU columns "
-        "much less so.",
+        "machine, the req/s columns measure its share as much as carebase (and `secured`, "
+        "two processes with its audit writer, gets two shares of a contended core where "
+        "`open` gets one), the CPU columns much less so.",
     ]
     return "\n".join(lines)
 
