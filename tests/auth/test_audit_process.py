@@ -22,6 +22,7 @@ from carebase.auth.audit_chain import SHUTDOWN, UNCLEAN_SHUTDOWN
 from carebase.auth.audit_detail import entry_message, record_of
 from carebase.auth.audit_log import to_record
 from carebase.auth.audit_process import MAX_MESSAGE, ProcessAuditTrail
+from carebase.auth.audit_writer import _entries
 from carebase.errors import Unavailable
 from carebase.store.sql_store import SqlStore
 
@@ -143,3 +144,10 @@ def test_entries_of_a_crashed_server_are_written_and_the_next_start_notes_it(
     again.start()
     again.close()
     assert [r.interaction for r in stored(store)][-3:] == ["read", UNCLEAN_SHUTDOWN, SHUTDOWN]
+
+
+def test_a_malformed_batch_is_dropped_not_left_to_fail_every_write() -> None:
+    good = entry_message(entry(1))
+    assert _entries(b"[" + good + b"]") == [orjson.loads(good)]
+    assert _entries(b"[not json") == []
+    assert _entries(b'[["read", "R"]]') == []  # too few values for an entry

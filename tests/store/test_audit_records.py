@@ -222,6 +222,9 @@ def test_verify_names_a_damaged_block_and_a_block_summary_that_disagrees(
     _tamper(store, "UPDATE audit_block SET entries = ? WHERE first_seq = 3", (b"garbage",))
     records = list(audit_records.iter_records(store))
     assert "cannot be read" in (records[-1].damage or "")
+    # searches and tail serve the entries that can be read
+    assert ids_of(store, AuditQuery()) == [2, 1]
+    assert [r.seq for r in audit_records.tail(store, 5)] == [1, 2]
 
 
 def test_verify_finds_a_missing_search_key_once_the_block_is_indexed(store: SqlStore) -> None:

@@ -26,6 +26,8 @@ from carebase.store.clock import datetime_to_ms, ms_to_datetime
 
 #: First element of every compact detail array: its layout, for readers of later versions.
 DETAIL_VERSION = 1
+#: How many values `entry_values` gives.
+ENTRY_FIELDS = 12
 
 
 def _part(principal: Principal) -> tuple[Any, ...]:

@@ -18,6 +18,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any
 
 from carebase.auth.audit_chain import SHUTDOWN, UNCLEAN_SHUTDOWN
@@ -127,7 +128,7 @@ class DatabaseAuditTrail(AuditTrail):
             if len(self._buffer) == 1:
                 self._cond.notify()
 
-    def enqueue(self, rows: list[Sequence[Any]]) -> None:
+    def enqueue(self, rows: Sequence[Sequence[Any]]) -> None:
         """Buffer entries another process already accepted (`audit_process`; their
         `entry_values` as JSON arrays): kept while the store fails, since their requests
         were answered. Only a buffer at ten times its size drops entries, logged and
@@ -225,7 +226,7 @@ class DatabaseAuditTrail(AuditTrail):
             if not self._closing and self._healthy:
                 time.sleep(self.flush_s)  # let entries of concurrent requests gather
             with self._cond:
-                batch = [self._buffer[i] for i in range(min(len(self._buffer), MAX_BATCH))]
+                batch = list(islice(self._buffer, MAX_BATCH))
             try:
                 self._write(batch)
             except Exception as exc:

@@ -18,9 +18,11 @@ import signal
 import socket
 import sys
 import threading
+from typing import Any
 
 import orjson
 
+from carebase.auth.audit_detail import ENTRY_FIELDS
 from carebase.auth.audit_log import DatabaseAuditTrail
 from carebase.auth.audit_process import (
     ACK,
@@ -79,7 +81,9 @@ def serve(sock: socket.socket, trail: DatabaseAuditTrail) -> int:
             return 0
         kind, body = message[:1], message[1:]
         if kind == BATCH:
-            trail.enqueue(orjson.loads(body))
+            entries = _entries(body)
+            if entries:
+                trail.enqueue(entries)
         elif kind == FLUSH:
             threading.Thread(target=answer, args=(body,), daemon=True).start()
         elif kind == CLOSE:
@@ -90,6 +94,22 @@ def serve(sock: socket.socket, trail: DatabaseAuditTrail) -> int:
                 tell(NACK, body + b" " + exc.message.encode())
             tell(EXITED)
             return 0
+
+
+def _entries(body: bytes) -> list[list[Any]]:
+    """The entries of a batch (`audit_detail.entry_values` arrays); a malformed batch - never
+    sent by a server of this version - is logged and dropped rather than left to fail every
+    later write."""
+    try:
+        entries = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        entries = None
+    if isinstance(entries, list) and all(
+        isinstance(v, list) and len(v) == ENTRY_FIELDS for v in entries
+    ):
+        return entries
+    log.error("a malformed batch of audit entries was dropped: %r", body[:200])
+    return []
 
 
 def main(argv: list[str] | None = None) -> int:

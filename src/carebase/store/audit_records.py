@@ -252,6 +252,11 @@ def _unpack(row: Any) -> list[AuditRecord]:
     return records
 
 
+def _readable(row: Any) -> list[AuditRecord]:
+    """The entries of a block row that can be read (`verify` reports the rest)."""
+    return [r for r in _unpack(row) if r.id]
+
+
 def entry_keys(record: AuditRecord) -> list[str]:
     """The search keys (`audit_key`) an entry needs: `p:` its patients, `a:` its agent and
     user name or client id, `e:` the other resources it names (`indexed_entities`)."""
@@ -537,7 +542,7 @@ def tail(store: SqlStore, n: int) -> list[AuditRecord]:
             block = cur.execute(store.q(sql + " ORDER BY first_seq DESC LIMIT 1"), args).fetchone()
             if block is None:
                 break
-            newest += reversed(_unpack(block))
+            newest += reversed(_readable(block))
             upper = int(block[0])
         if len(newest) < n:
             rows = cur.execute(
@@ -619,7 +624,7 @@ def search(
             bound = () if upper is None else (upper,)
             blocks = cur.execute(store.q(sql), (*args, *bound, _SEARCH_BLOCKS)).fetchall()
             for block in blocks:
-                for record in reversed(_unpack(block)):
+                for record in reversed(_readable(block)):
                     if (before is None or record.seq < before) and _matches(record, query, dates):
                         found.append(record)
             if len(blocks) < _SEARCH_BLOCKS:
