@@ -159,8 +159,9 @@ def main() -> None:
         f"Machine: {machine()}. Script: `bench/bench_audit.py` ({args.runs} runs per database, "
         "medians; a fresh database each; " + args.note + "). Saturation: "
         f"{args.entries:,} entries recorded at once, stored by the trail's writer thread "
-        "(AuditEvent JSON built, SHA-256 chained, inserted with their patient and entity "
-        "index rows, committed in batches of up to 2,000), timed from the first `record()` to "
+        "(each entry's compact row built and SHA-256 chained, packed into one block row per "
+        "transaction of up to 2,000 entries, search keys indexed once a second), timed "
+        "from the first `record()` to "
         "the final flush. Paced: one thread records 2,000 entries/s for 3 s, "
         "as a busy server would; `record()` latency is what a request pays. Last column: "
         "the same entries each in its own transaction, which the trail avoids.",

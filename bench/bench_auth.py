@@ -146,12 +146,14 @@ def markdown(results: list[WrkResult], args: argparse.Namespace) -> str:
         f"{Settings().audit_flush_ms:g} ms). Placement `pinned`: the server process, all its "
         "threads, on CPU 0 and wrk on CPU 1; `shared`: nothing pinned, as deployed (the "
         "audit writer's database work, which runs without the interpreter lock, can use the "
-        "other core, which wrk also needs). CPU is the server process's user + system time "
-        "per request while measured, all threads.",
+        "other core, which wrk also needs). CPU is the user + system time per request while "
+        "measured of the server process, all its threads and its audit writer process; "
+        "`CPU open / secured` is the floor's ratio in CPU terms (what the throughput ratio "
+        "is when the server's core is the bottleneck and nothing else runs on it).",
         "",
         "| database | reads | placement | open req/s | secured req/s | secured / open "
-        "| CPU µs/req open → secured | rounds (secured) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| CPU µs/req open → secured | CPU open / secured | rounds (secured) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for backend in ("sqlite", "postgresql"):
         for shape, label, secured in (
@@ -164,14 +166,24 @@ def markdown(results: list[WrkResult], args: argparse.Namespace) -> str:
                 o, s = median(o_name), median(s_name)
                 if not o:
                     continue
-                cpu = f"{median(o_name, True):,.0f} → {median(s_name, True):,.0f}"
+                o_cpu, s_cpu = median(o_name, True), median(s_name, True)
+                cpu = f"{o_cpu:,.0f} → {s_cpu:,.0f}"
+                cpu_ratio = f"{o_cpu / s_cpu:.2f}" if s_cpu else "-"
                 runs = ", ".join(f"{r.rps:,.0f}" for r in by.get(s_name, []))
                 lines.append(
                     f"| {backend} | {label} | {placement} | {o:,.0f} | {s:,.0f} | {s / o:.2f} "
-                    f"| {cpu} | {runs} |"
+                    f"| {cpu} | {cpu_ratio} | {runs} |"
                 )
     errors = sum(r.errors for r in results)
-    lines += ["", f"Socket errors and non-2xx answers over all rows: {errors}."]
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    lines += [
+        "",
+        f"Socket errors and non-2xx answers over all rows: {errors}. Load average (1, 5, 15 "
+        f"min) at the end: {load} on {os.cpu_count()} cores: where other work shared the "
+        "machine, the req/s columns measure its share as much as carebase (and `secured`, "
+        "two processes with its audit writer, gets two shares of a contended core where "
+        "`open` gets one), the CPU columns much less so.",
+    ]
     return "\n".join(lines)
 
 

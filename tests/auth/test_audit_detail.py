@@ -8,13 +8,16 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
-from carebase.auth.audit_chain import link
-from carebase.auth.audit_detail import event_bytes
+from carebase.auth import audit_chain, audit_detail
+from carebase.auth.audit_chain import link, link_all
+from carebase.auth.audit_detail import entry_values, event_bytes, pack_entries, record_of
 from carebase.auth.audit_entry import AuditEntry
 from carebase.auth.audit_event import audit_event_bytes
 from carebase.auth.audit_log import to_record
 from carebase.auth.principal import Principal
 from carebase.fhir.validation import validate_resource
+from carebase.store import audit_records
+from carebase.store.audit_records import entry_keys
 
 CLINICIAN = Principal(
     subject="user-7", username="dr.grey", fhir_user="Practitioner/7", role="clinician",
@@ -55,3 +58,22 @@ def test_an_unknown_detail_layout_is_refused_not_misread() -> None:
     record = to_record(ENTRIES[1], observer="carebase", site=None)
     with pytest.raises(ValueError, match="detail version 9"):
         event_bytes(replace(record, event=b"[9,null,null,null,null,null,null,null,null]"))
+
+
+def test_the_writer_packs_a_block_exactly_as_linking_records_would(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # the same random part both ways (ids differ by their seq)
+    monkeypatch.setattr(audit_chain, "id_suffix", lambda: "0123456789abcdef")
+    monkeypatch.setattr(audit_detail, "id_suffix", lambda: "0123456789abcdef")
+    entries = [*ENTRIES, replace(ENTRIES[1], entities=("Patient/p2", "Patient/p2"))]
+    values = [orjson.loads(orjson.dumps(entry_values(e))) for e in entries]  # as sent
+    head = "ab" * 32
+    packed = pack_entries(values, 41, head, "carebase", "https://x/fhir")
+    records = link_all([record_of(v, "carebase", "https://x/fhir") for v in values], 41, head)
+    assert (packed.first_seq, packed.last_seq) == (42, 41 + len(entries))
+    assert (packed.prev_hash, packed.hash) == (head, records[-1].hash)
+    assert packed.entries == audit_records._pack(records)
+    assert sorted(packed.keys) == sorted({k for r in records for k in entry_keys(r)})
+    times = [r.recorded for r in records]
+    assert (packed.min_recorded, packed.max_recorded) == (min(times), max(times))

@@ -166,7 +166,7 @@ def test_a_failing_audit_store_refuses_then_recovers(
 ) -> None:
     trail.record(entry(1))
     trail.flush()
-    _rename(store, "audit_log", "audit_log_away")  # every append now fails in the database
+    _rename(store, "audit_block", "audit_block_away")  # every append now fails in the database
     try:
         trail.record(entry(2))  # accepted: the trail does not know yet
         wait_for(lambda: not trail.healthy)
@@ -176,7 +176,7 @@ def test_a_failing_audit_store_refuses_then_recovers(
         with pytest.raises(Unavailable):
             trail.flush(timeout=0.2)
     finally:
-        _rename(store, "audit_log_away", "audit_log")
+        _rename(store, "audit_block_away", "audit_block")
     wait_for(lambda: trail.healthy)
     trail.record(entry(4))
     trail.flush()
@@ -226,7 +226,7 @@ def test_a_store_failing_at_start_refuses_until_it_works(store: SqlStore) -> Non
     crashed = DatabaseAuditTrail(store)
     crashed.record(entry(1))
     crashed.flush()  # a previous run that ended without a shutdown marker
-    _rename(store, "audit_log", "audit_log_away")
+    _rename(store, "audit_block", "audit_block_away")
     trail = DatabaseAuditTrail(store)
     try:
         trail.start()
@@ -234,7 +234,7 @@ def test_a_store_failing_at_start_refuses_until_it_works(store: SqlStore) -> Non
         with pytest.raises(Unavailable, match="audit store unavailable"):
             trail.record(entry(2))
     finally:
-        _rename(store, "audit_log_away", "audit_log")
+        _rename(store, "audit_block_away", "audit_block")
     wait_for(lambda: trail.healthy)  # the writer kept retrying the start-up check
     trail.record(entry(3))
     trail.close()

@@ -22,6 +22,7 @@ from carebase.auth.audit_chain import SHUTDOWN, UNCLEAN_SHUTDOWN
 from carebase.auth.audit_detail import entry_message, record_of
 from carebase.auth.audit_log import to_record
 from carebase.auth.audit_process import MAX_MESSAGE, ProcessAuditTrail
+from carebase.auth.audit_writer import _entries
 from carebase.errors import Unavailable
 from carebase.store.sql_store import SqlStore
 
@@ -40,8 +41,8 @@ def test_entries_cross_to_the_writer_intact(n: int) -> None:
     original = replace(entry(n), query="a=1", source_ip="10.0.0.1", break_glass="emergency")
     crossed = record_of(orjson.loads(entry_message(original)), "carebase", "http://x/fhir")
     here = to_record(original, observer="carebase", site="http://x/fhir")
-    assert crossed.id != here.id and crossed.id[:12] == here.id[:12]  # same ms, own random part
-    assert replace(crossed, id=here.id) == here
+    assert crossed.id == here.id == ""  # `link` names entries after their seq
+    assert crossed == here
 
 
 def test_entries_are_written_in_order_and_close_adds_the_marker(
@@ -73,7 +74,7 @@ def test_a_failing_store_refuses_then_recovers_keeping_what_was_accepted(
 ) -> None:
     trail.record(entry(1))
     trail.flush()
-    _rename(store, "audit_log", "audit_log_away")
+    _rename(store, "audit_block", "audit_block_away")
     try:
         trail.record(entry(2))  # accepted: nobody knows yet
         wait_for(lambda: not trail.healthy)
@@ -81,7 +82,7 @@ def test_a_failing_store_refuses_then_recovers_keeping_what_was_accepted(
             trail.record(entry(3))
         assert refused.value.status == 503
     finally:
-        _rename(store, "audit_log_away", "audit_log")
+        _rename(store, "audit_block_away", "audit_block")
     wait_for(lambda: trail.healthy)
     trail.record(entry(4))
     trail.flush()
@@ -143,3 +144,10 @@ def test_entries_of_a_crashed_server_are_written_and_the_next_start_notes_it(
     again.start()
     again.close()
     assert [r.interaction for r in stored(store)][-3:] == ["read", UNCLEAN_SHUTDOWN, SHUTDOWN]
+
+
+def test_a_malformed_batch_is_dropped_not_left_to_fail_every_write() -> None:
+    good = entry_message(entry(1))
+    assert _entries(b"[" + good + b"]") == [orjson.loads(good)]
+    assert _entries(b"[not json") == []
+    assert _entries(b'[["read", "R"]]') == []  # too few values for an entry

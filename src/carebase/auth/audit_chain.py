@@ -11,57 +11,82 @@ entry, unless every later hash is recomputed - and the head hash an auditor note
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-import orjson
+from carebase.store.audit_records import (
+    GENESIS_HASH,
+    ID_LENGTH,
+    ID_SEQ_DIGITS,
+    AuditRecord,
+    canonical_bytes,
+    entry_id,
+    indexed_entities,
+)
 
-from carebase.store.audit_records import GENESIS_HASH, AuditRecord, indexed_entities
+__all__ = [
+    "VerifyResult",
+    "canonical_bytes",
+    "chain_hash",
+    "entry_hash",
+    "id_suffix",
+    "link",
+    "link_all",
+    "verify",
+]
 
 #: Interactions the trail writes about itself (not accesses): start-up checks and shutdown.
 SHUTDOWN = "shutdown"
 UNCLEAN_SHUTDOWN = "unclean-shutdown"
 
 
-def canonical_bytes(record: AuditRecord) -> bytes:
-    """The bytes an entry's hash covers: its columns (not seq or the hashes) as a JSON array,
-    a newline, then the stored event bytes (the compact detail, or an AuditEvent's JSON in
-    rows of earlier versions).
-
-    Unambiguous (orjson writes no raw newline, so the array ends at the first one) and
-    always written the same way for the same row.
-    """
-    columns = orjson.dumps(
-        [
-            record.id,
-            record.recorded,
-            record.interaction,
-            record.action,
-            record.outcome,
-            record.agent,
-            record.agent_name,
-            record.patients,
-            record.entities,
-            record.break_glass,
-        ]
-    )
-    return columns + b"\n" + record.event
-
-
 def entry_hash(prev_hash: str, seq: int, record: AuditRecord) -> str:
     """SHA-256 (hex) over the previous hash, the position and the canonical bytes."""
-    digest = hashlib.sha256(bytes.fromhex(prev_hash))
-    digest.update(seq.to_bytes(8, "big", signed=True))
-    digest.update(canonical_bytes(record))
+    return chain_hash(prev_hash, seq, canonical_bytes(record))
+
+
+#: An empty SHA-256 state to copy: constructing one looks the algorithm up every time
+_SHA256 = hashlib.sha256()
+
+
+def chain_hash(prev_hash: str, seq: int, canonical: bytes) -> str:
+    """SHA-256 (hex) over the previous hash, the position and an entry's canonical bytes."""
+    digest = _SHA256.copy()
+    digest.update(bytes.fromhex(prev_hash) + seq.to_bytes(8, "big", signed=True) + canonical)
     return digest.hexdigest()
+
+
+#: Random id suffixes (16 hex digits each), drawn from the OS in bulk rather than per entry.
+_suffixes: list[str] = []
+
+
+def id_suffix() -> str:
+    """16 random hex digits, for an entry id (`audit_records.entry_id`)."""
+    try:
+        return _suffixes.pop()
+    except IndexError:
+        pool = os.urandom(8 * 512).hex()
+        _suffixes.extend(pool[i : i + 16] for i in range(0, len(pool), 16))
+        return _suffixes.pop()
 
 
 def link(record: AuditRecord, seq: int, prev_hash: str) -> AuditRecord:
     """`record` placed at `seq` after an entry whose hash is `prev_hash`, with its own hash
     (set on `record` itself: this runs for every entry written, and a record is linked
-    again, wherever the chain's head then is, if writing it failed)."""
+    again, wherever the chain's head then is, if writing it failed).
+
+    A record without an id gets one naming its seq (`audit_records.entry_id`), renumbered
+    if it is linked again elsewhere; `packed` keeps the canonical bytes for the store.
+    """
+    id_ = record.id
+    if not id_:
+        record.id = entry_id(seq, id_suffix())
+    elif record.seq and len(id_) == ID_LENGTH and id_.startswith(f"{record.seq:012x}"):
+        record.id = entry_id(seq, id_[ID_SEQ_DIGITS:])  # linked before, at another seq
     record.seq, record.prev_hash = seq, prev_hash
-    record.hash = entry_hash(prev_hash, seq, record)
+    packed = record.packed = canonical_bytes(record)
+    record.hash = chain_hash(prev_hash, seq, packed)
     return record
 
 
@@ -100,6 +125,8 @@ class VerifyResult:
 
 def _problem(record: AuditRecord, expected_seq: int, prev_hash: str) -> str | None:
     """What is wrong with `record` as the entry after one with hash `prev_hash`, or None."""
+    if record.damage is not None and not record.id:
+        return record.damage  # its block cannot be read from here on
     if record.seq > expected_seq:
         missing = (
             f"entry {expected_seq} is missing"
@@ -129,7 +156,12 @@ def _problem(record: AuditRecord, expected_seq: int, prev_hash: str) -> str | No
         tuple(sorted(set(record.entities))),  # logs written before patients were left out
     ):
         return "the entity search index (audit_entity) disagrees with the entry's entities"
-    return None
+    if record.missing_keys:
+        return (
+            f"the search index (audit_key) lacks {', '.join(record.missing_keys)} for its "
+            "block: searches would not find the entry"
+        )
+    return record.damage
 
 
 def verify(

@@ -16,15 +16,17 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import islice
+from typing import Any
 
-from carebase.auth.audit_chain import SHUTDOWN, UNCLEAN_SHUTDOWN, link_all
-from carebase.auth.audit_detail import entry_values, record_of
+from carebase.auth.audit_chain import SHUTDOWN, UNCLEAN_SHUTDOWN
+from carebase.auth.audit_detail import entry_values, pack_entries, record_of
 from carebase.auth.audit_entry import AuditEntry, AuditTrail
 from carebase.errors import Unavailable
 from carebase.store import audit_records
-from carebase.store.audit_records import AuditRecord, ChainHead
+from carebase.store.audit_records import AuditRecord, ChainHead, PackedBlock
 from carebase.store.sql_store import SqlStore
 
 log = logging.getLogger("carebase.audit")
@@ -33,6 +35,8 @@ log = logging.getLogger("carebase.audit")
 DEFAULT_MAX_BUFFER = 10_000
 #: Most entries one transaction writes (a backlog after an outage goes in several).
 MAX_BATCH = 2_000
+#: How often the search index gets the keys of the blocks written since (seconds).
+INDEX_EVERY_S = 1.0
 #: Wait between retries while the audit store fails (doubling up to the maximum).
 RETRY_FIRST_S, RETRY_MAX_S = 0.05, 1.0
 
@@ -85,8 +89,9 @@ class DatabaseAuditTrail(AuditTrail):
         self.max_buffer = max_buffer
         self.observer, self.site = observer, site
         self.stats = TrailStats()
-        #: accepted entries as unchained log rows, oldest first
-        self._buffer: deque[AuditRecord] = deque()
+        #: accepted entries (`audit_detail.entry_values`, or their JSON round trip), oldest
+        #: first; the writer packs them into a block (`audit_detail.pack_entries`)
+        self._buffer: deque[Sequence[Any]] = deque()
         self._cond = threading.Condition()
         self._healthy = True
         self._error: str | None = None
@@ -94,6 +99,8 @@ class DatabaseAuditTrail(AuditTrail):
         self._closed = False
         #: the start-up check for an unclean previous shutdown has not succeeded yet
         self._check_pending = True
+        #: when the search index last got the keys of the blocks written (monotonic)
+        self._indexed_at = float("-inf")
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
 
@@ -108,7 +115,7 @@ class DatabaseAuditTrail(AuditTrail):
         the buffer is full, or the trail is closed."""
         if self._thread is None and not self._closed:
             self.start()
-        row = to_record(entry, observer=self.observer, site=self.site)
+        row = entry_values(entry)
         with self._cond:
             if self._closed or self._closing:
                 raise _unavailable("the audit trail is shut down")
@@ -121,9 +128,9 @@ class DatabaseAuditTrail(AuditTrail):
             if len(self._buffer) == 1:
                 self._cond.notify()
 
-    def enqueue(self, rows: list[AuditRecord]) -> None:
-        """Buffer the unchained rows (`audit_detail.record_of`) of entries another process
-        already accepted (`audit_process`): kept while the store fails, since their requests
+    def enqueue(self, rows: Sequence[Sequence[Any]]) -> None:
+        """Buffer entries another process already accepted (`audit_process`; their
+        `entry_values` as JSON arrays): kept while the store fails, since their requests
         were answered. Only a buffer at ten times its size drops entries, logged and
         counted: the accepting side stops accepting as soon as it hears writes fail, long
         before."""
@@ -164,7 +171,7 @@ class DatabaseAuditTrail(AuditTrail):
                 self._closed = True
                 return
             marker = AuditEntry(SHUTDOWN, "E", description="carebase shut down")
-            self._buffer.append(to_record(marker, observer=self.observer, site=self.site))
+            self._buffer.append(entry_values(marker))
             self.stats.accepted += 1
             self._closing = True
             self._cond.notify_all()
@@ -191,7 +198,7 @@ class DatabaseAuditTrail(AuditTrail):
             self._thread = thread
             thread.start()
 
-    def _unclean_marker(self, head: ChainHead) -> list[AuditRecord]:
+    def _unclean_marker(self, head: ChainHead) -> list[Sequence[Any]]:
         """The entry noting an unclean previous shutdown, if the log's last entry says so
         (checked once, with the first append that succeeds)."""
         if not self._check_pending or head.seq == 0 or head.interaction == SHUTDOWN:
@@ -205,7 +212,7 @@ class DatabaseAuditTrail(AuditTrail):
                 "is not a shutdown marker): entries of its last few milliseconds may be lost"
             ),
         )
-        return [to_record(entry, observer=self.observer, site=self.site)]
+        return [entry_values(entry)]
 
     # --- the writer thread ----------------------------------------------------------------
     def _run(self) -> None:
@@ -219,7 +226,7 @@ class DatabaseAuditTrail(AuditTrail):
             if not self._closing and self._healthy:
                 time.sleep(self.flush_s)  # let entries of concurrent requests gather
             with self._cond:
-                batch = [self._buffer[i] for i in range(min(len(self._buffer), MAX_BATCH))]
+                batch = list(islice(self._buffer, MAX_BATCH))
             try:
                 self._write(batch)
             except Exception as exc:
@@ -243,14 +250,21 @@ class DatabaseAuditTrail(AuditTrail):
             if recovered and self.on_health is not None:
                 self.on_health(True, None)
 
-    def _write(self, batch: list[AuditRecord]) -> None:
+    def _write(self, batch: list[Sequence[Any]]) -> None:
         """Append `batch` in one transaction (after the start-up marker, if one is due)."""
 
-        def build(head: ChainHead) -> list[AuditRecord]:
-            return link_all([*self._unclean_marker(head), *batch], head.seq, head.hash)
+        def build(head: ChainHead) -> PackedBlock | None:
+            entries = [*self._unclean_marker(head), *batch]
+            if not entries:
+                return None
+            return pack_entries(entries, head.seq, head.hash, self.observer, self.site)
 
-        audit_records.append(self.store, build)
+        now = time.monotonic()
+        index = self._closing or now - self._indexed_at >= INDEX_EVERY_S
+        audit_records.append_packed(self.store, build, interaction=self._check_pending, index=index)
         self._check_pending = False
+        if index:
+            self._indexed_at = now
 
     def _fail(self, exc: Exception) -> None:
         reason = getattr(exc, "message", None) or str(exc) or type(exc).__name__

@@ -3,15 +3,15 @@
 Turning entries into hash-chained rows and writing them costs more CPU than a cached read
 does; in a writer thread it competes with the requests for the interpreter lock. Here the
 server process only encodes each entry (`audit_detail.entry_message`) and sends it over a
-Unix `SOCK_SEQPACKET` socket - the entries of one event-loop turn together, in one message
+Unix `SOCK_SEQPACKET` socket - the entries of one millisecond together, in one message
 that is never split - to a child process (`python -m carebase.auth.audit_writer`) that
 runs the `DatabaseAuditTrail` over its own connection to the same database. Sending per
-turn rather than per entry spares a system call and a wake-up of the writer per request,
+millisecond rather than per entry spares a system call and a wake-up of the writer per request,
 which cost the server more than the rest of the audit work together.
 
 The guarantees stay those of `audit_log`: an entry the socket accepted is in the kernel's
 buffer, which outlives a crash of the server process, and the child writes it (a crash
-loses at most the entries of the turn in progress); the child
+loses at most the entries of its last millisecond); the child
 reports when writes fail or recover, and from then `record()` refuses (503) until they
 succeed again, while the child keeps what it already has; `flush()` and `close()` wait for
 the child to say everything sent before is written (close adds the shutdown marker). If the
@@ -51,6 +51,10 @@ MAX_MESSAGE = 64 * 1024
 MAX_BATCH_BYTES, MAX_BATCH_ENTRIES = MAX_MESSAGE - 16, 256
 #: Largest entry (its query string is cut to fit).
 MAX_ENTRY = MAX_BATCH_BYTES - 8
+#: How long entries recorded on an event loop wait to be sent together (seconds): one
+#: message per millisecond rather than per loop turn, since requests that await the
+#: database (PostgreSQL) finish in turns of their own, one entry each.
+SEND_DELAY_S = 0.001
 #: How long the server waits for a writer process to start and report.
 START_TIMEOUT_S = 30.0
 RESTART_DELAY_S = 1.0
@@ -106,8 +110,8 @@ class ProcessAuditTrail(AuditTrail):
     def record(self, entry: AuditEntry) -> None:
         """Hand `entry` to the writer process; Unavailable when it cannot store entries.
 
-        Entries recorded on an event loop go out together once the loop has run what is
-        ready (one message, one wake-up of the writer, for the requests of that turn);
+        Entries recorded on an event loop go out together a millisecond after the first of
+        them (one message, one wake-up of the writer, for the requests of that time);
         elsewhere, and once a batch is full, at once.
         """
         if self._sock is None and not self._closed:
@@ -130,7 +134,7 @@ class ProcessAuditTrail(AuditTrail):
             if len(self._pending) > 1:
                 return  # a send is already due
         try:
-            asyncio.get_running_loop().call_soon(self.send_pending)
+            asyncio.get_running_loop().call_later(SEND_DELAY_S, self.send_pending)
         except RuntimeError:  # not on an event loop: nothing to gather with
             self.send_pending()
 

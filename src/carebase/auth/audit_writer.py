@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import logging
 import os
 import signal
 import socket
 import sys
 import threading
+from typing import Any
 
 import orjson
 
-from carebase.auth.audit_detail import record_of
+from carebase.auth.audit_detail import ENTRY_FIELDS
 from carebase.auth.audit_log import DatabaseAuditTrail
 from carebase.auth.audit_process import (
     ACK,
@@ -79,7 +81,9 @@ def serve(sock: socket.socket, trail: DatabaseAuditTrail) -> int:
             return 0
         kind, body = message[:1], message[1:]
         if kind == BATCH:
-            trail.enqueue([record_of(v, trail.observer, trail.site) for v in orjson.loads(body)])
+            entries = _entries(body)
+            if entries:
+                trail.enqueue(entries)
         elif kind == FLUSH:
             threading.Thread(target=answer, args=(body,), daemon=True).start()
         elif kind == CLOSE:
@@ -90,6 +94,22 @@ def serve(sock: socket.socket, trail: DatabaseAuditTrail) -> int:
                 tell(NACK, body + b" " + exc.message.encode())
             tell(EXITED)
             return 0
+
+
+def _entries(body: bytes) -> list[list[Any]]:
+    """The entries of a batch (`audit_detail.entry_values` arrays); a malformed batch - never
+    sent by a server of this version - is logged and dropped rather than left to fail every
+    later write."""
+    try:
+        entries = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        entries = None
+    if isinstance(entries, list) and all(
+        isinstance(v, list) and len(v) == ENTRY_FIELDS for v in entries
+    ):
+        return entries
+    log.error("a malformed batch of audit entries was dropped: %r", body[:200])
+    return []
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,6 +132,11 @@ def main(argv: list[str] | None = None) -> int:
     store = open_store(args.database, Settings.from_env())
     if not isinstance(store, SqlStore):
         raise SystemExit(f"the audit log needs a SQL store, not {type(store).__name__}")
+    # what is alive now lives as long as the process: out of the collector's way (rows are
+    # made and dropped for every entry; reference counting frees them)
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 100)
     try:
         return serve(sock, DatabaseAuditTrail(store, flush_ms=args.flush_ms, site=args.site))
     finally:

@@ -24,10 +24,8 @@ more than its user's role allows.
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 from carebase.auth.compartment import in_compartment
-from carebase.auth.principal import Principal
+from carebase.auth.principal import Principal, per_principal
 from carebase.auth.roles import permitted_scopes
 from carebase.auth.scopes import CONTEXT_BREADTH, ScopeError, ScopeGrant, ScopeSet
 from carebase.errors import Forbidden
@@ -189,7 +187,9 @@ def _no_patient() -> Forbidden:
     )
 
 
-@lru_cache(maxsize=4096)
-def policy_for(principal: Principal) -> AccessPolicy:
+def _policy(principal: Principal) -> AccessPolicy:
     """The (cached) policy of a principal: its scope decisions are computed once per token."""
     return AccessPolicy(principal)
+
+
+policy_for = per_principal(_policy)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, TypeVar
+
+T = TypeVar("T")
 
 #: The roles a user can have (DESIGN.md contracts); `service` is a backend application.
 ROLES: tuple[str, ...] = (
@@ -63,3 +66,24 @@ DEVELOPMENT_PRINCIPAL = Principal(
     username="development",
     scopes=frozenset({"system/*.cruds"}),
 )
+
+
+def per_principal(build: Callable[[Principal], T], size: int = 4096) -> Callable[[Principal], T]:
+    """`build` cached per Principal object (by identity): a token's principal is one object
+    for as long as the token cache holds it, and hashing a principal's twelve fields, which
+    an equality cache (`functools.lru_cache`) does on every call, cost more per request than
+    the lookup saves. Equal principals that are distinct objects are built separately."""
+    cache: dict[int, tuple[Principal, T]] = {}
+
+    def cached(principal: Principal) -> T:
+        hit = cache.get(id(principal))
+        if hit is not None and hit[0] is principal:  # the entry holds it: its id is its own
+            return hit[1]
+        value = build(principal)
+        if len(cache) >= size:
+            cache.clear()
+        cache[id(principal)] = (principal, value)
+        return value
+
+    cached.__doc__ = build.__doc__
+    return cached

@@ -250,8 +250,31 @@ def _oauth() -> Migration:
     )
 
 
+#: The audit log's tables of migration 6 (one row per entry: logs written before migration 10).
+AUDIT_ROW_TABLES: tuple[str, ...] = ("audit_log", "audit_patient", "audit_entity")
+#: The tables of migration 10 (one row per group-committed block of entries).
+AUDIT_BLOCK_TABLES: tuple[str, ...] = ("audit_block", "audit_key")
 #: The audit log's tables (written and read only by `store/audit_records.py`).
-AUDIT_TABLES: tuple[str, ...] = ("audit_log", "audit_patient", "audit_entity")
+AUDIT_TABLES: tuple[str, ...] = AUDIT_ROW_TABLES + AUDIT_BLOCK_TABLES
+
+
+def _append_only(tables: tuple[str, ...], sqlite: list[str], postgresql: list[str]) -> None:
+    """Triggers refusing UPDATE and DELETE (and, on PostgreSQL, TRUNCATE) on `tables`."""
+    for table in tables:
+        for op in ("UPDATE", "DELETE"):
+            sqlite.append(
+                f"CREATE TRIGGER {table}_no_{op.lower()} BEFORE {op} ON {table} BEGIN"
+                f" SELECT RAISE(ABORT, 'the audit log is append-only: {op} on {table} refused');"
+                " END"
+            )
+        postgresql.append(
+            f"CREATE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE ON {table}"
+            " FOR EACH ROW EXECUTE FUNCTION audit_append_only()"
+        )
+        postgresql.append(
+            f"CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table}"
+            " FOR EACH STATEMENT EXECUTE FUNCTION audit_append_only()"
+        )
 
 
 def _audit_log() -> Migration:
@@ -294,21 +317,7 @@ def _audit_log() -> Migration:
         " RAISE EXCEPTION 'the audit log is append-only: % on % refused', TG_OP, TG_TABLE_NAME;"
         " END $$"
     )
-    for table in AUDIT_TABLES:
-        for op in ("UPDATE", "DELETE"):
-            sqlite.append(
-                f"CREATE TRIGGER {table}_no_{op.lower()} BEFORE {op} ON {table} BEGIN"
-                f" SELECT RAISE(ABORT, 'the audit log is append-only: {op} on {table} refused');"
-                " END"
-            )
-        postgresql.append(
-            f"CREATE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE ON {table}"
-            " FOR EACH ROW EXECUTE FUNCTION audit_append_only()"
-        )
-        postgresql.append(
-            f"CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table}"
-            " FOR EACH STATEMENT EXECUTE FUNCTION audit_append_only()"
-        )
+    _append_only(AUDIT_ROW_TABLES, sqlite, postgresql)
     return Migration(
         6,
         "the append-only, hash-chained audit log (audit_log, audit_patient, audit_entity)",
@@ -407,6 +416,45 @@ def _telehealth() -> Migration:
     )
 
 
+def _audit_blocks() -> Migration:
+    # Each group commit of the audit trail stores one row: the entries packed in order, each
+    # with its own chain hash (`store/audit_records.py`), where one row per entry cost eight
+    # B-tree inserts (the row, four indexes, the patient index and its two). Entry ids start
+    # with their seq, so a read by id finds the block without an id index. `audit_key` is the
+    # search index: one row per block and patient (`p:`), agent (`a:`) and other resource
+    # (`e:`) its entries name, added for many blocks at a time from the blocks' `keys` (a
+    # JSON array), with a `~` row saying up to which block it is complete. Logs of
+    # migration 6 stay where they are and are read with these (their seqs all come before
+    # the first block's).
+    statements = [
+        _both(
+            "CREATE TABLE audit_block ("
+            " first_seq {big} PRIMARY KEY,"
+            " last_seq {big} NOT NULL,"
+            " min_recorded {big} NOT NULL,"
+            " max_recorded {big} NOT NULL,"
+            " entries {blob} NOT NULL,"
+            " keys TEXT NOT NULL,"
+            " prev_hash TEXT NOT NULL,"
+            " hash TEXT NOT NULL)"
+        ),
+        _both(
+            "CREATE TABLE audit_key (key TEXT NOT NULL, first_seq {big} NOT NULL,"
+            " PRIMARY KEY (key, first_seq))"
+        ),
+    ]
+    sqlite = [s for s, _ in statements]
+    sqlite[1] += " WITHOUT ROWID"
+    postgresql = [p for _, p in statements]
+    _append_only(AUDIT_BLOCK_TABLES, sqlite, postgresql)
+    return Migration(
+        10,
+        "the audit log in blocks: one row per group commit (audit_block) and its search keys",
+        tuple(sqlite),
+        tuple(postgresql),
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     _initial(),
     _full_text(),
@@ -417,6 +465,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     _bulk_jobs(),
     _ml_models(),
     _telehealth(),
+    _audit_blocks(),
 )
 INDEX_TABLES: tuple[str, ...] = tuple(_INDEX_TABLES)
 LATEST = MIGRATIONS[-1].number

@@ -150,6 +150,25 @@ def range_condition(prefix: str, lo: int, hi: int, col_lo: str, col_hi: str) -> 
     return f"({lo_open} <= ?) AND {hi_open} >= ?))", [wide_hi, wide_lo]
 
 
+def range_matches(prefix: str, lo: int, hi: int, value_lo: int, value_hi: int) -> bool:
+    """`range_condition` in Python, for a target range [value_lo, value_hi] (no open ends)."""
+    within = value_lo >= lo and value_hi <= hi
+    if prefix == "eq":
+        return within
+    if prefix == "ne":
+        return not within
+    if prefix in ("gt", "sa"):
+        return (value_hi if prefix == "gt" else value_lo) > hi
+    if prefix in ("lt", "eb"):
+        return (value_lo if prefix == "lt" else value_hi) < lo
+    if prefix == "ge":
+        return value_hi > hi or within
+    if prefix == "le":
+        return value_lo < lo or within
+    wide_lo, wide_hi = approximate_date(lo, hi)
+    return value_lo <= wide_hi and value_hi >= wide_lo
+
+
 def date_condition(name: str, value: str, col_lo: str = "lo", col_hi: str = "hi") -> Condition:
     """One date value (with its prefix) against a range held in two columns."""
     prefix, lo, hi = parse_date(name, value)
