@@ -167,9 +167,12 @@ class PostgresStore(SqlStore):
         return row is not None and row[0] is not None
 
     def refresh_statistics(self) -> None:
-        tables = ", ".join(["resource", "resource_version", *INDEX_TABLES, TEXT_TABLE])
+        # One table per transaction: ANALYZE holds its lock until commit, and holding them all
+        # at once could deadlock with DDL taking them in another order.
         with self._errors_translated(), self._pool.connection() as conn:
-            conn.execute(f"ANALYZE {tables}")
+            for table in ("resource", "resource_version", *INDEX_TABLES, TEXT_TABLE):
+                conn.execute(f"ANALYZE {table}")
+                conn.commit()
 
     def close(self) -> None:
         self._pool.close()

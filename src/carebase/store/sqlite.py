@@ -180,8 +180,9 @@ class SQLiteStore(SqlStore):
                 self._batch_number += 1
             batch = self._batch_number
             conn.execute("SAVEPOINT unit")
+            cur = conn.cursor()
             try:
-                yield conn.cursor()
+                yield cur
                 conn.execute("RELEASE unit")
                 self._members += 1
                 failed = None
@@ -189,6 +190,11 @@ class SQLiteStore(SqlStore):
                 conn.execute("ROLLBACK TO unit")
                 conn.execute("RELEASE unit")
                 failed = exc
+            finally:
+                # Closed here, under the write lock: a cursor left to the garbage collector
+                # (one a traceback keeps alive, say) resets its statement on the shared writer
+                # connection from whichever thread collects it, which can be mid-write.
+                cur.close()
             commit = self._members > 0 and (self._queued == 0 or self._members >= MAX_GROUP_COMMIT)
             if commit or (self._members == 0 and failed is not None):
                 self._finish_batch(conn, batch, commit)
