@@ -21,6 +21,7 @@ from carebase.web.pages import CLINICIAN_PREFIX as APP
 from carebase.web.pages import WebPage, page, require
 from carebase.web.patient_search import duplicates, find_patients, summary
 from carebase.web.records import Records, stored_json
+from carebase.web.visit_routes import upcoming
 
 RECENT = 10
 
@@ -32,9 +33,19 @@ async def home(web: WebPage) -> Response:
     records = web.records
     results = await run_in_threadpool(find_patients, records, query) if query else []
     recent = await run_in_threadpool(recent_patients, web) if not query else []
+    practitioner = web.user.fhir_user or ""
+    appointments = None
+    if not query and practitioner.startswith("Practitioner/"):
+        params = [("practitioner", practitioner)]
+        appointments = await run_in_threadpool(upcoming, web.records, params)
     return web.render(
         "app_home.html",
-        {"query": query, "results": [summary(p) for p in results], "recent": recent},
+        {
+            "query": query,
+            "results": [summary(p) for p in results],
+            "recent": recent,
+            "appointments": appointments,
+        },
     )
 
 
@@ -77,9 +88,19 @@ async def chart(web: WebPage) -> Response:
     patient_id = web.request.path_params["id"]
     view = await run_in_threadpool(build_chart, web.records, patient_id)
     changes = await run_in_threadpool(recent_changes, web, patient_id)
+    appointments = None
+    if web.records.may("Appointment", "s"):
+        params = [("patient", patient_id)]
+        appointments = await run_in_threadpool(upcoming, web.records, params)
     return web.render(
         "chart.html",
-        {"chart": view, "pid": patient_id, "changes": changes, "can": _abilities(web.records)},
+        {
+            "chart": view,
+            "pid": patient_id,
+            "changes": changes,
+            "can": _abilities(web.records),
+            "appointments": appointments,
+        },
     )
 
 

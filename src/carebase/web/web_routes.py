@@ -17,6 +17,7 @@ from carebase.web.login_routes import html_guarded, safe_next
 from carebase.web.pages import home_of
 from carebase.web.portal_routes import portal_routes
 from carebase.web.risk_routes import risk_routes
+from carebase.web.visit_routes import visit_routes
 
 #: A year: the language choice outlives sessions.
 _LANG_MAX_AGE = 365 * 24 * 3600
@@ -52,4 +53,5 @@ def web_routes() -> list[Route]:
         *risk_routes(),
         *admin_routes(),
         *portal_routes(),
+        *visit_routes(),
     ]
