@@ -16,6 +16,7 @@ from carebase.store.sql_store import SqlStore
 from carebase.web import documenting
 from carebase.web import sessions_http as http
 from carebase.web.chart import build_chart, encounter_row
+from carebase.web.document_routes import document_rows
 from carebase.web.forms import read_form
 from carebase.web.pages import CLINICIAN_PREFIX as APP
 from carebase.web.pages import WebPage, page, require
@@ -88,6 +89,9 @@ async def chart(web: WebPage) -> Response:
     patient_id = web.request.path_params["id"]
     view = await run_in_threadpool(build_chart, web.records, patient_id)
     changes = await run_in_threadpool(recent_changes, web, patient_id)
+    documents, documents_total = None, None
+    if web.records.may("DocumentReference", "s"):
+        documents, documents_total = await run_in_threadpool(document_rows, web, patient_id, 10)
     appointments = None
     if web.records.may("Appointment", "s"):
         params = [("patient", patient_id)]
@@ -100,6 +104,8 @@ async def chart(web: WebPage) -> Response:
             "changes": changes,
             "can": _abilities(web.records),
             "appointments": appointments,
+            "documents": documents,
+            "documents_total": documents_total,
         },
     )
 

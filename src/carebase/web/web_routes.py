@@ -10,6 +10,7 @@ from starlette.routing import Route
 from carebase.web import sessions_http as http
 from carebase.web.admin_routes import admin_routes
 from carebase.web.clinician_routes import clinician_routes
+from carebase.web.document_routes import document_routes
 from carebase.web.documenting_routes import documenting_routes
 from carebase.web.forms import read_form
 from carebase.web.i18n import LANG_COOKIE, LANGUAGES
@@ -50,6 +51,7 @@ def web_routes() -> list[Route]:
         Route("/language", html_guarded(language), methods=["POST"]),
         *clinician_routes(),
         *documenting_routes(),
+        *document_routes(),
         *risk_routes(),
         *admin_routes(),
         *portal_routes(),
