@@ -376,4 +376,7 @@ ZH: dict[str, str] = {
     "This page does not take that kind of request.": "此页面不接受这种请求。",
     "Too many attempts; try again shortly.": "尝试次数过多；请稍后再试。",
     "Too many failed attempts; try again in {n} seconds": "失败次数过多；请在 {n} 秒后再试",
+    "Changed elements": "更改的元素",
+    "Versions of {what}": "{what} 的各个版本",
+    "not in the audit log": "审计日志中无记录",
 }

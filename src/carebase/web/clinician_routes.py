@@ -22,6 +22,7 @@ from carebase.web.pages import CLINICIAN_PREFIX as APP
 from carebase.web.pages import WebPage, page, require
 from carebase.web.patient_search import duplicates, find_patients, summary
 from carebase.web.records import Records, stored_json
+from carebase.web.resource_history import versions
 from carebase.web.visit_routes import upcoming
 
 RECENT = 10
@@ -154,6 +155,19 @@ def _millis(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M")
 
 
+async def history(web: WebPage) -> Response:
+    """The versions of one resource of the record: who changed what, when."""
+    params = web.request.path_params
+    patient_id, type_, id_ = params["id"], params["type"], params["rid"]
+
+    def load() -> dict[str, Any]:
+        rows = versions(web.records, patient_id, type_, id_)
+        return {"patient": summary(web.records.read("Patient", patient_id)), "versions": rows}
+
+    values = await run_in_threadpool(load)
+    return web.render("history.html", {**values, "pid": patient_id, "reference": f"{type_}/{id_}"})
+
+
 async def encounters(web: WebPage) -> Response:
     """The whole encounters timeline, a page at a time."""
     patient_id = web.request.path_params["id"]
@@ -219,4 +233,5 @@ def clinician_routes() -> list[Route]:
         Route(f"{APP}/patients/new", area(register), methods=["GET", "POST"]),
         Route(f"{APP}/patients/{{id}}", area(chart), methods=["GET"]),
         Route(f"{APP}/patients/{{id}}/encounters", area(encounters), methods=["GET"]),
+        Route(f"{APP}/patients/{{id}}/history/{{type}}/{{rid}}", area(history), methods=["GET"]),
     ]
