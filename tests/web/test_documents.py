@@ -69,6 +69,9 @@ async def test_upload_list_and_download_with_the_stored_type(
     assert len(_documents(store, world.first)) == before + 3
     chart = await web.get(f"/app/patients/{world.first}")
     assert "Upload scan.png" in chart.text and f"{path}/" in chart.text
+    notes = chart.text.split('id="note"', 1)[1].split('id="documents"', 1)[0]
+    # notes are the documents with text: the uploaded text file, not the scan or the PDF
+    assert "Blood pressure diary" in notes and notes.count("Outside record") == 1
     # the synthetic record's own documents are listed too, whatever their type
     page = await web.get(path)
     for document in _documents(store, world.first)[:5]:
