@@ -73,6 +73,8 @@ class Settings:
     auth_rate_limit: str = "10/minute:20"
     #: The largest form post (login, OAuth) accepted, bytes.
     max_form_bytes: int = 64 * 1024
+    #: The largest file upload form post (multipart/form-data: the chart's documents), bytes.
+    max_upload_bytes: int = 6 * 1024 * 1024
     #: TLS certificate and key (PEM) for `carebase serve`; both or neither.
     ssl_certfile: str = ""
     ssl_keyfile: str = ""
@@ -127,6 +129,7 @@ class Settings:
             cors_origins=_env_list("CAREBASE_CORS_ORIGINS"),
             auth_rate_limit=os.environ.get("CAREBASE_AUTH_RATE_LIMIT") or "10/minute:20",
             max_form_bytes=_env_int("CAREBASE_MAX_FORM_BYTES", 64 * 1024),
+            max_upload_bytes=_env_int("CAREBASE_MAX_UPLOAD_BYTES", 6 * 1024 * 1024),
             ssl_certfile=os.environ.get("CAREBASE_SSL_CERTFILE", ""),
             ssl_keyfile=os.environ.get("CAREBASE_SSL_KEYFILE", ""),
             encryption_key_file=os.environ.get("CAREBASE_ENCRYPTION_KEY_FILE", ""),

@@ -99,8 +99,15 @@ async def test_form_posts_get_the_small_form_limit() -> None:
         return PlainTextResponse(f"hello {form['username'][0]}")
 
     # Mounted as the app mounts it: inside Starlette's outermost error middleware.
-    limit = Middleware(BodyLimitMiddleware, max_bytes=1_000_000, max_form_bytes=256)
-    app = Starlette(routes=[Route("/login", login, methods=["POST"])], middleware=[limit])
+    limit = Middleware(
+        BodyLimitMiddleware, max_bytes=1_000_000, max_form_bytes=256, max_upload_bytes=2048
+    )
+
+    async def upload(request: Request) -> PlainTextResponse:
+        return PlainTextResponse(str(len(await request.body())))
+
+    routes = [Route("/login", login, methods=["POST"]), Route("/upload", upload, methods=["POST"])]
+    app = Starlette(routes=routes, middleware=[limit])
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
         ok = await client.post("/login", data={"username": "ann", "password": "pw"})
@@ -122,3 +129,11 @@ async def test_form_posts_get_the_small_form_limit() -> None:
         assert streamed.status_code == 413
         bad = await client.post("/login", content=b"x", headers={"Content-Length": "lots"})
         assert bad.status_code == 400
+        # file uploads (multipart) have their own, larger limit
+        upload = {"file": ("a.txt", b"a" * 1500, "text/plain")}
+        taken = await client.post("/upload", files=upload)
+        assert taken.status_code == 200 and int(taken.text) > 1500
+        huge = {"file": ("a.txt", b"a" * 3000, "text/plain")}
+        too_big = await client.post("/upload", files=huge)
+        assert too_big.status_code == 413
+        assert "CAREBASE_MAX_UPLOAD_BYTES" in too_big.json()["issue"][0]["diagnostics"]

@@ -235,6 +235,9 @@ async def test_model_card_needs_a_token_and_serves_its_plots(
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
     assert model_id in r.text and 'src="calibration.png"' in r.text
     assert 'src="roc.png"' in r.text and "95% interval" in r.text
+    # the card's inline style is allowed by its hash, nothing else inline
+    policy = r.headers["content-security-policy"]
+    assert "style-src 'self' 'sha256-" in policy and "script-src 'self';" in policy
     for name in ("calibration.png", "roc.png"):
         png = await client.get(f"/ml/models/{model_id}/{name}")
         assert png.status_code == 200 and png.content.startswith(b"\x89PNG")

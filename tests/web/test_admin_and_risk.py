@@ -3,6 +3,8 @@ with a real trained model, over HTTP."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import re
 
 import httpx
@@ -96,6 +98,18 @@ async def test_risk_panel_shows_predictions_with_factors_and_the_model_card(
     assert f'href="/app/models/{record.id}/card"' in panel.text
     card = await web.get(f"/app/models/{record.id}/card")
     assert card.status_code == 200 and "readmission" in card.text.lower()
+    _assert_card_style_allowed_by_hash_only(card)
     await sign_in(web, "admin")
     models = (await web.get("/app/admin/models")).text
     assert "readmission_30d" in models and f"/app/models/{record.id}/card" in models
+
+
+def _assert_card_style_allowed_by_hash_only(card: httpx.Response) -> None:
+    """The card's inline style is allowed by its hash; scripts stay 'self' only."""
+    style = re.search(r"<style>(.*?)</style>", card.text, re.S)
+    assert style is not None
+    digest = base64.b64encode(hashlib.sha256(style.group(1).encode()).digest()).decode()
+    policy = card.headers["content-security-policy"]
+    directives = {d.split()[0]: d.split()[1:] for d in policy.split("; ")}
+    assert directives["style-src"] == ["'self'", f"'sha256-{digest}'"]
+    assert directives["script-src"] == ["'self'"] and "unsafe-inline" not in policy

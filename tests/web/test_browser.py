@@ -56,7 +56,14 @@ def browser() -> Iterator[Browser]:
     assert sync_playwright is not None
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"]
+            executable_path=str(CHROMIUM),
+            headless=True,
+            # fake camera and microphone for the video visit page
+            args=[
+                "--no-sandbox",
+                "--use-fake-device-for-media-stream",
+                "--use-fake-ui-for-media-stream",
+            ],
         )
         yield launched
         launched.close()
@@ -247,5 +254,65 @@ def test_staff_pages_pass_the_accessibility_audit(
     page.get_by_role("button", name="Register").click()
     expect(page.get_by_text("This field is required").first).to_be_visible()
     assert _axe(page) == []
+    assert violations == []
+    context.close()
+
+
+def test_visit_note_is_written_while_the_video_goes_on(
+    browser: Browser, server: tuple[str, World, UserDirectory]
+) -> None:
+    """The chart visit page: the clinician joins from the chart, the panel connects, and the
+    note posts in the background (the page, and so the call, stays)."""
+    from datetime import UTC, datetime, timedelta
+
+    from carebase.telehealth.codes import visit_coding
+    from carebase.telehealth.encounter import visit_started
+
+    base, world, users = server
+    store = users.store
+    start = datetime.now(UTC) + timedelta(minutes=30)
+    with store.transaction() as tx:
+        tx.create("Practitioner", {"resourceType": "Practitioner"}, "vdoc")
+        appointment = tx.create(
+            "Appointment",
+            {
+                "resourceType": "Appointment",
+                "status": "booked",
+                "serviceType": [visit_coding("virtual")],
+                "description": "Video follow-up",
+                "start": start.isoformat(timespec="seconds"),
+                "end": (start + timedelta(minutes=20)).isoformat(timespec="seconds"),
+                "participant": [
+                    {"actor": {"reference": f"Patient/{world.first}"}, "status": "accepted"},
+                    {"actor": {"reference": "Practitioner/vdoc"}, "status": "accepted"},
+                ],
+            },
+        ).id
+    users.add("vdoc", "clinician", PASSWORD, practitioner="vdoc", organization=world.organization)
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    violations = _csp_violations(page)
+    _sign_in(page, base, "vdoc")
+    expect(page.get_by_role("heading", name="Your appointments")).to_be_visible()
+    page.goto(f"{base}/app/patients/{world.first}")
+    page.get_by_role("button", name="Join visit").click()
+    expect(page).to_have_url(re.compile(rf"/visits/{appointment}#room={appointment}&token="))
+    status = page.locator("#status")
+    expect(status).not_to_have_text("Connecting…", timeout=10_000)
+    expect(status).not_to_have_text("This link has no room or join token.")
+    page.evaluate("window.stayed = true")
+    note = page.locator("#visit-note")
+    note.get_by_label("Subjective").fill("Rash on both forearms for 2 days")
+    note.get_by_role("button", name="Save").click()
+    expect(page.get_by_text("The visit has not started")).to_be_visible()
+    visit_started(store, appointment, ["Practitioner/vdoc"])  # the patient came in
+    note = page.locator("#visit-note")
+    note.get_by_label("Subjective").fill("Rash on both forearms for 2 days")
+    note.get_by_role("button", name="Save").click()
+    expect(page.get_by_text("Saved in this visit's encounter.")).to_be_visible()
+    assert page.evaluate("window.stayed") is True  # no navigation: the call went on
+    assert "#room=" in page.url
+    assert _axe(page) == []
+    _shot(page, "chart-visit")
     assert violations == []
     context.close()

@@ -210,8 +210,13 @@ async def test_problem_from_icd10_resolved_as_a_new_version_with_who_changed_it(
     _flush(audited_app)
     chart = (await web.get(f"/app/patients/{world.first}")).text
     changes = chart.split('id="changes"', 1)[1]
-    assert re.search(rf"<td>doc</td><td>update</td><td>Condition/{stored.id}</td>", changes)
-    assert re.search(rf"<td>doc</td><td>create</td><td>Condition/{stored.id}</td>", changes)
+    link = f'<a href="/app/patients/{world.first}/history/Condition/{stored.id}">'
+    assert re.search(
+        rf"<td>doc</td><td>update</td><td>{link}Condition/{stored.id}</a></td>", changes
+    )
+    assert re.search(
+        rf"<td>doc</td><td>create</td><td>{link}Condition/{stored.id}</a></td>", changes
+    )
 
 
 async def test_note_text_is_escaped_and_html_sanitised(

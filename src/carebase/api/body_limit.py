@@ -4,8 +4,9 @@ FHIR handlers already read bodies through `request_body.read_body`; this guard b
 other path too (login and OAuth form posts, future endpoints) whatever the handler does: a
 declared `Content-Length` over the limit is refused before the app runs, and a body streamed
 without one (chunked) is cut off once it passes the limit. Form posts
-(`application/x-www-form-urlencoded`, `multipart/form-data`) get the much smaller
-`max_form_bytes`: a login or token request is a few hundred bytes.
+(`application/x-www-form-urlencoded`) get the much smaller `max_form_bytes`: a login or token
+request is a few hundred bytes; file uploads (`multipart/form-data`, the chart's documents)
+get `max_upload_bytes`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from carebase.api.responses import error_response
 from carebase.errors import BadRequest, TooLarge
 
-_FORMS = ("application/x-www-form-urlencoded", "multipart/form-data")
+_FORM = "application/x-www-form-urlencoded"
+_UPLOAD = "multipart/form-data"
 
 
 class BodyTooLarge(TooLarge):
@@ -26,16 +28,21 @@ class BodyTooLarge(TooLarge):
 class BodyLimitMiddleware:
     """Refuses (413) request bodies over `max_bytes` (`max_form_bytes` for form posts)."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int, max_form_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, max_form_bytes: int, max_upload_bytes: int
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.max_form_bytes = max_form_bytes
+        self.max_upload_bytes = max_upload_bytes
 
     def limit_for(self, headers: Headers) -> tuple[int, str]:
         """The byte limit for a request with these headers, and the setting that sets it."""
         kind = headers.get("content-type", "").split(";")[0].strip().lower()
-        if kind in _FORMS:
+        if kind == _FORM:
             return self.max_form_bytes, "CAREBASE_MAX_FORM_BYTES"
+        if kind == _UPLOAD:
+            return self.max_upload_bytes, "CAREBASE_MAX_UPLOAD_BYTES"
         return self.max_bytes, "CAREBASE_MAX_BODY_BYTES"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -37,6 +37,7 @@ def hardening_middleware(settings: Settings) -> list[Middleware]:
             BodyLimitMiddleware,
             max_bytes=settings.max_body_bytes,
             max_form_bytes=settings.max_form_bytes,
+            max_upload_bytes=settings.max_upload_bytes,
         )
     )
     return stack

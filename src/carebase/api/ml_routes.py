@@ -26,6 +26,7 @@ from carebase.api.request_body import parse_json, read_body
 from carebase.api.responses import fhir_response, guarded
 from carebase.api.results import Context
 from carebase.api.routes import FhirApi, by_method
+from carebase.api.security_headers import policy_allowing_styles
 from carebase.auth.audit_entry import AuditEntry
 from carebase.errors import BadRequest, Forbidden, NotFound, PreconditionFailed
 from carebase.fhir.definitions.loader import get_definitions
@@ -78,6 +79,14 @@ def read_compartment(ctx: Context, patient_id: str) -> list[dict[str, Any]]:
             if cursor is None:
                 break
     return resources
+
+
+def card_headers() -> dict[str, str]:
+    """The CSP of a model card page: the app's policy, plus the card's own inline style by
+    its hash (scripts stay `'self'` only)."""
+    from carebase.ml.model_card import card_style_source
+
+    return {"Content-Security-Policy": policy_allowing_styles(card_style_source())}
 
 
 class MlApi:
@@ -252,7 +261,7 @@ class MlApi:
         """GET /ml/models/{id}/card: the model card as HTML (plots linked beside it)."""
         model_id = request.path_params["model"]
         html = await run_in_threadpool(self._card_html, model_id)
-        return HTMLResponse(html)
+        return HTMLResponse(html, headers=card_headers())
 
     def _card_html(self, model_id: str) -> str:
         from carebase.ml import registry

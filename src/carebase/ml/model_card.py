@@ -9,6 +9,8 @@ functions of `CardData`; `write_card` writes `card.md`, `card.html` and the PNGs
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import io
 import math
 from dataclasses import dataclass, field
@@ -16,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import jinja2
+import markupsafe
 import matplotlib
 
 matplotlib.use("Agg")  # before pyplot: cards render on servers without a display
@@ -233,12 +236,25 @@ No subgroup comparison was possible (fewer than two groups with a value).
 {% endfor %}
 """
 
+#: The card page's stylesheet, inline so that card.html stands alone as a file. Served over
+#: HTTP under a CSP that allows exactly this style by its hash (`card_style_source`).
+CARD_STYLE = (
+    "body{font-family:sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem}\n"
+    "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.25rem .5rem;"
+    "text-align:left}\nimg{max-width:45%;margin:.5rem}"
+)
+
+
+def card_style_source() -> str:
+    """The CSP source expression (`'sha256-...'`) that allows the card's inline style."""
+    digest = hashlib.sha256(CARD_STYLE.encode("utf-8")).digest()
+    return f"'sha256-{base64.b64encode(digest).decode('ascii')}'"
+
+
 _HTML = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <title>Model card: {{ d.model_id }}</title>
-<style>body{font-family:sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem}
-table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.25rem .5rem;text-align:left}
-img{max-width:45%;margin:.5rem}</style></head><body>
+<style>{{ style }}</style></head><body>
 <h1>Model card: {{ d.model_id }}</h1>
 <p>{{ d.description }}</p>
 <table>
@@ -298,6 +314,7 @@ def _render(template: str, data: CardData, image_base: str, *, html: bool) -> st
         images=sorted(plots_names(data)),
         image_base=image_base,
         tripod=TRIPOD_ITEMS,
+        style=markupsafe.Markup(CARD_STYLE),  # a constant of this module
     )
 
 

@@ -38,21 +38,18 @@ from carebase.auth.principal import Principal
 from carebase.errors import (
     BadRequest,
     CarebaseError,
-    Conflict,
     Forbidden,
     Unauthorized,
     Unavailable,
 )
 from carebase.fhir.operation_outcome import error_outcome, from_error
 from carebase.store.sql_store import SqlStore
-from carebase.telehealth import messages, scheduling
-from carebase.telehealth.access import CLINICAL_ROLES, Caller, record
+from carebase.telehealth import messages, scheduling, visit_join
+from carebase.telehealth.access import Caller, record
 from carebase.telehealth.availability import parse_instant, parse_pattern
-from carebase.telehealth.codes import visit_types_of
 from carebase.telehealth.room_store import RoomStore
 from carebase.telehealth.service import Telehealth
 from carebase.telehealth.signalling import Hub
-from carebase.telehealth.turn import ice_servers
 from carebase.telehealth.ui import STATIC_DIR, visit_page
 
 #: Where the authentication middleware puts the verified caller (`api.authentication`).
@@ -256,67 +253,11 @@ class TelehealthRoutes:
 
     # --- visits ------------------------------------------------------------------------------
     def _visit(self, caller: Caller, appointment_id: str) -> dict[str, Any]:
-        stored = caller.read(self.service.store, "Appointment", appointment_id)
-        appointment = scheduling.body_of(stored)
-        if appointment.get("status") not in ("booked", "arrived"):
-            raise Conflict(
-                f"Appointment/{appointment_id} is {appointment.get('status')}: "
-                "there is no visit to join",
-                location="Appointment.status",
-            )
-        if "virtual" not in visit_types_of(appointment):
-            raise Conflict(
-                f"Appointment/{appointment_id} is an in-person visit",
-                location="Appointment.serviceType",
-            )
-        return appointment
-
-    def _room_role(self, caller: Caller, appointment: dict[str, Any]) -> tuple[str, str]:
-        """(room role, participant id) of the caller in this appointment's visit; 403 else."""
-        principal = caller.principal
-        if caller.role == "patient":
-            patient = scheduling.appointment_patient(appointment)
-            if principal.patient is None or principal.patient != patient:
-                raise Forbidden(
-                    "Only the appointment's patient may join as patient", location="Appointment"
-                )
-            return "patient", f"patient-{patient}"
-        if caller.role in CLINICAL_ROLES:
-            practitioners = scheduling.appointment_practitioners(appointment)
-            if caller.role != "admin" and principal.fhir_user not in practitioners:
-                raise Forbidden(
-                    "Only the appointment's practitioners run its visit", location="Appointment"
-                )
-            return "clinician", f"clinician-{principal.subject}"
-        raise Forbidden("This role cannot join visits", location="Appointment")
+        return visit_join.visit(self.service.store, caller, appointment_id)
 
     async def join(self, request: Request, caller: Caller) -> tuple[int, Any]:
         appointment_id = _id(request)
-        appointment = await run_in_threadpool(self._visit, caller, appointment_id)
-        role, pid = self._room_role(caller, appointment)
-        principal = caller.principal
-        display = principal.username or principal.subject
-        token, expires = self.service.tokens.issue(
-            room=appointment_id,
-            role=role,
-            participant=pid,
-            display=display,
-            subject=principal.subject,
-            fhir_user=principal.fhir_user,
-        )
-        return 200, self._grant(appointment_id, token, expires, role, pid)
-
-    def _grant(self, room: str, token: str, expires: int, role: str, pid: str) -> dict[str, Any]:
-        return {
-            "room": room,
-            "token": token,
-            "expiresAt": expires,
-            "role": role,
-            "participant": pid,
-            "websocket": f"/telehealth/ws/{room}",
-            "page": f"/telehealth/visit#room={room}&token={token}",
-            "iceServers": ice_servers(self.service.settings, pid),
-        }
+        return 200, await run_in_threadpool(visit_join.grant, self.service, caller, appointment_id)
 
     async def invite(self, request: Request, caller: Caller) -> tuple[int, Any]:
         body = await _body(request)
@@ -330,7 +271,7 @@ class TelehealthRoutes:
             raise BadRequest("kind is guest or interpreter", location="kind")
         appointment_id = _id(request)
         appointment = await run_in_threadpool(self._visit, caller, appointment_id)
-        role, _ = self._room_role(caller, appointment)
+        role, _ = visit_join.room_role(caller, appointment)
         if role != "clinician":
             raise Forbidden("Only the clinician invites guests", location="Appointment")
         end = parse_instant(str(appointment.get("end")), "Appointment.end")
@@ -344,12 +285,14 @@ class TelehealthRoutes:
             subject=caller.principal.subject,
             ttl=ttl,
         )
-        return 200, self._grant(appointment_id, token, expires, "guest", pid)
+        return 200, visit_join.room_grant(
+            self.service, appointment_id, token, expires, "guest", pid
+        )
 
     async def room(self, request: Request, caller: Caller) -> tuple[int, Any]:
         appointment_id = _id(request)
         appointment = await run_in_threadpool(self._visit, caller, appointment_id)
-        _, pid = self._room_role(caller, appointment)
+        _, pid = visit_join.room_role(caller, appointment)
         store = self.service.store
         assert isinstance(store, SqlStore)
         state = await run_in_threadpool(RoomStore(store).load, appointment_id)

@@ -16,6 +16,7 @@ from carebase.errors import BadRequest, CarebaseError
 from carebase.store import audit_records
 from carebase.store.sql_store import SqlStore
 from carebase.web import sessions_http as http
+from carebase.web.error_text import shown_error
 from carebase.web.forms import read_form
 from carebase.web.pages import CLINICIAN_PREFIX as APP
 from carebase.web.pages import WebPage, page
@@ -37,7 +38,7 @@ async def users(web: WebPage) -> Response:
             await run_in_threadpool(_change_user, directory, form)
             return RedirectResponse(f"{ADMIN}/users", 303)
         except CarebaseError as exc:
-            error = exc.message
+            error = shown_error(web.language, exc)
     listed = await run_in_threadpool(directory.list)
     return web.render(
         "admin_users.html", {"users": listed, "roles": ROLES, "error": error}, 400 if error else 200

@@ -211,13 +211,20 @@ def build_chart(records: Records, patient_id: str) -> Chart:
         chart.hidden.append("encounters")
     if may("DocumentReference", "s"):
         params = [*subject, ("_sort", "-date")]
-        for item in records.search("DocumentReference", params, NOTES_SHOWN):
+        # notes are the documents with readable text (the documents section lists them all,
+        # scans and PDFs too)
+        for item in records.search("DocumentReference", params, NOTES_SHOWN * 4):
+            text = document_text(item)
+            if not text:
+                continue
             row = Row(
                 fv.concept_text(item.get("type")) or str(item.get("description") or ""),
                 when=fv.short_date(fv.when(item)),
                 id=str(item.get("id")),
             )
-            chart.notes.append((row, document_text(item)))
+            chart.notes.append((row, text))
+            if len(chart.notes) == NOTES_SHOWN:
+                break
     else:
         chart.hidden.append("notes")
     return chart

@@ -16,11 +16,14 @@ from carebase.store.sql_store import SqlStore
 from carebase.web import documenting
 from carebase.web import sessions_http as http
 from carebase.web.chart import build_chart, encounter_row
+from carebase.web.document_routes import document_rows
 from carebase.web.forms import read_form
 from carebase.web.pages import CLINICIAN_PREFIX as APP
 from carebase.web.pages import WebPage, page, require
 from carebase.web.patient_search import duplicates, find_patients, summary
 from carebase.web.records import Records, stored_json
+from carebase.web.resource_history import versions
+from carebase.web.visit_routes import upcoming
 
 RECENT = 10
 
@@ -32,9 +35,19 @@ async def home(web: WebPage) -> Response:
     records = web.records
     results = await run_in_threadpool(find_patients, records, query) if query else []
     recent = await run_in_threadpool(recent_patients, web) if not query else []
+    practitioner = web.user.fhir_user or ""
+    appointments = None
+    if not query and practitioner.startswith("Practitioner/"):
+        params = [("practitioner", practitioner)]
+        appointments = await run_in_threadpool(upcoming, web.records, params)
     return web.render(
         "app_home.html",
-        {"query": query, "results": [summary(p) for p in results], "recent": recent},
+        {
+            "query": query,
+            "results": [summary(p) for p in results],
+            "recent": recent,
+            "appointments": appointments,
+        },
     )
 
 
@@ -77,9 +90,24 @@ async def chart(web: WebPage) -> Response:
     patient_id = web.request.path_params["id"]
     view = await run_in_threadpool(build_chart, web.records, patient_id)
     changes = await run_in_threadpool(recent_changes, web, patient_id)
+    documents, documents_total = None, None
+    if web.records.may("DocumentReference", "s"):
+        documents, documents_total = await run_in_threadpool(document_rows, web, patient_id, 10)
+    appointments = None
+    if web.records.may("Appointment", "s"):
+        params = [("patient", patient_id)]
+        appointments = await run_in_threadpool(upcoming, web.records, params)
     return web.render(
         "chart.html",
-        {"chart": view, "pid": patient_id, "changes": changes, "can": _abilities(web.records)},
+        {
+            "chart": view,
+            "pid": patient_id,
+            "changes": changes,
+            "can": _abilities(web.records),
+            "appointments": appointments,
+            "documents": documents,
+            "documents_total": documents_total,
+        },
     )
 
 
@@ -125,6 +153,19 @@ def _millis(ms: int) -> str:
     from datetime import UTC, datetime
 
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M")
+
+
+async def history(web: WebPage) -> Response:
+    """The versions of one resource of the record: who changed what, when."""
+    params = web.request.path_params
+    patient_id, type_, id_ = params["id"], params["type"], params["rid"]
+
+    def load() -> dict[str, Any]:
+        rows = versions(web.records, patient_id, type_, id_)
+        return {"patient": summary(web.records.read("Patient", patient_id)), "versions": rows}
+
+    values = await run_in_threadpool(load)
+    return web.render("history.html", {**values, "pid": patient_id, "reference": f"{type_}/{id_}"})
 
 
 async def encounters(web: WebPage) -> Response:
@@ -192,4 +233,5 @@ def clinician_routes() -> list[Route]:
         Route(f"{APP}/patients/new", area(register), methods=["GET", "POST"]),
         Route(f"{APP}/patients/{{id}}", area(chart), methods=["GET"]),
         Route(f"{APP}/patients/{{id}}/encounters", area(encounters), methods=["GET"]),
+        Route(f"{APP}/patients/{{id}}/history/{{type}}/{{rid}}", area(history), methods=["GET"]),
     ]

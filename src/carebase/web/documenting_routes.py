@@ -57,7 +57,9 @@ def _context(web: WebPage, patient_id: str) -> dict[str, Any]:
     }
 
 
-def _build(web: WebPage, kind: str, patient_id: str, form: dict[str, str]) -> list[Resource]:
+def build_resources(
+    web: WebPage, kind: str, patient_id: str, form: dict[str, str]
+) -> list[Resource]:
     author = _author(web)
     if kind == "encounter":
         return [doc.encounter(patient_id, form, author)]
@@ -73,7 +75,7 @@ def _build(web: WebPage, kind: str, patient_id: str, form: dict[str, str]) -> li
     return [doc.lab_order(patient_id, form, author, doc.LAB_TESTS)]
 
 
-def _write_all(web: WebPage, type_: str, resources: list[Resource]) -> None:
+def write_all(web: WebPage, type_: str, resources: list[Resource]) -> None:
     """Create the resources in one transaction (all or nothing)."""
     from carebase.api import interactions
 
@@ -99,10 +101,10 @@ def form_page(kind: str) -> Callable[[WebPage], Any]:
         http.check_csrf(web.request, form)
         web.writes("create", "C")
         try:
-            resources = await run_in_threadpool(_build, web, kind, patient_id, form)
+            resources = await run_in_threadpool(build_resources, web, kind, patient_id, form)
         except doc.FormErrors as exc:
             return web.render(template, {**values, "form": form, "errors": exc.errors}, 400)
-        await run_in_threadpool(_write_all, web, type_, resources)
+        await run_in_threadpool(write_all, web, type_, resources)
         return RedirectResponse(f"{APP}/patients/{patient_id}#{kind}", 303)
 
     handler.__name__ = f"form_{kind}"

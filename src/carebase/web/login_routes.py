@@ -21,7 +21,9 @@ from carebase.auth.principal import Principal
 from carebase.auth.users import SecondFactorRequired, User
 from carebase.errors import CarebaseError, Forbidden, TooManyRequests, Unauthorized
 from carebase.web import sessions_http as http
+from carebase.web.error_text import shown_error
 from carebase.web.forms import read_form
+from carebase.web.i18n import language_of, translate
 from carebase.web.templates import render
 
 log = logging.getLogger("carebase.web")
@@ -136,7 +138,7 @@ async def login(request: Request) -> Response:
         return _login_page(
             request,
             next_,
-            error="Enter your username and password",
+            error=translate(language_of(request), "Enter your username and password"),
             username=username,
             status=400,
         )
@@ -160,7 +162,7 @@ async def login(request: Request) -> Response:
         return _login_page(
             request,
             next_,
-            error=exc.message,
+            error=shown_error(language_of(request), exc).message,
             username=username,
             status=exc.status,
             headers=_retry_after(exc),
@@ -184,20 +186,28 @@ async def second_factor(request: Request) -> Response:
     directory = http.user_directory(request)
     user = await run_in_threadpool(directory.by_id, pending.user_id)
     if not code:
-        return _second_factor_page(request, next_, error="Enter the code", status=400)
+        return _second_factor_page(
+            request, next_, error=translate(language_of(request), "Enter the code"), status=400
+        )
     try:
         signed_in = await run_in_threadpool(directory.verify_second_factor, pending.user_id, code)
     except TooManyRequests as exc:
         await run_in_threadpool(http.browser_sessions(request).revoke, pending.token)
         _failed(request, exc, user.username if user else "?", user)
         response = _login_page(
-            request, next_, error=exc.message, status=exc.status, headers=_retry_after(exc)
+            request,
+            next_,
+            error=shown_error(language_of(request), exc).message,
+            status=exc.status,
+            headers=_retry_after(exc),
         )
         http.clear_cookie(request, response, http.PENDING_COOKIE)
         return response
     except (Unauthorized, Forbidden) as exc:
         _failed(request, exc, user.username if user else "?", user)
-        return _second_factor_page(request, next_, error=exc.message, status=exc.status)
+        return _second_factor_page(
+            request, next_, error=shown_error(language_of(request), exc).message, status=exc.status
+        )
     await run_in_threadpool(http.browser_sessions(request).revoke, pending.token)
     return await _signed_in(request, signed_in, next_)
 
@@ -233,10 +243,11 @@ def html_guarded(endpoint: Callable[[Request], Awaitable[Response]]) -> Callable
         try:
             return await endpoint(request)
         except CarebaseError as exc:
+            shown = shown_error(language_of(request), exc)
             return render(
                 request,
                 "error.html",
-                {"status": exc.status, "message": exc.message},
+                {"status": exc.status, "message": shown.message, "detail": shown.detail},
                 exc.status,
                 _retry_after(exc),
             )
@@ -245,7 +256,13 @@ def html_guarded(endpoint: Callable[[Request], Awaitable[Response]]) -> Callable
             return render(
                 request,
                 "error.html",
-                {"status": 500, "message": "Something went wrong; the server log has details"},
+                {
+                    "status": 500,
+                    "message": translate(
+                        language_of(request), "Something went wrong; the server log has details"
+                    ),
+                    "detail": None,
+                },
                 500,
             )
 

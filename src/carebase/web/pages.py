@@ -30,6 +30,7 @@ from carebase.auth.roles import ROLE_SCOPE_CEILING
 from carebase.auth.users import User
 from carebase.errors import CarebaseError, Forbidden, Unavailable
 from carebase.web import sessions_http as http
+from carebase.web.error_text import PageError, shown_error
 from carebase.web.i18n import language_of, translate
 from carebase.web.records import Records
 from carebase.web.templates import render
@@ -123,10 +124,18 @@ def _trail(request: Request) -> AuditTrail:
     return trail
 
 
-def error_page(request: Request, user: User | None, status: int, message: str) -> Response:
-    """The HTML error page."""
-    values: dict[str, Any] = {"status": status, "message": message, "user": user}
+def error_page(
+    request: Request, user: User | None, status: int, message: str, detail: str | None = None
+) -> Response:
+    """The HTML error page: `message` in the page's language, `detail` the technical text."""
+    values: dict[str, Any] = {"status": status, "message": message, "detail": detail, "user": user}
     return render(request, "error.html", values, status)
+
+
+def carebase_error_page(request: Request, user: User | None, exc: CarebaseError) -> Response:
+    """The error page of an error from the layers below, translated (`error_text`)."""
+    shown = shown_error(language_of(request), exc)
+    return error_page(request, user, exc.status, shown.message, shown.detail)
 
 
 def page(area: str) -> Callable[[Handler], Callable[[Request], Awaitable[Response]]]:
@@ -148,7 +157,7 @@ def page(area: str) -> Callable[[Handler], Callable[[Request], Awaitable[Respons
                 try:
                     _audit(request, user, principal_of(user), None, response.status_code)
                 except Unavailable as exc:
-                    return error_page(request, user, exc.status, exc.message)
+                    return carebase_error_page(request, user, exc)
                 return response
             principal = principal_of(user)
             guard = Guard(principal)
@@ -158,7 +167,7 @@ def page(area: str) -> Callable[[Handler], Callable[[Request], Awaitable[Respons
             try:
                 response = await handler(web)
             except CarebaseError as exc:
-                response = error_page(request, user, exc.status, exc.message)
+                response = carebase_error_page(request, user, exc)
             except Exception:
                 log.exception("Unhandled error in %s %s", request.method, request.url.path)
                 message = translate(language, "Something went wrong; the server log has details")
@@ -166,7 +175,7 @@ def page(area: str) -> Callable[[Handler], Callable[[Request], Awaitable[Respons
             try:
                 _audit(request, user, principal, web, response.status_code)
             except Unavailable as exc:
-                return error_page(request, user, exc.status, exc.message)
+                return carebase_error_page(request, user, exc)
             return response
 
         endpoint.__name__ = handler.__name__
@@ -196,9 +205,9 @@ def _audit(
 
 
 def require(condition: bool, message: str) -> None:
-    """403 with `message` unless `condition`."""
+    """403 with `message` (already in the page's language) unless `condition`."""
     if not condition:
-        raise Forbidden(message)
+        raise PageError(message)
 
 
 __all__ = ["Forbidden", "WebPage", "error_page", "home_of", "page", "principal_of", "require"]

@@ -30,6 +30,7 @@ from carebase.web.forms import read_form
 from carebase.web.pages import PORTAL_PREFIX as PORTAL
 from carebase.web.pages import WebPage, page
 from carebase.web.plain_labels import PLAIN_LABELS
+from carebase.web.visit_routes import appointment_row
 from carebase.web.vitals import LABORATORY_CATEGORY, LOINC
 
 MAX_MESSAGE = 4000
@@ -96,14 +97,7 @@ async def appointments(web: WebPage) -> Response:
 
     def load() -> list[dict[str, Any]]:
         params = [("patient", patient_id), ("_sort", "date")]
-        return [
-            {
-                "when": fv.short_date(str(a.get("start") or "")),
-                "status": a.get("status") or "",
-                "what": a.get("description") or fv.concept_text((a.get("serviceType") or [{}])[0]),
-            }
-            for a in web.records.search("Appointment", params, 50)
-        ]
+        return [appointment_row(a) for a in web.records.search("Appointment", params, 50)]
 
     return web.render("portal_appointments.html", {"items": await run_in_threadpool(load)})
 

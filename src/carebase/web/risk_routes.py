@@ -17,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
-from carebase.api.ml_routes import read_compartment
+from carebase.api.ml_routes import card_headers, read_compartment
 from carebase.errors import NotFound
 from carebase.web.pages import CLINICIAN_PREFIX as APP
 from carebase.web.pages import WebPage, page, require
@@ -111,7 +111,8 @@ async def model_card(web: WebPage) -> Response:
 
         return render_html(card_data(registry.get(web.records.ctx.store, model_id)), image_base="")
 
-    return HTMLResponse(await run_in_threadpool(load), headers={"Cache-Control": "no-store"})
+    headers = {"Cache-Control": "no-store", **card_headers()}
+    return HTMLResponse(await run_in_threadpool(load), headers=headers)
 
 
 async def model_card_image(web: WebPage) -> Response:

@@ -10,6 +10,7 @@ from starlette.routing import Route
 from carebase.web import sessions_http as http
 from carebase.web.admin_routes import admin_routes
 from carebase.web.clinician_routes import clinician_routes
+from carebase.web.document_routes import document_routes
 from carebase.web.documenting_routes import documenting_routes
 from carebase.web.forms import read_form
 from carebase.web.i18n import LANG_COOKIE, LANGUAGES
@@ -17,6 +18,7 @@ from carebase.web.login_routes import html_guarded, safe_next
 from carebase.web.pages import home_of
 from carebase.web.portal_routes import portal_routes
 from carebase.web.risk_routes import risk_routes
+from carebase.web.visit_routes import visit_routes
 
 #: A year: the language choice outlives sessions.
 _LANG_MAX_AGE = 365 * 24 * 3600
@@ -49,7 +51,9 @@ def web_routes() -> list[Route]:
         Route("/language", html_guarded(language), methods=["POST"]),
         *clinician_routes(),
         *documenting_routes(),
+        *document_routes(),
         *risk_routes(),
         *admin_routes(),
         *portal_routes(),
+        *visit_routes(),
     ]

@@ -3,6 +3,9 @@
  *   (debounced; an older answer never replaces a newer one) into the element whose id is
  *   data-target. The fragment is server-rendered and escaped.
  * - Buttons with data-fill="ID" data-value="V" put V into the input ID (ICD-10-CM picks).
+ * - Forms with data-stay post in the background and replace their section with the answer
+ *   (the form again, with its errors or a "saved" line), so the page stays: the video visit
+ *   goes on while the clinician writes the note and orders. Without script they post as usual.
  */
 (function () {
   "use strict";
@@ -34,8 +37,29 @@
       }, 200);
     });
   }
+  function stay(event) {
+    var form = event.target;
+    if (!form.hasAttribute || !form.hasAttribute("data-stay")) { return; }
+    event.preventDefault();
+    var section = form.closest("section") || form;
+    fetch(form.action, {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "Accept": "text/html", "X-Carebase-Fragment": "1" },
+      body: new URLSearchParams(new FormData(form))
+    }).then(function (response) {
+      return response.text();
+    }).then(function (html) {
+      var doc = new DOMParser().parseFromString(html, "text/html");
+      var fresh = doc.querySelector("section") || doc.body;
+      section.replaceWith(fresh);
+      var focus = fresh.querySelector("[aria-invalid=true], [role=status]");
+      if (focus) { focus.setAttribute("tabindex", "-1"); focus.focus(); }
+    }).catch(function () { form.submit(); });
+  }
   document.addEventListener("DOMContentLoaded", function () {
     Array.prototype.forEach.call(document.querySelectorAll("input[data-live]"), live);
+    document.addEventListener("submit", stay);
     document.addEventListener("click", function (event) {
       var button = event.target.closest ? event.target.closest("button[data-fill]") : null;
       if (!button) { return; }
