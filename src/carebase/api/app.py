@@ -141,6 +141,7 @@ def create_app(
         store=lambda: api.store,
         ring=lambda: oauth.tokens.ring,
         trail=lambda: getattr(app.state, "audit_trail", None),
+        workers=settings.workers,
     )
     routes.extend(
         TelehealthRoutes(visits, lambda: getattr(app.state, "audit_trail", None)).routes()

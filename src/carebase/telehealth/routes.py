@@ -343,6 +343,8 @@ class TelehealthRoutes:
             display=f"{name.strip()} ({kind})",
             subject=caller.principal.subject,
             ttl=ttl,
+            kind=kind,
+            on_behalf_of=caller.principal.fhir_user or caller.principal.subject,
         )
         return 200, self._grant(appointment_id, token, expires, "guest", pid)
 
