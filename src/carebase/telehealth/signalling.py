@@ -427,9 +427,7 @@ class Hub:
             if not isinstance(sdp, str) or not sdp:
                 raise FrameError("malformed", f"{kind} needs an sdp string")
             out["sdp"] = sdp
-        self.audit(
-            conn.grant, "signal", conn.room, detail=f"{kind} {conn.pid}->{target}"
-        )
+        self.audit(conn.grant, "signal", conn.room, detail=f"{kind} {conn.pid}->{target}")
         self.relayed += 1
         await self._publish({"kind": "relay", "room": conn.room, "to": target, "frame": out})
 
