@@ -24,7 +24,7 @@ from carebase.store.sql_store import SqlStore
 from carebase.telehealth.codes import REMINDER_SYSTEM
 from carebase.telehealth.notify import LoggingNotifier, send_due_reminders
 from carebase.telehealth.room_store import RoomStore, now_ms
-from carebase.telehealth.scheduling import free_slots, reschedule
+from carebase.telehealth.scheduling import body_of, free_slots, reschedule
 from carebase.telehealth.service import bus_kind
 from carebase.telehealth.settings import TelehealthSettings
 
@@ -36,7 +36,7 @@ def _reminders(store: Store) -> list[str]:
     ids = [
         i["value"]
         for e in page.entries
-        for i in __import__("orjson").loads(e.body)["identifier"]
+        for i in body_of(e)["identifier"]
         if i["system"] == REMINDER_SYSTEM
     ]
     return sorted(ids)
