@@ -110,8 +110,8 @@ def create_app(
         if owned_trail and isinstance(trail, DatabaseAuditTrail | ProcessAuditTrail):
             trail.start()
         runner.start()  # queued and interrupted bulk jobs resume now
-        await visits.start(api.store)  # signalling bus, visit rooms, reminders
-        try:
+        try:  # a telehealth refusal (its bus) stops what started before it too
+            await visits.start(api.store)  # signalling bus, visit rooms, reminders
             yield
         finally:
             await visits.stop()
@@ -141,6 +141,7 @@ def create_app(
         store=lambda: api.store,
         ring=lambda: oauth.tokens.ring,
         trail=lambda: getattr(app.state, "audit_trail", None),
+        workers=settings.workers,
     )
     routes.extend(
         TelehealthRoutes(visits, lambda: getattr(app.state, "audit_trail", None)).routes()

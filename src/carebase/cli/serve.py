@@ -17,7 +17,10 @@ from carebase.auth.rate_limiter import parse_rate_limit
 from carebase.cli.migrate import reindex_hint
 from carebase.cli.options import DatabaseOption, err_console, friendly_errors, settings_for
 from carebase.config import Settings
+from carebase.errors import CarebaseError
 from carebase.store.factory import open_store
+from carebase.telehealth.service import bus_kind
+from carebase.telehealth.settings import TelehealthSettings
 
 
 def register(app: typer.Typer) -> None:
@@ -92,6 +95,12 @@ def run_server(settings: Settings, log_level: str = "info") -> None:
             "Use --database postgresql://... or run one worker."
         )
         raise typer.Exit(2)
+    try:  # the in-process signalling bus cannot serve several workers
+        dialect = "sqlite" if url.startswith("sqlite") else "postgresql"
+        bus_kind(TelehealthSettings.from_env(), dialect, workers)
+    except CarebaseError as exc:
+        err_console.print(f"[red]error:[/red] {escape(exc.message)}")
+        raise typer.Exit(2) from exc
     with friendly_errors(url):
         # Migrate once here, before workers start, so they never race on DDL.
         store = open_store(url, settings)
@@ -121,6 +130,7 @@ def run_server(settings: Settings, log_level: str = "info") -> None:
     os.environ["CAREBASE_DATABASE_URL"] = url
     os.environ["CAREBASE_HOST"] = host
     os.environ["CAREBASE_PORT"] = str(port)
+    os.environ["CAREBASE_WORKERS"] = str(workers)  # telehealth checks its bus against it
     os.environ["CAREBASE_DEV_NO_AUTH"] = "1" if settings.auth_disabled else "0"
     os.environ["CAREBASE_SSL_CERTFILE"] = settings.ssl_certfile
     os.environ["CAREBASE_SSL_KEYFILE"] = settings.ssl_keyfile

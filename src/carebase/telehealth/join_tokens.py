@@ -7,6 +7,9 @@ token for another room (or an access token) is refused; its type header is
 asked: the user's subject, or the inviting clinician's for a guest), `room`, `role`
 (clinician, patient, guest), `pid` (the participant id: stable per person and room, so a
 reconnect resumes the same participant), `name` (shown to the others), and `fhirUser`.
+A guest's token also carries `kind` (guest or interpreter) and `onBehalfOf` (the inviting
+clinician's FHIR identity, or subject): the guest is audited under its own identity
+(`guest/<pid>`, its name and kind), on behalf of that clinician.
 """
 
 from __future__ import annotations
@@ -39,16 +42,34 @@ class JoinGrant:
     fhir_user: str | None
     expires_at: int
     token_id: str
+    #: a guest's kind: "guest" or "interpreter" ("" for clinicians and patients)
+    kind: str = ""
+    #: who invited a guest (the clinician's fhirUser, or subject); "" for others
+    on_behalf_of: str = ""
 
     def principal(self) -> Principal:
-        """The caller for audit entries (guests appear with the inviting clinician's subject)."""
+        """The caller for audit entries: a guest under its own identity (`guest/<pid>`, its
+        name, its kind as the role), never the inviting clinician's (see `audit_note`)."""
+        if self.role == "guest":
+            return Principal(
+                subject=f"guest/{self.participant}",
+                role=self.kind or "guest",
+                username=self.display,
+                token_id=self.token_id,
+            )
         return Principal(
             subject=self.subject,
-            role=self.role if self.role != "guest" else "guest",
+            role=self.role,
             username=self.display,
             fhir_user=self.fhir_user,
             token_id=self.token_id,
         )
+
+    def audit_note(self) -> str:
+        """What audit entries add about the caller: the clinician a guest acts on behalf of."""
+        if self.role != "guest":
+            return ""
+        return f"(guest {self.participant}, on behalf of {self.on_behalf_of or self.subject})"
 
 
 class JoinTokens:
@@ -70,6 +91,8 @@ class JoinTokens:
         subject: str,
         fhir_user: str | None = None,
         ttl: int | None = None,
+        kind: str = "",
+        on_behalf_of: str = "",
     ) -> tuple[str, int]:
         """(token, expiry epoch seconds)."""
         if role not in ROLES:
@@ -91,6 +114,9 @@ class JoinTokens:
         }
         if fhir_user:
             claims["fhirUser"] = fhir_user
+        if role == "guest":
+            claims["kind"] = kind or "guest"
+            claims["onBehalfOf"] = on_behalf_of or subject
         key = self.ring.active
         token = jwt.encode(
             claims,
@@ -139,4 +165,6 @@ class JoinTokens:
             fhir_user=claims.get("fhirUser"),
             expires_at=int(claims["exp"]),
             token_id=str(claims["jti"]),
+            kind=str(claims.get("kind", "guest")) if role == "guest" else "",
+            on_behalf_of=str(claims.get("onBehalfOf", claims["sub"])) if role == "guest" else "",
         )

@@ -2,10 +2,12 @@
 (an HTTP gateway) adapters for production.
 
 `send_due_reminders` finds booked appointments starting within `lead` of now, sends one
-reminder per appointment and lead through the notifier, and records each as a FHIR
-Communication (identifier `REMINDER_SYSTEM|<appointment>-<lead minutes>`): the record shows
-what was sent and when, and a reminder is never sent twice, by this worker or another (the
-identifier is checked under a transaction lock before sending).
+reminder per appointment, lead and start time through the notifier, and records each as a
+FHIR Communication (identifier `REMINDER_SYSTEM|<appointment>-<lead minutes>-<start>`): the
+record shows what was sent and when, and a reminder is never sent twice, by this worker or
+another (the identifier is checked under a transaction lock before sending). The start time
+is part of the identifier, so an appointment rescheduled after its reminder went out gets a
+new reminder naming the new time when that one is due.
 """
 
 from __future__ import annotations
@@ -155,7 +157,8 @@ def send_due_reminders(
         patient_id = appointment_patient(appointment)
         if patient_id is None:
             continue
-        identifier = f"{stored.id}-{lead_key}"
+        start = str(appointment.get("start", ""))
+        identifier = f"{stored.id}-{lead_key}-{''.join(c for c in start if c.isalnum())}"
         with store.transaction() as tx:
             tx.lock(f"telehealth-reminder:{identifier}")
             if tx.search_ids(
@@ -167,7 +170,7 @@ def send_due_reminders(
             reminder = Reminder(
                 appointment=f"Appointment/{stored.id}",
                 patient=f"Patient/{patient_id}",
-                start=str(appointment.get("start", "")),
+                start=start,
                 visit_type=(visit_types_of(appointment) or ["in-person"])[0],
                 email=_contact(details, "email"),
                 phone=_contact(details, "phone"),

@@ -45,6 +45,8 @@ class Participant:
     connection: str = ""
     #: the participant's FHIR identity ("Practitioner/1"), for the Encounter; "" for guests
     reference: str = ""
+    #: a guest's kind ("guest" or "interpreter"), for the Encounter; "" for others
+    kind: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -55,6 +57,7 @@ class Participant:
             "since": self.since,
             "connection": self.connection,
             "reference": self.reference,
+            "kind": self.kind,
         }
 
 
@@ -176,6 +179,7 @@ class Room:
                 int(p["since"]),
                 p.get("connection", ""),
                 p.get("reference", ""),
+                p.get("kind", ""),
             )
         return room
 

@@ -26,9 +26,12 @@ def now_ms() -> int:
 class RoomStore:
     """Load and change rooms; `capacity` is the participant limit of new rooms."""
 
-    def __init__(self, store: SqlStore, capacity: int = 4) -> None:
+    def __init__(
+        self, store: SqlStore, capacity: int = 4, signal_retention_seconds: int = 60
+    ) -> None:
         self.store = store
         self.capacity = capacity
+        self.signal_retention_ms = signal_retention_seconds * 1000
 
     def load(self, room_id: str) -> Room | None:
         with self.store.reading() as cur:
@@ -75,8 +78,6 @@ class RoomStore:
                 q("INSERT INTO telehealth_signal (payload, created) VALUES (?, ?) RETURNING id"),
                 (payload, now_ms()),
             ).fetchone()
-            # messages are read within seconds; drop those older than a minute
-            cur.execute(q("DELETE FROM telehealth_signal WHERE created < ?"), (now_ms() - 60_000,))
         return int(row[0])
 
     def get_signal(self, signal_id: int) -> str | None:
@@ -85,3 +86,20 @@ class RoomStore:
                 self.store.q("SELECT payload FROM telehealth_signal WHERE id = ?"), (signal_id,)
             ).fetchone()
         return str(row[0]) if row else None
+
+    # --- retention -------------------------------------------------------------------------
+    def purge(self, room_retention_seconds: int, now: int | None = None) -> tuple[int, int]:
+        """Delete rooms unchanged for `room_retention_seconds` and signalling messages older
+        than the signal retention; (rooms, messages) deleted."""
+        now = now_ms() if now is None else now
+        q = self.store.q
+        with self.store.writing() as cur:
+            rooms = cur.execute(
+                q("DELETE FROM telehealth_room WHERE updated < ?"),
+                (now - room_retention_seconds * 1000,),
+            ).rowcount
+            signals = cur.execute(
+                q("DELETE FROM telehealth_signal WHERE created < ?"),
+                (now - self.signal_retention_ms,),
+            ).rowcount
+        return int(rooms), int(signals)

@@ -284,6 +284,8 @@ class TelehealthRoutes:
             display=f"{name.strip()} ({kind})",
             subject=caller.principal.subject,
             ttl=ttl,
+            kind=kind,
+            on_behalf_of=caller.principal.fhir_user or caller.principal.subject,
         )
         return 200, visit_join.room_grant(
             self.service, appointment_id, token, expires, "guest", pid

@@ -42,6 +42,13 @@ class TelehealthSettings:
     #: appointment reminders: minutes before the start (0: no reminder runner)
     reminder_lead_minutes: int = 24 * 60
     reminder_poll_seconds: float = 300.0
+    #: visit rooms (`telehealth_room`: who was in which room, display names) are deleted
+    #: this many seconds after their last change; the record keeps the Encounter and audit
+    room_retention_seconds: int = 7 * 86400
+    #: oversized signalling messages (`telehealth_signal`) are deleted after this many seconds
+    signal_retention_seconds: int = 60
+    #: seconds between purges of expired rooms and signalling messages
+    purge_seconds: float = 300.0
 
     @classmethod
     def from_env(cls) -> TelehealthSettings:
@@ -62,6 +69,15 @@ class TelehealthSettings:
             reminder_lead_minutes=_int(
                 env, "CAREBASE_TELEHEALTH_REMINDER_MINUTES", base.reminder_lead_minutes
             ),
+            reminder_poll_seconds=_int(
+                env, "CAREBASE_TELEHEALTH_REMINDER_POLL_SECONDS", int(base.reminder_poll_seconds)
+            ),
+            room_retention_seconds=_int(
+                env, "CAREBASE_TELEHEALTH_ROOM_RETENTION_SECONDS", base.room_retention_seconds
+            ),
+            signal_retention_seconds=_int(
+                env, "CAREBASE_TELEHEALTH_SIGNAL_RETENTION_SECONDS", base.signal_retention_seconds
+            ),
         )
         settings.check()
         return settings
@@ -78,6 +94,15 @@ class TelehealthSettings:
             )
         if not 2 <= self.max_participants <= 4:
             raise CarebaseError("a visit room holds 2 to 4 participants")
+        if self.room_retention_seconds < 3600:
+            raise CarebaseError(
+                "CAREBASE_TELEHEALTH_ROOM_RETENTION_SECONDS must be at least 3600 (a visit "
+                "room must outlive its visit)"
+            )
+        if self.signal_retention_seconds < 10:
+            raise CarebaseError("CAREBASE_TELEHEALTH_SIGNAL_RETENTION_SECONDS must be at least 10")
+        if self.reminder_poll_seconds <= 0 or self.purge_seconds <= 0:
+            raise CarebaseError("the reminder and purge intervals must be positive")
 
 
 def _list(text: str | None) -> tuple[str, ...]:

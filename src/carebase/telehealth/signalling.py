@@ -33,7 +33,6 @@ from starlette.concurrency import run_in_threadpool
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from carebase.auth.audit_entry import AuditTrail
-from carebase.auth.principal import Principal
 from carebase.errors import CarebaseError, Unauthorized, Unavailable
 from carebase.store.base import Store
 from carebase.telehealth import encounter, messages
@@ -192,7 +191,7 @@ class Hub:
     # --- audit -----------------------------------------------------------------------------
     def audit(
         self,
-        principal: Principal | None,
+        who: JoinGrant | None,
         what: str,
         room: str,
         *,
@@ -206,15 +205,16 @@ class Hub:
         if trail is None:
             raise Unavailable("The audit trail is not running; try again shortly")
         client = ws.client if ws is not None else None
+        note = who.audit_note() if who is not None else ""
         record(
             trail,
-            principal,
+            who.principal() if who is not None else None,
             f"telehealth-{what}",
             action,  # type: ignore[arg-type]
             outcome=outcome,  # type: ignore[arg-type]
             entities=(f"Appointment/{room}",),
             patients=patients,
-            description=f"visit {room}: {what} {detail}".strip(),
+            description=f"visit {room}: {what} {detail} {note}".strip(),
             source_ip=client.host if client else None,
         )
 
@@ -272,13 +272,14 @@ class Hub:
 
         def arrive(room: Room) -> None:
             reference = grant.fhir_user or "" if grant.role != "guest" else ""
-            room.check_in(grant.participant, grant.role, grant.display, now, reference)
+            joined = room.check_in(grant.participant, grant.role, grant.display, now, reference)
+            joined.kind = grant.kind
             room.connect(grant.participant, now, conn.id)
 
         try:
             snapshot, _ = await run_in_threadpool(self.rooms.change, grant.room, arrive)
             self.audit(
-                grant.principal(),
+                grant,
                 "join",
                 grant.room,
                 detail=f"{grant.role} {grant.participant}",
@@ -288,7 +289,7 @@ class Hub:
         except CarebaseError as exc:
             with contextlib.suppress(Unavailable):
                 self.audit(
-                    grant.principal(),
+                    grant,
                     "join",
                     grant.room,
                     outcome="4",
@@ -426,9 +427,7 @@ class Hub:
             if not isinstance(sdp, str) or not sdp:
                 raise FrameError("malformed", f"{kind} needs an sdp string")
             out["sdp"] = sdp
-        self.audit(
-            conn.grant.principal(), "signal", conn.room, detail=f"{kind} {conn.pid}->{target}"
-        )
+        self.audit(conn.grant, "signal", conn.room, detail=f"{kind} {conn.pid}->{target}")
         self.relayed += 1
         await self._publish({"kind": "relay", "room": conn.room, "to": target, "frame": out})
 
@@ -442,7 +441,7 @@ class Hub:
             raise FrameError("malformed", exc.message) from exc
         stored = await run_in_threadpool(self._store_chat, conn.grant, text)
         self.audit(
-            conn.grant.principal(),
+            conn.grant,
             "chat",
             conn.room,
             action="C",
@@ -508,7 +507,12 @@ class Hub:
             refs = sorted(
                 {p.reference for p in admitted if p.reference.startswith("Practitioner/")}
             )
-            encounter.visit_started(self.store, room.id, refs)
+            guests = [
+                encounter.Guest(p.id, p.display, p.kind or "guest")
+                for p in admitted
+                if p.role == "guest"
+            ]
+            encounter.visit_started(self.store, room.id, refs, guests)
 
     async def _change(
         self,
@@ -523,7 +527,7 @@ class Hub:
         if after is not None:
             await run_in_threadpool(after, snapshot)
         self.audit(
-            conn.grant.principal(),
+            conn.grant,
             what.split(" ")[0],
             conn.room,
             detail=what,
@@ -567,7 +571,7 @@ class Hub:
             snapshot, _ = await run_in_threadpool(
                 self.rooms.change, conn.room, lambda room: room.leave(conn.pid, now_ms(), conn.id)
             )
-            self.audit(conn.grant.principal(), "leave", conn.room, detail="connection lost")
+            self.audit(conn.grant, "leave", conn.room, detail="connection lost")
             await self._room_changed(snapshot)
         except CarebaseError as exc:
             log.warning("leave after a drop in room %s failed: %s", conn.room, exc.message)

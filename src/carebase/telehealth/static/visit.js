@@ -12,6 +12,9 @@
   const peers = new Map(); // participant id -> {pc, tile, video, pending: []}
   const stats = {}; // participant id -> {framesDecoded, rtt, lost, quality}
   window.visitStats = stats;
+  // for tests and support: the signalling socket, the peer connections, ICE restarts made
+  const debug = { socket: () => ws, peers, restarts: 0 };
+  window.visitDebug = debug;
   let ws = null;
   let me = null;
   let role = null;
@@ -59,7 +62,8 @@
 
   async function handle(frame) {
     switch (frame.type) {
-      case "joined":
+      case "joined": {
+        const rejoined = me !== null; // the socket dropped and is back (same participant)
         retries = 0;
         me = frame.participant;
         role = frame.role;
@@ -67,7 +71,11 @@
         $("end").hidden = role !== "clinician";
         await startMedia();
         showRoom(frame.room);
+        // signalling sent while the socket was down is lost: renegotiate with an ICE
+        // restart, so media that broke with the network recovers over fresh candidates
+        if (rejoined && admitted) for (const [id, entry] of peers) { debug.restarts++; await offer(entry, id, true); }
         break;
+      }
       case "room": showRoom(frame.room); break;
       case "offer": await onOffer(frame); break;
       case "answer": await peer(frame.from).pc.setRemoteDescription({ type: "answer", sdp: frame.sdp }); break;
@@ -163,6 +171,11 @@
 
   async function onOffer(frame) {
     const entry = peer(frame.from);
+    if (entry.pc.signalingState !== "stable") {
+      // both offered at once (a restart after a reconnect): the smaller id's offer wins
+      if (me < frame.from) return;
+      await entry.pc.setLocalDescription({ type: "rollback" });
+    }
     await entry.pc.setRemoteDescription({ type: "offer", sdp: frame.sdp });
     for (const candidate of entry.pending.splice(0)) await entry.pc.addIceCandidate(candidate);
     await entry.pc.setLocalDescription(await entry.pc.createAnswer());
