@@ -84,6 +84,33 @@ def replicated_views(base: dict[str, Path], copies: int, folder: Path) -> dict[s
     return out
 
 
+#: a resource id or reference key as `carebase generate` writes them (UUIDs)
+_UUID = rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+
+
+def replicated_ndjson(base: Path, copies: int, folder: Path) -> Path:
+    """The feature types' NDJSON of `base` `copies` times over, every UUID (resource ids and
+    the references to them) suffixed `-<copy>` so each copy is a population of new patients
+    (cached). The text is what the flattening reads: the same resources, not the same ids."""
+    import re
+
+    from carebase.ml.features_batch import VIEW_TYPES
+
+    if (folder / "done").is_file():
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    for type_ in VIEW_TYPES.values():
+        # a NUL cannot occur in JSON text: it marks where each copy's suffix goes
+        template = re.sub(_UUID, lambda m: m[0] + b"\x00", (base / f"{type_}.ndjson").read_bytes())
+        with (folder / f"{type_}.ndjson").open("wb") as out:
+            for k in range(copies):
+                out.write(template.replace(b"\x00", b"-%d" % k))
+    (folder / "done").write_text("")
+    print(f"replicated the NDJSON {copies} times in {time.perf_counter() - started:.0f} s")
+    return folder
+
+
 def patients_of(folder: Path, count: int) -> list[tuple[str, list[dict[str, Any]]]]:
     """The first `count` patients of an NDJSON folder with their feature-type resources."""
     from carebase.analytics.ndjson_files import iter_resources

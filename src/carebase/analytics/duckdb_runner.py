@@ -48,6 +48,14 @@ def _access(d: DuckDBDialect, tree: dict[str, Any], keys: tuple[str, ...]) -> st
     return sql
 
 
+def _contains(d: DuckDBDialect, text: str, strings: Sequence[str]) -> str:
+    """SQL: `text` holds one of `strings` or a backslash (true when there are none)."""
+    if not strings:
+        return "true"
+    tests = [f"contains({text}, {d.lit(s)})" for s in (*dict.fromkeys(strings), "\\")]
+    return "(" + " OR ".join(tests) + ")"
+
+
 class DuckDBRunner(SqlViewRunner):
     """Compiles each view to one DuckDB query; files are read by DuckDB itself, in parallel."""
 
@@ -84,9 +92,18 @@ class DuckDBRunner(SqlViewRunner):
         paths: Sequence[Path],
         fmt: str,
         out: Path,
+        *,
+        containing: Sequence[str] = (),
     ) -> int | None:
         """COPY the rows of `view` over NDJSON `paths` to `out` (csv, parquet, ndjson, json);
-        returns the number of rows written."""
+        returns the number of rows written.
+
+        `containing` pre-selects resources by text before the view's (far costlier) columns
+        are computed: a resource is flattened only when its JSON text contains one of the
+        strings, or any backslash escape (an escaped character could spell one). With the
+        typed reader the text searched is the fields the view reads; with whole resources it
+        is the whole resource. It is a superset, not a filter: callers that want, say, the
+        rows of some codes pass `"<code>"` and still test the rows' codes."""
         check_format(fmt)
         query = self.compile(view)
         picks = ", ".join(
@@ -96,7 +113,7 @@ class DuckDBRunner(SqlViewRunner):
         sqls = [
             f"COPY (SELECT {picks} FROM ({sql})) "
             f"TO {self.dialect.lit(str(out))} ({_COPY_OPTIONS[fmt]})"
-            for sql in self._file_queries(query, paths)
+            for sql in self._file_queries(query, paths, containing)
         ]
         cursor = self._cursor()
         try:
@@ -111,11 +128,13 @@ class DuckDBRunner(SqlViewRunner):
             cursor.close()
         return int(result[0]) if result else 0
 
-    def _file_queries(self, query: ViewQuery, paths: Sequence[Path]) -> list[str]:
+    def _file_queries(
+        self, query: ViewQuery, paths: Sequence[Path], containing: Sequence[str] = ()
+    ) -> list[str]:
         """`query` over NDJSON files, fastest first. When the query reads only fields,
         DuckDB's JSON reader keeps just their keys, objects on the way typed as STRUCTs (R4
         shape); a file of another shape makes that reader fail, and the next query (whole
-        resources, exact for any JSON) is the one to use."""
+        resources, exact for any JSON) is the one to use. `containing`: `write_files`."""
         files = check_files(paths)
         d = self.dialect
         if not files:
@@ -123,7 +142,7 @@ class DuckDBRunner(SqlViewRunner):
         listed = ", ".join(d.lit(str(p)) for p in files)
         exact = query.over(
             f"(SELECT json AS resource FROM read_json_objects([{listed}], "
-            "format = 'newline_delimited'))"
+            f"format = 'newline_delimited') WHERE {_contains(d, 'json', containing)})"
         )
         if query.needs_resource or not query.fields:
             return [exact]
@@ -140,9 +159,11 @@ class DuckDBRunner(SqlViewRunner):
         picks = ", ".join(
             f"{d.drop_null(_access(d, tree, keys))} AS {name}" for keys, name in query.fields
         )
+        text = "concat_ws(',', " + ", ".join(f"CAST({n} AS VARCHAR)" for _, n in query.fields) + ")"
         shaped = query.over_fields(
-            f"(SELECT {picks} FROM read_json([{listed}], format = 'newline_delimited', "
-            f"columns = {{{columns}}}))"
+            f"(SELECT * FROM (SELECT {picks} FROM read_json([{listed}], "
+            f"format = 'newline_delimited', columns = {{{columns}}})) "
+            f"WHERE {_contains(d, text, containing)})"
         )
         return [shaped, exact]
 
