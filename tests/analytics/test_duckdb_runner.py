@@ -237,3 +237,24 @@ def test_write_files_containing_preselects_by_text(
     rows = [json.loads(x) for x in out.read_text().splitlines()]
     assert sorted(r["id"] for r in rows) == ["o0", "o2"]
     assert duckdb_runner.write_files(OBS_VIEW, [path], "ndjson", out) == len(coded)
+
+
+def test_write_files_containing_within_searches_those_elements(
+    duckdb_runner: DuckDBRunner, tmp_path: Path
+) -> None:
+    # "4548-4" only in o1's id text, not in its code: found when all fields are searched
+    marked = [OBS[0], {**OBS[1], "id": "4548-4"}]
+    path = tmp_path / "obs.ndjson"
+    path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in marked))
+    out = tmp_path / "out.ndjson"
+    wanted = ['"4548-4"']
+    assert duckdb_runner.write_files(OBS_VIEW, [path], "ndjson", out, containing=wanted) == 1
+    n = duckdb_runner.write_files(
+        OBS_VIEW, [path], "ndjson", out, containing=wanted, within=["code"]
+    )
+    assert n == 0
+    # an element the view does not read cannot narrow the search: every field is searched
+    n = duckdb_runner.write_files(
+        OBS_VIEW, [path], "ndjson", out, containing=wanted, within=["component"]
+    )
+    assert n == 1

@@ -87,7 +87,12 @@ def flatten_views(
         if wanted is not None and not wanted:
             files = []  # the task reads none of these facts
         runner.write_files(
-            feature_view(name), files, "parquet", target, containing=_code_texts(wanted or ())
+            feature_view(name),
+            files,
+            "parquet",
+            target,
+            containing=_code_texts(wanted or ()),
+            within=_CODED[key] if key in _CODED else (),
         )
         out[key] = target
     return out
@@ -95,6 +100,12 @@ def flatten_views(
 
 #: the fact table (`_code_sets`) of each view whose rows a task selects by code
 _FACT_TABLE = {"observation": "obs", "condition": "cond", "medication": "med"}
+#: the elements of those resources that hold the codes the views read
+_CODED = {
+    "observation": ("code", "component"),
+    "condition": ("code",),
+    "medication": ("medicationCodeableConcept",),
+}
 
 
 def _code_texts(codes: Iterable[Code]) -> list[str]:
