@@ -68,7 +68,7 @@ def replicated_views(base: dict[str, Path], copies: int, folder: Path) -> dict[s
     import duckdb
 
     out = {key: folder / path.name for key, path in base.items()}
-    if (folder / "done").is_file():
+    if (folder / "done").is_file() and all(path.is_file() for path in out.values()):
         return out
     folder.mkdir(parents=True, exist_ok=True)
     con = duckdb.connect()
