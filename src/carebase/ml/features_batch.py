@@ -92,7 +92,7 @@ def flatten_views(
             "parquet",
             target,
             containing=_code_texts(wanted or ()),
-            within=_CODED[key] if key in _CODED else (),
+            within=_CODED.get(key, ()),
         )
         out[key] = target
     return out
