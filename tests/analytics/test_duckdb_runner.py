@@ -211,3 +211,50 @@ def test_other_json_shapes_fall_back_to_whole_resources(
     expected = sorted_rows(get_runner("python").run(OBS_VIEW, odd))
     assert sorted_rows(duckdb_runner.run_files(OBS_VIEW, [path])) == expected
     assert duckdb_runner.write_files(OBS_VIEW, [path], "ndjson", tmp_path / "out.ndjson") == 2
+
+
+@pytest.mark.parametrize("shape", ["typed", "whole"])
+def test_write_files_containing_preselects_by_text(
+    duckdb_runner: DuckDBRunner, tmp_path: Path, shape: str
+) -> None:
+    coded = [
+        {**OBS[0], "code": {"coding": [{"system": "http://loinc.org", "code": "4548-4"}]}},
+        OBS[1],  # 8867-4: not selected
+        # "4548-4" spelt with an escape: kept, the text alone cannot tell
+        orjson.dumps({**OBS[2], "code": {"coding": [{"code": "X"}]}}).replace(
+            b'"X"', b'"\\u0034548-4"'
+        ),
+        {**OBS[3], "code": {"coding": [{"system": "http://loinc.org", "code": "14548-4"}]}},
+    ]
+    if shape == "whole":  # `subject` a string: the typed reader refuses the file
+        coded.append({**OBS[4], "subject": "Patient/p0"})
+    path = tmp_path / "obs.ndjson"
+    path.write_bytes(
+        b"".join((r if isinstance(r, bytes) else orjson.dumps(r)) + b"\n" for r in coded)
+    )
+    out = tmp_path / "out.ndjson"
+    assert duckdb_runner.write_files(OBS_VIEW, [path], "ndjson", out, containing=['"4548-4"']) == 2
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert sorted(r["id"] for r in rows) == ["o0", "o2"]
+    assert duckdb_runner.write_files(OBS_VIEW, [path], "ndjson", out) == len(coded)
+
+
+def test_write_files_containing_within_searches_those_elements(
+    duckdb_runner: DuckDBRunner, tmp_path: Path
+) -> None:
+    # "4548-4" only in o1's id text, not in its code: found when all fields are searched
+    marked = [OBS[0], {**OBS[1], "id": "4548-4"}]
+    path = tmp_path / "obs.ndjson"
+    path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in marked))
+    out = tmp_path / "out.ndjson"
+    wanted = ['"4548-4"']
+    assert duckdb_runner.write_files(OBS_VIEW, [path], "ndjson", out, containing=wanted) == 1
+    n = duckdb_runner.write_files(
+        OBS_VIEW, [path], "ndjson", out, containing=wanted, within=["code"]
+    )
+    assert n == 0
+    # an element the view does not read cannot narrow the search: every field is searched
+    n = duckdb_runner.write_files(
+        OBS_VIEW, [path], "ndjson", out, containing=wanted, within=["component"]
+    )
+    assert n == 1

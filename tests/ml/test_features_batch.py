@@ -72,7 +72,7 @@ def views(folder: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, P
 
 @pytest.mark.parametrize("name", task_names())
 def test_batch_equals_per_patient_and_serving(
-    name: str, population: Resources, views: dict[str, Path]
+    name: str, population: Resources, views: dict[str, Path], folder: Path
 ) -> None:
     task = load_task(name)
     batch = dataset_from_views(task, views)
@@ -80,6 +80,8 @@ def test_batch_equals_per_patient_and_serving(
     assert len(batch.y) > 20
     assert batch.y.dtype == per_patient.y.dtype
     assert_same(table(batch), table(per_patient))
+    # views flattened for the task only (resources pre-selected by its codes' text): the same
+    assert_same(table(dataset_from_ndjson(task, folder)), table(per_patient))
     # serving's one-patient features at each row's index time: the same row (a sample)
     by_id = dict(population)
     for i in range(0, len(batch.y), max(1, len(batch.y) // 25)):

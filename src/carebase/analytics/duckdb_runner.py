@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -48,6 +49,15 @@ def _access(d: DuckDBDialect, tree: dict[str, Any], keys: tuple[str, ...]) -> st
     return sql
 
 
+def _contains(d: DuckDBDialect, text: str, strings: Sequence[str]) -> str:
+    """SQL: `text` holds one of `strings` or a backslash (true when there are none); one
+    regular expression of literals, one pass over the text (cheaper than a `contains` each)."""
+    if not strings:
+        return "true"
+    pattern = "|".join(re.escape(s) for s in (*dict.fromkeys(strings), "\\"))
+    return f"regexp_matches({text}, {d.lit(pattern)})"
+
+
 class DuckDBRunner(SqlViewRunner):
     """Compiles each view to one DuckDB query; files are read by DuckDB itself, in parallel."""
 
@@ -84,9 +94,20 @@ class DuckDBRunner(SqlViewRunner):
         paths: Sequence[Path],
         fmt: str,
         out: Path,
+        *,
+        containing: Sequence[str] = (),
+        within: Sequence[str] = (),
     ) -> int | None:
         """COPY the rows of `view` over NDJSON `paths` to `out` (csv, parquet, ndjson, json);
-        returns the number of rows written."""
+        returns the number of rows written.
+
+        `containing` pre-selects resources by text before the view's (far costlier) columns
+        are computed: a resource is flattened only when its JSON text contains one of the
+        strings, or any backslash escape (an escaped character could spell one). With the
+        typed reader the text searched is the fields the view reads of the top-level elements
+        `within` (of all it reads when empty or when it reads none of them); with whole
+        resources it is the whole resource. It is a superset, not a filter: callers that want,
+        say, the rows of some codes pass `"<code>"` and still test the rows' codes."""
         check_format(fmt)
         query = self.compile(view)
         picks = ", ".join(
@@ -96,7 +117,7 @@ class DuckDBRunner(SqlViewRunner):
         sqls = [
             f"COPY (SELECT {picks} FROM ({sql})) "
             f"TO {self.dialect.lit(str(out))} ({_COPY_OPTIONS[fmt]})"
-            for sql in self._file_queries(query, paths)
+            for sql in self._file_queries(query, paths, containing, within)
         ]
         cursor = self._cursor()
         try:
@@ -111,11 +132,17 @@ class DuckDBRunner(SqlViewRunner):
             cursor.close()
         return int(result[0]) if result else 0
 
-    def _file_queries(self, query: ViewQuery, paths: Sequence[Path]) -> list[str]:
+    def _file_queries(
+        self,
+        query: ViewQuery,
+        paths: Sequence[Path],
+        containing: Sequence[str] = (),
+        within: Sequence[str] = (),
+    ) -> list[str]:
         """`query` over NDJSON files, fastest first. When the query reads only fields,
         DuckDB's JSON reader keeps just their keys, objects on the way typed as STRUCTs (R4
         shape); a file of another shape makes that reader fail, and the next query (whole
-        resources, exact for any JSON) is the one to use."""
+        resources, exact for any JSON) is the one to use. `containing`: `write_files`."""
         files = check_files(paths)
         d = self.dialect
         if not files:
@@ -123,7 +150,7 @@ class DuckDBRunner(SqlViewRunner):
         listed = ", ".join(d.lit(str(p)) for p in files)
         exact = query.over(
             f"(SELECT json AS resource FROM read_json_objects([{listed}], "
-            "format = 'newline_delimited'))"
+            f"format = 'newline_delimited') WHERE {_contains(d, 'json', containing)})"
         )
         if query.needs_resource or not query.fields:
             return [exact]
@@ -140,9 +167,14 @@ class DuckDBRunner(SqlViewRunner):
         picks = ", ".join(
             f"{d.drop_null(_access(d, tree, keys))} AS {name}" for keys, name in query.fields
         )
+        searched = [n for keys, n in query.fields if keys[0] in within] or [
+            n for _, n in query.fields
+        ]
+        text = "concat_ws(',', " + ", ".join(f"CAST({n} AS VARCHAR)" for n in searched) + ")"
         shaped = query.over_fields(
-            f"(SELECT {picks} FROM read_json([{listed}], format = 'newline_delimited', "
-            f"columns = {{{columns}}}))"
+            f"(SELECT * FROM (SELECT {picks} FROM read_json([{listed}], "
+            f"format = 'newline_delimited', columns = {{{columns}}})) "
+            f"WHERE {_contains(d, text, containing)})"
         )
         return [shaped, exact]
 

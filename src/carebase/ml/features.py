@@ -33,8 +33,9 @@ TYPES = ("Observation", "Condition", "MedicationRequest", "Encounter")
 
 @functools.cache
 def feature_view(name: str) -> dict[str, Any]:
-    """A library view, or one of ml's own (`ml/views/*.json`) when the library's drops what
-    features need (every coding of a condition, blood pressure components)."""
+    """A library view, or one of ml's own (`ml/views/*.json`): where the library's drops what
+    features need (every coding of a condition, blood pressure components), or reads much
+    they do not (race, address, displays, reasons: flattening a population pays per column)."""
     own = resources.files("carebase.ml").joinpath("views", f"{name}.json")
     if own.is_file():
         view: dict[str, Any] = orjson.loads(own.read_bytes())
@@ -43,11 +44,11 @@ def feature_view(name: str) -> dict[str, Any]:
 
 
 VIEWS = {
-    "patient": "patient_demographics",
+    "patient": "patient_facts",
     "observation": "observation_values",
     "condition": "condition_codings",
-    "medication": "medication_requests",
-    "encounter": "encounters",
+    "medication": "medication_facts",
+    "encounter": "encounter_facts",
 }
 
 

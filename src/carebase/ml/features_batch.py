@@ -64,21 +64,53 @@ def ndjson_by_type(directory: Path) -> dict[str, list[Path]]:
 
 
 def flatten_views(
-    files_by_type: Mapping[str, Sequence[Path]], out_dir: Path, *, threads: int | None = None
+    files_by_type: Mapping[str, Sequence[Path]],
+    out_dir: Path,
+    *,
+    threads: int | None = None,
+    task: Task | None = None,
 ) -> dict[str, Path]:
     """Runs each feature view over its type's NDJSON files with the DuckDB runner and writes
-    its rows to `<out_dir>/<view>.parquet`; returns the file per view key. Done once, the
-    files serve every task."""
+    its rows to `<out_dir>/<view>.parquet`; returns the file per view key. Without `task`,
+    the files serve every task; with it, only the observations, conditions and medication
+    requests whose text holds one of the task's codes are flattened (`_code_sets`; most of
+    a population's observations are of other codes, and a view's columns cost far more
+    than finding a code in the text), and the files serve that task only."""
     out_dir.mkdir(parents=True, exist_ok=True)
     runner = DuckDBRunner(threads)
+    codes = _code_sets(task) if task is not None else {}
     out: dict[str, Path] = {}
     for key, name in VIEWS.items():
         target = out_dir / f"{name}.parquet"
+        files = list(files_by_type.get(VIEW_TYPES[key], []))
+        wanted = codes.get(_FACT_TABLE.get(key, ""))
+        if wanted is not None and not wanted:
+            files = []  # the task reads none of these facts
         runner.write_files(
-            feature_view(name), list(files_by_type.get(VIEW_TYPES[key], [])), "parquet", target
+            feature_view(name),
+            files,
+            "parquet",
+            target,
+            containing=_code_texts(wanted or ()),
+            within=_CODED.get(key, ()),
         )
         out[key] = target
     return out
+
+
+#: the fact table (`_code_sets`) of each view whose rows a task selects by code
+_FACT_TABLE = {"observation": "obs", "condition": "cond", "medication": "med"}
+#: the elements of those resources that hold the codes the views read
+_CODED = {
+    "observation": ("code", "component"),
+    "condition": ("code",),
+    "medication": ("medicationCodeableConcept",),
+}
+
+
+def _code_texts(codes: Iterable[Code]) -> list[str]:
+    """How the codes appear in FHIR JSON text: `"<code>"`, or `"<prefix>` for a prefix."""
+    return [f'"{c.code}' if c.prefix else f'"{c.code}"' for c in codes]
 
 
 def _match(codes: tuple[Code, ...], system: str = "system", code: str = "code") -> str:
@@ -344,7 +376,7 @@ def dataset_from_ndjson(task: Task, directory: Path, *, threads: int | None = No
     folder first)."""
     files = ndjson_by_type(directory)
     with tempfile.TemporaryDirectory(prefix="carebase-views-") as tmp:
-        views = flatten_views(files, Path(tmp), threads=threads)
+        views = flatten_views(files, Path(tmp), threads=threads, task=task)
         return dataset_from_views(task, views, threads=threads)
 
 
