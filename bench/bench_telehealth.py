@@ -403,9 +403,10 @@ def main() -> None:
         f"{'one worker' if args.workers == 1 else 'two workers'} "
         "(`bench/bench_telehealth.py`)"
     )
+    shared = " (other jobs shared the machine)" if load >= 2 else ""
     markdown = f"""{title}
 
-{machine()}; load average {load:.1f} at the end (other jobs shared the machine).
+{machine()}; load average {load:.1f} at the end{shared}.
 uvicorn on {args.backend} ({bus}), durable audit trail (every relayed message audited); the
 client (this script, {r["connections"]:,} WebSockets) ran on the same cores. Each clinician
 sent {args.rate:g} offer/s to its patient and each patient answered, in {args.runs} phases of
