@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+import httpx
+
 from carebase.auth.principal import DEVELOPMENT_PRINCIPAL, Principal
 from carebase.store.base import Store
 from carebase.telehealth.access import Caller
@@ -156,3 +158,31 @@ def state_of(room: dict[str, Any], pid: str) -> str | None:
         if p["id"] == pid:
             return str(p["state"])
     return None
+
+
+def ws_url(visit: Any) -> str:
+    """The signalling WebSocket of the test visit's room."""
+    return f"{visit.server.ws}/telehealth/ws/{visit.room}"
+
+
+def invite(visit: Any, name: str, kind: str) -> dict[str, Any]:
+    """The clinician invites a guest or interpreter: its join grant."""
+    r = httpx.post(
+        f"{visit.server.http}/telehealth/api/appointments/{visit.room}/invite",
+        json={"name": name, "kind": kind},
+        headers=visit.headers("clinician"),
+    )
+    assert r.status_code == 200, r.text
+    grant: dict[str, Any] = r.json()
+    return grant
+
+
+async def join_admitted(visit: Any, doc: Peer, grant: dict[str, Any]) -> Peer:
+    """`grant`'s holder joins, waits, and is admitted by the clinician `doc`."""
+    peer = await Peer.open(ws_url(visit), grant["token"])
+    assert (await peer.expect("joined"))["state"] == "waiting"
+    pid = grant["participant"]
+    await doc.room_where(lambda room: state_of(room, pid) == "waiting")
+    await doc.send({"type": "admit", "participant": pid})
+    await peer.room_where(lambda room: state_of(room, pid) == "admitted")
+    return peer

@@ -1,7 +1,8 @@
 """Two real WebRTC peers (aiortc) connect through our signalling server over localhost and
 exchange video frames: the clinician admits the patient, offers, the patient answers (ICE
-candidates travel inside the SDP), and each side receives frames of the other's track; and
-after a network drop the patient rejoins with its token and renegotiates the call."""
+candidates travel inside the SDP), and each side receives frames of the other's track; a
+small group (clinician, patient and an invited interpreter) in a full mesh; and after a
+network drop the patient rejoins with its token and renegotiates the call."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import asyncio
 from typing import Any
 
 import pytest
-from telehealth_helpers import Peer, state_of
+from telehealth_helpers import Peer, invite, join_admitted, state_of
 
 aiortc = pytest.importorskip("aiortc", reason="aiortc is a test extra (pip install aiortc)")
 
@@ -122,3 +123,40 @@ async def test_after_a_network_drop_the_patient_rejoins_and_renegotiates(visit: 
             await pc.close()
         await doc.close()
         await pat.close()
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("store", ["sqlite"], indirect=True)
+async def test_a_small_group_visit_is_a_mesh_of_calls(visit: Any) -> None:
+    """Clinician, patient and an interpreter: each pair has its own call, as the visit page
+    makes one connection per other participant; everyone receives everyone's video."""
+    doc_grant = visit.join_grant("clinician")
+    doc = await Peer.open(_ws(visit), doc_grant["token"])
+    ice = (await doc.expect("joined"))["iceServers"]
+    pat_grant, int_grant = visit.join_grant("patient"), invite(visit, "Ana Lima", "interpreter")
+    pat = await join_admitted(visit, doc, pat_grant)
+    interp = await join_admitted(visit, doc, int_grant)
+    peers = {
+        doc_grant["participant"]: doc,
+        pat_grant["participant"]: pat,
+        int_grant["participant"]: interp,
+    }
+    ids = list(peers)
+    pcs: list[Any] = []
+    received: list[Any] = []
+    try:
+        for a, b in ((0, 1), (0, 2), (1, 2)):  # three calls, one per pair
+            pc_a, pc_b, track_a, track_b = await _call(
+                peers[ids[a]], peers[ids[b]], ids[a], ids[b], ice
+            )
+            pcs += [pc_a, pc_b]
+            received += [track_a, track_b]
+        for track in received:  # each participant gets frames from each of the other two
+            frames = await asyncio.wait_for(_frames(track, 3), 30)
+            assert all(f.width == 640 and f.height == 480 for f in frames)
+        assert all(pc.connectionState == "connected" for pc in pcs)
+    finally:
+        for pc in pcs:
+            await pc.close()
+        for peer in peers.values():
+            await peer.close()

@@ -5,49 +5,23 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
 import pytest
-from telehealth_helpers import Peer, state_of
+from telehealth_helpers import Peer, invite, join_admitted, ws_url
 
 from carebase.auth.audit_event import to_audit_event
 from carebase.telehealth.encounter import GUEST_SYSTEM
 from carebase.telehealth.scheduling import body_of
 
 
-def _ws(visit: Any) -> str:
-    return f"{visit.server.ws}/telehealth/ws/{visit.room}"
-
-
-def _invite(visit: Any, name: str, kind: str) -> dict[str, Any]:
-    r = httpx.post(
-        f"{visit.server.http}/telehealth/api/appointments/{visit.room}/invite",
-        json={"name": name, "kind": kind},
-        headers=visit.headers("clinician"),
-    )
-    assert r.status_code == 200, r.text
-    grant: dict[str, Any] = r.json()
-    return grant
-
-
-async def _join_admitted(visit: Any, doc: Peer, grant: dict[str, Any]) -> Peer:
-    peer = await Peer.open(_ws(visit), grant["token"])
-    assert (await peer.expect("joined"))["state"] == "waiting"
-    pid = grant["participant"]
-    await doc.room_where(lambda room: state_of(room, pid) == "waiting")
-    await doc.send({"type": "admit", "participant": pid})
-    await peer.room_where(lambda room: state_of(room, pid) == "admitted")
-    return peer
-
-
 @pytest.mark.asyncio
 async def test_guests_are_encounter_participants_audited_as_themselves(visit: Any) -> None:
-    doc = await Peer.open(_ws(visit), visit.join_grant("clinician")["token"])
+    doc = await Peer.open(ws_url(visit), visit.join_grant("clinician")["token"])
     await doc.expect("joined")
-    pat = await _join_admitted(visit, doc, visit.join_grant("patient"))
-    interpreter_grant = _invite(visit, "Ana Lima", "interpreter")
-    guest_grant = _invite(visit, "Sam Carer", "guest")
-    interpreter = await _join_admitted(visit, doc, interpreter_grant)
-    guest = await _join_admitted(visit, doc, guest_grant)
+    pat = await join_admitted(visit, doc, visit.join_grant("patient"))
+    interpreter_grant = invite(visit, "Ana Lima", "interpreter")
+    guest_grant = invite(visit, "Sam Carer", "guest")
+    interpreter = await join_admitted(visit, doc, interpreter_grant)
+    guest = await join_admitted(visit, doc, guest_grant)
     await interpreter.send({"type": "chat", "text": "I will translate"})
     await doc.expect("chat", text="I will translate")
 
@@ -70,7 +44,7 @@ async def test_guests_are_encounter_participants_audited_as_themselves(visit: An
     ) == 1
     # a reconnect or a second admission does not list a guest twice
     await interpreter.close()
-    again = await Peer.open(_ws(visit), interpreter_grant["token"])
+    again = await Peer.open(ws_url(visit), interpreter_grant["token"])
     await again.expect("joined")
     await guest.send({"type": "chat", "text": "still here"})
     await doc.expect("chat", text="still here")
