@@ -169,7 +169,11 @@ async def test_only_the_visit_practitioner_and_its_patient_join(
         f"/portal/appointments/{visit}/join", data={"csrf_token": csrf(listing.text)}
     )
     assert joined.status_code == 303
-    assert re.fullmatch(rf"/telehealth/visit#room={visit}&token=[^&]+", joined.headers["location"])
+    location = joined.headers["location"]
+    assert re.fullmatch(rf"/portal/visit#room={visit}&token=[^&]+", location)
+    page = await web.get(location.split("#")[0])  # the panel in the portal's frame
+    assert page.status_code == 200 and 'id="stage"' in page.text and ">Mute<" in page.text
+    assert "/telehealth/static/visit.js" in page.text
     other = _book(store, world.second)
     stranger = await web.post(
         f"/portal/appointments/{other}/join", data={"csrf_token": csrf(listing.text)}
@@ -177,3 +181,21 @@ async def test_only_the_visit_practitioner_and_its_patient_join(
     assert stranger.status_code == 404
     staff_page = await web.get(f"/app/patients/{world.first}/visits/{visit}")
     assert staff_page.status_code == 403
+
+
+async def test_the_video_panel_speaks_the_page_language(
+    web: httpx.AsyncClient, world: World, visit: str
+) -> None:
+    await sign_in(web, "vdoc")
+    english = await web.get(f"/app/patients/{world.first}/visits/{visit}")
+    assert ">Mute<" in english.text and ">Waiting room<" in english.text
+    assert 'data-texts="{}"' in english.text and "[[" not in english.text
+    web.cookies.set("carebase_lang", "zh")
+    chinese = await web.get(f"/app/patients/{world.first}/visits/{visit}")
+    assert ">静音<" in chinese.text and ">候诊室<" in chinese.text and ">Mute<" not in chinese.text
+    # the script's texts travel with the panel, for the status line and the buttons it writes
+    texts = re.search(r'data-texts="([^"]*)"', chinese.text)
+    assert texts is not None
+    decoded = orjson.loads(texts.group(1).replace("&quot;", '"'))
+    assert decoded["In the visit"] == "就诊中" and decoded["Unmute"] == "取消静音"
+    assert "{seconds}" in decoded["Connection lost; reconnecting in {seconds} s…"]

@@ -7,7 +7,11 @@ and the web app's chart visit page embeds the same panel beside the note and ord
 
 from __future__ import annotations
 
+import json
+import re
+from collections.abc import Callable
 from functools import lru_cache
+from html import escape
 from pathlib import Path
 
 HERE = Path(__file__).parent
@@ -19,10 +23,53 @@ PANEL_STYLESHEET = "/telehealth/static/visit-panel.css"
 PANEL_SCRIPT = "/telehealth/static/visit.js"
 
 
+#: The texts the panel's script shows (`t(...)` in `static/visit.js`); the markup's own are
+#: marked `[[...]]` in `templates/visit_panel.html`.
+SCRIPT_TEXTS: tuple[str, ...] = (
+    "This link has no room or join token.",
+    "Your link has expired; ask for a new one.",
+    "Connection lost; reconnecting in {seconds} s…",
+    "The visit has ended.",
+    "The clinician could not admit you.",
+    "You left the visit.",
+    "Waiting: the clinician will let you in shortly.",
+    "Waiting for the clinician…",
+    "In the visit",
+    "Admit",
+    "Decline",
+    "Unmute",
+    "Mute",
+    "Camera on",
+    "Camera off",
+    "Stop sharing",
+    "Share screen",
+    "good",
+    "fair",
+    "poor",
+    "clinician",
+    "patient",
+    "guest",
+    "interpreter",
+)
+_MARKED = re.compile(r"\[\[(.+?)\]\]")
+
+
 @lru_cache(maxsize=1)
-def visit_panel() -> str:
-    """The video panel's HTML (static markup: no user data)."""
+def _panel_markup() -> str:
     return PANEL.read_text(encoding="utf-8")
+
+
+def panel_texts() -> set[str]:
+    """Every text of the panel, markup and script: what a page's catalogue translates."""
+    return set(_MARKED.findall(_panel_markup())) | set(SCRIPT_TEXTS)
+
+
+def visit_panel(translate: Callable[[str], str] = str) -> str:
+    """The video panel's HTML (static markup: no user data) in the language of `translate`
+    (English, the source text, by default); the script's texts travel in its `data-texts`."""
+    html = _MARKED.sub(lambda m: escape(translate(m.group(1))), _panel_markup())
+    texts = {text: translate(text) for text in SCRIPT_TEXTS if translate(text) != text}
+    return html.replace("{texts}", escape(json.dumps(texts, ensure_ascii=False)))
 
 
 @lru_cache(maxsize=1)

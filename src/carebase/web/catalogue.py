@@ -8,6 +8,8 @@ import ast
 import re
 from pathlib import Path
 
+from carebase.telehealth.ui import panel_texts
+
 WEB_DIR = Path(__file__).parent
 _TEMPLATE_CALL = re.compile(r"""\b_\(\s*(?:"((?:[^"\\]|\\.)*)"|'((?:[^'\\]|\\.)*)')""")
 
@@ -45,5 +47,6 @@ def module_texts(directory: Path = WEB_DIR) -> set[str]:
 
 
 def all_texts() -> set[str]:
-    """Every translatable text of the web pages."""
-    return template_texts() | module_texts()
+    """Every translatable text of the web pages (the telehealth video panel's included: the
+    visit pages show it)."""
+    return template_texts() | module_texts() | panel_texts()

@@ -1,6 +1,6 @@
 """Video visits in the browser: the clinician's chart visit page (the telehealth video panel
 beside the SOAP note, lab order and prescription forms, which write into the visit's
-Encounter), the clinician's upcoming appointments, and the portal's *Join*.
+Encounter), the clinician's upcoming appointments, and the portal's *Join* and visit page.
 
 The panel is the telehealth package's own markup, stylesheet and script
 (`telehealth/ui.py`); the forms are the chart's (`documenting_routes.build_resources` and
@@ -137,6 +137,15 @@ def _form_values(pid: str, aid: str) -> dict[str, Any]:
     }
 
 
+def _panel(web: WebPage) -> dict[str, str]:
+    """The template values of the video panel, in the page's language."""
+    return {
+        "panel": visit_panel(web._),
+        "panel_stylesheet": PANEL_STYLESHEET,
+        "panel_script": PANEL_SCRIPT,
+    }
+
+
 async def visit_page(web: WebPage) -> Response:
     """The chart visit page: the video panel and the note and order forms."""
     pid, aid = web.request.path_params["id"], web.request.path_params["aid"]
@@ -148,9 +157,7 @@ async def visit_page(web: WebPage) -> Response:
             "errors": {},
             "failed": "",
             "saved": web.request.query_params.get("saved", ""),
-            "panel": visit_panel(),
-            "panel_stylesheet": PANEL_STYLESHEET,
-            "panel_script": PANEL_SCRIPT,
+            **_panel(web),
         }
     )
     return web.render("chart_visit.html", values)
@@ -202,13 +209,7 @@ def visit_form(kind: str) -> Any:
                 return web.render("fragments/visit_form.html", values, 400)
             full = await run_in_threadpool(_visit_values, web, pid, aid)
             values.update(full)
-            values.update(
-                {
-                    "panel": visit_panel(),
-                    "panel_stylesheet": PANEL_STYLESHEET,
-                    "panel_script": PANEL_SCRIPT,
-                }
-            )
+            values.update(_panel(web))
             return web.render("chart_visit.html", values, 400)
         if fragment:
             values.update({"form": {}, "errors": {}, "saved": kind, "failed": ""})
@@ -230,7 +231,13 @@ async def portal_join(web: WebPage) -> Response:
         return _join(web, aid)
 
     grant = await run_in_threadpool(run)
-    return RedirectResponse(str(grant["page"]), 303)
+    return RedirectResponse(f"{PORTAL}/visit#room={aid}&token={grant['token']}", 303)
+
+
+async def portal_visit_page(web: WebPage) -> Response:
+    """The patient's video visit page: the panel in the portal's frame and language (the room
+    and join token come in the URL fragment from *Join*)."""
+    return web.render("portal_visit.html", _panel(web))
 
 
 def visit_routes() -> list[Route]:
@@ -241,6 +248,7 @@ def visit_routes() -> list[Route]:
         Route(base, clinician(visit_page), methods=["GET"]),
         Route(f"{base}/join", clinician(join), methods=["POST"]),
         Route(f"{PORTAL}/appointments/{{aid}}/join", portal(portal_join), methods=["POST"]),
+        Route(f"{PORTAL}/visit", portal(portal_visit_page), methods=["GET"]),
     ]
     routes += [
         Route(f"{base}/{kind}", clinician(visit_form(kind)), methods=["POST"])

@@ -26,7 +26,17 @@
   let retries = 0;
   let queue = Promise.resolve();
 
-  function say(text) { statusLine.textContent = text; document.body.dataset.state = text; }
+  // The page's language: the panel carries the translations of the texts below (English,
+  // the source text, where it has none); `{name}` placeholders are filled after translation.
+  const panel = document.querySelector(".visit-panel");
+  const TEXTS = JSON.parse((panel && panel.dataset.texts) || "{}");
+  function t(text, values) {
+    let out = TEXTS[text] || text;
+    for (const [name, value] of Object.entries(values || {})) out = out.replace(`{${name}}`, value);
+    return out;
+  }
+
+  function say(text, values) { statusLine.textContent = t(text, values); document.body.dataset.state = text; }
 
   function send(frame) {
     if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(frame));
@@ -49,7 +59,7 @@
         return;
       }
       const wait = Math.min(10000, 500 * 2 ** retries++);
-      say(`Connection lost; reconnecting in ${Math.round(wait / 1000)} s…`);
+      say("Connection lost; reconnecting in {seconds} s…", { seconds: Math.round(wait / 1000) });
       setTimeout(connect, wait); // same token: the server resumes the same participant
     };
   }
@@ -120,11 +130,11 @@
     list.replaceChildren();
     for (const p of waiting) {
       const item = document.createElement("li");
-      item.textContent = `${p.display} (${p.role}) `;
+      item.textContent = `${p.display} (${t(p.role)}) `;
       for (const [label, kind] of [["Admit", "admit"], ["Decline", "decline"]]) {
         const button = document.createElement("button");
         button.type = "button";
-        button.textContent = label;
+        button.textContent = t(label);
         button.dataset.participant = p.id;
         button.className = kind;
         button.onclick = () => send({ type: kind, participant: p.id });
@@ -211,14 +221,14 @@
     const muted = $("mute").getAttribute("aria-pressed") !== "true";
     for (const track of localStream.getAudioTracks()) track.enabled = !muted;
     toggle($("mute"), muted);
-    $("mute").textContent = muted ? "Unmute" : "Mute";
+    $("mute").textContent = t(muted ? "Unmute" : "Mute");
   };
   $("camera").onclick = () => {
     if (!localStream) return;
     const off = $("camera").getAttribute("aria-pressed") !== "true";
     for (const track of localStream.getVideoTracks()) track.enabled = !off;
     toggle($("camera"), off);
-    $("camera").textContent = off ? "Camera on" : "Camera off";
+    $("camera").textContent = t(off ? "Camera on" : "Camera off");
   };
   function replaceVideo(track) {
     for (const { pc } of peers.values()) {
@@ -234,7 +244,7 @@
     screenTrack.onended = stopShare;
     replaceVideo(screenTrack); // no renegotiation: the same sender carries the screen
     toggle($("share"), true);
-    $("share").textContent = "Stop sharing";
+    $("share").textContent = t("Stop sharing");
   };
   function stopShare() {
     if (!screenTrack) return;
@@ -242,7 +252,7 @@
     screenTrack = null;
     if (localStream) replaceVideo(localStream.getVideoTracks()[0]);
     toggle($("share"), false);
-    $("share").textContent = "Share screen";
+    $("share").textContent = t("Share screen");
   }
   $("leave").onclick = () => { finished = true; send({ type: "leave" }); closeAll(); say("You left the visit."); };
   $("end").onclick = () => { finished = true; send({ type: "end" }); };
@@ -271,7 +281,7 @@
       const lossRate = received + lost > 0 ? lost / (received + lost) : 0;
       const quality = rtt === null ? "…" : (lossRate > 0.05 || rtt > 0.4 ? "poor" : (lossRate > 0.01 || rtt > 0.2 ? "fair" : "good"));
       stats[id] = { framesDecoded: frames, rtt, lost, quality };
-      entry.quality.textContent = quality;
+      entry.quality.textContent = t(quality);
       entry.quality.className = `quality ${quality}`;
     }
   }
