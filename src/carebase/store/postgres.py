@@ -21,17 +21,21 @@ from carebase.store.sql_store import READ_SQL, Cursor, SqlStore, to_pyformat
 from carebase.store.text_index import TextDocument, tsvector_literal
 
 _READ_SQL = to_pyformat(READ_SQL)
-#: Current rows of one type by ids (an array parameter, then the type): one index probe per
-#: id whatever the statistics say. `type = ? AND id IN (...)` on a table not analysed yet (the
-#: first import into a new database) is planned as a scan of every row of the type (by the
-#: (type, last_updated) index), once per batch, which made such an import quadratic. The
-#: LIMIT keeps the planner from flattening the lateral subquery into a join it would plan the
-#: same way; the one array parameter keeps the statement (and its prepared plan) the same for
-#: every chunk.
+#: Current rows of one type by ids (two arrays of equal length: the type repeated, the ids):
+#: one probe of the (type, id) index per id whatever the statistics say. `type = ? AND id IN
+#: (...)` on a table not analysed yet (the first import into a new database) is planned as a
+#: scan of every row of the type (by the (type, last_updated) index), once per batch, which
+#: made such an import quadratic; and with the type a constant, statistics that hold few rows
+#: of it (analysed before a load of that type) make the (type, last_updated) index look as
+#: good as (type, id) for each probe. With both keys taken from the array row, the planner has
+#: no estimate for the type and probes (type, id). The LIMIT keeps it from flattening the
+#: lateral subquery into a join; the array parameters keep the statement (and its prepared
+#: plan) the same for every chunk.
 READ_BY_IDS = (
     "SELECT r.id, r.version, r.last_updated, r.deleted, r.body"
-    " FROM unnest(%s::text[]) AS k(id) CROSS JOIN LATERAL (SELECT id, version, last_updated,"
-    " deleted, body FROM resource WHERE type = %s AND id = k.id LIMIT 1) r"
+    " FROM unnest(%s::text[], %s::text[]) AS k(type, id) CROSS JOIN LATERAL (SELECT id,"
+    " version, last_updated, deleted, body FROM resource WHERE type = k.type AND id = k.id"
+    " LIMIT 1) r"
 )
 # Arbitrary constant key for pg_advisory_xact_lock around migrations.
 _MIGRATION_LOCK = 0x43415245
@@ -202,7 +206,7 @@ class PostgresTransaction(SqlTransaction):
         return self._rids.pop()
 
     def _read_chunk(self, type_: str, ids: list[str]) -> list[Any]:
-        rows: list[Any] = self._cur.execute(READ_BY_IDS, (ids, type_)).fetchall()
+        rows: list[Any] = self._cur.execute(READ_BY_IDS, ([type_] * len(ids), ids)).fetchall()
         return rows
 
     def lock(self, key: str) -> None:
