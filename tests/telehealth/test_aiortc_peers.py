@@ -10,13 +10,9 @@ import asyncio
 from typing import Any
 
 import pytest
-from telehealth_helpers import Peer, invite, join_admitted, state_of
+from telehealth_helpers import Peer, invite, join_admitted, state_of, ws_url
 
 aiortc = pytest.importorskip("aiortc", reason="aiortc is a test extra (pip install aiortc)")
-
-
-def _ws(visit: Any) -> str:
-    return f"{visit.server.ws}/telehealth/ws/{visit.room}"
 
 
 def _connection(ice: list[dict[str, Any]]) -> Any:
@@ -36,9 +32,9 @@ async def _frames(track: Any, count: int) -> list[Any]:
 @pytest.mark.asyncio
 async def test_two_aiortc_peers_exchange_video_through_our_signalling(visit: Any) -> None:
     doc_grant, pat_grant = visit.join_grant("clinician"), visit.join_grant("patient")
-    doc = await Peer.open(_ws(visit), doc_grant["token"])
+    doc = await Peer.open(ws_url(visit), doc_grant["token"])
     ice = (await doc.expect("joined"))["iceServers"]
-    pat = await Peer.open(_ws(visit), pat_grant["token"])
+    pat = await Peer.open(ws_url(visit), pat_grant["token"])
     await pat.expect("joined")
     pid, did = pat_grant["participant"], doc_grant["participant"]
     await doc.room_where(lambda room: state_of(room, pid) == "waiting")
@@ -90,9 +86,9 @@ async def _call(
 async def test_after_a_network_drop_the_patient_rejoins_and_renegotiates(visit: Any) -> None:
     doc_grant, pat_grant = visit.join_grant("clinician"), visit.join_grant("patient")
     pid, did = pat_grant["participant"], doc_grant["participant"]
-    doc = await Peer.open(_ws(visit), doc_grant["token"])
+    doc = await Peer.open(ws_url(visit), doc_grant["token"])
     ice = (await doc.expect("joined"))["iceServers"]
-    pat = await Peer.open(_ws(visit), pat_grant["token"])
+    pat = await Peer.open(ws_url(visit), pat_grant["token"])
     await pat.expect("joined")
     await doc.room_where(lambda room: state_of(room, pid) == "waiting")
     await doc.send({"type": "admit", "participant": pid})
@@ -106,7 +102,7 @@ async def test_after_a_network_drop_the_patient_rejoins_and_renegotiates(visit: 
         pat.ws.transport.abort()  # no close frame: the server sees the connection vanish
         await pat_pc.close()
         # it comes back with the same token: the same participant, still admitted
-        pat = await Peer.open(_ws(visit), pat_grant["token"])
+        pat = await Peer.open(ws_url(visit), pat_grant["token"])
         back = await pat.expect("joined")
         assert back["participant"] == pid and back["state"] == "admitted"
         # and, being the one that reconnected, renegotiates the call through the signalling
@@ -131,7 +127,7 @@ async def test_a_small_group_visit_is_a_mesh_of_calls(visit: Any) -> None:
     """Clinician, patient and an interpreter: each pair has its own call, as the visit page
     makes one connection per other participant; everyone receives everyone's video."""
     doc_grant = visit.join_grant("clinician")
-    doc = await Peer.open(_ws(visit), doc_grant["token"])
+    doc = await Peer.open(ws_url(visit), doc_grant["token"])
     ice = (await doc.expect("joined"))["iceServers"]
     pat_grant, int_grant = visit.join_grant("patient"), invite(visit, "Ana Lima", "interpreter")
     pat = await join_admitted(visit, doc, pat_grant)

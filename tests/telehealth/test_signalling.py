@@ -11,21 +11,17 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from telehealth_helpers import Peer, state_of
+from telehealth_helpers import Peer, state_of, ws_url
 
 from carebase.telehealth.scheduling import body_of
 
 
-def _ws(visit: Any) -> str:
-    return f"{visit.server.ws}/telehealth/ws/{visit.room}"
-
-
 async def _admitted_pair(visit: Any) -> tuple[Peer, Peer, str, str]:
     doc_grant, pat_grant = visit.join_grant("clinician"), visit.join_grant("patient")
-    doc = await Peer.open(_ws(visit), doc_grant["token"])
+    doc = await Peer.open(ws_url(visit), doc_grant["token"])
     joined = await doc.expect("joined")
     assert joined["state"] == "admitted" and joined["role"] == "clinician"
-    pat = await Peer.open(_ws(visit), pat_grant["token"])
+    pat = await Peer.open(ws_url(visit), pat_grant["token"])
     me = await pat.expect("joined")
     assert me["state"] == "waiting"
     # the waiting patient sees only itself, and that the clinician is there
@@ -108,9 +104,9 @@ async def test_bad_frames_get_error_frames_and_the_room_carries_on(visit: Any) -
 @pytest.mark.asyncio
 async def test_a_waiting_patient_cannot_signal_and_a_declined_one_cannot_return(visit: Any) -> None:
     doc_grant, pat_grant = visit.join_grant("clinician"), visit.join_grant("patient")
-    doc = await Peer.open(_ws(visit), doc_grant["token"])
+    doc = await Peer.open(ws_url(visit), doc_grant["token"])
     await doc.expect("joined")
-    pat = await Peer.open(_ws(visit), pat_grant["token"])
+    pat = await Peer.open(ws_url(visit), pat_grant["token"])
     await pat.expect("joined")
     await pat.send({"type": "offer", "to": doc_grant["participant"], "sdp": "v=0"})
     assert (await pat.expect("error"))["code"] == "not-admitted"
@@ -118,7 +114,7 @@ async def test_a_waiting_patient_cannot_signal_and_a_declined_one_cannot_return(
     assert (await pat.expect("error"))["code"] == "not-admitted"
     await doc.send({"type": "decline", "participant": pat_grant["participant"]})
     await pat.room_where(lambda room: state_of(room, pat_grant["participant"]) == "declined")
-    again = await Peer.open(_ws(visit), visit.join_grant("patient")["token"])
+    again = await Peer.open(ws_url(visit), visit.join_grant("patient")["token"])
     refused = await again.expect("error")
     assert refused["code"] == "refused" and "declined" in refused["message"]
     await doc.close()
@@ -148,12 +144,12 @@ async def test_tokens_expired_foreign_or_not_join_tokens_are_refused(visit: Any)
         (visit.bearers["patient"], "not a room join token"),
         ("garbage", "not a JWT"),
     ]:
-        peer = await Peer.open(_ws(visit), token)
+        peer = await Peer.open(ws_url(visit), token)
         frame = await peer.expect("error")
         assert frame["code"] == "unauthorized" and says in frame["message"], frame
         await asyncio.wait_for(peer.ws.wait_closed(), 5)
         assert peer.ws.close_code == 4401
-    peer = await Peer.open(_ws(visit))
+    peer = await Peer.open(ws_url(visit))
     await peer.send({"type": "offer", "to": "x", "sdp": "v=0"})
     assert (await peer.expect("error"))["code"] == "protocol"
     refusals = [
@@ -192,7 +188,7 @@ def test_join_tokens_only_for_the_appointments_people(visit: Any) -> None:
 async def test_reconnect_resumes_the_same_participant(visit: Any) -> None:
     doc, pat, _doc_id, pat_id = await _admitted_pair(visit)
     pat.ws.transport.abort()  # a network drop: no closing handshake
-    again = await Peer.open(_ws(visit), visit.join_grant("patient")["token"])
+    again = await Peer.open(ws_url(visit), visit.join_grant("patient")["token"])
     joined = await again.expect("joined")
     assert joined["participant"] == pat_id and joined["state"] == "admitted"
     await doc.send({"type": "offer", "to": pat_id, "sdp": "v=0 after reconnect"})
@@ -204,7 +200,7 @@ async def test_reconnect_resumes_the_same_participant(visit: Any) -> None:
 @pytest.mark.asyncio
 async def test_a_second_connection_replaces_the_first(visit: Any) -> None:
     doc, pat, _doc_id, _pat_id = await _admitted_pair(visit)
-    second = await Peer.open(_ws(visit), visit.join_grant("patient")["token"])
+    second = await Peer.open(ws_url(visit), visit.join_grant("patient")["token"])
     await second.expect("joined")
     await asyncio.wait_for(pat.ws.wait_closed(), 5)
     assert pat.ws.close_code == 4000
@@ -225,7 +221,7 @@ async def test_a_dropped_participant_leaves_after_the_resume_window(visit_factor
 async def test_keep_alive_drops_a_silent_peer(visit_factory: Any) -> None:
     visit = visit_factory(ping_seconds=0.2)
     grant = visit.join_grant("patient")
-    silent = await Peer.open(_ws(visit), grant["token"])
+    silent = await Peer.open(ws_url(visit), grant["token"])
     await silent.expect("joined")
     started = time.monotonic()
     await asyncio.wait_for(silent.ws.wait_closed(), 5)
@@ -235,11 +231,11 @@ async def test_keep_alive_drops_a_silent_peer(visit_factory: Any) -> None:
 @pytest.mark.asyncio
 async def test_at_most_four_participants(visit: Any) -> None:
     url = f"{visit.server.http}/telehealth/api/appointments/{visit.room}/invite"
-    peers = [await Peer.open(_ws(visit), visit.join_grant("clinician")["token"])]
+    peers = [await Peer.open(ws_url(visit), visit.join_grant("clinician")["token"])]
     await peers[0].expect("joined")
     for name in ("A", "B", "C", "D"):
         r = httpx.post(url, json={"name": name}, headers=visit.headers("clinician"))
-        peers.append(await Peer.open(_ws(visit), r.json()["token"]))
+        peers.append(await Peer.open(ws_url(visit), r.json()["token"]))
         if name != "D":
             await peers[-1].expect("joined")
     refused = await peers[-1].expect("error")
