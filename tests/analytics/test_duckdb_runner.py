@@ -185,17 +185,20 @@ def test_files_on_synthea_match_python(
 
 def test_single_valued_paths_need_no_lists(duckdb_runner: DuckDBRunner) -> None:
     query = duckdb_runner.compile(OBS_VIEW)
-    assert not query.needs_resource  # every path starts from a pre-extracted field
+    assert not query.needs_resource  # every path starts from a pre-extracted column
     assert [keys for keys, _ in query.fields] == [
         ("resourceType",),
         ("id",),
         ("subject", "reference"),
         ("valueQuantity", "value"),
-        ("code", "coding"),
+    ]
+    # the codes, through the repeating `coding`, are one list column
+    assert [[(s.key, s.many) for s in steps] for steps, _ in query.lists] == [
+        [("code", False), ("coding", True), ("code", False)]
     ]
     picks = query.sql.split(" FROM ")[0]
-    # id, patient and rate are read as one item each; only the codes collection is a list
-    assert picks.count("list_transform") == 1 and '_f1 AS "id"' in picks
+    # id, patient and rate are read as one item each, the codes as their list column
+    assert "list_transform" not in picks and '_f1 AS "id"' in picks and "_l0" in picks
 
 
 def test_other_json_shapes_fall_back_to_whole_resources(

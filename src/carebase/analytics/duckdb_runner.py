@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from itertools import count
 from pathlib import Path
-from typing import Any
 
 import duckdb
 import orjson
@@ -14,7 +14,9 @@ import pyarrow as pa
 
 from carebase.analytics.ndjson_files import check_files
 from carebase.analytics.runner import check_format
+from carebase.analytics.sql_compile import SqlCompiler
 from carebase.analytics.sql_dialect import DuckDBDialect
+from carebase.analytics.sql_scalar import Step
 from carebase.analytics.sql_view import SqlViewRunner, ViewQuery, translate_error
 from carebase.analytics.view_model import ViewDefinition
 from carebase.fhir.json_io import dumps
@@ -27,26 +29,134 @@ _COPY_OPTIONS = {
 }
 #: rows fetched from DuckDB per batch while streaming
 _BATCH = 10_000
-#: a key read whole as JSON (its own field), in the tree of keys the typed reader keeps
-_LEAF: dict[str, Any] = {}
 #: what DuckDB's JSON reader says when a file's shape differs from the STRUCTs asked for
 _SHAPE_ERROR = "JSON transform error"
 
 
-def _sql_type(node: dict[str, Any]) -> str:
-    if node is _LEAF:
-        return "JSON"
-    return "STRUCT(" + ", ".join(f'"{k}" {_sql_type(v)}' for k, v in node.items()) + ")"
+class _Key:
+    """A key the typed reader keeps: read whole as JSON (`keys` None), or as a STRUCT of
+    the keys below it; `many` when R4 makes it an array (a LIST of those STRUCTs)."""
+
+    def __init__(self, many: bool) -> None:
+        self.many = many
+        self.keys: dict[str, _Key] | None = {}
+
+    def sql_type(self) -> str:
+        if self.keys is None:
+            return "JSON"
+        inner = "STRUCT(" + ", ".join(f'"{k}" {v.sql_type()}' for k, v in self.keys.items()) + ")"
+        return inner + "[]" if self.many else inner
+
+    def add(self, steps: Sequence[Step], whole: bool) -> None:
+        """Keeps the path of `steps` below this key; its last key read whole when `whole`."""
+        node = self
+        for n, step in enumerate(steps):
+            if node.keys is None:  # read whole already: deeper keys come from its JSON
+                return
+            child = node.keys.setdefault(step.key, _Key(step.many))
+            child.many = child.many or step.many
+            if n == len(steps) - 1 and whole:
+                child.keys = None
+            node = child
 
 
-def _access(d: DuckDBDialect, tree: dict[str, Any], keys: tuple[str, ...]) -> str:
-    """The SQL reading `keys` from the typed reader's columns."""
-    node, sql = tree[keys[0]], d.ident(keys[0])
-    for n, key in enumerate(keys[1:], start=1):
-        if node is _LEAF:
-            return d.member_path(sql, keys[n:])
-        node, sql = node[key], f"struct_extract({sql}, {d.lit(key)})"
-    return sql
+class _TypedReads:
+    """SQL reading pre-extracted fields, lists and element records from the typed reader's
+    columns: STRUCT members and LIST transforms, no JSON parsed, down to the keys read
+    whole; below those, the generic way (`SqlCompiler.chain`, exact for any JSON)."""
+
+    def __init__(self, d: DuckDBDialect, root: _Key) -> None:
+        self.d, self.root = d, root
+        self.generic = SqlCompiler(d, ())
+        self._names = count()
+
+    def var(self) -> str:
+        return f"_w{next(self._names)}"
+
+    def field(self, keys: tuple[str, ...]) -> str:
+        """The one value at `keys` (no array on the way), NULL when missing."""
+        d, node, sql = self.d, self.root, ""
+        for n, key in enumerate(keys):
+            assert node.keys is not None
+            node = node.keys[key]
+            sql = d.ident(key) if n == 0 else f"struct_extract({sql}, {d.lit(key)})"
+            if node.keys is None:
+                return d.drop_null(d.member_path(sql, keys[n + 1 :]) if keys[n + 1 :] else sql)
+        raise AssertionError("a field's last key is read whole")
+
+    def walk(self, value: str, node: _Key, many: bool, steps: Sequence[Step]) -> tuple[str, bool]:
+        """(SQL, whether it is JSON items): the values below `value` (one value of `node`,
+        or a list of them when `many`) at `steps`: the list of JSON items when the path
+        reaches a key read whole, else the list of STRUCTs it reaches."""
+        d = self.d
+        for n, step in enumerate(steps):
+            if node.keys is None:
+                return self.items(value, many, steps[n:]), True
+            child = node.keys[step.key]
+            key = d.lit(step.key)
+            if many:
+                x = self.var()
+                value = f"list_transform({value}, lambda {x}: struct_extract({x}, {key}))"
+                if child.many and child.keys is not None:
+                    y = self.var()
+                    value = f"flatten(list_filter({value}, lambda {y}: {y} IS NOT NULL))"
+            else:
+                value = f"struct_extract({value}, {key})"
+                many = child.many and child.keys is not None
+            node = child
+        if node.keys is None:
+            return self.items(value, many, ()), True
+        if not many:
+            value = f"CASE WHEN {value} IS NULL THEN [] ELSE [{value}] END"
+        y = self.var()
+        return f"list_filter(coalesce({value}, []), lambda {y}: {y} IS NOT NULL)", False
+
+    def items(self, value: str, many: bool, steps: Sequence[Step]) -> str:
+        """The JSON items of JSON `value` (or of each value of a list), then at `steps`."""
+        d, g = self.d, self.generic
+        x = g.var()
+        lst = d.list_of(value) if not many else f"coalesce({value}, {d.empty})"
+        # the reader writes JSON values minified: an array's text starts with "[" (a test of
+        # the text, cheaper than json_type, which parses it)
+        spread = (
+            f"CASE WHEN {x} IS NULL OR {x} = 'null' THEN {d.empty} "
+            f"WHEN starts_with({x}, '[') THEN {d.as_array(x)} ELSE {d.list_of(x)} END"
+        )
+        return g.chain(g.each(lst, spread, x), tuple(steps))
+
+    def collection(self, steps: tuple[Step, ...]) -> str:
+        sql, _ = self.walk_root(steps)
+        return sql
+
+    def walk_root(self, steps: tuple[Step, ...]) -> tuple[str, bool]:
+        node = self.root.keys
+        assert node is not None
+        first = node[steps[0].key]
+        many = first.many and first.keys is not None
+        return self.walk(self.d.ident(steps[0].key), first, many, steps[1:])
+
+    def records(
+        self, steps: tuple[Step, ...], members: Sequence[tuple[tuple[Step, ...], str]]
+    ) -> str:
+        """The list of the elements at `steps`, each a record of its members' items."""
+        d, e = self.d, self.var()
+        elements, as_items = self.walk_root(steps)
+        node = self._node(steps)
+        picks: dict[str, str] = {}
+        for rel, name in members:
+            if as_items or node is None:
+                picks[name] = self.generic.chain(d.list_of(e), rel)
+            else:
+                picks[name] = self.walk(e, node, False, rel)[0]
+        return d.transform(elements, e, d.struct_of(picks))
+
+    def _node(self, steps: tuple[Step, ...]) -> _Key | None:
+        node: _Key | None = self.root
+        for step in steps:
+            if node is None or node.keys is None:
+                return None
+            node = node.keys[step.key]
+        return node if node is not None and node.keys is not None else None
 
 
 def _contains(d: DuckDBDialect, text: str, strings: Sequence[str]) -> str:
@@ -109,28 +219,57 @@ class DuckDBRunner(SqlViewRunner):
         resources it is the whole resource. It is a superset, not a filter: callers that want,
         say, the rows of some codes pass `"<code>"` and still test the rows' codes."""
         check_format(fmt)
-        query = self.compile(view)
-        picks = ", ".join(
-            f"{self.dialect.typed(self.dialect.ident(c.name), c)} AS {self.dialect.ident(c.name)}"
-            for c in query.columns
-        )
-        sqls = [
-            f"COPY (SELECT {picks} FROM ({sql})) "
-            f"TO {self.dialect.lit(str(out))} ({_COPY_OPTIONS[fmt]})"
-            for sql in self._file_queries(query, paths, containing, within)
-        ]
+        target = f"TO {self.dialect.lit(str(out))} ({_COPY_OPTIONS[fmt]})"
         cursor = self._cursor()
         try:
-            for n, sql in enumerate(sqls, start=1):
-                try:
-                    result = cursor.execute(sql).fetchone()
-                    break
-                except duckdb.Error as exc:
-                    if n == len(sqls) or _SHAPE_ERROR not in str(exc):
-                        raise translate_error(exc, ", ".join(map(str, paths))) from None
+            result = self.execute_over(
+                cursor,
+                view,
+                paths,
+                lambda rows: f"COPY (SELECT * FROM {rows}) {target}",
+                containing=containing,
+                within=within,
+            ).fetchone()
         finally:
             cursor.close()
         return int(result[0]) if result else 0
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        """A cursor of the runner's in-memory database (tables made on one are seen by all);
+        the caller closes it."""
+        return self._cursor()
+
+    def execute_over(
+        self,
+        cursor: duckdb.DuckDBPyConnection,
+        view: ViewDefinition | Mapping[str, object],
+        paths: Sequence[Path],
+        statement: Callable[[str], str],
+        *,
+        containing: Sequence[str] = (),
+        within: Sequence[str] = (),
+    ) -> duckdb.DuckDBPyConnection:
+        """Executes `statement(rows)` on `cursor`, where `rows` is a parenthesised relation
+        of the rows of `view` over NDJSON `paths`, columns typed as written files type them
+        (`Dialect.typed`): e.g. a CREATE TABLE that keeps some rows, so rows the caller
+        would drop are never stored. Tried over the typed reader first and over whole
+        resources when the files' shape refuses it (`containing`, `within`: `write_files`)."""
+        query = self.compile(view)
+        d = self.dialect
+        picks = ", ".join(
+            f"{d.typed(d.ident(c.name), c)} AS {d.ident(c.name)}" for c in query.columns
+        )
+        sqls = [
+            statement(f"(SELECT {picks} FROM ({sql}))")
+            for sql in self._file_queries(query, paths, containing, within)
+        ]
+        for n, sql in enumerate(sqls, start=1):
+            try:
+                return cursor.execute(sql)
+            except duckdb.Error as exc:
+                if n == len(sqls) or _SHAPE_ERROR not in str(exc):
+                    raise translate_error(exc, ", ".join(map(str, paths))) from None
+        raise AssertionError("no query to run")  # _file_queries gives at least one
 
     def _file_queries(
         self,
@@ -154,22 +293,30 @@ class DuckDBRunner(SqlViewRunner):
         )
         if query.needs_resource or not query.fields:
             return [exact]
-        tree: dict[str, Any] = {}
+        root = _Key(False)
         for keys, _ in query.fields:
-            node = tree
-            for key in keys[:-1]:
-                node = node.setdefault(key, {})
-                if node is _LEAF:  # already read whole: deeper keys come from its JSON
-                    break
-            else:
-                node[keys[-1]] = _LEAF
-        columns = ", ".join(f"{d.lit(k)}: {d.lit(_sql_type(v))}" for k, v in tree.items())
+            root.add([Step(k, False) for k in keys], True)
+        for steps, _ in query.lists:
+            root.add(steps, True)
+        for steps, _, members in query.groups:
+            root.add(steps, not members)
+            for rel, _ in members:
+                root.add([*steps, *rel], True)
+        assert root.keys is not None
+        columns = ", ".join(f"{d.lit(k)}: {d.lit(v.sql_type())}" for k, v in root.keys.items())
+        reads = _TypedReads(d, root)
         picks = ", ".join(
-            f"{d.drop_null(_access(d, tree, keys))} AS {name}" for keys, name in query.fields
+            [f"{reads.field(keys)} AS {name}" for keys, name in query.fields]
+            + [f"{reads.collection(steps)} AS {name}" for steps, name in query.lists]
+            + [
+                f"{reads.records(steps, members)} AS {name}"
+                for steps, name, members in query.groups
+            ]
         )
-        searched = [n for keys, n in query.fields if keys[0] in within] or [
-            n for _, n in query.fields
-        ]
+        read = [(keys[0], n) for keys, n in query.fields]
+        read += [(steps[0].key, n) for steps, n in query.lists]
+        read += [(steps[0].key, n) for steps, n, _ in query.groups]
+        searched = [n for key, n in read if key in within] or [n for _, n in read]
         text = "concat_ws(',', " + ", ".join(f"CAST({n} AS VARCHAR)" for n in searched) + ")"
         shaped = query.over_fields(
             f"(SELECT * FROM (SELECT {picks} FROM read_json([{listed}], "

@@ -9,6 +9,7 @@ friends); comments mark where SQL gives a narrower answer.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from itertools import count
 
 from carebase.analytics import fhirpath_values as fv
@@ -26,7 +27,15 @@ from carebase.analytics.fhirpath_ast import (
     Variable,
 )
 from carebase.analytics.sql_dialect import Dialect, substitute
-from carebase.analytics.sql_scalar import context_of, member_keys, root_path, single_element
+from carebase.analytics.sql_scalar import (
+    FROM_RESOURCE,
+    Step,
+    context_of,
+    member_keys,
+    member_steps,
+    root_path,
+    single_element,
+)
 from carebase.analytics.view_errors import ViewDefinitionError
 from carebase.analytics.view_model import Constant
 from carebase.fhir.element_nav import Context
@@ -104,17 +113,57 @@ def is_boolean(expr: Expr) -> bool:
     return isinstance(expr, Literal) and expr.type == "boolean"
 
 
+class ElementGroup:
+    """The elements a forEach iterates over, each read as a record of the member chains its
+    columns read from it (`Step`s from the element), pre-extracted with the resource's
+    fields: a column then reads a record member instead of parsing the element's JSON."""
+
+    def __init__(self, steps: tuple[Step, ...], column: str) -> None:
+        self.steps = steps  # from the resource to the elements
+        self.column = column  # the list of records, a column of the source relation
+        self.members: dict[tuple[Step, ...], str] = {}
+
+
+class ElementScope:
+    """The forEach element `$this` is: record `var` of `group`."""
+
+    def __init__(self, group: ElementGroup, var: str) -> None:
+        self.group, self.var = group, var
+
+    def member(self, d: Dialect, steps: tuple[Step, ...]) -> str:
+        """SQL list: the items of member chain `steps` from the element."""
+        name = self.group.members.setdefault(steps, f"m{len(self.group.members)}")
+        return d.struct_get(self.var, name)
+
+
+@dataclass(frozen=True, slots=True)
+class _Registered:
+    """The fields, lists and element groups a compiler has registered (`SqlCompiler.state`)."""
+
+    fields: dict[tuple[str, ...], str]
+    lists: dict[tuple[Step, ...], str]
+    groups: dict[tuple[Step, ...], ElementGroup]
+    members: dict[tuple[Step, ...], dict[tuple[Step, ...], str]]
+
+
 class Scope:
     """What `$this`, `%rowIndex` and `%resource` are where an expression is compiled, and
-    the definitions context of `$this` items when known."""
+    the definitions context of `$this` items when known; `element` when `$this` is a forEach
+    element read as a record of pre-extracted members (its JSON is then not at hand)."""
 
     def __init__(
-        self, focus: str, row_index: str, resource: str, context: Context | None = None
+        self,
+        focus: str,
+        row_index: str,
+        resource: str,
+        context: Context | None = None,
+        element: ElementScope | None = None,
     ) -> None:
         self.focus = focus  # SQL list of items
         self.row_index = row_index  # SQL integer
         self.resource = resource  # SQL item
         self.context = context
+        self.element = element
 
     def with_focus(self, focus: str, context: Context | None = None) -> Scope:
         return Scope(focus, self.row_index, self.resource, context)
@@ -131,12 +180,45 @@ class SqlCompiler:
         self.resource_type = resource_type
         #: JSON key paths read once per resource, by the column name the query gives them
         self.fields: dict[tuple[str, ...], str] = {}
+        #: member chains through repeating elements read once per resource as lists
+        self.lists: dict[tuple[Step, ...], str] = {}
+        #: forEach elements read once per resource as lists of records
+        self.groups: dict[tuple[Step, ...], ElementGroup] = {}
         self._names = count()
         self.location = ""
 
     def field(self, keys: tuple[str, ...]) -> str:
         """The column holding the value at `keys` in the resource (NULL when missing)."""
         return self.fields.setdefault(keys, f"_f{len(self.fields)}")
+
+    def list_field(self, steps: tuple[Step, ...]) -> str:
+        """The column holding the items of a member chain from the resource (a list)."""
+        return self.lists.setdefault(steps, f"_l{len(self.lists)}")
+
+    def group(self, steps: tuple[Step, ...]) -> ElementGroup:
+        """The records of the elements at `steps` (registered on first use)."""
+        found = self.groups.get(steps)
+        if found is None:
+            found = self.groups[steps] = ElementGroup(steps, f"_g{len(self.groups)}")
+        return found
+
+    def state(self) -> _Registered:
+        """What compiling registers, to be put back with `restore` when a try is dropped."""
+        members = {steps: dict(g.members) for steps, g in self.groups.items()}
+        return _Registered(dict(self.fields), dict(self.lists), dict(self.groups), members)
+
+    def restore(self, state: _Registered) -> None:
+        self.fields, self.lists, self.groups = state.fields, state.lists, state.groups
+        for steps, group in self.groups.items():
+            group.members = dict(state.members[steps])
+
+    def chain(self, lst: str, steps: tuple[Step, ...]) -> str:
+        """The items of member chain `steps` from the items of `lst`, the generic way
+        (exact for any JSON: arrays flattened, JSON null dropped)."""
+        for step in steps:
+            x = self.var()
+            lst = self.each(lst, self.member_list(x, step.key, (step.key,)), x)
+        return lst
 
     def var(self) -> str:
         """A fresh lambda variable name."""
@@ -332,9 +414,9 @@ class SqlCompiler:
 
     def _member(self, expr: Member, scope: Scope) -> str:
         d = self.d
-        path = root_path(self, expr, scope)
-        if path is not None and path[0]:
-            return self.field_list(path[0], single=path[1])
+        known = self.path_list(expr, scope)
+        if known is not None:
+            return known
         x = self.var()
         if isinstance(expr.base, This) and expr.name[:1].isupper():
             # `Patient.name`: a leading type name selects the resource itself
@@ -359,6 +441,20 @@ class SqlCompiler:
             values = d.transform(self.compile(base_expr, scope), x, value)
             return d.filter(values, y, f"{y} IS NOT NULL")
         return self.each(self.compile(expr.base, scope), self.member_list(x, expr.name, keys), x)
+
+    def path_list(self, expr: Expr, scope: Scope) -> str | None:
+        """A member chain the definitions know (`member_steps`) as a list read from
+        pre-extracted columns; None for any other expression."""
+        path = root_path(self, expr, scope)
+        if path is not None and path[0]:
+            return self.field_list(path[0], single=path[1])
+        steps = member_steps(self, expr, scope)
+        if steps is None or not steps[1]:
+            return None
+        if steps[0] == FROM_RESOURCE:
+            return self.list_field(steps[1])
+        assert scope.element is not None  # an ELEMENT start needs one
+        return scope.element.member(self.d, steps[1])
 
     def field_list(self, keys: tuple[str, ...], single: bool) -> str:
         """A pre-extracted field as a list (its JSON null was dropped when extracted)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 
 from carebase.analytics.view_model import ColumnInfo
 
@@ -142,9 +143,23 @@ class Dialect:
         """The item, or NULL when it is JSON null (FHIRPath has no null item)."""
         raise NotImplementedError
 
-    def with_fields(self, source: str, fields: dict[tuple[str, ...], str]) -> str:
+    def with_fields(
+        self,
+        source: str,
+        fields: Mapping[tuple[str, ...], str],
+        computed: Mapping[str, str] | None = None,
+    ) -> str:
         """`source` (column `resource`) plus one column per key path, named by `fields`,
-        holding the value there (NULL when missing or JSON null); each resource parsed once."""
+        holding the value there (NULL when missing or JSON null; each resource parsed once),
+        and the `computed` columns (name -> SQL over `resource`)."""
+        raise NotImplementedError
+
+    def struct_of(self, members: Mapping[str, str]) -> str:
+        """A record of named members (name -> SQL value)."""
+        raise NotImplementedError
+
+    def struct_get(self, record: str, name: str) -> str:
+        """A member of a record."""
         raise NotImplementedError
 
     def as_array(self, item: str) -> str:
@@ -309,9 +324,15 @@ class DuckDBDialect(Dialect):
         # one parse: TRY_CAST gives NULL for anything but an array
         return f"coalesce(TRY_CAST({item} AS JSON[]), [{item}])"
 
-    def with_fields(self, source: str, fields: dict[tuple[str, ...], str]) -> str:
+    def with_fields(
+        self,
+        source: str,
+        fields: Mapping[tuple[str, ...], str],
+        computed: Mapping[str, str] | None = None,
+    ) -> str:
+        extra = "".join(f", {sql} AS {name}" for name, sql in (computed or {}).items())
         if not fields:
-            return source
+            return f"(SELECT resource{extra} FROM {source} AS _parsed)" if extra else source
         paths = ", ".join(self.json_path(keys) for keys in fields)
         picks = ", ".join(
             f"{self.drop_null(f'list_extract(_p, {n})')} AS {name}"
@@ -319,9 +340,16 @@ class DuckDBDialect(Dialect):
         )
         # one json_extract with a list of paths parses the document once for all of them
         return (
-            f"(SELECT resource, {picks} FROM (SELECT resource, json_extract(resource, [{paths}]) "
-            f"AS _p FROM {source}) AS _parsed)"
+            f"(SELECT resource, {picks}{extra} FROM (SELECT resource, "
+            f"json_extract(resource, [{paths}]) AS _p FROM {source}) AS _parsed)"
         )
+
+    def struct_of(self, members: Mapping[str, str]) -> str:
+        pairs = members or {"_": "true"}  # a record needs a member
+        return "struct_pack(" + ", ".join(f"{k} := {v}" for k, v in pairs.items()) + ")"
+
+    def struct_get(self, record: str, name: str) -> str:
+        return f"struct_extract({record}, {self.lit(name)})"
 
     def as_array(self, item: str) -> str:
         return f"CAST({item} AS JSON[])"
@@ -448,14 +476,27 @@ class SparkDialect(Dialect):
     def drop_null(self, item: str) -> str:
         return f"CASE WHEN is_variant_null({item}) THEN NULL ELSE {item} END"
 
-    def with_fields(self, source: str, fields: dict[tuple[str, ...], str]) -> str:
-        if not fields:
-            return source
-        picks = ", ".join(
+    def with_fields(
+        self,
+        source: str,
+        fields: Mapping[tuple[str, ...], str],
+        computed: Mapping[str, str] | None = None,
+    ) -> str:
+        picks = [
             f"{self.drop_null(self.member_path('resource', keys))} AS {name}"
             for keys, name in fields.items()
-        )
-        return f"(SELECT resource, {RESOURCE_TEXT}, {picks} FROM {source} AS _parsed)"
+        ]
+        picks += [f"{sql} AS {name}" for name, sql in (computed or {}).items()]
+        if not picks:
+            return source
+        return f"(SELECT resource, {RESOURCE_TEXT}, {', '.join(picks)} FROM {source} AS _parsed)"
+
+    def struct_of(self, members: Mapping[str, str]) -> str:
+        pairs = members or {"_": "true"}  # a record needs a member
+        return "named_struct(" + ", ".join(f"{self.lit(k)}, {v}" for k, v in pairs.items()) + ")"
+
+    def struct_get(self, record: str, name: str) -> str:
+        return f"{record}.{name}"
 
     def as_array(self, item: str) -> str:
         return f"variant_get({item}, '$', 'array<variant>')"

@@ -8,7 +8,7 @@ from carebase.analytics import fhirpath_values as fv
 from carebase.analytics.fhirpath_ast import FunctionCall, Member, TypeSpecifier
 from carebase.analytics.sql_compile import _REFERENCE_PATTERN
 from carebase.analytics.sql_operators import distinct
-from carebase.analytics.sql_scalar import choice_member, context_of, root_path
+from carebase.analytics.sql_scalar import choice_member, context_of
 
 if TYPE_CHECKING:
     from carebase.analytics.sql_compile import Scope, SqlCompiler
@@ -127,9 +127,9 @@ def _of_type_member(c: SqlCompiler, call: FunctionCall, scope: Scope) -> str:
     member = call.base
     assert isinstance(member, Member)
     d, spec = c.d, _type_arg(call)
-    path = root_path(c, call, scope)
-    if path is not None and path[0]:
-        return c.field_list(path[0], single=path[1])
+    known = c.path_list(call, scope)
+    if known is not None:
+        return known
     owner = c.compile(member.base, scope)
     x, y = c.var(), c.var()
     choice = choice_member(c, call, scope)

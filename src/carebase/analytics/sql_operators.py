@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from carebase.analytics.fhirpath_ast import Binary, Literal
-from carebase.analytics.sql_scalar import equals_string
+from carebase.analytics.fhirpath_ast import Binary, Expr, Literal
+from carebase.analytics.sql_scalar import equals_string, single
 
 if TYPE_CHECKING:
     from carebase.analytics.sql_compile import Scope, SqlCompiler
@@ -77,9 +77,38 @@ def binary_bool(c: SqlCompiler, expr: Binary, scope: Scope) -> str:
     return _bind(c, left, right, a, b, fa, fb, body)
 
 
+def _union_operands(expr: Expr) -> list[Expr]:
+    if isinstance(expr, Binary) and expr.op == "|":
+        return _union_operands(expr.left) + _union_operands(expr.right)
+    return [expr]
+
+
+def _single_union(c: SqlCompiler, expr: Binary, scope: Scope) -> str | None:
+    """`a | b | ...` when each operand gives at most one item: each kept unless empty or
+    equal to an earlier one, spelled without lambdas (`distinct` compares every pair of a
+    list); None when an operand may give several items."""
+    items, before = [], c.state()
+    for operand in _union_operands(expr):
+        item = single(c, operand, scope)
+        if item is None:
+            c.restore(before)  # the generic spelling reads what it needs
+            return None
+        items.append(item)
+    d, parts = c.d, []
+    for n, item in enumerate(items):
+        tests = [f"{item} IS NOT NULL"]
+        tests += [f"({e} IS NULL OR NOT ({c.item_eq(e, item)}))" for e in items[:n]]
+        parts.append(f"CASE WHEN {' AND '.join(tests)} THEN {d.list_of(item)} ELSE {d.empty} END")
+    return d.concat(*parts)
+
+
 def binary_list(c: SqlCompiler, expr: Binary, scope: Scope) -> str:
     """A non-boolean operator (`|`, `&`, arithmetic) as a SQL list of items."""
     op, d = expr.op, c.d
+    if op == "|":
+        singles = _single_union(c, expr, scope)
+        if singles is not None:
+            return singles
     left = c.compile(expr.left, scope)
     right = c.compile(expr.right, scope)
     if op == "|":

@@ -11,6 +11,7 @@ R4-shaped JSON (a max-1 element is not an array); other JSON takes the generic f
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from carebase.analytics import fhirpath_values as fv
@@ -113,11 +114,26 @@ def context_of(c: SqlCompiler, expr: Expr, scope: Scope) -> Context | None:
     return None
 
 
-def root_path(c: SqlCompiler, expr: Expr, scope: Scope) -> tuple[tuple[str, ...], bool] | None:
-    """(JSON keys from the resource, whether single-valued) for a member chain from the
-    resource whose steps before the last are all single-valued; None otherwise."""
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One JSON key of a member chain; `many` when the element repeats (an array in R4)."""
+
+    key: str
+    many: bool
+
+
+#: where a member chain starts: the resource, or the forEach element in scope
+FROM_RESOURCE, FROM_ELEMENT = "resource", "element"
+
+
+def member_steps(c: SqlCompiler, expr: Expr, scope: Scope) -> tuple[str, tuple[Step, ...]] | None:
+    """(start, steps) for a chain of members the definitions know (choices only through
+    `ofType`), from the resource or from the forEach element the scope iterates; None
+    otherwise. Steps may repeat: the chain then reads a collection."""
     if is_root(c, expr, scope):
-        return (), True
+        return FROM_RESOURCE, ()
+    if isinstance(expr, This) and scope.element is not None:
+        return FROM_ELEMENT, ()
     if isinstance(expr, Member) and not _is_type_name(expr):
         base, name = expr.base, expr.name
         owner = context_of(c, base, scope)
@@ -131,10 +147,34 @@ def root_path(c: SqlCompiler, expr: Expr, scope: Scope) -> tuple[tuple[str, ...]
         assert found is not None  # _choice_member checked it
     else:
         return None
-    above = root_path(c, base, scope)
-    if above is None or not above[1]:
+    above = member_steps(c, base, scope)
+    if above is None:
         return None
-    return (*above[0], key), found.element.max in ("0", "1")
+    return above[0], (*above[1], Step(key, found.element.max not in ("0", "1")))
+
+
+def root_path(c: SqlCompiler, expr: Expr, scope: Scope) -> tuple[tuple[str, ...], bool] | None:
+    """(JSON keys from the resource, whether single-valued) for a member chain from the
+    resource whose steps before the last are all single-valued; None otherwise."""
+    found = member_steps(c, expr, scope)
+    if found is None or found[0] != FROM_RESOURCE:
+        return None
+    steps = found[1]
+    if any(step.many for step in steps[:-1]):
+        return None
+    return tuple(step.key for step in steps), not (steps and steps[-1].many)
+
+
+def element_single(c: SqlCompiler, expr: Expr, scope: Scope) -> str | None:
+    """A single-valued member chain from the forEach element in scope as one SQL item (NULL
+    when empty), read from the element's pre-extracted members; None for anything else."""
+    element = scope.element
+    found = member_steps(c, expr, scope) if element is not None else None
+    if element is None or found is None or found[0] != FROM_ELEMENT or not found[1]:
+        return None
+    if any(step.many for step in found[1]):
+        return None
+    return c.d.at(element.member(c.d, found[1]), "0")
 
 
 def single(c: SqlCompiler, expr: Expr, scope: Scope) -> str | None:
@@ -143,6 +183,9 @@ def single(c: SqlCompiler, expr: Expr, scope: Scope) -> str | None:
     path = root_path(c, expr, scope)
     if path is not None:
         return c.field(path[0]) if path[1] and path[0] else None
+    start = member_steps(c, expr, scope) if scope.element is not None else None
+    if start is not None and start[0] == FROM_ELEMENT and start[1]:
+        return element_single(c, expr, scope)  # read from the element's members
     if isinstance(expr, This):  # the one item a where/select/forEach lambda binds
         return d.single_name(scope.focus)
     if isinstance(expr, Literal) and expr.type != "empty":
@@ -198,6 +241,9 @@ def string_value(c: SqlCompiler, expr: Member, scope: Scope) -> str | None:
     path = root_path(c, expr, scope)
     if path is not None:
         return c.d.as_string(c.field(path[0]))
+    item = element_single(c, expr, scope)
+    if item is not None:
+        return c.d.as_string(item)
     item = single(c, expr.base, scope)
     return None if item is None else c.d.member_string(item, expr.name)
 

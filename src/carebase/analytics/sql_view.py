@@ -13,9 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from carebase.analytics.runner import ViewRunner
-from carebase.analytics.sql_compile import Scope, SqlCompiler, is_boolean
+from carebase.analytics.sql_compile import ElementScope, Scope, SqlCompiler, is_boolean
 from carebase.analytics.sql_dialect import Dialect
-from carebase.analytics.sql_scalar import context_of, single
+from carebase.analytics.sql_scalar import FROM_RESOURCE, Step, context_of, member_steps, single
 from carebase.analytics.view_errors import ViewEvaluationError
 from carebase.analytics.view_model import ColumnInfo, PathExpression, Select, ViewDefinition
 from carebase.errors import BadRequest
@@ -61,6 +61,11 @@ class ViewQuery:
     needs_resource: bool = True
     #: `fields` extracted from `{source}` (a relation with column `resource`)
     fields_sql: str = "{source}"
+    #: (member chain from the resource, column name) of each list column the query reads
+    lists: tuple[tuple[tuple[Step, ...], str], ...] = ()
+    #: (chain to the elements, column name, (chain from an element, record member name)...)
+    #: of each column of forEach element records (`ElementGroup`)
+    groups: tuple[tuple[tuple[Step, ...], str, tuple[tuple[tuple[Step, ...], str], ...]], ...] = ()
 
     def over(self, source: str) -> str:
         """The query over a relation (name or parenthesised subquery) with column `resource`."""
@@ -118,24 +123,43 @@ class _ViewCompiler:
         return out
 
     def one_focus(
-        self, node: Select, item: str, row_index: str, resource: str, context: Context | None
+        self,
+        node: Select,
+        item: str,
+        row_index: str,
+        resource: str,
+        context: Context | None,
+        element: ElementScope | None = None,
     ) -> str:
         d = self.d
-        scope = Scope(d.list_of(item), row_index, resource, context)
+        scope = Scope(d.list_of(item), row_index, resource, context, element)
         parts = [d.list_of(d.list_of(*self.columns_row(node, scope)))] if node.columns else []
-        parts += [self.node(child, item, row_index, resource, context) for child in node.selects]
+        parts += [
+            self.node(child, item, row_index, resource, context, element) for child in node.selects
+        ]
         if node.union_all:
-            branches = [self.node(b, item, row_index, resource, context) for b in node.union_all]
+            branches = [
+                self.node(b, item, row_index, resource, context, element) for b in node.union_all
+            ]
             parts.append(d.concat(*branches))
         return self.product(parts) if parts else d.list_of(d.empty)
 
     def node(
-        self, node: Select, item: str, row_index: str, resource: str, context: Context | None
+        self,
+        node: Select,
+        item: str,
+        row_index: str,
+        resource: str,
+        context: Context | None,
+        element: ElementScope | None = None,
     ) -> str:
         d, c = self.d, self.c
         if node.iteration is None:
-            return self.one_focus(node, item, row_index, resource, context)
-        scope = Scope(d.list_of(item), row_index, resource, context)
+            return self.one_focus(node, item, row_index, resource, context, element)
+        scope = Scope(d.list_of(item), row_index, resource, context, element)
+        grouped = self.grouped(node, scope, resource)
+        if grouped is not None:
+            return grouped
         inner: Context | None = None  # repeat mixes items of several types
         if node.iteration == "repeat":
             found = self.descendants(node.iteration_paths, item, scope, d.repeat_depth)
@@ -154,6 +178,38 @@ class _ViewCompiler:
         nulls = [d.null_item] * (len(node.output_columns()) - len(node.columns))
         null_rows = d.list_of(d.list_of(*own, *nulls))
         return d.let(found, lst, f"CASE WHEN {d.length(lst)} = 0 THEN {null_rows} ELSE {rows} END")
+
+    def grouped(self, node: Select, scope: Scope, resource: str) -> str | None:
+        """The rows of a forEach over elements at a member chain from the resource, when its
+        columns read the elements only through member chains: each element is then a record
+        of those chains' items (`ElementGroup`), extracted with the resource's fields, and no
+        element's JSON is parsed per column. None when the forEach needs the elements
+        themselves (`$this` as an item, a function over it): compiled the generic way."""
+        d, c = self.d, self.c
+        if node.iteration not in ("forEach", "forEachOrNull") or scope.element is not None:
+            return None
+        path = node.iteration_paths[0]
+        c.location = path.location
+        found = member_steps(c, path.expr, scope)
+        if found is None or found[0] != FROM_RESOURCE or not found[1]:
+            return None
+        before = c.state()
+        group = c.group(found[1])
+        it, i = c.var(), c.var()
+        unbound = c.var()  # `$this` as an item: the record cannot stand for it
+        inner = context_of(c, path.expr, scope)
+        focus = self.one_focus(node, unbound, d.index0(i), resource, inner, ElementScope(group, it))
+        if re.search(rf"\b{unbound}\b", focus):
+            c.restore(before)
+            return None
+        rows = d.flatten(d.transform_indexed(group.column, it, i, focus))
+        if node.iteration == "forEach":
+            return rows
+        empty_scope = Scope(d.empty, "0", resource)
+        own = self.columns_row(node, empty_scope)
+        nulls = [d.null_item] * (len(node.output_columns()) - len(node.columns))
+        null_rows = d.list_of(d.list_of(*own, *nulls))
+        return f"CASE WHEN {d.length(group.column)} = 0 THEN {null_rows} ELSE {rows} END"
 
     def descendants(
         self, paths: tuple[PathExpression, ...], item: str, scope: Scope, depth: int
@@ -215,24 +271,83 @@ class _ViewCompiler:
             items = self.flat_columns(root, scope)
             picks = ", ".join(f"{d.output(i)} AS {n}" for i, n in zip(items, names, strict=True))
             return self.finish(f"SELECT {picks} FROM {{source}} AS s {keep}")
-        rows = self.node(root, RESOURCE, "0", RESOURCE, self.root)
-        picks = ", ".join(
-            f"{d.output(d.at('r', str(n)))} AS {name}" for n, name in enumerate(names)
-        )
-        return self.finish(
-            f"SELECT {picks} FROM (SELECT {d.explode(rows)} AS r FROM {{source}} AS s {keep}) AS t"
+        return self.finish(self.rows_query(root, names, keep))
+
+    def rows_query(self, root: Select, names: list[str], keep: str) -> str:
+        """The query of a view giving any number of rows per resource: top-level selects of
+        one row per resource are plain columns beside the exploded rows of the others (the
+        engine repeats them per row), not items of every row's list."""
+        d = self.d
+        scope = Scope(d.list_of(RESOURCE), "0", RESOURCE, self.root)
+        plain: list[str] = []  # per output column: its plain column, or "" (in the rows)
+        computed: list[str] = []
+        parts: list[str] = []
+        for child in root.selects:
+            if _one_row(child):
+                for item in self.flat_columns(child, scope):
+                    plain.append(f"_c{len(computed)}")
+                    computed.append(f"{item} AS _c{len(computed)}")
+            else:
+                parts.append(self.node(child, RESOURCE, "0", RESOURCE, self.root))
+                plain += [""] * len(child.output_columns())
+        picks, n = [], 0
+        for name, column in zip(names, plain, strict=True):
+            if column:
+                picks.append(f"{d.output(column)} AS {name}")
+            else:
+                picks.append(f"{d.output(d.at('r', str(n)))} AS {name}")
+                n += 1
+        # plain columns are computed before the rows are exploded: the engine would compute
+        # a select item beside a set-returning one once per row it gives
+        beside = "".join(f"{item}, " for item in computed)
+        plain_names = "".join(f"{c}, " for c in plain if c)
+        return (
+            f"SELECT {', '.join(picks)} FROM (SELECT {plain_names}{d.explode('_rows')} AS r "
+            f"FROM (SELECT {beside}{self.product(parts)} AS _rows FROM {{source}} AS s {keep}) "
+            "AS u) AS t"
         )
 
     def finish(self, sql: str) -> ViewQuery:
-        fields = self.c.fields
+        c, d = self.c, self.d
+        fields = dict(c.fields)  # the typed reader's: read before the generic ones add theirs
+        # the generic spelling of each list and record column, from `resource`: each chain
+        # starts at the value its keys up to the first repeating one reach (a field, read in
+        # the one parse of the resource), then goes member by member
+        generic = _ExactChains(c)
+        computed = {name: generic.items(steps) for steps, name in c.lists.items()}
+        for steps, group in c.groups.items():
+            e = c.var()
+            members = {m: c.chain(d.list_of(e), rel) for rel, m in group.members.items()}
+            computed[group.column] = d.transform(generic.items(steps), e, d.struct_of(members))
         return ViewQuery(
             sql,
             self.view.columns,
             tuple(fields.items()),
             # a mention inside a string literal only costs the faster source, never a row
             re.search(rf"\b{RESOURCE}\b", sql) is not None,
-            self.d.with_fields("{source}", fields),
+            d.with_fields("{source}", generic.fields, computed),
+            tuple(c.lists.items()),
+            tuple((steps, g.column, tuple(g.members.items())) for steps, g in c.groups.items()),
         )
+
+
+class _ExactChains:
+    """Member chains from `resource` for the exact source: each starts from a field (keys
+    up to and including the first repeating step), registered in `fields`, a copy of the
+    compiler's own so the typed reader's columns stay as the query reads them."""
+
+    def __init__(self, c: SqlCompiler) -> None:
+        self.c = c
+        self.fields = dict(c.fields)
+
+    def items(self, steps: tuple[Step, ...]) -> str:
+        c = self.c
+        head = next((n for n, step in enumerate(steps) if step.many), len(steps) - 1) + 1
+        keys = tuple(step.key for step in steps[:head])
+        name = self.fields.setdefault(keys, f"_x{len(self.fields)}")
+        many = steps[head - 1].many
+        start = c.d.items(name) if many else c.d.list_of(name)
+        return c.chain(f"CASE WHEN {name} IS NULL THEN {c.d.empty} ELSE {start} END", steps[head:])
 
 
 def _one_row(node: Select) -> bool:

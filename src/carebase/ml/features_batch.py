@@ -12,7 +12,7 @@ read. The tests hold the two paths equal on generated patients."""
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 import duckdb
@@ -82,20 +82,27 @@ def flatten_views(
     out: dict[str, Path] = {}
     for key, name in VIEWS.items():
         target = out_dir / f"{name}.parquet"
-        files = list(files_by_type.get(VIEW_TYPES[key], []))
-        wanted = codes.get(_FACT_TABLE.get(key, ""))
-        if wanted is not None and not wanted:
-            files = []  # the task reads none of these facts
+        files, containing, within = _view_input(key, files_by_type, codes)
         runner.write_files(
-            feature_view(name),
-            files,
-            "parquet",
-            target,
-            containing=_code_texts(wanted or ()),
-            within=_CODED.get(key, ()),
+            feature_view(name), files, "parquet", target, containing=containing, within=within
         )
         out[key] = target
     return out
+
+
+def _view_input(
+    key: str,
+    files_by_type: Mapping[str, Sequence[Path]],
+    codes: Mapping[str, tuple[Code, ...]],
+) -> tuple[list[Path], list[str], tuple[str, ...]]:
+    """(files, containing, within) of feature view `key`: its type's files, none when the
+    task reads none of its facts, and the text pre-selection of the task's codes (`codes`,
+    from `_code_sets`; empty for every task's views)."""
+    files = list(files_by_type.get(VIEW_TYPES[key], []))
+    wanted = codes.get(_FACT_TABLE.get(key, ""))
+    if wanted is not None and not wanted:
+        files = []  # the task reads none of these facts
+    return files, _code_texts(wanted or ()), _CODED.get(key, ())
 
 
 #: the fact table (`_code_sets`) of each view whose rows a task selects by code
@@ -151,53 +158,64 @@ def _code_sets(task: Task) -> dict[str, tuple[Code, ...]]:
     return {"obs": tuple(obs), "cond": tuple(cond), "med": tuple(med)}
 
 
-def _facts(con: duckdb.DuckDBPyConnection, views: Mapping[str, Path], task: Task) -> None:
-    """Tables of facts, kept and timed as `features._records` keeps and times them (of the
-    codes `task` reads)."""
+def _fact_tables(task: Task) -> dict[str, Callable[[str], str]]:
+    """Per feature view, the statement making its table of facts from the view's rows (a
+    relation), kept and timed as `features._records` keeps and times them (of the codes
+    `task` reads); the patients' table first, the others keep facts of known patients."""
     codes = _code_sets(task)
-    src = {key: f"read_parquet({quote(str(path))})" for key, path in views.items()}
-    con.execute(_TIME_MACRO)
-    con.execute(f"""
+    return {
+        "patient": lambda rows: (
+            f"""
         CREATE OR REPLACE TABLE pat AS
         SELECT CAST(id AS VARCHAR) AS pid, fhir_us(birth_date) AS birth,
                coalesce(nullif(gender, ''), 'unknown') AS sex, fhir_us(deceased_date) AS death
-        FROM {src["patient"]} WHERE id IS NOT NULL""")
-    con.execute(f"""
+        FROM {rows} WHERE id IS NOT NULL"""
+        ),
+        "observation": lambda rows: (
+            f"""
         CREATE OR REPLACE TABLE obs AS
         SELECT o.patient_id AS pid, 'Observation/' || o.id AS ref,
                coalesce(fhir_us(o.effective), fhir_us(o.issued)) AS ts,
                o.code_system AS system, o.code AS code, CAST(o.value AS DOUBLE) AS value
-        FROM {src["observation"]} o SEMI JOIN pat ON pat.pid = o.patient_id
+        FROM {rows} o SEMI JOIN pat ON pat.pid = o.patient_id
         WHERE o.value IS NOT NULL AND (o.status IS NULL OR o.status NOT IN {_VOID})
           AND coalesce(fhir_us(o.effective), fhir_us(o.issued)) IS NOT NULL
-          AND {_match(codes["obs"], "o.code_system", "o.code")}""")
-    con.execute(f"""
+          AND {_match(codes["obs"], "o.code_system", "o.code")}"""
+        ),
+        "condition": lambda rows: (
+            f"""
         CREATE OR REPLACE TABLE cond AS
         SELECT c.patient_id AS pid, 'Condition/' || c.id AS ref,
                coalesce(fhir_us(c.recorded_date), fhir_us(c.onset)) AS ts,
                coalesce(fhir_us(c.onset), fhir_us(c.recorded_date)) AS start,
                c.code_system AS system, c.code AS code
-        FROM {src["condition"]} c SEMI JOIN pat ON pat.pid = c.patient_id
+        FROM {rows} c SEMI JOIN pat ON pat.pid = c.patient_id
         WHERE coalesce(fhir_us(c.recorded_date), fhir_us(c.onset)) IS NOT NULL
           AND (c.verification_status IS NULL OR c.verification_status NOT IN {_VOID})
-          AND {_match(codes["cond"], "c.code_system", "c.code")}""")
-    con.execute(f"""
+          AND {_match(codes["cond"], "c.code_system", "c.code")}"""
+        ),
+        "medication": lambda rows: (
+            f"""
         CREATE OR REPLACE TABLE med AS
         SELECT m.patient_id AS pid, 'MedicationRequest/' || m.id AS ref,
                fhir_us(m.authored_on) AS ts,
                {_RXNORM} AS system, m.rxnorm_code AS code
-        FROM {src["medication"]} m SEMI JOIN pat ON pat.pid = m.patient_id
+        FROM {rows} m SEMI JOIN pat ON pat.pid = m.patient_id
         WHERE fhir_us(m.authored_on) IS NOT NULL AND coalesce(m.rxnorm_code, '') <> ''
           AND (m.status IS NULL OR m.status NOT IN {_VOID})
-          AND {_match(codes["med"], _RXNORM, "m.rxnorm_code")}""")
-    con.execute(f"""
+          AND {_match(codes["med"], _RXNORM, "m.rxnorm_code")}"""
+        ),
+        "encounter": lambda rows: (
+            f"""
         CREATE OR REPLACE TABLE enc AS
         SELECT e.patient_id AS pid, 'Encounter/' || e.id AS ref,
                coalesce(fhir_us(e.period_end), fhir_us(e.period_start)) AS ts,
                fhir_us(e.period_start) AS start, e.class AS kind
-        FROM {src["encounter"]} e SEMI JOIN pat ON pat.pid = e.patient_id
+        FROM {rows} e SEMI JOIN pat ON pat.pid = e.patient_id
         WHERE fhir_us(e.period_start) IS NOT NULL
-          AND (e.status IS NULL OR e.status NOT IN {_VOID})""")
+          AND (e.status IS NULL OR e.status NOT IN {_VOID})"""
+        ),
+    }
 
 
 def _age(t: str = "r.t") -> str:
@@ -350,14 +368,51 @@ def dataset_from_views(
     patient id, then index time."""
     con = duckdb.connect(":memory:")
     try:
-        con.execute("SET TimeZone = 'UTC'")
         if threads is not None:
             con.execute(f"SET threads = {int(threads)}")
-        _facts(con, views, task)
-        con.execute(f"CREATE TABLE ds_rows AS {_rows_sql(task)}")
-        frame: pd.DataFrame = con.execute(_feature_sql(task)).df()
+        _prepare(con)
+        for key, table in _fact_tables(task).items():
+            con.execute(table(f"read_parquet({quote(str(views[key]))})"))
+        return _dataset(con, task)
     finally:
         con.close()
+
+
+def dataset_from_ndjson(task: Task, directory: Path, *, threads: int | None = None) -> Dataset:
+    """The task's feature table over the NDJSON files of `directory`, as
+    `dataset_from_views` over `flatten_views(..., task=task)` gives it, in one pass: each
+    view's rows go straight into the task's facts (no file between, and rows of codes the
+    task does not read are never stored)."""
+    files = ndjson_by_type(directory)
+    runner = DuckDBRunner(threads)
+    codes = _code_sets(task)
+    cursor = runner.cursor()
+    try:
+        _prepare(cursor)
+        for key, table in _fact_tables(task).items():
+            view_files, containing, within = _view_input(key, files, codes)
+            runner.execute_over(
+                cursor,
+                feature_view(VIEWS[key]),
+                view_files,
+                table,
+                containing=containing,
+                within=within,
+            )
+        return _dataset(cursor, task)
+    finally:
+        cursor.close()
+
+
+def _prepare(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute("SET TimeZone = 'UTC'")
+    con.execute(_TIME_MACRO)
+
+
+def _dataset(con: duckdb.DuckDBPyConnection, task: Task) -> Dataset:
+    """The feature table from the facts' tables (`_fact_tables`) made on `con`."""
+    con.execute(f"CREATE OR REPLACE TABLE ds_rows AS {_rows_sql(task)}")
+    frame: pd.DataFrame = con.execute(_feature_sql(task)).df()
     names = task.feature_names()
     X = frame[names].copy() if len(frame) else pd.DataFrame(columns=names)
     for name in names:
@@ -369,15 +424,6 @@ def dataset_from_views(
     y = np.asarray(frame["y"].to_numpy(dtype=float), dtype=kind)
     times = pd.to_datetime(frame["t"], unit="us", utc=True).dt.strftime("%Y-%m-%dT%H:%M:%SZ")
     return Dataset(X.reset_index(drop=True), y, [str(p) for p in frame["pid"]], list(times), names)
-
-
-def dataset_from_ndjson(task: Task, directory: Path, *, threads: int | None = None) -> Dataset:
-    """`dataset_from_views` over the NDJSON files of `directory` (flattened to a temporary
-    folder first)."""
-    files = ndjson_by_type(directory)
-    with tempfile.TemporaryDirectory(prefix="carebase-views-") as tmp:
-        views = flatten_views(files, Path(tmp), threads=threads, task=task)
-        return dataset_from_views(task, views, threads=threads)
 
 
 def export_feature_types(store: Store, directory: Path) -> dict[str, int]:
