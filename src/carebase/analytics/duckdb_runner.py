@@ -255,13 +255,9 @@ class DuckDBRunner(SqlViewRunner):
         would drop are never stored. Tried over the typed reader first and over whole
         resources when the files' shape refuses it (`containing`, `within`: `write_files`)."""
         query = self.compile(view)
-        d = self.dialect
-        picks = ", ".join(
-            f"{d.typed(d.ident(c.name), c)} AS {d.ident(c.name)}" for c in query.columns
-        )
         sqls = [
-            statement(f"(SELECT {picks} FROM ({sql}))")
-            for sql in self._file_queries(query, paths, containing, within)
+            statement(f"({sql})")
+            for sql in self._file_queries(query, paths, containing, within, typed=True)
         ]
         for n, sql in enumerate(sqls, start=1):
             try:
@@ -277,6 +273,8 @@ class DuckDBRunner(SqlViewRunner):
         paths: Sequence[Path],
         containing: Sequence[str] = (),
         within: Sequence[str] = (),
+        *,
+        typed: bool = False,
     ) -> list[str]:
         """`query` over NDJSON files, fastest first. When the query reads only fields,
         DuckDB's JSON reader keeps just their keys, objects on the way typed as STRUCTs (R4
@@ -285,11 +283,12 @@ class DuckDBRunner(SqlViewRunner):
         files = check_files(paths)
         d = self.dialect
         if not files:
-            return [query.over("(SELECT NULL::JSON AS resource WHERE false)")]
+            return [query.over("(SELECT NULL::JSON AS resource WHERE false)", typed=typed)]
         listed = ", ".join(d.lit(str(p)) for p in files)
         exact = query.over(
             f"(SELECT json AS resource FROM read_json_objects([{listed}], "
-            f"format = 'newline_delimited') WHERE {_contains(d, 'json', containing)})"
+            f"format = 'newline_delimited') WHERE {_contains(d, 'json', containing)})",
+            typed=typed,
         )
         if query.needs_resource or not query.fields:
             return [exact]
@@ -321,7 +320,8 @@ class DuckDBRunner(SqlViewRunner):
         shaped = query.over_fields(
             f"(SELECT * FROM (SELECT {picks} FROM read_json([{listed}], "
             f"format = 'newline_delimited', columns = {{{columns}}})) "
-            f"WHERE {_contains(d, text, containing)})"
+            f"WHERE {_contains(d, text, containing)})",
+            typed=typed,
         )
         return [shaped, exact]
 

@@ -38,6 +38,10 @@ if TYPE_CHECKING:
 #: functions whose items are items of their base (so of the base's type)
 _SAME_ITEMS = frozenset({"where", "first", "last", "tail", "skip", "take", "single", "distinct"})
 _ROOT_VARIABLES = frozenset({"resource", "rootResource"})
+#: constant types compared as plain text (dates and times compare by precision instead)
+_STRING_CONSTANTS = frozenset(
+    {"string", "code", "id", "uri", "url", "canonical", "oid", "uuid", "markdown"}
+)
 
 
 def member_keys(context: Context | None, name: str) -> tuple[str, ...] | None:
@@ -248,16 +252,28 @@ def string_value(c: SqlCompiler, expr: Member, scope: Scope) -> str | None:
     return None if item is None else c.d.member_string(item, expr.name)
 
 
+def _literal_text(c: SqlCompiler, expr: Expr) -> str | None:
+    """The text of a string literal or of a view constant holding a string, else None."""
+    if isinstance(expr, Literal) and expr.type == "string":
+        return str(expr.value)
+    constant = c.constants.get(expr.name) if isinstance(expr, Variable) else None
+    if constant is not None and constant.type in _STRING_CONSTANTS:
+        return str(constant.value)
+    return None
+
+
 def equals_string(c: SqlCompiler, left: Expr, right: Expr, scope: Scope) -> str | None:
-    """`left = 'text'` (either side the literal) as a SQL BOOLEAN when the other side is
-    single: a JSON string equals only the same JSON text, and NULL (empty) stays NULL."""
-    if isinstance(left, Literal) and left.type == "string":
+    """`left = 'text'` (either side the literal or a string constant) as a SQL BOOLEAN when
+    the other side is single: a JSON string equals only the same JSON text, and NULL (empty)
+    stays NULL."""
+    if _literal_text(c, left) is not None:
         left, right = right, left
-    if not (isinstance(right, Literal) and right.type == "string"):
+    value = _literal_text(c, right)
+    if value is None:
         return None
     text = string_value(c, left, scope) if isinstance(left, Member) else None
     if text is not None:  # R4 JSON holds these as strings: compare the decoded text
-        return f"({text} = {c.d.lit(str(right.value))})"
+        return f"({text} = {c.d.lit(value)})"
     item = single(c, left, scope)
     if item is None:
         return None

@@ -67,13 +67,17 @@ class ViewQuery:
     #: of each column of forEach element records (`ElementGroup`)
     groups: tuple[tuple[tuple[Step, ...], str, tuple[tuple[tuple[Step, ...], str], ...]], ...] = ()
 
-    def over(self, source: str) -> str:
-        """The query over a relation (name or parenthesised subquery) with column `resource`."""
-        return self.sql.replace("{source}", self.fields_sql.replace("{source}", source))
+    #: `sql` giving each column as the typed value written files hold (`Dialect.typed`),
+    #: converted once per resource where a column's value is the same in all its rows
+    typed_sql: str = ""
 
-    def over_fields(self, relation: str) -> str:
+    def over(self, source: str, *, typed: bool = False) -> str:
+        """The query over a relation (name or parenthesised subquery) with column `resource`."""
+        return self.over_fields(self.fields_sql.replace("{source}", source), typed=typed)
+
+    def over_fields(self, relation: str, *, typed: bool = False) -> str:
         """The query over a relation that already has the field columns."""
-        return self.sql.replace("{source}", relation)
+        return (self.typed_sql if typed else self.sql).replace("{source}", relation)
 
 
 class _ViewCompiler:
@@ -269,45 +273,59 @@ class _ViewCompiler:
             # one row per resource: plain column expressions, no list of rows to explode
             scope = Scope(d.list_of(RESOURCE), "0", RESOURCE, self.root)
             items = self.flat_columns(root, scope)
-            picks = ", ".join(f"{d.output(i)} AS {n}" for i, n in zip(items, names, strict=True))
-            return self.finish(f"SELECT {picks} FROM {{source}} AS s {keep}")
-        return self.finish(self.rows_query(root, names, keep))
+            plain, typed = [], []
+            for item, name, column in zip(items, names, columns, strict=True):
+                plain.append(f"{d.output(item)} AS {name}")
+                typed.append(f"{d.typed(d.output(item), column)} AS {name}")
+            select = f"FROM {{source}} AS s {keep}"
+            return self.finish(
+                f"SELECT {', '.join(plain)} {select}", f"SELECT {', '.join(typed)} {select}"
+            )
+        return self.finish(*self.rows_query(root, names, keep))
 
-    def rows_query(self, root: Select, names: list[str], keep: str) -> str:
+    def rows_query(self, root: Select, names: list[str], keep: str) -> tuple[str, str]:
         """The query of a view giving any number of rows per resource: top-level selects of
         one row per resource are plain columns beside the exploded rows of the others (the
         engine repeats them per row), not items of every row's list."""
         d = self.d
         scope = Scope(d.list_of(RESOURCE), "0", RESOURCE, self.root)
+        columns = self.view.columns
         plain: list[str] = []  # per output column: its plain column, or "" (in the rows)
         computed: list[str] = []
         parts: list[str] = []
         for child in root.selects:
             if _one_row(child):
                 for item in self.flat_columns(child, scope):
-                    plain.append(f"_c{len(computed)}")
-                    computed.append(f"{item} AS _c{len(computed)}")
+                    n = len(computed)
+                    plain.append(f"_c{n}")
+                    # its typed value too, once per resource (unused ones the engine drops)
+                    typed = d.typed(d.output(item), columns[len(plain) - 1])
+                    computed.append(f"{item} AS _c{n}, {typed} AS _t{n}")
             else:
                 parts.append(self.node(child, RESOURCE, "0", RESOURCE, self.root))
                 plain += [""] * len(child.output_columns())
-        picks, n = [], 0
-        for name, column in zip(names, plain, strict=True):
+        picks, typed_picks, n = [], [], 0
+        for name, column, info in zip(names, plain, columns, strict=True):
             if column:
                 picks.append(f"{d.output(column)} AS {name}")
+                typed_picks.append(f"_t{column[2:]} AS {name}")
             else:
-                picks.append(f"{d.output(d.at('r', str(n)))} AS {name}")
+                value = d.output(d.at("r", str(n)))
+                picks.append(f"{value} AS {name}")
+                typed_picks.append(f"{d.typed(value, info)} AS {name}")
                 n += 1
         # plain columns are computed before the rows are exploded: the engine would compute
         # a select item beside a set-returning one once per row it gives
         beside = "".join(f"{item}, " for item in computed)
-        plain_names = "".join(f"{c}, " for c in plain if c)
-        return (
-            f"SELECT {', '.join(picks)} FROM (SELECT {plain_names}{d.explode('_rows')} AS r "
+        carried = "".join(f"{c}, _t{c[2:]}, " for c in plain if c)
+        rows = (
+            f"FROM (SELECT {carried}{d.explode('_rows')} AS r "
             f"FROM (SELECT {beside}{self.product(parts)} AS _rows FROM {{source}} AS s {keep}) "
             "AS u) AS t"
         )
+        return f"SELECT {', '.join(picks)} {rows}", f"SELECT {', '.join(typed_picks)} {rows}"
 
-    def finish(self, sql: str) -> ViewQuery:
+    def finish(self, sql: str, typed_sql: str) -> ViewQuery:
         c, d = self.c, self.d
         fields = dict(c.fields)  # the typed reader's: read before the generic ones add theirs
         # the generic spelling of each list and record column, from `resource`: each chain
@@ -328,6 +346,7 @@ class _ViewCompiler:
             d.with_fields("{source}", generic.fields, computed),
             tuple(c.lists.items()),
             tuple((steps, g.column, tuple(g.members.items())) for steps, g in c.groups.items()),
+            typed_sql,
         )
 
 

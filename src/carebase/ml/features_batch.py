@@ -406,6 +406,9 @@ def dataset_from_ndjson(task: Task, directory: Path, *, threads: int | None = No
 
 def _prepare(con: duckdb.DuckDBPyConnection) -> None:
     con.execute("SET TimeZone = 'UTC'")
+    # facts are tables of rows in no order (the queries over them order what they give):
+    # tables made in parallel need not keep the order rows were read in
+    con.execute("SET preserve_insertion_order = false")
     con.execute(_TIME_MACRO)
 
 
