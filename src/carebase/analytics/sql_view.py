@@ -317,13 +317,19 @@ class _ViewCompiler:
         # plain columns are computed before the rows are exploded: the engine would compute
         # a select item beside a set-returning one once per row it gives
         beside = "".join(f"{item}, " for item in computed)
-        carried = "".join(f"{c}, _t{c[2:]}, " for c in plain if c)
-        rows = (
-            f"FROM (SELECT {carried}{d.explode('_rows')} AS r "
+        inner = (
             f"FROM (SELECT {beside}{self.product(parts)} AS _rows FROM {{source}} AS s {keep}) "
             "AS u) AS t"
         )
-        return f"SELECT {', '.join(picks)} {rows}", f"SELECT {', '.join(typed_picks)} {rows}"
+
+        def rows(prefix: str) -> str:  # the plain columns of one form carried through
+            carried = "".join(f"{prefix}{c[2:]}, " for c in plain if c)
+            return f"FROM (SELECT {carried}{d.explode('_rows')} AS r {inner}"
+
+        return (
+            f"SELECT {', '.join(picks)} {rows('_c')}",
+            f"SELECT {', '.join(typed_picks)} {rows('_t')}",
+        )
 
     def finish(self, sql: str, typed_sql: str) -> ViewQuery:
         c, d = self.c, self.d
