@@ -261,3 +261,96 @@ def test_write_files_containing_within_searches_those_elements(
         OBS_VIEW, [path], "ndjson", out, containing=wanted, within=["component"]
     )
     assert n == 1
+
+
+PANELS = [
+    {
+        "resourceType": "Observation",
+        "id": "bp1",
+        "subject": {"reference": "Patient/p0"},
+        "code": {"coding": [{"system": "http://loinc.org", "code": "85354-9"}]},
+        "component": [
+            {
+                "code": {
+                    "coding": [
+                        {"system": "http://loinc.org", "code": "8480-6"},
+                        {"system": "http://snomed.info/sct", "code": "271649006"},
+                    ]
+                },
+                "valueQuantity": {"value": 120.5},
+            },
+            {"code": {"coding": [{"code": "8462-4"}]}},
+            {"valueQuantity": {"value": 80}},
+        ],
+    },
+    {
+        "resourceType": "Observation",
+        "id": "bp2",
+        "subject": {"reference": "Patient/p1"},
+        "code": {"coding": []},
+        "component": [],
+    },
+    {"resourceType": "Observation", "id": "bp3", "subject": {"reference": "Patient/p1"}},
+]
+COMPONENTS_VIEW = {
+    "resource": "Observation",
+    "select": [
+        {"column": [{"name": "id", "path": "getResourceKey()"}]},
+        {
+            "forEachOrNull": "component",
+            "column": [
+                {"name": "code", "path": "code.coding.code.first()"},
+                {"name": "codes", "path": "code.coding.code", "collection": True},
+                {"name": "value", "path": "value.ofType(Quantity).value"},
+                {"name": "i", "path": "%rowIndex"},
+            ],
+            "select": [{"column": [{"name": "system", "path": "code.coding.system.first()"}]}],
+        },
+    ],
+}
+
+
+@pytest.mark.parametrize("source", ["memory", "typed files", "other shape"])
+def test_foreach_elements_read_as_records(
+    duckdb_runner: DuckDBRunner, tmp_path: Path, source: str
+) -> None:
+    query = duckdb_runner.compile(COMPONENTS_VIEW)
+    # the forEach iterates over records of the chains its columns (nested select included)
+    # read, and the chains through `coding` are collections: no element JSON is parsed
+    [(steps, _, members)] = query.groups
+    assert [s.key for s in steps] == ["component"]
+    assert sorted(tuple(s.key for s in rel) for rel, _ in members) == [
+        ("code", "coding", "code"),
+        ("code", "coding", "system"),
+        ("valueQuantity", "value"),
+    ]
+    resources: list[dict[str, Any]] = [dict(r) for r in PANELS]
+    if source == "other shape":  # one component an object, not an array: the exact query
+        resources.append({**PANELS[0], "id": "bp4", "component": PANELS[0]["component"][0]})
+    expected = sorted_rows(get_runner("python").run(COMPONENTS_VIEW, resources))
+    assert len(expected) == 5 + (source == "other shape")
+    if source == "memory":
+        got = duckdb_runner.run(COMPONENTS_VIEW, resources)
+    else:
+        path = tmp_path / "obs.ndjson"
+        path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in resources))
+        got = duckdb_runner.run_files(COMPONENTS_VIEW, [path])
+    assert sorted_rows(got) == expected
+
+
+def test_foreach_needing_the_element_itself_stays_generic(duckdb_runner: DuckDBRunner) -> None:
+    view = {
+        "resource": "Observation",
+        "select": [
+            {
+                "forEach": "component",
+                "column": [
+                    {"name": "parts", "path": "exists()"},
+                    {"name": "code", "path": "code.coding.code.first()"},
+                ],
+            }
+        ],
+    }
+    assert duckdb_runner.compile(view).groups == ()
+    expected = sorted_rows(get_runner("python").run(view, PANELS))
+    assert sorted_rows(duckdb_runner.run(view, PANELS)) == expected
