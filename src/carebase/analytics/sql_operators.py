@@ -83,10 +83,11 @@ def _union_operands(expr: Expr) -> list[Expr]:
     return [expr]
 
 
-def _single_union(c: SqlCompiler, expr: Binary, scope: Scope) -> str | None:
-    """`a | b | ...` when each operand gives at most one item: each kept unless empty or
-    equal to an earlier one, spelled without lambdas (`distinct` compares every pair of a
-    list); None when an operand may give several items."""
+def union_items(c: SqlCompiler, expr: Expr, scope: Scope) -> list[str] | None:
+    """The operands of `a | b | ...` as one SQL item each (NULL when empty) when each gives
+    at most one item; None otherwise (or when `expr` is no union)."""
+    if not (isinstance(expr, Binary) and expr.op == "|"):
+        return None
     items, before = [], c.state()
     for operand in _union_operands(expr):
         item = single(c, operand, scope)
@@ -94,6 +95,16 @@ def _single_union(c: SqlCompiler, expr: Binary, scope: Scope) -> str | None:
             c.restore(before)  # the generic spelling reads what it needs
             return None
         items.append(item)
+    return items
+
+
+def _single_union(c: SqlCompiler, expr: Binary, scope: Scope) -> str | None:
+    """`a | b | ...` when each operand gives at most one item: each kept unless empty or
+    equal to an earlier one, spelled without lambdas (`distinct` compares every pair of a
+    list); None when an operand may give several items."""
+    items = union_items(c, expr, scope)
+    if items is None:
+        return None
     d, parts = c.d, []
     for n, item in enumerate(items):
         tests = [f"{item} IS NOT NULL"]

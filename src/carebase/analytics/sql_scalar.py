@@ -223,12 +223,19 @@ def _reference_key(c: SqlCompiler, call: FunctionCall, scope: Scope) -> str | No
         return None
     # the type and id are the last segments of a reference, so naming the wanted type in
     # the pattern finds the same id with one regular expression instead of two
-    pattern, group = _REFERENCE_PATTERN, 2
-    if call.args:
-        spec = call.args[0]
-        assert isinstance(spec, TypeSpecifier)  # the parser guarantees it
-        pattern, group = _REFERENCE_PATTERN.replace("([A-Z][A-Za-z]+)", spec.name, 1), 1
-    return d.from_string(f"nullif({d.regexp_extract(text, pattern, group)}, '')")
+    if not call.args:
+        return d.from_string(f"nullif({d.regexp_extract(text, _REFERENCE_PATTERN, 2)}, '')")
+    spec = call.args[0]
+    assert isinstance(spec, TypeSpecifier)  # the parser guarantees it
+    pattern = _REFERENCE_PATTERN.replace("([A-Z][A-Za-z]+)", spec.name, 1)
+    key = f"nullif({d.regexp_extract(text, pattern, 1)}, '')"
+    # the usual spelling, `<Type>/<id>`, checked by an anchored match (far cheaper than the
+    # search for the last segments, which the other spellings still take)
+    usual = f"{spec.name}/[A-Za-z0-9\\-.]{{1,64}}"
+    start = len(spec.name) + 2
+    return d.from_string(
+        f"CASE WHEN {d.matches(text, usual)} THEN substr({text}, {start}) ELSE {key} END"
+    )
 
 
 def string_value(c: SqlCompiler, expr: Member, scope: Scope) -> str | None:

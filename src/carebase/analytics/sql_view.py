@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from carebase.analytics.runner import ViewRunner
 from carebase.analytics.sql_compile import ElementScope, Scope, SqlCompiler, is_boolean
 from carebase.analytics.sql_dialect import Dialect
+from carebase.analytics.sql_operators import union_items
 from carebase.analytics.sql_scalar import FROM_RESOURCE, Step, context_of, member_steps, single
 from carebase.analytics.view_errors import ViewEvaluationError
 from carebase.analytics.view_model import ColumnInfo, PathExpression, Select, ViewDefinition
@@ -109,14 +110,18 @@ class _ViewCompiler:
                 f"column {column.name!r} got several values; set "
                 '"collection": true or narrow the path (e.g. first())'
             )
-            out.append(
-                d.let(
-                    lst,
-                    v,
-                    f"CASE WHEN {d.length(v)} = 0 THEN {d.null_item} WHEN {d.length(v)} = 1 "
-                    f"THEN {d.at(v, '0')} ELSE {many} END",
-                )
+            value = d.let(
+                lst,
+                v,
+                f"CASE WHEN {d.length(v)} = 0 THEN {d.null_item} WHEN {d.length(v)} = 1 "
+                f"THEN {d.at(v, '0')} ELSE {many} END",
             )
+            items = union_items(self.c, column.path.expr, scope)
+            if items is not None:  # a union of single items: mostly one or none is there
+                present = " + ".join(f"CAST({i} IS NOT NULL AS INT)" for i in items)
+                first = f"coalesce({', '.join(items)})"
+                value = f"CASE WHEN {present} <= 1 THEN {first} ELSE {value} END"
+            out.append(value)
         return out
 
     def product(self, parts: list[str]) -> str:
