@@ -151,7 +151,15 @@ class Dialect:
     ) -> str:
         """`source` (column `resource`) plus one column per key path, named by `fields`,
         holding the value there (NULL when missing or JSON null; each resource parsed once),
-        and the `computed` columns (name -> SQL over `resource`)."""
+        then the `computed` columns (name -> SQL over `resource` and those fields)."""
+        out = self.field_columns(source, fields) if fields else source
+        if computed:
+            extra = ", ".join(f"{sql} AS {name}" for name, sql in computed.items())
+            out = f"(SELECT *, {extra} FROM {out} AS _fields)"
+        return out
+
+    def field_columns(self, source: str, fields: Mapping[tuple[str, ...], str]) -> str:
+        """`with_fields` without computed columns, `fields` not empty."""
         raise NotImplementedError
 
     def struct_of(self, members: Mapping[str, str]) -> str:
@@ -324,15 +332,7 @@ class DuckDBDialect(Dialect):
         # one parse: TRY_CAST gives NULL for anything but an array
         return f"coalesce(TRY_CAST({item} AS JSON[]), [{item}])"
 
-    def with_fields(
-        self,
-        source: str,
-        fields: Mapping[tuple[str, ...], str],
-        computed: Mapping[str, str] | None = None,
-    ) -> str:
-        extra = "".join(f", {sql} AS {name}" for name, sql in (computed or {}).items())
-        if not fields:
-            return f"(SELECT resource{extra} FROM {source} AS _parsed)" if extra else source
+    def field_columns(self, source: str, fields: Mapping[tuple[str, ...], str]) -> str:
         paths = ", ".join(self.json_path(keys) for keys in fields)
         picks = ", ".join(
             f"{self.drop_null(f'list_extract(_p, {n})')} AS {name}"
@@ -340,7 +340,7 @@ class DuckDBDialect(Dialect):
         )
         # one json_extract with a list of paths parses the document once for all of them
         return (
-            f"(SELECT resource, {picks}{extra} FROM (SELECT resource, "
+            f"(SELECT resource, {picks} FROM (SELECT resource, "
             f"json_extract(resource, [{paths}]) AS _p FROM {source}) AS _parsed)"
         )
 
@@ -476,20 +476,12 @@ class SparkDialect(Dialect):
     def drop_null(self, item: str) -> str:
         return f"CASE WHEN is_variant_null({item}) THEN NULL ELSE {item} END"
 
-    def with_fields(
-        self,
-        source: str,
-        fields: Mapping[tuple[str, ...], str],
-        computed: Mapping[str, str] | None = None,
-    ) -> str:
-        picks = [
+    def field_columns(self, source: str, fields: Mapping[tuple[str, ...], str]) -> str:
+        picks = ", ".join(
             f"{self.drop_null(self.member_path('resource', keys))} AS {name}"
             for keys, name in fields.items()
-        ]
-        picks += [f"{sql} AS {name}" for name, sql in (computed or {}).items()]
-        if not picks:
-            return source
-        return f"(SELECT resource, {RESOURCE_TEXT}, {', '.join(picks)} FROM {source} AS _parsed)"
+        )
+        return f"(SELECT resource, {RESOURCE_TEXT}, {picks} FROM {source} AS _parsed)"
 
     def struct_of(self, members: Mapping[str, str]) -> str:
         pairs = members or {"_": "true"}  # a record needs a member
