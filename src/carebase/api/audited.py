@@ -14,11 +14,12 @@ from collections.abc import Callable
 
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Scope
 
 from carebase.api.access import Guard
 from carebase.api.authentication import PRINCIPAL_KEY, client_ip, header_value, missing_token
 from carebase.api.responses import Endpoint, error_response
-from carebase.auth.audit_entry import AuditAction, AuditEntry, AuditOutcome, AuditTrail
+from carebase.auth.audit_entry import AuditAction, AuditEntry, AuditOutcome, AuditTrail, audit_now
 from carebase.errors import Unavailable
 
 GUARD_KEY = "carebase.guard"
@@ -86,6 +87,8 @@ def audited(endpoint: Endpoint, handler: str, trail: Callable[[Request], AuditTr
     if handler == "metadata":
         return endpoint
 
+    fixed = HANDLER_AUDIT.get(handler)  # None: history, whose code depends on the path
+
     async def run(request: Request) -> Response:
         scope = request.scope
         principal = scope.get(PRINCIPAL_KEY)
@@ -93,23 +96,30 @@ def audited(endpoint: Endpoint, handler: str, trail: Callable[[Request], AuditTr
             return error_response(missing_token())
         guard = scope[GUARD_KEY] = Guard(principal)
         response = await endpoint(request)
-        interaction, action = _interaction(handler, request)
+        # This runs for every request: plain lookups in the scope, and the entry built from
+        # positional arguments in `AuditEntry`'s field order, cost less than the Request
+        # properties and keyword arguments
+        interaction, action = fixed or _interaction(handler, request)
+        status = response.status_code
         entities = tuple(guard.entities)
-        if not entities and "id" in request.path_params and "type" in request.path_params:
-            entities = (f"{request.path_params['type']}/{request.path_params['id']}"[:200],)
+        if not entities:
+            params = scope.get("path_params", {})
+            if "id" in params and "type" in params:
+                entities = (f"{params['type']}/{params['id']}"[:200],)
         glass = principal.break_glass
         entry = AuditEntry(
-            interaction=guard.interaction or interaction,
-            action=action,
-            outcome=outcome_of(response.status_code),
-            principal=principal,
-            entities=entities,
-            patients=tuple(guard.patients),
-            query=guard.query or (scope["query_string"].decode("latin-1") or None),
-            source_ip=client_ip(scope),
-            user_agent=header_value(scope, b"user-agent"),
-            description=_description(request, response.status_code, guard, glass),
-            break_glass=glass,
+            guard.interaction or interaction,
+            action,
+            outcome_of(status),
+            principal,
+            entities,
+            tuple(guard.patients),
+            guard.query or (scope["query_string"].decode("latin-1") or None),
+            client_ip(scope),
+            header_value(scope, b"user-agent"),
+            _description(scope, status, guard, glass),
+            glass,
+            audit_now(),
         )
         try:
             trail(request).record(entry)
@@ -120,8 +130,8 @@ def audited(endpoint: Endpoint, handler: str, trail: Callable[[Request], AuditTr
     return run
 
 
-def _description(request: Request, status: int, guard: Guard, glass: str | None) -> str:
-    text = f"{request.scope['method']} {request.scope['path']} -> {status}"
+def _description(scope: Scope, status: int, guard: Guard, glass: str | None) -> str:
+    text = f"{scope['method']} {scope['path']} -> {status}"
     if guard.more_entities:
         text += f" ({guard.more_entities} more resources not listed)"
     if glass:

@@ -21,6 +21,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from carebase.api.app_state import state_value
 from carebase.api.responses import error_response
 from carebase.auth.audit_entry import AuditEntry, AuditTrail
 from carebase.auth.policy import BREAK_GLASS_ROLES
@@ -124,7 +125,7 @@ class Authentication:
             if self.disabled:
                 principal = DEVELOPMENT_PRINCIPAL
             else:
-                tokens: TokenService = self.state.tokens
+                tokens: TokenService = state_value(self.state, "tokens")
                 principal = tokens.verify(_token_of(header))
             if glass is not None:
                 principal = break_glass(principal, glass)
@@ -153,7 +154,7 @@ class Authentication:
             user_agent=header_value(scope, b"user-agent"),
             description=f"{scope['method']} {scope['path']}: {exc.message}"[:1000],
         )
-        trail: AuditTrail | None = getattr(self.state, "audit_trail", None)
+        trail: AuditTrail | None = state_value(self.state, "audit_trail")
         try:
             if trail is None:
                 raise Unavailable("The audit trail is not running; try again shortly")

@@ -18,6 +18,7 @@ from starlette.routing import Route
 
 from carebase.api import bundles, interactions, listing, view_run
 from carebase.api.access import Guard
+from carebase.api.app_state import state_value
 from carebase.api.audited import GUARD_KEY, audited
 from carebase.api.authentication import PRINCIPAL_KEY, missing_token
 from carebase.api.negotiation import body_kind, check_response_format, is_true, reindent, render
@@ -94,7 +95,7 @@ class FhirApi:
     def _trail(request: Request) -> AuditTrail:
         """The app's audit trail (`app.state.audit_trail`, read per request so it may be
         swapped); none at all is 503: patient data is never served unaudited."""
-        trail: AuditTrail | None = getattr(request.scope["app"].state, "audit_trail", None)
+        trail: AuditTrail | None = state_value(request.scope["app"].state, "audit_trail")
         if trail is None:
             raise Unavailable("The audit trail is not running; try again shortly")
         return trail

@@ -223,7 +223,7 @@ class DatabaseAuditTrail(AuditTrail):
                     self._cond.wait()
                 if not self._buffer and self._closing:
                     return  # everything is written
-            if not self._closing and self._healthy:
+            if self.flush_s and not self._closing and self._healthy:
                 time.sleep(self.flush_s)  # let entries of concurrent requests gather
             with self._cond:
                 batch = list(islice(self._buffer, MAX_BATCH))

@@ -3,15 +3,21 @@
 Turning entries into hash-chained rows and writing them costs more CPU than a cached read
 does; in a writer thread it competes with the requests for the interpreter lock. Here the
 server process only encodes each entry (`audit_detail.entry_message`) and sends it over a
-Unix `SOCK_SEQPACKET` socket - the entries of one millisecond together, in one message
-that is never split - to a child process (`python -m carebase.auth.audit_writer`) that
-runs the `DatabaseAuditTrail` over its own connection to the same database. Sending per
-millisecond rather than per entry spares a system call and a wake-up of the writer per request,
-which cost the server more than the rest of the audit work together.
+Unix `SOCK_SEQPACKET` socket to a child process (`python -m carebase.auth.audit_writer`)
+that runs the `DatabaseAuditTrail` over its own connection to the same database.
+
+The group-commit window (`flush_ms`) is kept here, in the server: the entries of one window
+go together in one message that is never split, and the child writes each message as it
+arrives (its trail runs with no window of its own), so a message is one commit. Sending per
+window rather than per entry (or per millisecond, as before) spares the system calls and
+wake-ups of both processes and the writer's hand-over between its receiving and its writing
+thread: at a few thousand reads a second they cost more CPU per entry than the rest of the
+audit work together. The longest an entry waits to be committed stays one window plus the
+commit.
 
 The guarantees stay those of `audit_log`: an entry the socket accepted is in the kernel's
-buffer, which outlives a crash of the server process, and the child writes it (a crash
-loses at most the entries of its last millisecond); the child
+buffer, which outlives a crash of the server process, and the child writes it (a crash of
+the server loses at most the entries of its last window, `flush_ms`: 5 ms by default); the child
 reports when writes fail or recover, and from then `record()` refuses (503) until they
 succeed again, while the child keeps what it already has; `flush()` and `close()` wait for
 the child to say everything sent before is written (close adds the shutdown marker). If the
@@ -51,10 +57,6 @@ MAX_MESSAGE = 64 * 1024
 MAX_BATCH_BYTES, MAX_BATCH_ENTRIES = MAX_MESSAGE - 16, 256
 #: Largest entry (its query string is cut to fit).
 MAX_ENTRY = MAX_BATCH_BYTES - 8
-#: How long entries recorded on an event loop wait to be sent together (seconds): one
-#: message per millisecond rather than per loop turn, since requests that await the
-#: database (PostgreSQL) finish in turns of their own, one entry each.
-SEND_DELAY_S = 0.001
 #: How long the server waits for a writer process to start and report.
 START_TIMEOUT_S = 30.0
 RESTART_DELAY_S = 1.0
@@ -80,6 +82,10 @@ class ProcessAuditTrail(AuditTrail):
         max_backlog: int = 10_000,
     ) -> None:
         self.url, self.flush_ms, self.site = url, flush_ms, site
+        #: how long entries recorded on an event loop wait to be sent together (seconds): the
+        #: group-commit window, not one loop turn, since requests that await the database
+        #: (PostgreSQL) finish in turns of their own, one entry each
+        self.send_delay_s = max(flush_ms, 0.0) / 1000
         self.max_backlog = max_backlog
         self._cond = threading.Condition()
         self._healthy = False
@@ -110,9 +116,9 @@ class ProcessAuditTrail(AuditTrail):
     def record(self, entry: AuditEntry) -> None:
         """Hand `entry` to the writer process; Unavailable when it cannot store entries.
 
-        Entries recorded on an event loop go out together a millisecond after the first of
-        them (one message, one wake-up of the writer, for the requests of that time);
-        elsewhere, and once a batch is full, at once.
+        Entries recorded on an event loop go out together `flush_ms` after the first of them
+        (one message, one wake-up and one commit of the writer, for the requests of that
+        time); elsewhere, and once a batch is full, at once.
         """
         if self._sock is None and not self._closed:
             self.start()
@@ -134,7 +140,7 @@ class ProcessAuditTrail(AuditTrail):
             if len(self._pending) > 1:
                 return  # a send is already due
         try:
-            asyncio.get_running_loop().call_later(SEND_DELAY_S, self.send_pending)
+            asyncio.get_running_loop().call_later(self.send_delay_s, self.send_pending)
         except RuntimeError:  # not on an event loop: nothing to gather with
             self.send_pending()
 
@@ -204,8 +210,9 @@ class ProcessAuditTrail(AuditTrail):
     def _spawn(self) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * 1024 * 1024)
+        # the window is kept here (`record`): the writer commits each message as it comes
         command = [sys.executable, "-m", "carebase.auth.audit_writer", "--fd",
-                   str(theirs.fileno()), "--flush-ms", str(self.flush_ms)]  # fmt: skip
+                   str(theirs.fileno()), "--flush-ms", "0"]  # fmt: skip
         if self.site:
             command += ["--site", self.site]
         # the database URL (it may hold a password) goes in the environment, not in argv,
