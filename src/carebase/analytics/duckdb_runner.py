@@ -234,6 +234,10 @@ class DuckDBRunner(SqlViewRunner):
             cursor.close()
         return int(result[0]) if result else 0
 
+    def close(self) -> None:
+        """Closes the runner's in-memory database (tables made on its cursors go with it)."""
+        self._con.close()
+
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """A cursor of the runner's in-memory database (tables made on one are seen by all);
         the caller closes it."""

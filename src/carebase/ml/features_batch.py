@@ -406,6 +406,7 @@ def dataset_from_ndjson(task: Task, directory: Path, *, threads: int | None = No
         return _dataset(cursor, task)
     finally:
         cursor.close()
+        runner.close()  # the fact tables of a population: memory worth giving back now
 
 
 def _prepare(con: duckdb.DuckDBPyConnection) -> None:
