@@ -131,64 +131,52 @@ class _ViewCompiler:
             out = d.flatten(d.transform(out, a, d.transform(part, b, d.concat(a, b))))
         return out
 
-    def one_focus(
-        self,
-        node: Select,
-        item: str,
-        row_index: str,
-        resource: str,
-        context: Context | None,
-        element: ElementScope | None = None,
-    ) -> str:
+    def one_focus(self, node: Select, scope: Scope) -> str:
+        """The rows of `node` over one focus item (`scope.focus`, a one-item list)."""
         d = self.d
-        scope = Scope(d.list_of(item), row_index, resource, context, element)
         parts = [d.list_of(d.list_of(*self.columns_row(node, scope)))] if node.columns else []
-        parts += [
-            self.node(child, item, row_index, resource, context, element) for child in node.selects
-        ]
+        parts += [self.node(child, scope) for child in node.selects]
         if node.union_all:
-            branches = [
-                self.node(b, item, row_index, resource, context, element) for b in node.union_all
-            ]
-            parts.append(d.concat(*branches))
+            parts.append(d.concat(*(self.node(b, scope) for b in node.union_all)))
         return self.product(parts) if parts else d.list_of(d.empty)
 
-    def node(
-        self,
-        node: Select,
-        item: str,
-        row_index: str,
-        resource: str,
-        context: Context | None,
-        element: ElementScope | None = None,
-    ) -> str:
+    def node(self, node: Select, scope: Scope) -> str:
+        """The rows of `node` (iterating, if it does) from the focus item of `scope`."""
         d, c = self.d, self.c
         if node.iteration is None:
-            return self.one_focus(node, item, row_index, resource, context, element)
-        scope = Scope(d.list_of(item), row_index, resource, context, element)
-        grouped = self.grouped(node, scope, resource)
+            return self.one_focus(node, scope)
+        grouped = self.grouped(node, scope)
         if grouped is not None:
             return grouped
         inner: Context | None = None  # repeat mixes items of several types
         if node.iteration == "repeat":
+            item = d.single_name(scope.focus)
+            assert item is not None  # a select's focus is one named item
             found = self.descendants(node.iteration_paths, item, scope, d.repeat_depth)
         else:
             found = self.expr(node.iteration_paths[0], scope)
             inner = context_of(c, node.iteration_paths[0].expr, scope)
         it, i, lst = c.var(), c.var(), c.var()
         items = lst if node.iteration == "forEachOrNull" else found
-        focus = self.one_focus(node, it, d.index0(i), resource, inner)
+        focus = self.one_focus(node, Scope(d.list_of(it), d.index0(i), scope.resource, inner))
         rows = d.flatten(d.transform_indexed(items, it, i, focus))
         if node.iteration != "forEachOrNull":
             return rows
-        # nothing to iterate: one row, own columns over an empty focus, nested columns null
-        empty_scope = Scope(d.empty, "0", resource)
-        own = self.columns_row(node, empty_scope)
-        nulls = [d.null_item] * (len(node.output_columns()) - len(node.columns))
-        null_rows = d.list_of(d.list_of(*own, *nulls))
-        return d.let(found, lst, f"CASE WHEN {d.length(lst)} = 0 THEN {null_rows} ELSE {rows} END")
+        return d.let(
+            found,
+            lst,
+            f"CASE WHEN {d.length(lst)} = 0 THEN {self.null_rows(node, scope)} ELSE {rows} END",
+        )
 
-    def grouped(self, node: Select, scope: Scope, resource: str) -> str | None:
+    def null_rows(self, node: Select, scope: Scope) -> str:
+        """forEachOrNull with nothing to iterate: one row, the node's own columns over an
+        empty focus, its nested columns null."""
+        d = self.d
+        own = self.columns_row(node, Scope(d.empty, "0", scope.resource))
+        nulls = [d.null_item] * (len(node.output_columns()) - len(node.columns))
+        return d.list_of(d.list_of(*own, *nulls))
+
+    def grouped(self, node: Select, scope: Scope) -> str | None:
         """The rows of a forEach over elements at a member chain from the resource, when its
         columns read the elements only through member chains: each element is then a record
         of those chains' items (`ElementGroup`), extracted with the resource's fields, and no
@@ -207,17 +195,17 @@ class _ViewCompiler:
         it, i = c.var(), c.var()
         unbound = c.var()  # `$this` as an item: the record cannot stand for it
         inner = context_of(c, path.expr, scope)
-        focus = self.one_focus(node, unbound, d.index0(i), resource, inner, ElementScope(group, it))
+        element = ElementScope(group, it)
+        focus = self.one_focus(
+            node, Scope(d.list_of(unbound), d.index0(i), scope.resource, inner, element)
+        )
         if re.search(rf"\b{unbound}\b", focus):
             c.restore(before)
             return None
         rows = d.flatten(d.transform_indexed(group.column, it, i, focus))
         if node.iteration == "forEach":
             return rows
-        empty_scope = Scope(d.empty, "0", resource)
-        own = self.columns_row(node, empty_scope)
-        nulls = [d.null_item] * (len(node.output_columns()) - len(node.columns))
-        null_rows = d.list_of(d.list_of(*own, *nulls))
+        null_rows = self.null_rows(node, scope)
         return f"CASE WHEN {d.length(group.column)} = 0 THEN {null_rows} ELSE {rows} END"
 
     def descendants(
@@ -307,7 +295,7 @@ class _ViewCompiler:
                     typed = d.typed(d.output(item), columns[len(plain) - 1])
                     computed.append(f"{item} AS _c{n}, {typed} AS _t{n}")
             else:
-                parts.append(self.node(child, RESOURCE, "0", RESOURCE, self.root))
+                parts.append(self.node(child, scope))
                 plain += [""] * len(child.output_columns())
         picks, typed_picks, n = [], [], 0
         for name, column, info in zip(names, plain, columns, strict=True):
