@@ -1,7 +1,8 @@
-"""Feature tables for a whole population at once: the feature views are flattened once with
-the DuckDB runner (NDJSON -> Parquet, one file per view), and a task's index times, cohort,
-exclusions, labels and look-back-window features are then computed by set-based SQL in
-DuckDB over those tables.
+"""Feature tables for a whole population at once: each feature view runs once over its NDJSON
+with the DuckDB runner, its rows going into the task's fact tables (`dataset_from_ndjson`;
+or to Parquet files first, `flatten_views`, which `dataset_from_views` reads), and a task's
+index times, cohort, exclusions, labels and look-back-window features are then computed by
+set-based SQL in DuckDB over those tables.
 
 It computes what `features.build_dataset` computes patient by patient (the per-patient path
 serving uses), row for row: the same facts are kept (`features._records`), times are read the
