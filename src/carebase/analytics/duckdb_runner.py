@@ -124,11 +124,8 @@ class _TypedReads:
         )
         return g.chain(g.each(lst, spread, x), tuple(steps))
 
-    def collection(self, steps: tuple[Step, ...]) -> str:
-        sql, _ = self.walk_root(steps)
-        return sql
-
     def walk_root(self, steps: tuple[Step, ...]) -> tuple[str, bool]:
+        """`walk` from the typed reader's column of the first step."""
         node = self.root.keys
         assert node is not None
         first = node[steps[0].key]
@@ -310,7 +307,7 @@ class DuckDBRunner(SqlViewRunner):
         reads = _TypedReads(d, root)
         picks = ", ".join(
             [f"{reads.field(keys)} AS {name}" for keys, name in query.fields]
-            + [f"{reads.collection(steps)} AS {name}" for steps, name in query.lists]
+            + [f"{reads.walk_root(steps)[0]} AS {name}" for steps, name in query.lists]
             + [
                 f"{reads.records(steps, members)} AS {name}"
                 for steps, name, members in query.groups

@@ -163,7 +163,11 @@ def root_path(c: SqlCompiler, expr: Expr, scope: Scope) -> tuple[tuple[str, ...]
     found = member_steps(c, expr, scope)
     if found is None or found[0] != FROM_RESOURCE:
         return None
-    steps = found[1]
+    return _root_keys(found[1])
+
+
+def _root_keys(steps: tuple[Step, ...]) -> tuple[tuple[str, ...], bool] | None:
+    """`root_path` of the steps of a chain from the resource."""
     if any(step.many for step in steps[:-1]):
         return None
     return tuple(step.key for step in steps), not (steps and steps[-1].many)
@@ -172,24 +176,29 @@ def root_path(c: SqlCompiler, expr: Expr, scope: Scope) -> tuple[tuple[str, ...]
 def element_single(c: SqlCompiler, expr: Expr, scope: Scope) -> str | None:
     """A single-valued member chain from the forEach element in scope as one SQL item (NULL
     when empty), read from the element's pre-extracted members; None for anything else."""
-    element = scope.element
-    found = member_steps(c, expr, scope) if element is not None else None
-    if element is None or found is None or found[0] != FROM_ELEMENT or not found[1]:
+    found = member_steps(c, expr, scope) if scope.element is not None else None
+    if found is None or found[0] != FROM_ELEMENT or not found[1]:
         return None
-    if any(step.many for step in found[1]):
+    return _element_item(c, scope, found[1])
+
+
+def _element_item(c: SqlCompiler, scope: Scope, steps: tuple[Step, ...]) -> str | None:
+    """The one item of chain `steps` from the forEach element in scope; None when a step
+    repeats."""
+    if scope.element is None or any(step.many for step in steps):
         return None
-    return c.d.at(element.member(c.d, found[1]), "0")
+    return c.d.at(scope.element.member(c.d, steps), "0")
 
 
 def single(c: SqlCompiler, expr: Expr, scope: Scope) -> str | None:
     """`expr` as one SQL item (NULL when empty) when it gives at most one item, else None."""
     d = c.d
-    path = root_path(c, expr, scope)
+    chain = member_steps(c, expr, scope)
+    path = _root_keys(chain[1]) if chain is not None and chain[0] == FROM_RESOURCE else None
     if path is not None:
         return c.field(path[0]) if path[1] and path[0] else None
-    start = member_steps(c, expr, scope) if scope.element is not None else None
-    if start is not None and start[0] == FROM_ELEMENT and start[1]:
-        return element_single(c, expr, scope)  # read from the element's members
+    if chain is not None and chain[0] == FROM_ELEMENT and chain[1]:
+        return _element_item(c, scope, chain[1])  # read from the element's members
     if isinstance(expr, This):  # the one item a where/select/forEach lambda binds
         return d.single_name(scope.focus)
     if isinstance(expr, Literal) and expr.type != "empty":
