@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 from telehealth_helpers import book_visit
 
+from carebase.auth import signed_jwt
 from carebase.auth.keys import KeyRing
 from carebase.errors import BadRequest, TooLarge, Unauthorized
 from carebase.store.base import Store
-from carebase.telehealth.join_tokens import JoinTokens
+from carebase.telehealth.join_tokens import JOIN_TOKEN_TYPE, JoinTokens
 from carebase.telehealth.messages import check_attachment
 from carebase.telehealth.notify import LoggingNotifier, Notifier, Reminder, send_due_reminders
 from carebase.telehealth.settings import TelehealthSettings
@@ -48,6 +49,33 @@ def test_join_token_round_trip_and_refusals(tokens: JoinTokens, tmp_path: Path) 
         tokens.verify(tampered, "r1")
     with pytest.raises(ValueError):
         tokens.issue(room="r1", role="owner", participant="x", display="x", subject="s")
+
+
+def test_join_token_refusals_say_why(tokens: JoinTokens) -> None:
+    expired, _ = tokens.issue(
+        room="r1", role="patient", participant="p-1", display="P", subject="u", ttl=-120
+    )
+    with pytest.raises(Unauthorized, match="has expired"):
+        tokens.verify(expired, "r1")
+    now = int(datetime.now(UTC).timestamp())
+    base = {"aud": tokens.audience("r1"), "sub": "u", "iat": now, "jti": "j", "room": "r1",
+            "role": "patient", "pid": "p-1", "exp": now + 600}  # fmt: skip
+    cases = [
+        ({**base, "iss": tokens.issuer, "nbf": now + 600}, JOIN_TOKEN_TYPE, "not valid yet"),
+        ({**base, "iss": "http://elsewhere", "nbf": now}, JOIN_TOKEN_TYPE, "another server"),
+        ({**base, "iss": tokens.issuer, "nbf": now}, "at+jwt", "not a room join token"),
+    ]
+    for claims, token_type, reason in cases:
+        with pytest.raises(Unauthorized, match=reason):
+            tokens.verify(signed_jwt.sign(tokens.ring, claims, token_type), "r1")
+    with pytest.raises(Unauthorized, match="not a JWT"):
+        tokens.verify("not-a-token", "r1")
+    unsigned = ".".join(
+        base64.urlsafe_b64encode(part).rstrip(b"=").decode()
+        for part in (b'{"alg":"none","typ":"carebase-room+jwt"}', b'{"sub":"u"}')
+    )
+    with pytest.raises(Unauthorized, match="not a room join token"):
+        tokens.verify(unsigned + ".", "r1")
 
 
 def test_turn_credentials_follow_the_coturn_rest_scheme() -> None:

@@ -14,16 +14,27 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import jwt
-
-from carebase.auth.keys import SIGNING_ALGORITHM, KeyRing
+from carebase.auth import signed_jwt
+from carebase.auth.keys import KeyRing
 from carebase.auth.principal import Principal
 from carebase.config import Settings
 from carebase.errors import Unauthorized
 
 ACCESS_TOKEN_TYPE = "at+jwt"
 #: Clock skew tolerated on exp/nbf/iat, seconds.
-LEEWAY_SECONDS = 30
+LEEWAY_SECONDS = signed_jwt.LEEWAY_SECONDS
+#: What a 401 says for each way an access token fails (`signed_jwt.Rejected.reason`).
+_REFUSALS: dict[signed_jwt.Reason, str] = {
+    "not-jwt": "it is not a JWT",
+    "algorithm": "its algorithm is not accepted",
+    "type": "it is not an access token",
+    "key": "it was not signed by a key of this server",
+    "expired": "it has expired",
+    "not-yet-valid": "it is not valid yet",
+    "audience": "it was issued for another audience",
+    "issuer": "it was issued by another server",
+    "invalid": "its signature or claims are not valid",
+}
 _CACHE_SIZE = 10_000
 
 
@@ -120,14 +131,7 @@ class TokenService:
             "client_id": client_id,
         }
         claims.update({k: v for k, v in optional.items() if v is not None})
-        key = self.ring.active
-        token = jwt.encode(
-            claims,
-            key.private,
-            algorithm=SIGNING_ALGORITHM,
-            headers={"kid": key.kid, "typ": ACCESS_TOKEN_TYPE},
-        )
-        return token, claims
+        return signed_jwt.sign(self.ring, claims, ACCESS_TOKEN_TYPE), claims
 
     def verify(self, token: str) -> Principal:
         """The Principal of a valid access token; `invalid_token` 401 otherwise."""
@@ -151,37 +155,12 @@ class TokenService:
     def decode_claims(self, token: str) -> dict[str, Any]:
         """The verified claims of one of our access tokens (for introspection)."""
         try:
-            header = jwt.get_unverified_header(token)
-        except jwt.PyJWTError as exc:
-            raise invalid_token("it is not a JWT") from exc
-        if header.get("alg") != SIGNING_ALGORITHM:
-            raise invalid_token(f"alg {header.get('alg')!r} is not accepted")
-        if header.get("typ") != ACCESS_TOKEN_TYPE:
-            raise invalid_token("it is not an access token")
-        key = self.ring.key(str(header.get("kid") or ""))
-        if key is None:
-            raise invalid_token("it was not signed by a key of this server")
-        try:
-            claims: dict[str, Any] = jwt.decode(
-                token,
-                key.public,
-                algorithms=[SIGNING_ALGORITHM],
-                audience=self.audience,
+            return signed_jwt.verify(
+                self.ring, token, token_type=ACCESS_TOKEN_TYPE, audience=self.audience,
                 issuer=self.issuer,
-                leeway=LEEWAY_SECONDS,
-                options={"require": ["exp", "iat", "nbf", "iss", "aud", "sub", "jti"]},
-            )
-        except jwt.ExpiredSignatureError as exc:
-            raise invalid_token("it has expired") from exc
-        except jwt.ImmatureSignatureError as exc:
-            raise invalid_token("it is not valid yet") from exc
-        except jwt.InvalidAudienceError as exc:
-            raise invalid_token("it was issued for another audience") from exc
-        except jwt.InvalidIssuerError as exc:
-            raise invalid_token("it was issued by another server") from exc
-        except jwt.PyJWTError as exc:
-            raise invalid_token(str(exc)) from exc
-        return claims
+            )  # fmt: skip
+        except signed_jwt.Rejected as exc:
+            raise invalid_token(exc.detail or _REFUSALS[exc.reason]) from exc
 
     def _decode(self, token: str) -> Principal:
         claims = self.decode_claims(token)

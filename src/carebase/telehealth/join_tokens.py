@@ -19,15 +19,26 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-import jwt
-
-from carebase.auth.keys import SIGNING_ALGORITHM, KeyRing
+from carebase.auth import signed_jwt
+from carebase.auth.keys import KeyRing
 from carebase.auth.principal import Principal
-from carebase.auth.tokens import LEEWAY_SECONDS
 from carebase.errors import Unauthorized
 from carebase.telehealth.room_state import ROLES
 
 JOIN_TOKEN_TYPE = "carebase-room+jwt"
+#: What a 401 says for each way a join token fails (`signed_jwt.Rejected.reason`; for
+#: `invalid`, PyJWT's words follow).
+_REFUSALS: dict[signed_jwt.Reason, str] = {
+    "not-jwt": "The join token is not a JWT",
+    "algorithm": "This is not a room join token",
+    "type": "This is not a room join token",
+    "key": "The join token was not signed by this server",
+    "expired": "The join token has expired; ask for a new one",
+    "audience": "The join token is for another room",
+    "not-yet-valid": "The join token is not valid yet",
+    "issuer": "The join token was issued by another server",
+    "invalid": "The join token is not valid",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,42 +128,18 @@ class JoinTokens:
         if role == "guest":
             claims["kind"] = kind or "guest"
             claims["onBehalfOf"] = on_behalf_of or subject
-        key = self.ring.active
-        token = jwt.encode(
-            claims,
-            key.private,
-            algorithm=SIGNING_ALGORITHM,
-            headers={"kid": key.kid, "typ": JOIN_TOKEN_TYPE},
-        )
-        return token, expires
+        return signed_jwt.sign(self.ring, claims, JOIN_TOKEN_TYPE), expires
 
     def verify(self, token: str, room: str) -> JoinGrant:
         """The grant of a valid token for `room`; 401 naming why otherwise."""
         try:
-            header = jwt.get_unverified_header(token)
-        except jwt.PyJWTError as exc:
-            raise Unauthorized("The join token is not a JWT") from exc
-        if header.get("alg") != SIGNING_ALGORITHM or header.get("typ") != JOIN_TOKEN_TYPE:
-            raise Unauthorized("This is not a room join token")
-        key = self.ring.key(str(header.get("kid") or ""))
-        if key is None:
-            raise Unauthorized("The join token was not signed by this server")
-        try:
-            claims = jwt.decode(
-                token,
-                key.public,
-                algorithms=[SIGNING_ALGORITHM],
-                audience=self.audience(room),
+            claims = signed_jwt.verify(
+                self.ring, token, token_type=JOIN_TOKEN_TYPE, audience=self.audience(room),
                 issuer=self.issuer,
-                leeway=LEEWAY_SECONDS,
-                options={"require": ["exp", "iat", "nbf", "iss", "aud", "sub", "jti"]},
-            )
-        except jwt.ExpiredSignatureError as exc:
-            raise Unauthorized("The join token has expired; ask for a new one") from exc
-        except jwt.InvalidAudienceError as exc:
-            raise Unauthorized("The join token is for another room") from exc
-        except jwt.PyJWTError as exc:
-            raise Unauthorized(f"The join token is not valid: {exc}") from exc
+            )  # fmt: skip
+        except signed_jwt.Rejected as exc:
+            refusal = _REFUSALS[exc.reason]
+            raise Unauthorized(f"{refusal}: {exc.detail}" if exc.detail else refusal) from exc
         role, pid = claims.get("role"), claims.get("pid")
         if role not in ROLES or not isinstance(pid, str) or claims.get("room") != room:
             raise Unauthorized("The join token's claims are malformed")
