@@ -124,6 +124,33 @@ async def test_refused_uploads_write_nothing_and_say_why(
     assert "文件内容不是 image/png 文件" in errors(chinese.text)
 
 
+async def test_an_upload_over_the_body_limit_is_refused_in_a_page(
+    web: httpx.AsyncClient, audited_app: Starlette, world: World, store: Store
+) -> None:
+    """Beyond CAREBASE_MAX_UPLOAD_BYTES the body guard refuses before the page runs: a
+    browser gets the error page in its language, an API client the OperationOutcome."""
+    await sign_in(web, "doc")
+    path = f"/app/patients/{world.first}/documents"
+    token = csrf((await web.get(path)).text)
+    before = len(_documents(store, world.first))
+    limit = audited_app.state.fhir.settings.max_upload_bytes
+    fields = {"csrf_token": token, "title": "Huge", "kind": "Outside record"}
+    huge = {"file": ("huge.txt", b"a" * (limit + 1), "text/plain")}
+    page = {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
+    refused = await web.post(path, data=fields, files=huge, headers=page)
+    assert refused.status_code == 413
+    assert refused.headers["content-type"].startswith("text/html")
+    assert "The upload or form is too large." in refused.text
+    assert "CAREBASE_MAX_UPLOAD_BYTES" in refused.text  # the technical detail
+    web.cookies.set("carebase_lang", "zh")
+    chinese = await web.post(path, data=fields, files=huge, headers=page)
+    assert chinese.status_code == 413 and "过大" in chinese.text
+    api = await web.post(path, data=fields, files=huge, headers={"Accept": "application/json"})
+    assert api.status_code == 413
+    assert api.json()["resourceType"] == "OperationOutcome"
+    assert len(_documents(store, world.first)) == before
+
+
 async def test_documents_of_other_patients_and_roles(
     web: httpx.AsyncClient, world: World, store: Store
 ) -> None:

@@ -45,6 +45,7 @@ from carebase.telehealth.settings import TelehealthSettings
 from carebase.web import STATIC_DIR
 from carebase.web.login_routes import login_routes
 from carebase.web.oauth_pages import oauth_page_routes
+from carebase.web.pages import browser_refusal
 from carebase.web.web_routes import web_routes
 
 FHIR_PREFIX = "/fhir"
@@ -154,7 +155,8 @@ def create_app(
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
-        middleware=hardening_middleware(settings),  # headers, CORS, rate limit, body limit
+        # headers, CORS, rate limit, body limit (refused in a page for browsers)
+        middleware=hardening_middleware(settings, browser_refusal),
         exception_handlers={HTTPException: http_exception, Exception: unhandled_exception},
     )
     app.state.fhir = api

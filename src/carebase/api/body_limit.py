@@ -6,16 +6,23 @@ declared `Content-Length` over the limit is refused before the app runs, and a b
 without one (chunked) is cut off once it passes the limit. Form posts
 (`application/x-www-form-urlencoded`) get the much smaller `max_form_bytes`: a login or token
 request is a few hundred bytes; file uploads (`multipart/form-data`, the chart's documents)
-get `max_upload_bytes`.
+get `max_upload_bytes`. The refusal is an OperationOutcome unless `refusal` (the web app's
+error page for browsers, `web.pages.browser_refusal`) gives another response.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from starlette.datastructures import Headers
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from carebase.api.responses import error_response
-from carebase.errors import BadRequest, TooLarge
+from carebase.errors import BadRequest, CarebaseError, TooLarge
+
+#: Another answer to a refused body than the OperationOutcome (None: the OperationOutcome).
+Refusal = Callable[[Scope, CarebaseError], Response | None]
 
 _FORM = "application/x-www-form-urlencoded"
 _UPLOAD = "multipart/form-data"
@@ -29,12 +36,18 @@ class BodyLimitMiddleware:
     """Refuses (413) request bodies over `max_bytes` (`max_form_bytes` for form posts)."""
 
     def __init__(
-        self, app: ASGIApp, max_bytes: int, max_form_bytes: int, max_upload_bytes: int
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        max_form_bytes: int,
+        max_upload_bytes: int,
+        refusal: Refusal | None = None,
     ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.max_form_bytes = max_form_bytes
         self.max_upload_bytes = max_upload_bytes
+        self.refusal = refusal
 
     def limit_for(self, headers: Headers) -> tuple[int, str]:
         """The byte limit for a request with these headers, and the setting that sets it."""
@@ -58,10 +71,10 @@ class BodyLimitMiddleware:
         if declared is not None:
             if not declared.isdigit():
                 bad = BadRequest(f"Content-Length {declared!r} is not a number")
-                await error_response(bad)(scope, receive, send)
+                await self._refuse(bad, scope, receive, send)
                 return
             if int(declared) > limit:
-                await error_response(too_large)(scope, receive, send)
+                await self._refuse(too_large, scope, receive, send)
                 return
         received = 0
         started = False
@@ -86,4 +99,8 @@ class BodyLimitMiddleware:
         except BodyTooLarge as exc:
             if started:  # too late for a 413: let the server drop the connection
                 raise
-            await error_response(exc)(scope, receive, send)
+            await self._refuse(exc, scope, receive, send)
+
+    async def _refuse(self, exc: CarebaseError, scope: Scope, receive: Receive, send: Send) -> None:
+        response = self.refusal(scope, exc) if self.refusal is not None else None
+        await (response or error_response(exc))(scope, receive, send)

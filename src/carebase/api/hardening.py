@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from starlette.middleware import Middleware
 
-from carebase.api.body_limit import BodyLimitMiddleware
+from carebase.api.body_limit import BodyLimitMiddleware, Refusal
 from carebase.api.cors import CorsMiddleware
 from carebase.api.rate_limit import RateLimitMiddleware
 from carebase.api.security_headers import SecurityHeadersMiddleware
@@ -17,8 +17,9 @@ from carebase.auth.rate_limiter import parse_rate_limit
 from carebase.config import Settings
 
 
-def hardening_middleware(settings: Settings) -> list[Middleware]:
-    """The middleware list for `Starlette(middleware=...)` under `settings`.
+def hardening_middleware(settings: Settings, refusal: Refusal | None = None) -> list[Middleware]:
+    """The middleware list for `Starlette(middleware=...)` under `settings`; `refusal` answers
+    a refused body instead of the OperationOutcome where it gives a response (browsers).
 
     Raises SystemExit with a one-line message when CAREBASE_AUTH_RATE_LIMIT is malformed
     (a configuration error found at start, like a malformed integer setting).
@@ -38,6 +39,7 @@ def hardening_middleware(settings: Settings) -> list[Middleware]:
             max_bytes=settings.max_body_bytes,
             max_form_bytes=settings.max_form_bytes,
             max_upload_bytes=settings.max_upload_bytes,
+            refusal=refusal,
         )
     )
     return stack

@@ -18,8 +18,10 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
+from starlette.types import Scope
 
 from carebase.api.access import Guard
 from carebase.api.audited import outcome_of
@@ -136,6 +138,16 @@ def carebase_error_page(request: Request, user: User | None, exc: CarebaseError)
     """The error page of an error from the layers below, translated (`error_text`)."""
     shown = shown_error(language_of(request), exc)
     return error_page(request, user, exc.status, shown.message, shown.detail)
+
+
+def browser_refusal(scope: Scope, exc: CarebaseError) -> Response | None:
+    """The error page for a request the server refuses before any page runs (a body over
+    its limit: `api.body_limit`) when a browser asked for a page, not the API; None for
+    API clients, which get the OperationOutcome."""
+    accept = Headers(scope=scope).get("accept", "")
+    if scope["path"].startswith("/fhir") or "text/html" not in accept:
+        return None
+    return carebase_error_page(Request(scope), None, exc)
 
 
 def page(area: str) -> Callable[[Handler], Callable[[Request], Awaitable[Response]]]:
