@@ -332,6 +332,13 @@ async def test_unknown_and_disabled_client_page(
         "/oauth/authorize", params=authorize_params(viewer, challenge, client_id="x")
     )
     assert r.status_code == 400 and "location" not in r.headers
+    assert "This application may not sign in here" in r.text  # the page's words
+    client.cookies.set("carebase_lang", "zh")
+    r = await client.get(
+        "/oauth/authorize", params=authorize_params(viewer, challenge, client_id="x")
+    )
+    assert "此应用不能在此登录" in r.text and "is not registered here" in r.text  # detail
+    client.cookies.delete("carebase_lang")
     app.state.oauth.registry.disable(viewer.client_id)
     r = await client.get("/oauth/authorize", params=authorize_params(viewer, challenge))
     assert r.status_code == 400 and "disabled" in r.text

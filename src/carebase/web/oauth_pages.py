@@ -38,6 +38,7 @@ from carebase.errors import Forbidden
 from carebase.fhir.json_io import loads
 from carebase.store.base import Store
 from carebase.web import sessions_http as http
+from carebase.web.i18n import N_, Text, language_of, translate
 from carebase.web.login_routes import html_guarded
 from carebase.web.templates import render
 
@@ -70,10 +71,23 @@ async def _parameters(request: Request) -> tuple[dict[str, str], dict[str, str] 
     return form, form
 
 
+#: What the error page says for each OAuth error code, in the page's language; the
+#: authorization server's own (English, technical) description is shown beside it.
+_OAUTH_MESSAGES: dict[str, Text] = {
+    "invalid_request": N_("The application's request is incomplete or not valid."),
+    "invalid_client": N_("This application is not registered here."),
+    "unauthorized_client": N_("This application may not sign in here, or not in this way."),
+    "unsupported_response_type": N_("This application asked for an unsupported answer."),
+    "invalid_scope": N_("This application asked for access this server does not grant."),
+    "access_denied": N_("Access was not granted."),
+}
+_OAUTH_OTHER = N_("The application's request could not be carried out.")
+
+
 def _error_page(request: Request, exc: OAuthError, status: int = 400) -> Response:
-    return render(
-        request, "oauth_error.html", {"error": exc.error, "message": exc.description}, status
-    )
+    message = translate(language_of(request), _OAUTH_MESSAGES.get(exc.error, _OAUTH_OTHER))
+    values = {"error": exc.error, "message": message, "detail": exc.description}
+    return render(request, "oauth_error.html", values, status)
 
 
 def _send_back(request: Request, url: str) -> Response:
