@@ -199,3 +199,22 @@ async def test_the_video_panel_speaks_the_page_language(
     decoded = orjson.loads(texts.group(1).replace("&quot;", '"'))
     assert decoded["In the visit"] == "就诊中" and decoded["Unmute"] == "取消静音"
     assert "{seconds}" in decoded["Connection lost; reconnecting in {seconds} s…"]
+
+
+async def test_the_standalone_visit_page_speaks_the_browser_language(
+    web: httpx.AsyncClient,
+) -> None:
+    """`/telehealth/visit` (a guest's invitation link: no account, no session) follows the
+    browser's Accept-Language, or the language cookie."""
+    english = await web.get("/telehealth/visit")
+    assert english.status_code == 200 and '<html lang="en">' in english.text
+    assert "<h1>Video visit</h1>" in english.text and ">Mute<" in english.text
+    assert "[[" not in english.text and "{lang}" not in english.text
+    chinese = await web.get("/telehealth/visit", headers={"Accept-Language": "zh-CN,zh;q=0.9"})
+    assert (
+        '<html lang="zh-Hans">' in chinese.text and chinese.headers["content-language"] == "zh-Hans"
+    )
+    assert "<h1>视频问诊</h1>" in chinese.text and ">静音<" in chinese.text
+    assert ">Mute<" not in chinese.text and "就诊中" in chinese.text  # the script's texts too
+    web.cookies.set("carebase_lang", "zh")
+    assert "<h1>视频问诊</h1>" in (await web.get("/telehealth/visit")).text

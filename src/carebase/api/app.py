@@ -43,6 +43,7 @@ from carebase.telehealth.routes import TelehealthRoutes
 from carebase.telehealth.service import Telehealth
 from carebase.telehealth.settings import TelehealthSettings
 from carebase.web import STATIC_DIR
+from carebase.web.i18n import page_language
 from carebase.web.login_routes import login_routes
 from carebase.web.oauth_pages import oauth_page_routes
 from carebase.web.pages import browser_refusal
@@ -145,7 +146,9 @@ def create_app(
         workers=settings.workers,
     )
     routes.extend(
-        TelehealthRoutes(visits, lambda: getattr(app.state, "audit_trail", None)).routes()
+        TelehealthRoutes(
+            visits, lambda: getattr(app.state, "audit_trail", None), language=page_language
+        ).routes()
     )
     routes.append(Route("/healthz", healthz, methods=["GET"]))
     routes.extend(login_routes())

@@ -58,6 +58,8 @@ API = "/telehealth/api"
 FHIR_JSON = "application/fhir+json; charset=utf-8"
 MAX_BODY = 8 * 1024 * 1024
 Handler = Callable[[Request, Caller], Awaitable[tuple[int, Any]]]
+#: A page's language for a request: its `lang` attribute and the function translating a text
+PageLanguage = Callable[[Request], tuple[str, Callable[[str], str]]]
 
 
 def _json(body: object, status: int = 200) -> Response:
@@ -84,9 +86,16 @@ async def _body(request: Request) -> dict[str, Any]:
 class TelehealthRoutes:
     """The routes over one `Telehealth` service."""
 
-    def __init__(self, service: Telehealth, trail: Callable[[], AuditTrail | None]) -> None:
+    def __init__(
+        self,
+        service: Telehealth,
+        trail: Callable[[], AuditTrail | None],
+        language: PageLanguage | None = None,
+    ) -> None:
         self.service = service
         self._trail = trail
+        #: the visit page's language for a request (None: English)
+        self._language = language
 
     def routes(self) -> list[BaseRoute]:
         table: list[tuple[str, str, Handler, str, AuditAction]] = [
@@ -168,7 +177,10 @@ class TelehealthRoutes:
         return run
 
     async def page(self, request: Request) -> Response:
-        return HTMLResponse(visit_page())
+        if self._language is None:
+            return HTMLResponse(visit_page())
+        lang, translate = self._language(request)
+        return HTMLResponse(visit_page(lang, translate), headers={"Content-Language": lang})
 
     async def websocket(self, ws: WebSocket) -> None:
         hub: Hub = self.service.hub

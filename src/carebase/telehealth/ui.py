@@ -3,6 +3,8 @@
 The video panel (`templates/visit_panel.html`, styled by `static/visit-panel.css`, run by
 `static/visit.js`) is one piece of markup: the standalone page `/telehealth/visit` wraps it,
 and the web app's chart visit page embeds the same panel beside the note and order forms.
+Texts to translate are marked `[[...]]` in the templates; the caller passes the translation
+(the web app's catalogue), so a guest's page is in the guest's language too.
 """
 
 from __future__ import annotations
@@ -54,26 +56,33 @@ SCRIPT_TEXTS: tuple[str, ...] = (
 _MARKED = re.compile(r"\[\[(.+?)\]\]")
 
 
-@lru_cache(maxsize=1)
-def _panel_markup() -> str:
-    return PANEL.read_text(encoding="utf-8")
+@lru_cache(maxsize=2)
+def _markup(template: Path) -> str:
+    return template.read_text(encoding="utf-8")
 
 
 def panel_texts() -> set[str]:
-    """Every text of the panel, markup and script: what a page's catalogue translates."""
-    return set(_MARKED.findall(_panel_markup())) | set(SCRIPT_TEXTS)
+    """Every text of the panel and the visit page, markup and script: what a page's
+    catalogue translates."""
+    marked = _MARKED.findall(_markup(PANEL)) + _MARKED.findall(_markup(TEMPLATE))
+    return set(marked) | set(SCRIPT_TEXTS)
+
+
+def _translated(markup: str, translate: Callable[[str], str]) -> str:
+    return _MARKED.sub(lambda m: escape(translate(m.group(1))), markup)
 
 
 def visit_panel(translate: Callable[[str], str] = str) -> str:
     """The video panel's HTML (static markup: no user data) in the language of `translate`
     (English, the source text, by default); the script's texts travel in its `data-texts`."""
-    html = _MARKED.sub(lambda m: escape(translate(m.group(1))), _panel_markup())
+    html = _translated(_markup(PANEL), translate)
     texts = {text: translate(text) for text in SCRIPT_TEXTS if translate(text) != text}
     return html.replace("{texts}", escape(json.dumps(texts, ensure_ascii=False)))
 
 
-@lru_cache(maxsize=1)
-def visit_page() -> str:
-    """The visit page HTML (the room and join token come in the URL fragment, which the
-    browser never sends to a server)."""
-    return TEMPLATE.read_text(encoding="utf-8").replace("{panel}", visit_panel())
+def visit_page(lang: str = "en", translate: Callable[[str], str] = str) -> str:
+    """The visit page HTML in the language of `translate`, `lang` its `lang` attribute (the
+    room and join token come in the URL fragment, which the browser never sends to a
+    server)."""
+    page = _translated(_markup(TEMPLATE), translate).replace("{lang}", escape(lang))
+    return page.replace("{panel}", visit_panel(translate))

@@ -72,6 +72,13 @@ def translate(language: str, text: str, **values: Any) -> str:
     return translated.format(**values) if values else translated
 
 
+def page_language(request: Request) -> tuple[str, Callable[..., str]]:
+    """The `lang` attribute and the `_` function of a page for `request` (for pages other
+    layers render: the standalone telehealth visit page)."""
+    language = language_of(request)
+    return LANGUAGES[language][1], translator(language)
+
+
 def translator(language: str) -> Callable[..., str]:
     """The `_` function of one language."""
 
