@@ -7,6 +7,7 @@ Runs on SQLite and PostgreSQL (the `store` fixture).
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -315,6 +316,10 @@ async def test_every_interaction_is_audited(world: World, audit: MemoryAuditTrai
     assert search.entities == ("Observation/obs-a-lab",) and search.patients == ("A",)
     assert search.query == "code=1111-1" and search.user_agent == "t/1"
     assert search.principal is not None and search.principal.subject == "doc1"
+    # every field in its place (`audited.run` builds the entry positionally, for speed)
+    assert search.description == "GET /fhir/Observation -> 200"
+    assert search.source_ip is not None and search.break_glass is None
+    assert abs((datetime.now(UTC) - search.recorded).total_seconds()) < 60
     assert audit.entries[3].patients == ("A",)
 
 
