@@ -25,7 +25,6 @@ import os
 import random
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
@@ -38,6 +37,7 @@ from report import machine, write_section
 from server import free_port, fresh_postgres_database, terminate
 from websockets.asyncio.client import connect
 
+from carebase.api.app import worker_command
 from carebase.auth.keys import KeyRing
 from carebase.auth.principal import DEVELOPMENT_PRINCIPAL
 from carebase.config import Settings
@@ -304,21 +304,7 @@ async def run_load(
 
 def server_command(port: int) -> list[str]:
     """One uvicorn worker of the app as shipped."""
-    return [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "carebase.api.app:app_from_env",
-        "--factory",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--log-level",
-        "warning",
-        "--backlog",
-        "4096",
-    ]
+    return worker_command(port, "--backlog", "4096")
 
 
 def wait_ready(port: int) -> None:

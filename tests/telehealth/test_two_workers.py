@@ -9,7 +9,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +18,7 @@ import httpx
 import pytest
 from telehealth_helpers import Peer, book_visit, state_of
 
+from carebase.api.app import worker_command
 from carebase.auth.tokens import TokenService
 from carebase.config import Settings
 from carebase.store.base import Store
@@ -73,19 +73,7 @@ class Worker:
     def __init__(self, env: dict[str, str], port: int, log: Path) -> None:
         self.port = port
         self.log = log
-        cmd = [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "carebase.api.app:app_from_env",
-            "--factory",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ]
+        cmd = worker_command(port)
         self.proc = subprocess.Popen(
             cmd, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, cwd=ROOT
         )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 from collections.abc import AsyncIterator, Callable
 
 from starlette.applications import Starlette
@@ -221,6 +222,18 @@ def tune_server_process() -> None:
     """Load the definitions now and make the garbage collector suit a server's allocations
     (`data.loader.tune_for_ingest`: ingest builds and drops large JSON trees)."""
     tune_for_ingest()
+
+
+#: The app factory a server worker process runs (`uvicorn --factory`).
+WORKER_FACTORY = "carebase.api.app:app_from_env"
+
+
+def worker_command(port: int, *options: str, host: str = "127.0.0.1") -> list[str]:
+    """The command line of one server worker process on `host`:`port`, configured from
+    CAREBASE_* variables, with more uvicorn `options` (`carebase serve` runs the same
+    factory in process; tests and benchmarks start workers of their own with this)."""
+    return [sys.executable, "-m", "uvicorn", WORKER_FACTORY, "--factory", "--host", host,
+            "--port", str(port), "--log-level", "warning", *options]  # fmt: skip
 
 
 def app_from_env() -> Starlette:

@@ -134,8 +134,10 @@ def run_server(settings: Settings, log_level: str = "info") -> None:
     os.environ["CAREBASE_DEV_NO_AUTH"] = "1" if settings.auth_disabled else "0"
     os.environ["CAREBASE_SSL_CERTFILE"] = settings.ssl_certfile
     os.environ["CAREBASE_SSL_KEYFILE"] = settings.ssl_keyfile
+    from carebase.api.app import WORKER_FACTORY  # the app itself: loaded to serve, not for --help
+
     uvicorn.run(
-        "carebase.api.app:app_from_env",
+        WORKER_FACTORY,
         factory=True,
         host=host,
         port=port,
