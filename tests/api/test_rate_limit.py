@@ -75,6 +75,29 @@ async def test_the_app_limits_by_default_and_labels_the_429(
         assert (await other.post("/oauth/token")).status_code != 429
 
 
+@pytest.mark.asyncio
+async def test_a_browser_over_the_sign_in_limit_gets_a_page(
+    store: Store, settings: Settings
+) -> None:
+    """The sign-in form posted too often: a browser gets the error page (with Retry-After) in
+    its language, a script the OperationOutcome."""
+    app = create_app(settings.with_(auth_rate_limit="2/minute:2"), store, audit=MemoryAuditTrail())
+    page = {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
+    form = {"username": "nobody", "password": "wrong"}
+    async with _client(app, "192.0.2.9") as browser:
+        for _ in range(2):
+            assert (await browser.post("/login", data=form, headers=page)).status_code != 429
+        refused = await browser.post("/login", data=form, headers=page)
+        assert refused.status_code == 429 and refused.headers["retry-after"] == "30"
+        assert refused.headers["content-type"].startswith("text/html")
+        assert "Too many failed attempts; try again in 30 seconds" in refused.text
+        chinese = await browser.post("/login", data=form, headers={**page, "Accept-Language": "zh"})
+        assert chinese.status_code == 429 and "失败次数过多；请在 30 秒后再试" in chinese.text
+        script = await browser.post("/login", data=form, headers={"Accept": "application/json"})
+        assert script.status_code == 429
+        assert script.json()["issue"][0]["code"] == "throttled"
+
+
 def test_off_and_malformed_settings() -> None:
     stack = hardening_middleware(Settings(auth_rate_limit="off"))
     assert RateLimitMiddleware not in [m.cls for m in stack]

@@ -12,17 +12,11 @@ error page for browsers, `web.pages.browser_refusal`) gives another response.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from starlette.datastructures import Headers
-from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from carebase.api.responses import error_response
+from carebase.api.responses import Refusal, refusal_response
 from carebase.errors import BadRequest, CarebaseError, TooLarge
-
-#: Another answer to a refused body than the OperationOutcome (None: the OperationOutcome).
-Refusal = Callable[[Scope, CarebaseError], Response | None]
 
 _FORM = "application/x-www-form-urlencoded"
 _UPLOAD = "multipart/form-data"
@@ -102,5 +96,4 @@ class BodyLimitMiddleware:
             await self._refuse(exc, scope, receive, send)
 
     async def _refuse(self, exc: CarebaseError, scope: Scope, receive: Receive, send: Send) -> None:
-        response = self.refusal(scope, exc) if self.refusal is not None else None
-        await (response or error_response(exc))(scope, receive, send)
+        await refusal_response(exc, scope, self.refusal)(scope, receive, send)

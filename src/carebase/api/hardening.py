@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from starlette.middleware import Middleware
 
-from carebase.api.body_limit import BodyLimitMiddleware, Refusal
+from carebase.api.body_limit import BodyLimitMiddleware
 from carebase.api.cors import CorsMiddleware
 from carebase.api.rate_limit import RateLimitMiddleware
+from carebase.api.responses import Refusal
 from carebase.api.security_headers import SecurityHeadersMiddleware
 from carebase.auth.rate_limiter import parse_rate_limit
 from carebase.config import Settings
@@ -19,7 +20,8 @@ from carebase.config import Settings
 
 def hardening_middleware(settings: Settings, refusal: Refusal | None = None) -> list[Middleware]:
     """The middleware list for `Starlette(middleware=...)` under `settings`; `refusal` answers
-    a refused body instead of the OperationOutcome where it gives a response (browsers).
+    a refused body or a throttled sign-in instead of the OperationOutcome where it gives a
+    response (browsers).
 
     Raises SystemExit with a one-line message when CAREBASE_AUTH_RATE_LIMIT is malformed
     (a configuration error found at start, like a malformed integer setting).
@@ -32,7 +34,7 @@ def hardening_middleware(settings: Settings, refusal: Refusal | None = None) -> 
     if settings.cors_origins:
         stack.append(Middleware(CorsMiddleware, origins=settings.cors_origins))
     if limit is not None:
-        stack.append(Middleware(RateLimitMiddleware, limit=limit))
+        stack.append(Middleware(RateLimitMiddleware, limit=limit, refusal=refusal))
     stack.append(
         Middleware(
             BodyLimitMiddleware,

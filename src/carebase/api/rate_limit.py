@@ -2,7 +2,8 @@
 
 Password guessing and token-endpoint abuse are throttled before any handler runs: a POST to
 one of `LIMITED_PATHS` takes a token from the client IP's bucket (`auth/rate_limiter.py`);
-with none left the answer is 429 with `Retry-After` and an OperationOutcome. Buckets live in
+with none left the answer is 429 with `Retry-After` and an OperationOutcome (a browser's
+sign-in form gets the web app's error page: `refusal`). Buckets live in
 the worker process's memory (see docs/security/hardening.md for what that means with
 several workers or behind a reverse proxy).
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from carebase.api.responses import error_response
+from carebase.api.responses import Refusal, refusal_response
 from carebase.auth.rate_limiter import RateLimit, TokenBucketLimiter
 from carebase.errors import TooManyRequests
 
@@ -30,10 +31,12 @@ class RateLimitMiddleware:
         limit: RateLimit,
         paths: frozenset[str] = LIMITED_PATHS,
         limiter: TokenBucketLimiter | None = None,
+        refusal: Refusal | None = None,
     ) -> None:
         self.app = app
         self.paths = paths
         self.limiter = limiter if limiter is not None else TokenBucketLimiter(limit)
+        self.refusal = refusal
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
@@ -57,4 +60,4 @@ class RateLimitMiddleware:
             f"retry after {seconds} s",
             headers={"Retry-After": str(seconds)},
         )
-        await error_response(error)(scope, receive, send)
+        await refusal_response(error, scope, self.refusal)(scope, receive, send)

@@ -13,6 +13,7 @@ from functools import wraps
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Scope
 
 from carebase.api.negotiation import FHIR_JSON_UTF8, reindent, render
 from carebase.api.results import Result, http_date
@@ -38,6 +39,18 @@ def fhir_response(
 def error_response(exc: CarebaseError, pretty: bool = False) -> Response:
     """The OperationOutcome response for a carebase error."""
     return fhir_response(render(exc.operation_outcome(), pretty=pretty), exc.status, exc.headers)
+
+
+#: Another answer than the OperationOutcome to a request a middleware refuses before any
+#: route runs (the web app's error page for browsers, `web.pages.browser_refusal`); None
+#: keeps the OperationOutcome.
+Refusal = Callable[[Scope, CarebaseError], Response | None]
+
+
+def refusal_response(exc: CarebaseError, scope: Scope, refusal: Refusal | None) -> Response:
+    """What a middleware answers when it refuses a request with `exc`."""
+    response = refusal(scope, exc) if refusal is not None else None
+    return response or error_response(exc)
 
 
 def internal_error_response() -> Response:

@@ -142,12 +142,15 @@ def carebase_error_page(request: Request, user: User | None, exc: CarebaseError)
 
 def browser_refusal(scope: Scope, exc: CarebaseError) -> Response | None:
     """The error page for a request the server refuses before any page runs (a body over
-    its limit: `api.body_limit`) when a browser asked for a page, not the API; None for
-    API clients, which get the OperationOutcome."""
+    its limit: `api.body_limit`; too many sign-ins: `api.rate_limit`) when a browser asked
+    for a page, not the API; None for API clients, which get the OperationOutcome. The
+    error's headers (`Retry-After`) go with the page."""
     accept = Headers(scope=scope).get("accept", "")
     if scope["path"].startswith("/fhir") or "text/html" not in accept:
         return None
-    return carebase_error_page(Request(scope), None, exc)
+    response = carebase_error_page(Request(scope), None, exc)
+    response.headers.update(exc.headers)
+    return response
 
 
 def page(area: str) -> Callable[[Handler], Callable[[Request], Awaitable[Response]]]:
