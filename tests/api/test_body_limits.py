@@ -137,3 +137,28 @@ async def test_form_posts_get_the_small_form_limit() -> None:
         too_big = await client.post("/upload", files=huge)
         assert too_big.status_code == 413
         assert "CAREBASE_MAX_UPLOAD_BYTES" in too_big.json()["issue"][0]["diagnostics"]
+
+
+async def test_a_refusal_page_that_fails_leaves_the_refusal_standing() -> None:
+    """A `refusal` (the web app's error page) that raises: the client still gets its 413,
+    as an OperationOutcome, and the upload never reaches the route."""
+    reached: list[int] = []
+
+    async def upload(request: Request) -> PlainTextResponse:
+        reached.append(len(await request.body()))
+        return PlainTextResponse("stored")
+
+    def broken_page(scope: object, exc: object) -> None:
+        raise RuntimeError("template missing")
+
+    limit = Middleware(
+        BodyLimitMiddleware, max_bytes=1_000_000, max_form_bytes=256, max_upload_bytes=2048,
+        refusal=broken_page,
+    )  # fmt: skip
+    app = Starlette(routes=[Route("/upload", upload, methods=["POST"])], middleware=[limit])
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        huge = {"file": ("a.txt", b"a" * 3000, "text/plain")}
+        refused = await client.post("/upload", files=huge, headers={"Accept": "text/html"})
+    assert refused.status_code == 413 and not reached
+    assert refused.json()["resourceType"] == "OperationOutcome"

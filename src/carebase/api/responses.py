@@ -48,8 +48,14 @@ Refusal = Callable[[Scope, CarebaseError], Response | None]
 
 
 def refusal_response(exc: CarebaseError, scope: Scope, refusal: Refusal | None) -> Response:
-    """What a middleware answers when it refuses a request with `exc`."""
-    response = refusal(scope, exc) if refusal is not None else None
+    """What a middleware answers when it refuses a request with `exc` (the OperationOutcome
+    if `refusal` gives none, or fails: the refusal stands either way)."""
+    response = None
+    if refusal is not None:
+        try:
+            response = refusal(scope, exc)
+        except Exception:
+            log.exception("The page for a refused request failed; answering with JSON")
     return response or error_response(exc)
 
 
