@@ -5,13 +5,6 @@ Keys are the English texts exactly as the templates and web modules write them;
 `{name}` placeholders must appear in the translation too (a test checks both)."""
 
 ZH: dict[str, str] = {
-    "The application's request is incomplete or not valid.": "应用的请求不完整或无效。",
-    "This application is not registered here.": "此应用未在本服务器注册。",
-    "This application may not sign in here, or not in this way.": "此应用不能在此登录，或不能以这种方式登录。",
-    "This application asked for an unsupported answer.": "此应用请求的应答类型本服务器不提供。",
-    "This application asked for access this server does not grant.": "此应用请求的访问权限本服务器不授予。",
-    "Access was not granted.": "未授予访问权限。",
-    "The application's request could not be carried out.": "无法执行应用的请求。",
     '"Bad" cholesterol (LDL)': "“坏”胆固醇（低密度脂蛋白）",
     '"Good" cholesterol (HDL)': "“好”胆固醇（高密度脂蛋白）",
     "A message is at most {n} characters.": "一条消息最多 {n} 个字符。",
@@ -418,4 +411,11 @@ ZH: dict[str, str] = {
     "guest": "访客",
     "interpreter": "口译员",
     "poor": "较差",
+    "The application's request is incomplete or not valid.": "应用的请求不完整或无效。",
+    "This application is not registered here.": "此应用未在本服务器注册。",
+    "This application may not sign in here, or not in this way.": "此应用不能在此登录，或不能以这种方式登录。",
+    "This application asked for an unsupported answer.": "此应用请求的应答类型本服务器不提供。",
+    "This application asked for access this server does not grant.": "此应用请求的访问权限本服务器不授予。",
+    "Access was not granted.": "未授予访问权限。",
+    "The application's request could not be carried out.": "无法执行应用的请求。",
 }
