@@ -41,6 +41,14 @@ from report import machine, write_section
 TASK = "t2d_onset_3y"
 
 
+def _load_note(load_start: float) -> str:
+    """What the load average before the run says about the machine (the run's own threads
+    make up the load at its end)."""
+    if load_start > 0.5:
+        return "other jobs ran beside it"
+    return "nothing else ran at the start; the load at the end is the benchmark's own"
+
+
 def cache_dir() -> Path:
     """Where generated patients and flattened views are kept between runs."""
     root = os.environ.get("CAREBASE_BENCH_CACHE") or str(
@@ -320,7 +328,7 @@ def main() -> None:
         "## Risk prediction (`bench/bench_ml.py`)",
         "",
         f"Machine: {machine()}. Load average at the start: {load_start:.1f}, at the end: "
-        f"{load:.1f}, on {os.cpu_count()} cores (other jobs ran beside it).",
+        f"{load:.1f}, on {os.cpu_count()} cores ({_load_note(load_start)}).",
         f"Task `{TASK}`, logistic model trained on {len(dataset.y):,} rows of {args.base:,} "
         "synthetic patients.",
         "",
