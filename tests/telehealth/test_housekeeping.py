@@ -21,10 +21,14 @@ from carebase.errors import CarebaseError
 from carebase.store.base import Store
 from carebase.store.factory import open_store
 from carebase.store.sql_store import SqlStore
-from carebase.telehealth.codes import REMINDER_SYSTEM
-from carebase.telehealth.notify import LoggingNotifier, send_due_reminders
+from carebase.telehealth.codes import CHANGE_SYSTEM, REMINDER_SYSTEM
+from carebase.telehealth.notify import (
+    LoggingNotifier,
+    send_change_notices,
+    send_due_reminders,
+)
 from carebase.telehealth.room_store import RoomStore, now_ms
-from carebase.telehealth.scheduling import body_of, free_slots, reschedule
+from carebase.telehealth.scheduling import body_of, cancel, free_slots, reschedule
 from carebase.telehealth.service import bus_kind
 from carebase.telehealth.settings import TelehealthSettings
 
@@ -61,6 +65,48 @@ def test_a_rescheduled_appointment_is_reminded_again(store: Store) -> None:
     assert [r.start for r in again] == [moved["start"]]  # the new time, once
     assert send_due_reminders(store, notifier, lead=DUE) == []
     assert [r.start for r in notifier.sent] == [appointment["start"], moved["start"]]
+
+
+def test_a_reminded_patient_hears_at_once_of_a_move_or_a_cancellation(store: Store) -> None:
+    appointment = book_visit(store)
+    notifier = LoggingNotifier()
+    assert send_change_notices(store, notifier, lead=DUE) == []  # nothing reminded yet
+    assert len(send_due_reminders(store, notifier, lead=DUE)) == 1
+    assert send_change_notices(store, notifier, lead=DUE) == []  # reminded, unchanged
+    later = free_slots(
+        store,
+        ADMIN,
+        practitioner="Practitioner/doc",
+        start=datetime.fromisoformat(appointment["end"].replace("Z", "+00:00")),
+        end=datetime.now(UTC) + DUE,
+        visit_type="virtual",
+    )[0]
+    moved = reschedule(store, ADMIN, appointment["id"], later["id"])
+    (notice,) = send_change_notices(store, notifier, lead=DUE)
+    assert (notice.kind, notice.was, notice.start) == (
+        "moved",
+        appointment["start"],
+        moved["start"],
+    )
+    assert f"at {appointment['start']} (UTC) is now at {moved['start']} (UTC)" in notice.text()
+    assert notice.subject == "Appointment moved"
+    assert send_change_notices(store, notifier, lead=DUE) == []  # once per change
+    # the reminder for the new time goes out as before; once it has, nothing more to say
+    assert [r.start for r in send_due_reminders(store, notifier, lead=DUE)] == [moved["start"]]
+    assert send_change_notices(store, notifier, lead=DUE) == []
+    cancel(store, ADMIN, appointment["id"], "clinician unwell")
+    (cancelled,) = send_change_notices(store, notifier, lead=DUE)
+    assert (cancelled.kind, cancelled.was) == ("cancelled", moved["start"])
+    assert "is cancelled" in cancelled.text() and "unwell" not in cancelled.text()
+    assert send_change_notices(store, notifier, lead=DUE) == []
+    kept = store.search("Communication", [("identifier", f"{CHANGE_SYSTEM}|")], count=10)
+    assert sorted(i["value"] for e in kept.entries for i in body_of(e)["identifier"]) == sorted(
+        [
+            f"{appointment['id']}-cancelled",
+            f"{appointment['id']}-moved-" + "".join(c for c in moved["start"] if c.isalnum()),
+        ]
+    )
+    assert [r.kind for r in notifier.sent] == ["reminder", "moved", "reminder", "cancelled"]
 
 
 def _reminder_app(settings: Settings, store: Store, **changes: Any) -> Any:

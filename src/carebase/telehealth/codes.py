@@ -14,6 +14,9 @@ VISIT_TYPES: tuple[str, ...] = tuple(VISIT_CODES)
 CATEGORY_SYSTEM = "https://carebase.dev/fhir/CodeSystem/telehealth-message"
 #: Communication.identifier system of appointment reminders (one per appointment and lead).
 REMINDER_SYSTEM = "https://carebase.dev/fhir/telehealth-reminder"
+#: Communication.identifier system of notices that a reminded appointment moved or was
+#: cancelled (one per appointment and change).
+CHANGE_SYSTEM = "https://carebase.dev/fhir/telehealth-appointment-change"
 
 
 def visit_coding(visit_type: str) -> dict[str, Any]:

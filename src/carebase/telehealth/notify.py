@@ -8,6 +8,11 @@ record shows what was sent and when, and a reminder is never sent twice, by this
 another (the identifier is checked under a transaction lock before sending). The start time
 is part of the identifier, so an appointment rescheduled after its reminder went out gets a
 new reminder naming the new time when that one is due.
+
+`send_change_notices` tells a patient who was reminded of an appointment that has since
+moved or been cancelled, at once rather than at the next reminder: one notice per
+appointment and change (identifier `CHANGE_SYSTEM|<appointment>-moved-<start>` or
+`<appointment>-cancelled`), also kept as a Communication.
 """
 
 from __future__ import annotations
@@ -22,9 +27,14 @@ from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from typing import Any
 
-from carebase.store.base import Store
+from carebase.store.base import Store, Transaction
 from carebase.telehealth.availability import instant
-from carebase.telehealth.codes import CATEGORY_SYSTEM, REMINDER_SYSTEM, visit_types_of
+from carebase.telehealth.codes import (
+    CATEGORY_SYSTEM,
+    CHANGE_SYSTEM,
+    REMINDER_SYSTEM,
+    visit_types_of,
+)
 from carebase.telehealth.scheduling import appointment_patient, body_of
 
 log = logging.getLogger("carebase.telehealth.notify")
@@ -40,10 +50,31 @@ class Reminder:
     visit_type: str
     email: str | None
     phone: str | None
+    #: "reminder", or a notice that the appointment "moved" (from `was`) or was "cancelled"
+    kind: str = "reminder"
+    #: the start time the patient was reminded of (notices)
+    was: str = ""
+
+    @property
+    def subject(self) -> str:
+        """The message's subject line (email)."""
+        return {"moved": "Appointment moved", "cancelled": "Appointment cancelled"}.get(
+            self.kind, "Appointment reminder"
+        )
 
     def text(self) -> str:
         """The message (no clinical detail: reminders may travel over insecure channels)."""
         how = "a video visit" if self.visit_type == "virtual" else "an appointment"
+        if self.kind == "moved":
+            return (
+                f"Changed: {how} you were reminded of at {self.was} (UTC) is now at "
+                f"{self.start} (UTC). Reference {self.appointment}."
+            )
+        if self.kind == "cancelled":
+            return (
+                f"Cancelled: {how} you were reminded of at {self.was} (UTC) is cancelled. "
+                f"Reference {self.appointment}."
+            )
         return f"Reminder: you have {how} at {self.start} (UTC). Reference {self.appointment}."
 
 
@@ -99,7 +130,7 @@ class EmailNotifier(Notifier):
             raise ValueError(f"{reminder.patient} has no email address")
         message = EmailMessage()
         message["From"], message["To"] = self.sender, reminder.email
-        message["Subject"] = "Appointment reminder"
+        message["Subject"] = reminder.subject
         message.set_content(reminder.text())
         with smtplib.SMTP(self.host, self.port, timeout=self.timeout) as smtp:
             if self.starttls:
@@ -139,6 +170,65 @@ def _contact(patient: dict[str, Any], system: str) -> str | None:
     return None
 
 
+def _compact(start: str) -> str:
+    return "".join(c for c in start if c.isalnum())
+
+
+def _reminder_for(
+    tx: Transaction, appointment_id: str, appointment: dict[str, Any], **change: str
+) -> Reminder | None:
+    """The message about `appointment` to its patient, with their contact points (None
+    without a patient); `change` gives a notice's `kind` and `was`."""
+    patient_id = appointment_patient(appointment)
+    if patient_id is None:
+        return None
+    patient = tx.read("Patient", patient_id)
+    details = body_of(patient) if patient is not None and patient.body else {}
+    return Reminder(
+        appointment=f"Appointment/{appointment_id}",
+        patient=f"Patient/{patient_id}",
+        start=str(appointment.get("start", "")),
+        visit_type=(visit_types_of(appointment) or ["in-person"])[0],
+        email=_contact(details, "email"),
+        phone=_contact(details, "phone"),
+        **change,
+    )
+
+
+def _already_sent(tx: Transaction, system: str, key: str) -> bool:
+    """Whether a Communication `system|key` records the message as sent (call with the
+    transaction's lock on `key` held, so no other worker sends it meanwhile)."""
+    return bool(tx.search_ids("Communication", [("identifier", f"{system}|{key}")], limit=1))
+
+
+def _send_and_record(
+    tx: Transaction, notifier: Notifier, reminder: Reminder, system: str, key: str, now: datetime
+) -> bool:
+    """Send `reminder` and record it as the Communication `system|key`; False when sending
+    failed (it is tried again next round)."""
+    try:
+        notifier.send(reminder)
+    except Exception as exc:  # one failing message must not stop the others
+        log.warning("%s for %s not sent: %s", reminder.kind, reminder.appointment, exc)
+        return False
+    tx.create(
+        "Communication",
+        {
+            "resourceType": "Communication",
+            "identifier": [{"system": system, "value": key}],
+            "status": "completed",
+            "category": [{"coding": [{"system": CATEGORY_SYSTEM, "code": "reminder"}]}],
+            "subject": {"reference": reminder.patient},
+            "about": [{"reference": reminder.appointment}],
+            "recipient": [{"reference": reminder.patient}],
+            "sent": instant(now),
+            "medium": [{"text": notifier.channel}],
+            "payload": [{"contentString": reminder.text()}],
+        },
+    )
+    return True
+
+
 def send_due_reminders(
     store: Store, notifier: Notifier, *, lead: timedelta, now: datetime | None = None
 ) -> list[Reminder]:
@@ -154,46 +244,66 @@ def send_due_reminders(
     sent: list[Reminder] = []
     for stored in page.entries:
         appointment = body_of(stored)
-        patient_id = appointment_patient(appointment)
-        if patient_id is None:
-            continue
-        start = str(appointment.get("start", ""))
-        identifier = f"{stored.id}-{lead_key}-{''.join(c for c in start if c.isalnum())}"
+        key = f"{stored.id}-{lead_key}-{_compact(str(appointment.get('start', '')))}"
         with store.transaction() as tx:
-            tx.lock(f"telehealth-reminder:{identifier}")
-            if tx.search_ids(
-                "Communication", [("identifier", f"{REMINDER_SYSTEM}|{identifier}")], limit=1
-            ):
+            tx.lock(f"telehealth-reminder:{key}")
+            if _already_sent(tx, REMINDER_SYSTEM, key):
                 continue
-            patient = tx.read("Patient", patient_id)
-            details = body_of(patient) if patient is not None and patient.body else {}
-            reminder = Reminder(
-                appointment=f"Appointment/{stored.id}",
-                patient=f"Patient/{patient_id}",
-                start=start,
-                visit_type=(visit_types_of(appointment) or ["in-person"])[0],
-                email=_contact(details, "email"),
-                phone=_contact(details, "phone"),
-            )
-            try:
-                notifier.send(reminder)
-            except Exception as exc:  # one failing reminder must not stop the others
-                log.warning("reminder for %s not sent: %s", reminder.appointment, exc)
+            reminder = _reminder_for(tx, stored.id, appointment)
+            if reminder is None:
                 continue
-            tx.create(
-                "Communication",
-                {
-                    "resourceType": "Communication",
-                    "identifier": [{"system": REMINDER_SYSTEM, "value": identifier}],
-                    "status": "completed",
-                    "category": [{"coding": [{"system": CATEGORY_SYSTEM, "code": "reminder"}]}],
-                    "subject": {"reference": reminder.patient},
-                    "about": [{"reference": reminder.appointment}],
-                    "recipient": [{"reference": reminder.patient}],
-                    "sent": instant(now),
-                    "medium": [{"text": notifier.channel}],
-                    "payload": [{"contentString": reminder.text()}],
-                },
-            )
-            sent.append(reminder)
+            if _send_and_record(tx, notifier, reminder, REMINDER_SYSTEM, key, now):
+                sent.append(reminder)
     return sent
+
+
+def send_change_notices(
+    store: Store, notifier: Notifier, *, lead: timedelta, now: datetime | None = None
+) -> list[Reminder]:
+    """Tell patients reminded within the last `lead` of an appointment that has since
+    moved or been cancelled (one notice per appointment and change); those sent."""
+    now = now or datetime.now(UTC)
+    params = [("identifier", f"{REMINDER_SYSTEM}|"), ("sent", f"ge{instant(now - lead)}")]
+    latest: dict[str, tuple[str, str]] = {}  # appointment id -> (sent, start) of its last
+    for stored in store.search("Communication", params, count=1000, total="none").entries:
+        communication = body_of(stored)
+        values = [i.get("value", "") for i in communication.get("identifier", [])]
+        about = [a.get("reference", "") for a in communication.get("about", [])]
+        if not values or not about or not about[0].startswith("Appointment/"):
+            continue
+        appointment_id = about[0].removeprefix("Appointment/")
+        seen = (str(communication.get("sent", "")), str(values[0]).rsplit("-", 1)[-1])
+        latest[appointment_id] = max(latest.get(appointment_id, seen), seen)
+    sent: list[Reminder] = []
+    for appointment_id, (_, was) in sorted(latest.items()):
+        current = store.read("Appointment", appointment_id)
+        if current is None or current.body is None:
+            continue
+        appointment = body_of(current)
+        start = str(appointment.get("start", ""))
+        if appointment.get("status") == "cancelled":
+            kind, key = "cancelled", f"{appointment_id}-cancelled"
+        elif _compact(start) != was:
+            kind, key = "moved", f"{appointment_id}-moved-{_compact(start)}"
+        else:
+            continue
+        with store.transaction() as tx:
+            tx.lock(f"telehealth-change:{key}")
+            if _already_sent(tx, CHANGE_SYSTEM, key):
+                continue
+            notice = _reminder_for(tx, appointment_id, appointment, kind=kind, was=_shown(was))
+            if notice is None:
+                continue
+            if _send_and_record(tx, notifier, notice, CHANGE_SYSTEM, key, now):
+                sent.append(notice)
+    return sent
+
+
+def _shown(compact: str) -> str:
+    """A reminder key's start (`20261201T093000Z`: the start without its punctuation) as
+    an instant to show (`2026-12-01T09:30:00Z`); as it is when it is not in UTC."""
+    d = compact
+    utc = d[15:] in ("Z", "", "0000")
+    if len(d) >= 15 and d[8] == "T" and (d[:8] + d[9:15]).isdigit() and utc:
+        return f"{d[0:4]}-{d[4:6]}-{d[6:8]}T{d[9:11]}:{d[11:13]}:{d[13:15]}Z"
+    return compact

@@ -18,7 +18,12 @@ from carebase.store.base import Store
 from carebase.store.sql_store import SqlStore
 from carebase.telehealth.bus import Bus, MemoryBus, PostgresBus, RedisBus
 from carebase.telehealth.join_tokens import JoinTokens
-from carebase.telehealth.notify import LoggingNotifier, Notifier, send_due_reminders
+from carebase.telehealth.notify import (
+    LoggingNotifier,
+    Notifier,
+    send_change_notices,
+    send_due_reminders,
+)
 from carebase.telehealth.room_store import RoomStore
 from carebase.telehealth.settings import TelehealthSettings
 from carebase.telehealth.signalling import Hub
@@ -147,6 +152,7 @@ class Telehealth:
         while True:
             try:
                 await run_in_threadpool(send_due_reminders, self.store, self.notifier, lead=lead)
+                await run_in_threadpool(send_change_notices, self.store, self.notifier, lead=lead)
             except CarebaseError as exc:
                 log.warning("appointment reminders failed this round: %s", exc.message)
             await asyncio.sleep(self.settings.reminder_poll_seconds)
