@@ -24,6 +24,11 @@ CLINICIAN = Principal(
     client_id="smart-app", scopes=frozenset({"user/*.rs"}), break_glass="unconscious patient",
 )  # fmt: skip
 SERVICE = Principal(subject="svc-1", kind="service", role="service", client_id="lab-feed")
+#: a visit's interpreter, acting for the clinician who invited them (or for a bare subject)
+INTERPRETER = Principal(
+    subject="guest/g-1", role="interpreter", username="Ana Lima (interpreter)",
+    on_behalf_of="Practitioner/7",
+)  # fmt: skip
 WHEN = datetime(2026, 11, 28, 10, 20, 30, 123000, tzinfo=UTC)
 
 ENTRIES = [
@@ -36,6 +41,8 @@ ENTRIES = [
     AuditEntry("failed-auth", "E", source_ip="::1", description="token expired"),
     AuditEntry("break-glass", "E", "0", principal=CLINICIAN, break_glass="stroke call"),
     AuditEntry("delete", "D", "8", principal=SERVICE, entities=("Condition/c ë",)),
+    AuditEntry("telehealth-chat", "E", principal=INTERPRETER, patients=("p1",)),
+    AuditEntry("telehealth-join", "E", principal=replace(INTERPRETER, on_behalf_of="u-doc")),
 ]  # fmt: skip
 
 
@@ -52,6 +59,34 @@ def test_rows_holding_a_whole_audit_event_are_served_as_stored() -> None:
     record = to_record(ENTRIES[1], observer="carebase", site=None)
     whole = audit_event_bytes(ENTRIES[1], record.id, "carebase", None)
     assert event_bytes(replace(record, event=whole)) == whole
+
+
+def test_a_delegate_is_named_with_whom_it_acts_for() -> None:
+    record = link(to_record(ENTRIES[5], observer="carebase", site=None), 1, "0" * 64)
+    (agent,) = orjson.loads(event_bytes(record))["agent"]
+    assert agent["altId"] == "guest/g-1" and agent["who"]["display"] == "Ana Lima (interpreter)"
+    assert agent["extension"] == [
+        {
+            "url": "http://hl7.org/fhir/StructureDefinition/auditevent-OnBehalfOf",
+            "valueReference": {"reference": "Practitioner/7"},
+        }
+    ]
+    bare = link(to_record(ENTRIES[6], observer="carebase", site=None), 1, "0" * 64)
+    (agent,) = orjson.loads(event_bytes(bare))["agent"]
+    reference = agent["extension"][0]["valueReference"]
+    assert reference == {"identifier": {"system": "urn:carebase:subject", "value": "u-doc"}}
+
+
+def test_entries_of_the_first_detail_layout_still_read() -> None:
+    """Layout 1 (before `on_behalf_of`): the caller's part has seven values."""
+    entry = ENTRIES[0]
+    record = link(to_record(entry, observer="carebase", site="https://x/fhir"), 1, "0" * 64)
+    detail = orjson.loads(record.event)
+    assert detail[0] == audit_detail.DETAIL_VERSION == 2 and len(detail[1]) == 8
+    first = orjson.dumps([1, detail[1][:7], *detail[2:]])
+    assert event_bytes(replace(record, event=first)) == audit_event_bytes(
+        entry, record.id, "carebase", "https://x/fhir"
+    )
 
 
 def test_an_unknown_detail_layout_is_refused_not_misread() -> None:

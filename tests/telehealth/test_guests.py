@@ -69,6 +69,8 @@ async def test_guests_are_encounter_participants_audited_as_themselves(visit: An
     assert agent["who"]["display"] == "Ana Lima (interpreter)"
     assert agent["altId"] == f"guest/{interpreter_grant['participant']}"
     assert agent["role"][0]["coding"][0]["code"] == "interpreter"
+    assert mine[0].principal.on_behalf_of == "Practitioner/doc"
+    assert agent["extension"][0]["valueReference"] == {"reference": "Practitioner/doc"}
     # nothing the guests did is recorded under the clinician
     doc_entries = [
         e for e in visit.audit.entries if e.principal is not None and e.principal.subject == "u-doc"

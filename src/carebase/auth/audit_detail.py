@@ -25,7 +25,10 @@ from carebase.store.audit_records import AuditRecord, PackedBlock, entry_id, fra
 from carebase.store.clock import datetime_to_ms, ms_to_datetime
 
 #: First element of every compact detail array: its layout, for readers of later versions.
-DETAIL_VERSION = 1
+#: 2: the caller's part ends with whom a delegate acts for (`Principal.on_behalf_of`);
+#: entries of layout 1 (without it) still read.
+DETAIL_VERSION = 2
+_READABLE_VERSIONS = (1, 2)
 #: How many values `entry_values` gives.
 ENTRY_FIELDS = 12
 
@@ -39,6 +42,7 @@ def _part(principal: Principal) -> tuple[Any, ...]:
         principal.fhir_user,
         principal.client_id,
         principal.break_glass,
+        principal.on_behalf_of,
     )
 
 
@@ -62,10 +66,11 @@ def _said(entry: AuditEntry) -> tuple[Any, ...]:
 def _principal(part: list[Any] | None) -> Principal | None:
     if part is None:
         return None
-    subject, kind, role, username, fhir_user, client_id, break_glass = part
+    subject, kind, role, username, fhir_user, client_id, break_glass, *delegate = part
     return Principal(
-        subject, kind, role, username, fhir_user, client_id=client_id, break_glass=break_glass
-    )
+        subject, kind, role, username, fhir_user, client_id=client_id, break_glass=break_glass,
+        on_behalf_of=delegate[0] if delegate else None,
+    )  # fmt: skip
 
 
 def event_bytes(record: AuditRecord) -> bytes:
@@ -75,7 +80,7 @@ def event_bytes(record: AuditRecord) -> bytes:
     version, who, query, source_ip, user_agent, description, break_glass, observer, site = (
         orjson.loads(record.event)
     )
-    if version != DETAIL_VERSION:
+    if version not in _READABLE_VERSIONS:
         raise ValueError(f"audit entry {record.id} has detail version {version}, not known")
     entry = AuditEntry(
         record.interaction,
@@ -114,7 +119,7 @@ def record_of(values: Sequence[Any], observer: str, site: str | None) -> AuditRe
     break_glass = values[11]
     agent = agent_name = None
     if who is not None:
-        subject, _kind, _role, username, fhir_user, client_id, principal_glass = who
+        subject, _kind, _role, username, fhir_user, client_id, principal_glass = who[:7]
         agent_name = username or client_id
         agent = fhir_user or agent_name or subject
         break_glass = break_glass or principal_glass

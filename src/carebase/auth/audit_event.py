@@ -37,6 +37,8 @@ ROLE_SYSTEM = "urn:carebase:role"
 USERNAME_SYSTEM = "urn:carebase:username"
 CLIENT_SYSTEM = "urn:carebase:client-id"
 SUBJECT_SYSTEM = "urn:carebase:subject"
+#: The agent extension for whom an agent acts (FHIR core extensions, AuditEvent.agent).
+ON_BEHALF_OF_EXTENSION = "http://hl7.org/fhir/StructureDefinition/auditevent-OnBehalfOf"
 
 #: The restful-interaction codes of R4 (http://hl7.org/fhir/R4/codesystem-restful-interaction).
 REST_INTERACTIONS = frozenset(
@@ -101,6 +103,16 @@ def _who(principal: Principal) -> dict[str, Any]:
     return who
 
 
+def _on_behalf_of(delegator: str) -> dict[str, Any]:
+    """The agent extension naming whom the agent acts for: a reference for a FHIR identity
+    ("Practitioner/doc"), else the subject as an identifier."""
+    if _REFERENCE.fullmatch(delegator):
+        reference: dict[str, Any] = {"reference": delegator}
+    else:
+        reference = {"identifier": {"system": SUBJECT_SYSTEM, "value": delegator}}
+    return {"url": ON_BEHALF_OF_EXTENSION, "valueReference": reference}
+
+
 @lru_cache(maxsize=4096)
 def _agents(principal: Principal | None, source_ip: str | None) -> list[dict[str, Any]]:
     """The agents of an event (cached: one caller makes many requests from one address)."""
@@ -121,6 +133,8 @@ def _agents(principal: Principal | None, source_ip: str | None) -> list[dict[str
             agent["role"] = [{"coding": [_coding(ROLE_SYSTEM, principal.role)]}]
         if principal.username or principal.client_id:
             agent["name"] = principal.username or principal.client_id
+        if principal.on_behalf_of:
+            agent["extension"] = [_on_behalf_of(principal.on_behalf_of)]
     if source_ip:
         agent["network"] = {"address": source_ip, "type": "2"}  # 2 = IP address
     agents = [agent]

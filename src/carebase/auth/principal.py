@@ -31,6 +31,8 @@ class Principal:
     identity ("Practitioner/123", "Patient/456"); `organization` is the Organization id whose
     patients a clinician may see. `break_glass` is the stated reason when a clinician opens a
     record outside their organisation (set per request, never carried in a token).
+    `on_behalf_of` is whom a delegate acts for (a visit's guest or interpreter: the inviting
+    clinician's FHIR identity, or subject); audit events name it beside the caller.
     """
 
     subject: str
@@ -45,6 +47,7 @@ class Principal:
     token_id: str | None = None
     expires_at: int | None = None
     break_glass: str | None = None
+    on_behalf_of: str | None = None
 
     @property
     def is_development(self) -> bool:

@@ -60,13 +60,15 @@ class JoinGrant:
 
     def principal(self) -> Principal:
         """The caller for audit entries: a guest under its own identity (`guest/<pid>`, its
-        name, its kind as the role), never the inviting clinician's (see `audit_note`)."""
+        name, its kind as the role), never the inviting clinician's, on behalf of that
+        clinician (`on_behalf_of`, and in words `audit_note`)."""
         if self.role == "guest":
             return Principal(
                 subject=f"guest/{self.participant}",
                 role=self.kind or "guest",
                 username=self.display,
                 token_id=self.token_id,
+                on_behalf_of=self.on_behalf_of or self.subject,
             )
         return Principal(
             subject=self.subject,
