@@ -46,11 +46,8 @@ def _reminders(store: Store) -> list[str]:
     return sorted(ids)
 
 
-def test_a_rescheduled_appointment_is_reminded_again(store: Store) -> None:
-    appointment = book_visit(store)
-    notifier = LoggingNotifier()
-    assert len(send_due_reminders(store, notifier, lead=DUE)) == 1
-    assert send_due_reminders(store, notifier, lead=DUE) == []
+def _move_later(store: Store, appointment: dict[str, Any]) -> dict[str, Any]:
+    """`appointment` rescheduled to the next free virtual slot after it."""
     later = free_slots(
         store,
         ADMIN,
@@ -59,7 +56,15 @@ def test_a_rescheduled_appointment_is_reminded_again(store: Store) -> None:
         end=datetime.now(UTC) + DUE,
         visit_type="virtual",
     )[0]
-    moved = reschedule(store, ADMIN, appointment["id"], later["id"])
+    return reschedule(store, ADMIN, appointment["id"], later["id"])
+
+
+def test_a_rescheduled_appointment_is_reminded_again(store: Store) -> None:
+    appointment = book_visit(store)
+    notifier = LoggingNotifier()
+    assert len(send_due_reminders(store, notifier, lead=DUE)) == 1
+    assert send_due_reminders(store, notifier, lead=DUE) == []
+    moved = _move_later(store, appointment)
     assert moved["start"] != appointment["start"]
     again = send_due_reminders(store, notifier, lead=DUE)
     assert [r.start for r in again] == [moved["start"]]  # the new time, once
@@ -73,15 +78,7 @@ def test_a_reminded_patient_hears_at_once_of_a_move_or_a_cancellation(store: Sto
     assert send_change_notices(store, notifier, lead=DUE) == []  # nothing reminded yet
     assert len(send_due_reminders(store, notifier, lead=DUE)) == 1
     assert send_change_notices(store, notifier, lead=DUE) == []  # reminded, unchanged
-    later = free_slots(
-        store,
-        ADMIN,
-        practitioner="Practitioner/doc",
-        start=datetime.fromisoformat(appointment["end"].replace("Z", "+00:00")),
-        end=datetime.now(UTC) + DUE,
-        visit_type="virtual",
-    )[0]
-    moved = reschedule(store, ADMIN, appointment["id"], later["id"])
+    moved = _move_later(store, appointment)
     (notice,) = send_change_notices(store, notifier, lead=DUE)
     assert (notice.kind, notice.was, notice.start) == (
         "moved",
