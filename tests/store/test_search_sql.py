@@ -6,7 +6,7 @@ import pytest
 
 from carebase.config import Settings
 from carebase.errors import BadRequest, TooCostly
-from carebase.store.base import Store
+from carebase.store.base import Store, every_match
 from carebase.store.factory import open_store
 
 
@@ -168,3 +168,12 @@ def test_total_estimate_is_a_row_estimate(store: Store) -> None:
     assert estimate is not None and 100 <= estimate <= 400  # the planner's guess, not 1
     if store.dialect == "sqlite":
         assert estimate == accurate  # SQLite has no estimate: it counts
+
+
+def test_every_match_pages_through_all_of_them(store: Store) -> None:
+    with store.transaction() as tx:
+        made = {tx.create("Patient", {"resourceType": "Patient", "gender": "other"}).id
+                for _ in range(7)}  # fmt: skip
+        tx.create("Patient", {"resourceType": "Patient", "gender": "male"})
+    found = [r.id for r in every_match(store, "Patient", [("gender", "other")], page_size=3)]
+    assert sorted(found) == sorted(made)  # each once, over three pages

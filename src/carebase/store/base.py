@@ -243,3 +243,17 @@ class Store(ABC):
     @abstractmethod
     def close(self) -> None:
         """Release connections."""
+
+
+def every_match(
+    store: Store, type_: str, params: list[tuple[str, str]], page_size: int = 500
+) -> Iterator[StoredResource]:
+    """Every current resource of `type_` that `params` find, page after page (for
+    background jobs; requests page through `Store.search` themselves)."""
+    cursor: str | None = None
+    while True:
+        page = store.search(type_, params, count=page_size, cursor=cursor, total="none")
+        yield from page.entries
+        cursor = page.next_cursor
+        if cursor is None:
+            return

@@ -27,7 +27,7 @@ from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from typing import Any
 
-from carebase.store.base import Store, Transaction
+from carebase.store.base import Store, Transaction, every_match
 from carebase.telehealth.availability import instant
 from carebase.telehealth.codes import (
     CATEGORY_SYSTEM,
@@ -265,7 +265,7 @@ def send_change_notices(
     now = now or datetime.now(UTC)
     params = [("identifier", f"{REMINDER_SYSTEM}|"), ("sent", f"ge{instant(now - lead)}")]
     latest: dict[str, tuple[str, str]] = {}  # appointment id -> (sent, start) of its last
-    for stored in store.search("Communication", params, count=1000, total="none").entries:
+    for stored in every_match(store, "Communication", params):
         communication = body_of(stored)
         values = [i.get("value", "") for i in communication.get("identifier", [])]
         about = [a.get("reference", "") for a in communication.get("about", [])]
