@@ -30,6 +30,7 @@ from carebase.api.security_headers import policy_allowing_styles
 from carebase.auth.audit_entry import AuditEntry
 from carebase.errors import BadRequest, Forbidden, NotFound, PreconditionFailed
 from carebase.fhir.definitions.loader import get_definitions
+from carebase.store.base import every_match
 from carebase.store.ml_models import ACTIVE
 
 if TYPE_CHECKING:
@@ -67,17 +68,12 @@ def read_compartment(ctx: Context, patient_id: str) -> list[dict[str, Any]]:
         if type_ == "Patient" or policy.visibility(type_, "s") is None:
             continue
         restriction, _ = ctx.guard.search(type_, [])
-        cursor: str | None = None
-        while True:
-            page = ctx.store.search(
-                type_, [], count=PAGE, cursor=cursor, total="none",
-                compartment=("Patient", patient_id), restriction=restriction,
-            )  # fmt: skip
-            ctx.guard.saw_all(page.entries)
-            resources.extend(orjson.loads(s.body) for s in page.entries if s.body is not None)
-            cursor = page.next_cursor
-            if cursor is None:
-                break
+        found = list(
+            every_match(ctx.store, type_, [], PAGE, compartment=("Patient", patient_id),
+                        restriction=restriction)
+        )  # fmt: skip
+        ctx.guard.saw_all(found)
+        resources.extend(orjson.loads(s.body) for s in found if s.body is not None)
     return resources
 
 

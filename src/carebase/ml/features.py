@@ -22,7 +22,7 @@ from carebase.analytics.views import load_view
 from carebase.errors import BadRequest
 from carebase.ml.tasks import Code, Task
 from carebase.ml.timeutil import iso, maybe_time
-from carebase.store.base import Store
+from carebase.store.base import Store, every_match
 
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 # Statuses that mean "this never happened"; such resources feed neither features nor labels.
@@ -433,23 +433,12 @@ def patient_features(
 
 
 def _compartment(store: Store, patient_id: str) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    for type_ in TYPES:
-        cursor: str | None = None
-        while True:
-            page = store.search(
-                type_,
-                [],
-                count=1000,
-                cursor=cursor,
-                total="none",
-                compartment=("Patient", patient_id),
-            )
-            out.extend(orjson.loads(e.body) for e in page.entries if e.body is not None)
-            cursor = page.next_cursor
-            if cursor is None:
-                break
-    return out
+    return [
+        orjson.loads(e.body)
+        for type_ in TYPES
+        for e in every_match(store, type_, [], 1000, compartment=("Patient", patient_id))
+        if e.body is not None
+    ]
 
 
 def iter_store_patients(store: Store) -> Iterator[tuple[str, list[dict[str, Any]]]]:

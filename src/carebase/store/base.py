@@ -246,13 +246,22 @@ class Store(ABC):
 
 
 def every_match(
-    store: Store, type_: str, params: list[tuple[str, str]], page_size: int = 500
+    store: Store,
+    type_: str,
+    params: list[tuple[str, str]],
+    page_size: int = 500,
+    *,
+    compartment: tuple[str, str] | None = None,
+    restriction: Restriction | None = None,
 ) -> Iterator[StoredResource]:
-    """Every current resource of `type_` that `params` find, page after page (for
-    background jobs; requests page through `Store.search` themselves)."""
+    """Every current resource of `type_` that `params` find (in `compartment`, within
+    `restriction`), page after page, for code that needs them all rather than one page."""
     cursor: str | None = None
     while True:
-        page = store.search(type_, params, count=page_size, cursor=cursor, total="none")
+        page = store.search(
+            type_, params, count=page_size, cursor=cursor, total="none",
+            compartment=compartment, restriction=restriction,
+        )  # fmt: skip
         yield from page.entries
         cursor = page.next_cursor
         if cursor is None:

@@ -32,7 +32,7 @@ from typing import Any, Literal
 
 from carebase.errors import BadRequest, TooCostly
 from carebase.fhir.json_io import loads
-from carebase.store.base import Store, StoredResource
+from carebase.store.base import Store, StoredResource, every_match
 from carebase.store.index_values import escape_part
 
 #: the most codes one expansion (or subsumption) may have
@@ -297,22 +297,15 @@ class Terminology:
         return self._view(found) if found is not None else None
 
     def _all_code_systems(self) -> Iterator[CodeSystemView]:
-        cursor, seen = None, 0
-        while True:
-            page = self.store.search("CodeSystem", [], count=_PAGE, cursor=cursor, total="none")
-            for entry in page.entries:
-                seen += 1
-                if seen > MAX_SCANNED_CODE_SYSTEMS:
-                    raise TooCostly(
-                        f"more than {MAX_SCANNED_CODE_SYSTEMS:,} CodeSystems are held: give the "
-                        "code with its system (system|code)"
-                    )
-                view = self._view(entry)
-                if view is not None:
-                    yield view
-            cursor = page.next_cursor
-            if cursor is None:
-                return
+        for seen, entry in enumerate(every_match(self.store, "CodeSystem", [], _PAGE), 1):
+            if seen > MAX_SCANNED_CODE_SYSTEMS:
+                raise TooCostly(
+                    f"more than {MAX_SCANNED_CODE_SYSTEMS:,} CodeSystems are held: give the "
+                    "code with its system (system|code)"
+                )
+            view = self._view(entry)
+            if view is not None:
+                yield view
 
     # --- the operations ----------------------------------------------------------------------
     def expand(self, reference: str) -> CodeSet:
