@@ -27,7 +27,7 @@ from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from typing import Any
 
-from carebase.store.base import Store, Transaction, every_match
+from carebase.store.base import Store, every_match
 from carebase.telehealth.availability import instant
 from carebase.telehealth.codes import (
     CATEGORY_SYSTEM,
@@ -174,59 +174,63 @@ def _compact(start: str) -> str:
     return "".join(c for c in start if c.isalnum())
 
 
-def _reminder_for(
-    tx: Transaction, appointment_id: str, appointment: dict[str, Any], **change: str
+def _send_once(
+    store: Store,
+    notifier: Notifier,
+    identifier: tuple[str, str],
+    appointment_id: str,
+    appointment: dict[str, Any],
+    now: datetime,
+    *,
+    kind: str = "reminder",
+    was: str = "",
 ) -> Reminder | None:
-    """The message about `appointment` to its patient, with their contact points (None
-    without a patient); `change` gives a notice's `kind` and `was`."""
+    """Send the message (`kind`, `was`: see `Reminder`) about `appointment` to its patient
+    and record it as the Communication with `identifier` (system, value), unless one says it
+    went out already; under a transaction lock on the identifier, so no other worker sends
+    it meanwhile. The message sent, or None: sent before, no patient, or sending failed (it
+    is tried again next round)."""
+    system, key = identifier
     patient_id = appointment_patient(appointment)
     if patient_id is None:
         return None
-    patient = tx.read("Patient", patient_id)
-    details = body_of(patient) if patient is not None and patient.body else {}
-    return Reminder(
-        appointment=f"Appointment/{appointment_id}",
-        patient=f"Patient/{patient_id}",
-        start=str(appointment.get("start", "")),
-        visit_type=(visit_types_of(appointment) or ["in-person"])[0],
-        email=_contact(details, "email"),
-        phone=_contact(details, "phone"),
-        **change,
-    )
-
-
-def _already_sent(tx: Transaction, system: str, key: str) -> bool:
-    """Whether a Communication `system|key` records the message as sent (call with the
-    transaction's lock on `key` held, so no other worker sends it meanwhile)."""
-    return bool(tx.search_ids("Communication", [("identifier", f"{system}|{key}")], limit=1))
-
-
-def _send_and_record(
-    tx: Transaction, notifier: Notifier, reminder: Reminder, system: str, key: str, now: datetime
-) -> bool:
-    """Send `reminder` and record it as the Communication `system|key`; False when sending
-    failed (it is tried again next round)."""
-    try:
-        notifier.send(reminder)
-    except Exception as exc:  # one failing message must not stop the others
-        log.warning("%s for %s not sent: %s", reminder.kind, reminder.appointment, exc)
-        return False
-    tx.create(
-        "Communication",
-        {
-            "resourceType": "Communication",
-            "identifier": [{"system": system, "value": key}],
-            "status": "completed",
-            "category": [{"coding": [{"system": CATEGORY_SYSTEM, "code": "reminder"}]}],
-            "subject": {"reference": reminder.patient},
-            "about": [{"reference": reminder.appointment}],
-            "recipient": [{"reference": reminder.patient}],
-            "sent": instant(now),
-            "medium": [{"text": notifier.channel}],
-            "payload": [{"contentString": reminder.text()}],
-        },
-    )
-    return True
+    with store.transaction() as tx:
+        tx.lock(f"{system}|{key}")
+        if tx.search_ids("Communication", [("identifier", f"{system}|{key}")], limit=1):
+            return None
+        patient = tx.read("Patient", patient_id)
+        details = body_of(patient) if patient is not None and patient.body else {}
+        message = Reminder(
+            appointment=f"Appointment/{appointment_id}",
+            patient=f"Patient/{patient_id}",
+            start=str(appointment.get("start", "")),
+            visit_type=(visit_types_of(appointment) or ["in-person"])[0],
+            email=_contact(details, "email"),
+            phone=_contact(details, "phone"),
+            kind=kind,
+            was=was,
+        )
+        try:
+            notifier.send(message)
+        except Exception as exc:  # one failing message must not stop the others
+            log.warning("%s for %s not sent: %s", kind, message.appointment, exc)
+            return None
+        tx.create(
+            "Communication",
+            {
+                "resourceType": "Communication",
+                "identifier": [{"system": system, "value": key}],
+                "status": "completed",
+                "category": [{"coding": [{"system": CATEGORY_SYSTEM, "code": "reminder"}]}],
+                "subject": {"reference": message.patient},
+                "about": [{"reference": message.appointment}],
+                "recipient": [{"reference": message.patient}],
+                "sent": instant(now),
+                "medium": [{"text": notifier.channel}],
+                "payload": [{"contentString": message.text()}],
+            },
+        )
+        return message
 
 
 def send_due_reminders(
@@ -245,15 +249,9 @@ def send_due_reminders(
     for stored in page.entries:
         appointment = body_of(stored)
         key = f"{stored.id}-{lead_key}-{_compact(str(appointment.get('start', '')))}"
-        with store.transaction() as tx:
-            tx.lock(f"telehealth-reminder:{key}")
-            if _already_sent(tx, REMINDER_SYSTEM, key):
-                continue
-            reminder = _reminder_for(tx, stored.id, appointment)
-            if reminder is None:
-                continue
-            if _send_and_record(tx, notifier, reminder, REMINDER_SYSTEM, key, now):
-                sent.append(reminder)
+        reminder = _send_once(store, notifier, (REMINDER_SYSTEM, key), stored.id, appointment, now)
+        if reminder is not None:
+            sent.append(reminder)
     return sent
 
 
@@ -287,15 +285,12 @@ def send_change_notices(
             kind, key = "moved", f"{appointment_id}-moved-{_compact(start)}"
         else:
             continue
-        with store.transaction() as tx:
-            tx.lock(f"telehealth-change:{key}")
-            if _already_sent(tx, CHANGE_SYSTEM, key):
-                continue
-            notice = _reminder_for(tx, appointment_id, appointment, kind=kind, was=_shown(was))
-            if notice is None:
-                continue
-            if _send_and_record(tx, notifier, notice, CHANGE_SYSTEM, key, now):
-                sent.append(notice)
+        notice = _send_once(
+            store, notifier, (CHANGE_SYSTEM, key), appointment_id, appointment, now,
+            kind=kind, was=_shown(was),
+        )  # fmt: skip
+        if notice is not None:
+            sent.append(notice)
     return sent
 
 
