@@ -148,6 +148,9 @@ async def test_an_upload_over_the_body_limit_is_refused_in_a_page(
     api = await web.post(path, data=fields, files=huge, headers={"Accept": "application/json"})
     assert api.status_code == 413
     assert api.json()["resourceType"] == "OperationOutcome"
+    fhir = await web.post("/fhir/DocumentReference", data=fields, files=huge, headers=page)
+    assert fhir.status_code == 413  # the API answers in JSON, whatever the client accepts
+    assert fhir.json()["resourceType"] == "OperationOutcome"
     assert len(_documents(store, world.first)) == before
 
 

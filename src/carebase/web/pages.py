@@ -25,6 +25,7 @@ from starlette.types import Scope
 
 from carebase.api.access import Guard
 from carebase.api.audited import outcome_of
+from carebase.api.authentication import is_protected
 from carebase.api.results import Context
 from carebase.auth.audit_entry import AuditAction, AuditEntry, AuditTrail
 from carebase.auth.principal import Principal
@@ -143,10 +144,11 @@ def carebase_error_page(request: Request, user: User | None, exc: CarebaseError)
 def browser_refusal(scope: Scope, exc: CarebaseError) -> Response | None:
     """The error page for a request the server refuses before any page runs (a body over
     its limit: `api.body_limit`; too many sign-ins: `api.rate_limit`) when a browser asked
-    for a page, not the API; None for API clients, which get the OperationOutcome. The
-    error's headers (`Retry-After`) go with the page."""
+    for a page, not the API (`/fhir`, CDS Hooks, ...: `api.authentication.is_protected`);
+    None for API clients, which get the OperationOutcome. The error's headers
+    (`Retry-After`) go with the page."""
     accept = Headers(scope=scope).get("accept", "")
-    if scope["path"].startswith("/fhir") or "text/html" not in accept:
+    if is_protected(scope["path"]) or "text/html" not in accept:  # the API answers in JSON
         return None
     response = carebase_error_page(Request(scope), None, exc)
     response.headers.update(exc.headers)
