@@ -22,8 +22,10 @@ from api_helpers import issue_text
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from starlette.applications import Starlette
 
+from carebase.api.authentication import _token_of
 from carebase.auth.audit_entry import MemoryAuditTrail
 from carebase.auth.tokens import TokenService
+from carebase.errors import Unauthorized
 
 pytestmark = pytest.mark.asyncio
 
@@ -119,6 +121,16 @@ async def test_malformed_authorization_header_is_401(client: httpx.AsyncClient) 
         r = await client.get("/fhir/Patient", headers={"Authorization": value})
         assert r.status_code == 401, value
         assert 'error="invalid_token"' in r.headers["WWW-Authenticate"]
+
+
+async def test_bearer_header_forms_read_alike() -> None:
+    # "Bearer <token>" takes a short path; it must read every header as the long one does
+    for header, token in [("Bearer abc", "abc"), ("Bearer  abc", "abc"), ("Bearer abc ", "abc"),
+                          ("  bearer abc", "abc"), ("BEARER abc", "abc")]:  # fmt: skip
+        assert _token_of(header) == token, header
+    for bad in (None, "", "Bearer ", "Bearer \t", "Basic abc", "Bearer\tabc", "Bearerabc"):
+        with pytest.raises(Unauthorized):
+            _token_of(bad)
 
 
 async def test_scope_escalation_is_cut_to_the_role_ceiling(world: World) -> None:

@@ -24,6 +24,7 @@ from carebase.auth.audit_process import ProcessAuditTrail
 from carebase.auth.principal import DEVELOPMENT_PRINCIPAL, Principal
 from carebase.config import Settings
 from carebase.store import audit_records
+from carebase.store.clock import datetime_to_ms
 from carebase.store.factory import open_store
 from carebase.store.sql_store import SqlStore
 
@@ -93,10 +94,10 @@ def audit_app(store: SqlStore, settings: Settings) -> Iterator[Starlette]:
         trail.record(
             AuditEntry(
                 "read", "R", principal=who, patients=(patient,),
-                entities=(f"Observation/{patient}-{day}",), recorded=at(day),
+                entities=(f"Observation/{patient}-{day}",), recorded_ms=datetime_to_ms(at(day)),
             )
         )  # fmt: skip
-    trail.record(AuditEntry("failed-auth", "E", outcome="4", recorded=at(5)))
+    trail.record(AuditEntry("failed-auth", "E", outcome="4", recorded_ms=datetime_to_ms(at(5))))
     trail.flush()
     yield app
     trail.close()

@@ -18,6 +18,7 @@ from carebase.auth.principal import Principal
 from carebase.fhir.validation import validate_resource
 from carebase.store import audit_records
 from carebase.store.audit_records import entry_keys
+from carebase.store.clock import datetime_to_ms
 
 CLINICIAN = Principal(
     subject="user-7", username="dr.grey", fhir_user="Practitioner/7", role="clinician",
@@ -35,7 +36,7 @@ ENTRIES = [
     AuditEntry(
         "search-type", "R", principal=CLINICIAN, entities=("Observation/o1", "Patient/p1"),
         patients=("p1",), query="subject=Patient/p1&code=4548-4", source_ip="10.1.2.3",
-        user_agent="curl/8", recorded=WHEN,
+        user_agent="curl/8", recorded_ms=datetime_to_ms(WHEN),
     ),
     AuditEntry("read", "R", principal=SERVICE, entities=("Patient/p2",), patients=("p2",)),
     AuditEntry("failed-auth", "E", source_ip="::1", description="token expired"),

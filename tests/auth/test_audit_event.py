@@ -19,6 +19,7 @@ from carebase.auth.audit_event import (
 )
 from carebase.auth.principal import Principal
 from carebase.fhir.validation import validate_resource
+from carebase.store.clock import datetime_to_ms
 
 CLINICIAN = Principal(
     subject="user-7",
@@ -48,7 +49,7 @@ def test_search_is_rest_search_type_with_patient_and_query_entities() -> None:
         patients=("p1",),
         query="subject=Patient/p1&code=4548-4",
         source_ip="10.1.2.3",
-        recorded=WHEN,
+        recorded_ms=datetime_to_ms(WHEN),
     )
     ev = event(entry)
     assert ev["type"] == {

@@ -19,7 +19,7 @@ from starlette.types import Scope
 from carebase.api.access import Guard
 from carebase.api.authentication import PRINCIPAL_KEY, client_ip, header_value, missing_token
 from carebase.api.responses import Endpoint, error_response
-from carebase.auth.audit_entry import AuditAction, AuditEntry, AuditOutcome, AuditTrail, audit_now
+from carebase.auth.audit_entry import AuditAction, AuditEntry, AuditOutcome, AuditTrail, now_ms
 from carebase.errors import Unavailable
 
 GUARD_KEY = "carebase.guard"
@@ -119,7 +119,7 @@ def audited(endpoint: Endpoint, handler: str, trail: Callable[[Request], AuditTr
             header_value(scope, b"user-agent"),
             _description(scope, status, guard, glass),
             glass,
-            audit_now(),
+            now_ms(),
         )
         try:
             trail(request).record(entry)

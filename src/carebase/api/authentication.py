@@ -75,6 +75,11 @@ def bearer_token(headers: list[tuple[bytes, bytes]]) -> tuple[str | None, str | 
 
 
 def _token_of(header: str | None) -> str:
+    if header is not None and header.startswith("Bearer "):
+        # what clients send, read without the general path's copies (every request)
+        token = header[7:]
+        if token and not token[0].isspace() and not token[-1].isspace():
+            return token
     if header is None or not header.strip():  # an empty header sends no credentials either
         raise missing_token()
     scheme, _, token = header.strip().partition(" ")

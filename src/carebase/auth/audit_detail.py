@@ -22,7 +22,6 @@ from carebase.auth.audit_entry import AuditEntry
 from carebase.auth.audit_event import audit_event_bytes, outcome_code
 from carebase.auth.principal import Principal, per_principal
 from carebase.store.audit_records import AuditRecord, PackedBlock, entry_id, frame
-from carebase.store.clock import datetime_to_ms, ms_to_datetime
 
 #: First element of every compact detail array: its layout, for readers of later versions.
 #: 2: the caller's part ends with whom a delegate acts for (`Principal.on_behalf_of`);
@@ -94,7 +93,7 @@ def event_bytes(record: AuditRecord) -> bytes:
         user_agent=user_agent,
         description=description,
         break_glass=break_glass,
-        recorded=ms_to_datetime(record.recorded),
+        recorded_ms=record.recorded,
     )
     return audit_event_bytes(entry, record.id, observer, site)
 
@@ -103,7 +102,7 @@ def entry_values(entry: AuditEntry) -> tuple[Any, ...]:
     """What a log row is made of, as plain values: (interaction, action, outcome, recorded ms,
     patients, entities, who, query, source IP, user agent, description, break-glass reason).
     Another process gets them as JSON (`entry_message`); `record_of` makes the row."""
-    return (entry.interaction, entry.action, entry.outcome, datetime_to_ms(entry.recorded),
+    return (entry.interaction, entry.action, entry.outcome, entry.recorded_ms,
             entry.patients, entry.entities, *_said(entry))  # fmt: skip
 
 

@@ -8,21 +8,16 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from functools import partial
+from datetime import datetime
 from typing import Literal
 
 from carebase.auth.principal import Principal
+from carebase.store.clock import ms_to_datetime, now_ms
 
 #: AuditEvent.action: Create, Read (also vread, search results), Update, Delete, Execute.
 AuditAction = Literal["C", "R", "U", "D", "E"]
 #: AuditEvent.outcome: success, minor failure (e.g. denied), serious failure, major failure.
 AuditOutcome = Literal["0", "4", "8", "12"]
-
-
-#: The time an entry is recorded at (now, in UTC): `AuditEntry`'s default, and what the
-#: request path passes positionally (a default factory costs a Python call more).
-audit_now = partial(datetime.now, UTC)
 
 
 # Not frozen: a frozen dataclass sets each field through object.__setattr__, which made
@@ -36,6 +31,7 @@ class AuditEntry:
     events, login / logout / token / failed-auth / break-glass. `entities` are the resources
     touched ("Observation/1"); `patients` the Patient ids whose data was touched (for
     `AuditEvent?patient=`). `query` is the search or operation query string, if any.
+    `recorded_ms` is when, in epoch milliseconds (`recorded` gives it as a UTC datetime).
     """
 
     interaction: str
@@ -49,7 +45,12 @@ class AuditEntry:
     user_agent: str | None = None
     description: str | None = None
     break_glass: str | None = None
-    recorded: datetime = field(default_factory=audit_now)
+    recorded_ms: int = field(default_factory=now_ms)
+
+    @property
+    def recorded(self) -> datetime:
+        """When the access was recorded (UTC)."""
+        return ms_to_datetime(self.recorded_ms)
 
 
 class AuditTrail(ABC):

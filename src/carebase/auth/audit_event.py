@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import re
-from datetime import UTC
 from functools import lru_cache
 from typing import Any
 
@@ -21,6 +20,7 @@ import orjson
 
 from carebase.auth.audit_entry import AuditEntry
 from carebase.auth.principal import Principal
+from carebase.store.clock import ms_to_instant
 
 AUDIT_EVENT_TYPE = "http://terminology.hl7.org/CodeSystem/audit-event-type"
 RESTFUL_INTERACTION = "http://hl7.org/fhir/restful-interaction"
@@ -199,11 +199,8 @@ def outcome_code(interaction: str, outcome: str) -> str:
 
 
 def recorded_instant(entry: AuditEntry) -> str:
-    """`entry.recorded` as a FHIR instant with milliseconds (UTC)."""
-    moment = entry.recorded
-    if moment.tzinfo is not UTC:
-        moment = moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
-    return moment.replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
+    """When `entry` was recorded, as a FHIR instant with milliseconds (UTC)."""
+    return ms_to_instant(entry.recorded_ms)
 
 
 def to_audit_event(
