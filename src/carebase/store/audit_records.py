@@ -408,7 +408,7 @@ def _index_pending(cur: Cursor, store: SqlStore) -> None:
     cur.execute(
         store.q(
             f"INSERT INTO audit_key (key, first_seq) SELECT j.value, b.first_seq {elements}"
-            " WHERE b.first_seq > ? ON CONFLICT DO NOTHING"
+            " WHERE b.first_seq > ? ORDER BY j.value, b.first_seq ON CONFLICT DO NOTHING"
         ),
         (done,),
     )
