@@ -81,6 +81,37 @@ def test_group_commit_writes_many_entries_in_few_transactions(
     )
 
 
+def test_the_search_index_catches_up_on_its_schedule_and_searches_never_wait_for_it(
+    store: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("carebase.auth.audit_log.INDEX_EVERY_S", 3600.0)
+    monkeypatch.setattr("carebase.auth.audit_log.INDEX_AFTER_ENTRIES", 10)
+    trail = DatabaseAuditTrail(store, flush_ms=0)
+    trail.start()  # the start-up pass
+
+    def indexed_upto() -> int:
+        with store.reading() as cur:
+            return audit_records._indexed_upto(cur, store)
+
+    def found(patient: str) -> int:
+        query = audit_records.AuditQuery(patients=(patient,))
+        return len(audit_records.search(store, query, limit=999))
+
+    before = indexed_upto()
+    for n in range(4):
+        trail.record(entry(n, patient="early"))
+        trail.flush()
+    assert indexed_upto() == before  # not due yet
+    assert found("early") == 4  # the blocks not indexed yet are searched as they are
+    for n in range(8):
+        trail.record(entry(n, patient="late"))
+        trail.flush()
+    assert indexed_upto() > before  # ten entries since the last pass: indexed
+    assert (found("early"), found("late")) == (4, 8)
+    trail.close()
+    stored(store)  # the index holds every key the entries need (verify checks it)
+
+
 def test_close_flushes_every_entry_and_ends_with_a_shutdown_marker(store: SqlStore) -> None:
     trail = DatabaseAuditTrail(store, flush_ms=50)
     for n in range(300):
