@@ -63,11 +63,14 @@ def seed(url: str, count: int) -> list[str]:
 class App:
     """One of the two apps under uvicorn, pinned to the server CPU."""
 
-    def __init__(self, factory: str, url: str, data_dir: Path, cpu: str) -> None:
+    def __init__(
+        self, factory: str, url: str, data_dir: Path, cpu: str, env: dict[str, str] | None = None
+    ) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         env = dict(os.environ, CAREBASE_DATABASE_URL=url, CAREBASE_DATA_DIR=str(data_dir),
-                   CAREBASE_BASE_URL=BASE_URL, CAREBASE_AUTH_RATE_LIMIT="off")  # fmt: skip
+                   CAREBASE_BASE_URL=BASE_URL, CAREBASE_AUTH_RATE_LIMIT="off",
+                   **(env or {}))  # fmt: skip
         env["PYTHONPATH"] = os.pathsep.join([str(BENCH), env.get("PYTHONPATH", "")])
         cmd = ["taskset", "-c", cpu, sys.executable, "-m", "uvicorn",
                f"auth_apps:{factory}", "--factory", "--port", str(self.port),
@@ -143,11 +146,13 @@ def markdown(results: list[WrkResult], args: argparse.Namespace) -> str:
         "with no authentication and no audit entry; `secured` is carebase as shipped: the "
         "bearer token verified (cached after the first RSA check), the access policy "
         "applied, each read written to the hash-chained audit trail (group commit every "
-        f"{Settings().audit_flush_ms:g} ms). Placement `pinned`: the server process, all its "
-        "threads, on CPU 0 and wrk on CPU 1; `shared`: nothing pinned, as deployed (the "
-        "audit writer's database work, which runs without the interpreter lock, can use the "
-        "other core, which wrk also needs). CPU is the user + system time per request while "
-        "measured of the server process, all its threads and its audit writer process; "
+        f"{Settings().audit_flush_ms:g} ms) by the writer `CAREBASE_AUDIT_WRITER=auto` picks. "
+        "Placement `pinned`: the server process, all its threads, on CPU 0 and wrk on CPU 1 "
+        "(one usable CPU: the audit writer is a thread of the server); `shared`: nothing "
+        "pinned, as deployed (two usable CPUs: the audit writer is a process of its own, "
+        "which can use the other core, which wrk also needs). CPU is the user + system time "
+        "per request while measured of the server process, all its threads and any audit "
+        "writer process; "
         "`CPU open / secured` is the floor's ratio in CPU terms (what the throughput ratio "
         "is when the server's core is the bottleneck and nothing else runs on it).",
         "",
@@ -180,9 +185,9 @@ def markdown(results: list[WrkResult], args: argparse.Namespace) -> str:
         "",
         f"Socket errors and non-2xx answers over all rows: {errors}. Load average (1, 5, 15 "
         f"min) at the end: {load} on {os.cpu_count()} cores: where other work shared the "
-        "machine, the req/s columns measure its share as much as carebase (and `secured`, "
-        "two processes with its audit writer, gets two shares of a contended core where "
-        "`open` gets one), the CPU columns much less so.",
+        "machine, the req/s columns measure its share as much as carebase (and `secured` "
+        "with its audit writer process gets two shares of a contended core where `open` "
+        "gets one), the CPU columns much less so.",
     ]
     return "\n".join(lines)
 

@@ -14,6 +14,7 @@ SCRIPTS = (
     ["bench_audit.py", "--runs", "3"],
     ["bench_import.py", "--runs", "3"],
     ["bench_auth.py"],
+    ["bench_auth_stages.py", "--backends", "sqlite", "postgresql"],
     ["bench_encryption.py"],
     ["bench_generate.py", "--runs", "3"],
     ["bench_bulk.py"],

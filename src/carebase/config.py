@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -24,11 +25,31 @@ def _env_bool(name: str, default: bool) -> bool:
     return raw.strip().lower() in {"1", "true", "yes", "on"}
 
 
+#: Where cgroup v2 states a CPU quota (`max 100000`, or `<quota> <period>` in µs).
+CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+
+
+def usable_cpus() -> int:
+    """How many CPUs this process can run on at once: those its affinity allows (taskset,
+    cpusets), fewer where a cgroup CPU quota caps it (a container's `--cpus`), at least 1."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        cpus = os.cpu_count() or 1
+    try:
+        quota, period = CGROUP_CPU_MAX.read_text().split()[:2]
+        if quota != "max" and int(period) > 0:
+            cpus = min(cpus, math.ceil(int(quota) / int(period)))
+    except (OSError, ValueError):  # no cgroup v2 quota here
+        pass
+    return max(cpus, 1)
+
+
 def default_import_workers() -> int:
     """Writer processes of a `$import` job: one per core (measured on 2 cores, see the bulk
     section of docs/benchmarks.md), at most 4; 0 on one core, where the job's thread alone
     does as well."""
-    cores = os.cpu_count() or 1
+    cores = usable_cpus()
     return 0 if cores < 2 else min(cores, 4)
 
 
@@ -83,9 +104,11 @@ class Settings:
     encryption_key: str = ""
     #: How long the audit trail gathers entries before writing them in one transaction, ms.
     audit_flush_ms: float = 5.0
-    #: Where audit entries are written: `process` (a writer process of its own, off the
-    #: request-serving core; the default) or `thread` (a thread of the server process).
-    audit_writer: str = "process"
+    #: Where audit entries are written: `process` (a writer process of its own, which can
+    #: run beside the server), `thread` (a thread of the server process), or `auto` (the
+    #: default): a process where a CPU is left over for it, a thread where the server's
+    #: workers have every usable CPU (`api.app.audit_writer_kind`).
+    audit_writer: str = "auto"
     #: Mark browser cookies Secure even when the request arrived over plain http (behind a
     #: TLS-terminating proxy that does not say so).
     cookie_secure: bool = False
@@ -135,7 +158,7 @@ class Settings:
             encryption_key_file=os.environ.get("CAREBASE_ENCRYPTION_KEY_FILE", ""),
             encryption_key=os.environ.get("CAREBASE_ENCRYPTION_KEY", ""),
             audit_flush_ms=_env_int("CAREBASE_AUDIT_FLUSH_MS", 5),
-            audit_writer=os.environ.get("CAREBASE_AUDIT_WRITER") or "process",
+            audit_writer=os.environ.get("CAREBASE_AUDIT_WRITER") or "auto",
             cookie_secure=_env_bool("CAREBASE_COOKIE_SECURE", False),
             session_idle_seconds=_env_int("CAREBASE_SESSION_IDLE_SECONDS", 30 * 60),
             session_absolute_seconds=_env_int("CAREBASE_SESSION_ABSOLUTE_SECONDS", 12 * 60 * 60),

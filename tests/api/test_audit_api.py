@@ -7,6 +7,7 @@ here a small ASGI wrapper does that from a test header, so each request names it
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,12 +18,15 @@ from api_helpers import issue_text
 from starlette.applications import Starlette
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from carebase.api.app import create_app
+from carebase.api import app as app_module
+from carebase.api.app import audit_writer_kind, create_app, durable_trail
 from carebase.auth.audit_chain import SHUTDOWN, verify
 from carebase.auth.audit_entry import AuditEntry, MemoryAuditTrail
+from carebase.auth.audit_log import DatabaseAuditTrail
 from carebase.auth.audit_process import ProcessAuditTrail
 from carebase.auth.principal import DEVELOPMENT_PRINCIPAL, Principal
 from carebase.config import Settings
+from carebase.errors import CarebaseError
 from carebase.store import audit_records
 from carebase.store.clock import datetime_to_ms
 from carebase.store.factory import open_store
@@ -236,6 +240,7 @@ async def test_reading_the_log_is_itself_audited(
 
 
 async def test_the_app_starts_and_closes_its_durable_trail(settings: Settings) -> None:
+    settings = replace(settings, audit_writer="process")
     app = create_app(settings)  # opens its own SQLite store in the data directory
     async with app.router.lifespan_context(app):
         trail = app.state.audit_trail
@@ -254,6 +259,34 @@ async def test_the_app_starts_and_closes_its_durable_trail(settings: Settings) -
     # the search was recorded, and shutdown wrote everything and its marker
     assert [r.interaction for r in records] == ["search-type", SHUTDOWN]
     assert records[0].agent == "root"
+
+
+@pytest.mark.parametrize(
+    ("cpus", "workers", "kind"),
+    [(2, 1, "process"), (8, 4, "process"), (1, 1, "thread"), (2, 2, "thread"), (4, 6, "thread")],
+)
+async def test_auto_writes_from_a_process_only_where_a_cpu_is_left_over_for_it(
+    store: SqlStore,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    cpus: int,
+    workers: int,
+    kind: str,
+) -> None:
+    monkeypatch.setattr(app_module, "usable_cpus", lambda: cpus)
+    settings = replace(settings, workers=workers)
+    assert settings.audit_writer == "auto"
+    assert audit_writer_kind(settings) == kind
+    trail = durable_trail(store, settings)  # made, not started
+    assert isinstance(trail, ProcessAuditTrail if kind == "process" else DatabaseAuditTrail)
+    # an explicit choice stands whatever the CPUs
+    for chosen in ("process", "thread"):
+        assert audit_writer_kind(replace(settings, audit_writer=chosen)) == chosen
+
+
+async def test_an_unknown_audit_writer_is_refused_by_name(settings: Settings) -> None:
+    with pytest.raises(CarebaseError, match=r"CAREBASE_AUDIT_WRITER is 'fork'.*'auto'"):
+        audit_writer_kind(replace(settings, audit_writer="fork"))
 
 
 async def test_a_given_trail_is_used(store: SqlStore, settings: Settings) -> None:

@@ -34,7 +34,7 @@ from carebase.auth.oauth_server import OAuthConfig, OAuthServer
 from carebase.auth.revocation_list import RevokedTokens
 from carebase.auth.tokens import TokenService
 from carebase.auth.users import User, UserDirectory
-from carebase.config import Settings
+from carebase.config import Settings, usable_cpus
 from carebase.data.loader import tune_for_ingest
 from carebase.errors import CarebaseError
 from carebase.store.base import Store
@@ -59,19 +59,35 @@ async def healthz(request: Request) -> Response:
     return Response(b'{"status":"ok"}', media_type="application/json")
 
 
+def audit_writer_kind(settings: Settings) -> str:
+    """`process` or `thread`: where this server's audit entries are written
+    (`settings.audit_writer`; `auto` decides by the CPUs the server may use).
+
+    A writer process pays off where a CPU is left over for it: it runs beside the server
+    (SQLite, both of 2 CPUs usable: 0.77 of open reads against 0.68 with the thread). Where
+    the server's workers have every usable CPU (a server pinned to one, a container with a
+    one-CPU quota), it can only take turns with them, and its hand-over and second
+    interpreter cost more than a thread does (pinned to one CPU: SQLite 0.70 with the
+    thread against 0.68, PostgreSQL 0.79 against 0.71; `bench/bench_auth_stages.py`).
+    """
+    kind = settings.audit_writer
+    if kind == "auto":
+        return "process" if usable_cpus() > max(settings.workers, 1) else "thread"
+    if kind in ("process", "thread"):
+        return kind
+    raise CarebaseError(f"CAREBASE_AUDIT_WRITER is {kind!r}: use 'auto', 'process' or 'thread'")
+
+
 def durable_trail(store: Store, settings: Settings) -> AuditTrail:
     """The database audit trail of `store`, configured from `settings`: written by a
-    process of its own (`audit_process`) or by a thread (`audit_log`)."""
+    process of its own (`audit_process`) or by a thread (`audit_log`), see
+    `audit_writer_kind`."""
     if not isinstance(store, SqlStore):
         raise TypeError(f"the audit trail needs a SQL store, not {type(store).__name__}")
-    if settings.audit_writer == "process":
+    if audit_writer_kind(settings) == "process":
         return ProcessAuditTrail(store.url, flush_ms=settings.audit_flush_ms,
                                  site=settings.fhir_base)  # fmt: skip
-    if settings.audit_writer == "thread":
-        return DatabaseAuditTrail(store, flush_ms=settings.audit_flush_ms, site=settings.fhir_base)
-    raise CarebaseError(
-        f"CAREBASE_AUDIT_WRITER is {settings.audit_writer!r}: use 'process' or 'thread'"
-    )
+    return DatabaseAuditTrail(store, flush_ms=settings.audit_flush_ms, site=settings.fhir_base)
 
 
 def create_app(

@@ -1,0 +1,146 @@
+"""Where the cost of a secured read goes, stage by stage, over HTTP (companion of bench_auth).
+
+Usage: python bench/bench_auth_stages.py [--quick] [--rounds N] [--seconds S]
+       [--backends sqlite postgresql] [--write-docs]
+
+The same 2,000 Patients read in turn (GET /fhir/Patient/{id}, a `system/*.rs` service token)
+from four servers, one at a time, each round in turn, the server and all it starts pinned to
+CPU 0 and wrk to CPU 1 (the `pinned` placement of bench_auth.py, where CPU is the limit):
+  open         no token, no access check, no audit entry (bench_auth's baseline)
+  unpersisted  carebase as shipped up to the audit trail: bearer token verified, access
+               policy applied, the audit entry built and encoded, then dropped
+  thread       as shipped, but the audit trail written by a thread of the server
+               (CAREBASE_AUDIT_WRITER=thread)
+  process      as shipped: the audit trail written by a process of its own (the default)
+Each row gives the medians over rounds of req/s and of CPU per read (the server process, all
+its threads and its audit writer), and what the stage adds to the one it builds on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+from pathlib import Path
+
+from bench_auth import BASE_URL, PLACEMENTS, App, seed
+from http_wrk import LoadSpec, WrkResult, run_wrk
+from report import machine, write_section
+from server import fresh_postgres_database
+
+from carebase.auth.tokens import TokenService
+from carebase.config import Settings
+
+#: (name, uvicorn factory in auth_apps, extra environment), in the order they are run
+STAGES: tuple[tuple[str, str, dict[str, str]], ...] = (
+    ("open", "open_app", {}),
+    ("unpersisted", "unpersisted_app", {}),
+    ("thread", "secured_app", {"CAREBASE_AUDIT_WRITER": "thread"}),
+    ("process", "secured_app", {"CAREBASE_AUDIT_WRITER": "process"}),
+)
+#: the stage each one adds to (the two trails are alternatives, each on top of `unpersisted`)
+BUILDS_ON = {"unpersisted": "open", "thread": "unpersisted", "process": "unpersisted"}
+DESCRIPTION = {
+    "open": "open read: no token, no access check, no audit entry",
+    "unpersisted": "+ bearer check, access policy, audit entry built and encoded (then dropped)",
+    "thread": "+ the entry written by a thread of the server",
+    "process": "+ the entry written by the trail's own process instead (as shipped)",
+}
+
+
+def measure(backend: str, url: str, tmp: Path, args: argparse.Namespace) -> list[WrkResult]:
+    """Every round of the four stages on one database."""
+    ids = seed(url, args.patients)
+    data_dir = tmp / f"data-{backend}"
+    tokens = TokenService.from_settings(Settings(data_dir=data_dir, base_url=BASE_URL), ttl=3600)
+    service, _ = tokens.issue(subject="bench", scopes=["system/*.rs"], kind="service",
+                              role="service")  # fmt: skip
+    spec = LoadSpec("GET", "/fhir/Patient/", ids)
+    server_cpu, client_cpu = PLACEMENTS["pinned"]
+    results: list[WrkResult] = []
+    for _ in range(args.rounds):
+        for name, factory, env in STAGES:
+            app = App(factory, url, data_dir, server_cpu, env)
+            try:
+                token = None if name == "open" else service
+                r = run_wrk(f"{name}-{backend}", app.base, spec, args.seconds,
+                            args.warmup, args.connections, client_cpu, token,
+                            server_pid=app.proc.pid)  # fmt: skip
+                print(r.line(), flush=True)
+                results.append(r)
+            finally:
+                app.stop()
+    return results
+
+
+def markdown(results: list[WrkResult], args: argparse.Namespace) -> str:
+    """The `auth-stages` section of docs/benchmarks.md."""
+    by: dict[str, list[WrkResult]] = {}
+    for r in results:
+        by.setdefault(r.name, []).append(r)
+    lines = [
+        "## Security: where a secured read's CPU goes (HTTP, stage by stage)",
+        "",
+        f"Machine: {machine()}. Script: `bench/bench_auth_stages.py`: {args.patients:,} "
+        "Synthea-sized Patients read in turn with a `system/*.rs` token; four servers (one "
+        "worker each) in turn, never at once, the server and everything it starts on CPU 0 "
+        f"and wrk ({args.connections} connections) on CPU 1; {args.warmup:g} s warm-up and "
+        f"{args.seconds:g} s measured per row, {args.rounds} rounds alternating the servers; "
+        "medians of the rounds. CPU is the user + system time per read of the server "
+        "process, its threads and its audit writer process. `Adds` is the row's CPU minus "
+        "that of the row it builds on (the open read for the second row, the second row "
+        "for either trail); `/ open` is the row's req/s over the open row's (the floor of "
+        "issue 4 asks 0.80 of the last row).",
+        "",
+        "| database | stage | req/s | / open | CPU µs/read | adds |",
+        "|---|---|---|---|---|---|",
+    ]
+    for backend in args.backends:
+        rows = [(name, by.get(f"{name}-{backend}", [])) for name, _, _ in STAGES]
+        if not rows[0][1]:
+            continue
+        open_rps = statistics.median(r.rps for r in rows[0][1])
+        cpu_of: dict[str, float] = {}
+        for name, runs in rows:
+            rps = statistics.median(r.rps for r in runs)
+            cpu = cpu_of[name] = statistics.median(r.server_cpu_us or 0.0 for r in runs)
+            base = BUILDS_ON.get(name)
+            adds = "" if base is None or base not in cpu_of else f"{cpu - cpu_of[base]:+,.0f}"
+            lines.append(
+                f"| {backend} | {DESCRIPTION[name]} | {rps:,.0f} | {rps / open_rps:.2f} "
+                f"| {cpu:,.0f} | {adds} |"
+            )
+    errors = sum(r.errors for r in results)
+    lines += ["", f"Socket errors and non-2xx answers over all rows: {errors}."]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="short rows, one round")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--seconds", type=float, default=6.0)
+    parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--patients", type=int, default=2000)
+    parser.add_argument("--backends", nargs="+", choices=["sqlite", "postgresql"],
+                        default=["sqlite"])  # fmt: skip
+    parser.add_argument("--write-docs", action="store_true", help="write docs even with --quick")
+    args = parser.parse_args()
+    if args.quick:
+        args.rounds, args.seconds, args.warmup, args.patients = 1, 2.0, 1.0, 200
+    results: list[WrkResult] = []
+    with tempfile.TemporaryDirectory(prefix="carebase-auth-stages-") as tmp:
+        if "sqlite" in args.backends:
+            results += measure("sqlite", f"sqlite:///{tmp}/bench.db", Path(tmp), args)
+        if "postgresql" in args.backends:
+            url = fresh_postgres_database("carebase_auth_stages")
+            results += measure("postgresql", url, Path(tmp), args)
+    section = markdown(results, args)
+    print(section)
+    if not args.quick or args.write_docs:
+        write_section("auth-stages", section)
+
+
+if __name__ == "__main__":
+    main()
