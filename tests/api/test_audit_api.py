@@ -85,9 +85,9 @@ def at(day: int, hour: int = 12) -> datetime:
 def audit_app(store: SqlStore, settings: Settings) -> Iterator[Starlette]:
     app = create_app(settings, store)
     trail = app.state.audit_trail
-    assert isinstance(
-        trail, ProcessAuditTrail
-    )  # the durable trail, its own process, is the default
+    # the durable trail is the default: a process of its own or a thread, as `auto` picks
+    durable = ProcessAuditTrail if audit_writer_kind(settings, store.dialect) == "process" else None
+    assert isinstance(trail, durable or DatabaseAuditTrail)
     # the log to search: clinician and service reads of two patients over four days
     for day, who, patient in [
         (1, CLINICIAN, "amy"),
@@ -265,7 +265,7 @@ async def test_the_app_starts_and_closes_its_durable_trail(settings: Settings) -
     ("cpus", "workers", "kind"),
     [(2, 1, "process"), (8, 4, "process"), (1, 1, "thread"), (2, 2, "thread"), (4, 6, "thread")],
 )
-async def test_auto_writes_from_a_process_only_where_a_cpu_is_left_over_for_it(
+async def test_auto_picks_the_audit_writer_by_database_and_usable_cpus(
     store: SqlStore,
     settings: Settings,
     monkeypatch: pytest.MonkeyPatch,
@@ -276,17 +276,19 @@ async def test_auto_writes_from_a_process_only_where_a_cpu_is_left_over_for_it(
     monkeypatch.setattr(app_module, "usable_cpus", lambda: cpus)
     settings = replace(settings, workers=workers)
     assert settings.audit_writer == "auto"
-    assert audit_writer_kind(settings) == kind
+    expected = kind if store.dialect == "sqlite" else "thread"  # PostgreSQL: always a thread
+    assert audit_writer_kind(settings, store.dialect) == expected
     trail = durable_trail(store, settings)  # made, not started
-    assert isinstance(trail, ProcessAuditTrail if kind == "process" else DatabaseAuditTrail)
-    # an explicit choice stands whatever the CPUs
+    assert isinstance(trail, ProcessAuditTrail if expected == "process" else DatabaseAuditTrail)
+    # an explicit choice stands whatever the CPUs and the database
     for chosen in ("process", "thread"):
-        assert audit_writer_kind(replace(settings, audit_writer=chosen)) == chosen
+        for dialect in ("sqlite", "postgresql"):
+            assert audit_writer_kind(replace(settings, audit_writer=chosen), dialect) == chosen
 
 
 async def test_an_unknown_audit_writer_is_refused_by_name(settings: Settings) -> None:
     with pytest.raises(CarebaseError, match=r"CAREBASE_AUDIT_WRITER is 'fork'.*'auto'"):
-        audit_writer_kind(replace(settings, audit_writer="fork"))
+        audit_writer_kind(replace(settings, audit_writer="fork"), "sqlite")
 
 
 async def test_a_given_trail_is_used(store: SqlStore, settings: Settings) -> None:

@@ -59,19 +59,25 @@ async def healthz(request: Request) -> Response:
     return Response(b'{"status":"ok"}', media_type="application/json")
 
 
-def audit_writer_kind(settings: Settings) -> str:
+def audit_writer_kind(settings: Settings, dialect: str) -> str:
     """`process` or `thread`: where this server's audit entries are written
-    (`settings.audit_writer`; `auto` decides by the CPUs the server may use).
+    (`settings.audit_writer`; `auto` decides by the database and the CPUs the server may use).
 
-    A writer process pays off where a CPU is left over for it: it runs beside the server
-    (SQLite, both of 2 CPUs usable: 0.77 of open reads against 0.68 with the thread). Where
+    On SQLite the writer does the whole append itself (chaining, the B-tree, the WAL and its
+    fsync): a writer process pays off where a CPU is left over for it, running beside the
+    server (both of 2 CPUs usable: 0.77 of open reads against 0.68 with the thread). Where
     the server's workers have every usable CPU (a server pinned to one, a container with a
     one-CPU quota), it can only take turns with them, and its hand-over and second
-    interpreter cost more than a thread does (pinned to one CPU: SQLite 0.70 with the
-    thread against 0.68, PostgreSQL 0.79 against 0.71; `bench/bench_auth_stages.py`).
+    interpreter cost more than a thread (pinned to one CPU: 0.70 with the thread against
+    0.68; `bench/bench_auth_stages.py`). On PostgreSQL the append is mostly round trips,
+    waited for without the interpreter lock, and the database's own work runs in its
+    server's processes: a writer process has little to take off the server, and a thread is
+    cheaper either way (0.84 of open reads against 0.75 on 2 CPUs, 0.79 against 0.71 on one).
     """
     kind = settings.audit_writer
     if kind == "auto":
+        if dialect == "postgresql":
+            return "thread"
         return "process" if usable_cpus() > max(settings.workers, 1) else "thread"
     if kind in ("process", "thread"):
         return kind
@@ -84,7 +90,7 @@ def durable_trail(store: Store, settings: Settings) -> AuditTrail:
     `audit_writer_kind`."""
     if not isinstance(store, SqlStore):
         raise TypeError(f"the audit trail needs a SQL store, not {type(store).__name__}")
-    if audit_writer_kind(settings) == "process":
+    if audit_writer_kind(settings, store.dialect) == "process":
         return ProcessAuditTrail(store.url, flush_ms=settings.audit_flush_ms,
                                  site=settings.fhir_base)  # fmt: skip
     return DatabaseAuditTrail(store, flush_ms=settings.audit_flush_ms, site=settings.fhir_base)
