@@ -9,9 +9,10 @@ CPU 0 and wrk to CPU 1 (the `pinned` placement of bench_auth.py, where CPU is th
   open         no token, no access check, no audit entry (bench_auth's baseline)
   unpersisted  carebase as shipped up to the audit trail: bearer token verified, access
                policy applied, the audit entry built and encoded, then dropped
-  thread       as shipped, but the audit trail written by a thread of the server
-               (CAREBASE_AUDIT_WRITER=thread)
-  process      as shipped: the audit trail written by a process of its own (the default)
+  thread       as shipped: the audit trail written by a thread of the server (what
+               CAREBASE_AUDIT_WRITER=auto picks for a server with one usable CPU)
+  process      the audit trail written by a process of its own instead (what `auto` picks
+               on SQLite where a CPU is left over for it)
 Each row gives the medians over rounds of req/s and of CPU per read (the server process, all
 its threads and its audit writer), and what the stage adds to the one it builds on.
 """
@@ -43,8 +44,8 @@ BUILDS_ON = {"unpersisted": "open", "thread": "unpersisted", "process": "unpersi
 DESCRIPTION = {
     "open": "open read: no token, no access check, no audit entry",
     "unpersisted": "+ bearer check, access policy, audit entry built and encoded (then dropped)",
-    "thread": "+ the entry written by a thread of the server",
-    "process": "+ the entry written by the trail's own process instead (as shipped)",
+    "thread": "+ the entry written by a thread of the server (as shipped on one CPU)",
+    "process": "+ the entry written by a writer process instead",
 }
 
 
@@ -90,7 +91,7 @@ def markdown(results: list[WrkResult], args: argparse.Namespace) -> str:
         "process, its threads and its audit writer process. `Adds` is the row's CPU minus "
         "that of the row it builds on (the open read for the second row, the second row "
         "for either trail); `/ open` is the row's req/s over the open row's (the floor of "
-        "issue 4 asks 0.80 of the last row).",
+        "issue 4 asks 0.80 of the trail shipped for one CPU: the thread row).",
         "",
         "| database | stage | req/s | / open | CPU µs/read | adds |",
         "|---|---|---|---|---|---|",
