@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -107,20 +108,78 @@ def measure(backend: str, url: str, tmp: Path, args: argparse.Namespace) -> list
     results: list[WrkResult] = []
     for _ in range(args.rounds):
         for placement in args.placements:
-            server_cpu, client_cpu = PLACEMENTS[placement]
             for app_name, factory in (("open", "open_app"), ("secured", "secured_app")):
-                app = App(factory, url, data_dir, server_cpu)
-                try:
-                    for shape, spec, token in plan[app_name]:
-                        label = "patient" if (app_name, shape) == ("secured", "one") else app_name
-                        name = f"{label}-{shape}-{backend}-{placement}"
-                        r = run_wrk(name, app.base, spec, args.seconds, args.warmup,
-                                    args.connections, client_cpu, token,
-                                    server_pid=app.proc.pid)  # fmt: skip
-                        print(r.line(), flush=True)
-                        results.append(r)
-                finally:
-                    app.stop()
+                loads = []
+                for shape, spec, token in plan[app_name]:
+                    label = "patient" if (app_name, shape) == ("secured", "one") else app_name
+                    loads.append((f"{label}-{shape}-{backend}-{placement}", spec, token))
+                results += serve_and_load(factory, url, data_dir, placement, loads, args)
+    return results
+
+
+def serve_and_load(
+    factory: str,
+    url: str,
+    data_dir: Path,
+    placement: str,
+    loads: list[tuple[str, LoadSpec, str | None]],
+    args: argparse.Namespace,
+    env: dict[str, str] | None = None,
+) -> list[WrkResult]:
+    """Start the app `factory` at `placement`, run wrk for each (name, spec, token) of
+    `loads` against it in turn (printing each result), and stop it."""
+    server_cpu, client_cpu = PLACEMENTS[placement]
+    app = App(factory, url, data_dir, server_cpu, env)
+    results = []
+    try:
+        for name, spec, token in loads:
+            r = run_wrk(name, app.base, spec, args.seconds, args.warmup, args.connections,
+                        client_cpu, token, server_pid=app.proc.pid)  # fmt: skip
+            print(r.line(), flush=True)
+            results.append(r)
+    finally:
+        app.stop()
+    return results
+
+
+def load_arguments(parser: argparse.ArgumentParser, rounds: int, seconds: float,
+                   warmup: float, backends: list[str]) -> None:  # fmt: skip
+    """The options bench_auth and bench_auth_stages share (with their defaults)."""
+    parser.add_argument("--quick", action="store_true", help="short rows, one round")
+    parser.add_argument("--rounds", type=int, default=rounds)
+    parser.add_argument("--seconds", type=float, default=seconds)
+    parser.add_argument("--warmup", type=float, default=warmup)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--patients", type=int, default=2000)
+    parser.add_argument("--backends", nargs="+", choices=["sqlite", "postgresql"],
+                        default=backends)  # fmt: skip
+    parser.add_argument("--write-docs", action="store_true", help="write docs even with --quick")
+
+
+def publish(name: str, section: str, args: argparse.Namespace) -> None:
+    """Print `section`, and make it section `name` of docs/benchmarks.md unless a quick run
+    was not asked to (`--write-docs`)."""
+    print(section)
+    if not args.quick or args.write_docs:
+        write_section(name, section)
+
+
+def measure_backends(
+    args: argparse.Namespace,
+    measure_one: Callable[[str, str, Path, argparse.Namespace], list[WrkResult]],
+    name: str,
+) -> list[WrkResult]:
+    """`measure_one(backend, url, tmp, args)` on each backend of `args`, in a temporary
+    directory (SQLite) and a fresh PostgreSQL database named `carebase_{name}`."""
+    if args.quick:
+        args.rounds, args.seconds, args.warmup, args.patients = 1, 3.0, 1.0, 200
+    results: list[WrkResult] = []
+    with tempfile.TemporaryDirectory(prefix=f"carebase-{name}-") as tmp:
+        if "sqlite" in args.backends:
+            results += measure_one("sqlite", f"sqlite:///{tmp}/bench.db", Path(tmp), args)
+        if "postgresql" in args.backends:
+            url = fresh_postgres_database(f"carebase_{name.replace('-', '_')}")
+            results += measure_one("postgresql", url, Path(tmp), args)
     return results
 
 
@@ -195,31 +254,11 @@ def markdown(results: list[WrkResult], args: argparse.Namespace) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="short rows, one round")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--warmup", type=float, default=3.0)
-    parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--patients", type=int, default=2000)
+    load_arguments(parser, rounds=3, seconds=10.0, warmup=3.0, backends=["sqlite", "postgresql"])
     parser.add_argument("--placements", nargs="+", choices=list(PLACEMENTS),
                         default=list(PLACEMENTS))  # fmt: skip
-    parser.add_argument("--backends", nargs="+", choices=["sqlite", "postgresql"],
-                        default=["sqlite", "postgresql"])  # fmt: skip
-    parser.add_argument("--write-docs", action="store_true", help="write docs even with --quick")
     args = parser.parse_args()
-    if args.quick:
-        args.rounds, args.seconds, args.warmup, args.patients = 1, 3.0, 1.0, 200
-    results: list[WrkResult] = []
-    with tempfile.TemporaryDirectory(prefix="carebase-auth-bench-") as tmp:
-        if "sqlite" in args.backends:
-            results += measure("sqlite", f"sqlite:///{tmp}/bench.db", Path(tmp), args)
-        if "postgresql" in args.backends:
-            results += measure("postgresql", fresh_postgres_database("carebase_auth_bench"),
-                               Path(tmp), args)  # fmt: skip
-    section = markdown(results, args)
-    print(section)
-    if not args.quick or args.write_docs:
-        write_section("auth", section)
+    publish("auth", markdown(measure_backends(args, measure, "auth-bench"), args), args)
 
 
 if __name__ == "__main__":

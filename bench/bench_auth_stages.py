@@ -21,13 +21,18 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import tempfile
 from pathlib import Path
 
-from bench_auth import BASE_URL, PLACEMENTS, App, seed
-from http_wrk import LoadSpec, WrkResult, run_wrk
-from report import machine, write_section
-from server import fresh_postgres_database
+from bench_auth import (
+    BASE_URL,
+    load_arguments,
+    measure_backends,
+    publish,
+    seed,
+    serve_and_load,
+)
+from http_wrk import LoadSpec, WrkResult
+from report import machine
 
 from carebase.auth.tokens import TokenService
 from carebase.config import Settings
@@ -57,20 +62,11 @@ def measure(backend: str, url: str, tmp: Path, args: argparse.Namespace) -> list
     service, _ = tokens.issue(subject="bench", scopes=["system/*.rs"], kind="service",
                               role="service")  # fmt: skip
     spec = LoadSpec("GET", "/fhir/Patient/", ids)
-    server_cpu, client_cpu = PLACEMENTS["pinned"]
     results: list[WrkResult] = []
     for _ in range(args.rounds):
         for name, factory, env in STAGES:
-            app = App(factory, url, data_dir, server_cpu, env)
-            try:
-                token = None if name == "open" else service
-                r = run_wrk(f"{name}-{backend}", app.base, spec, args.seconds,
-                            args.warmup, args.connections, client_cpu, token,
-                            server_pid=app.proc.pid)  # fmt: skip
-                print(r.line(), flush=True)
-                results.append(r)
-            finally:
-                app.stop()
+            loads = [(f"{name}-{backend}", spec, None if name == "open" else service)]
+            results += serve_and_load(factory, url, data_dir, "pinned", loads, args, env)
     return results
 
 
@@ -118,29 +114,9 @@ def markdown(results: list[WrkResult], args: argparse.Namespace) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="short rows, one round")
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--seconds", type=float, default=6.0)
-    parser.add_argument("--warmup", type=float, default=2.0)
-    parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--patients", type=int, default=2000)
-    parser.add_argument("--backends", nargs="+", choices=["sqlite", "postgresql"],
-                        default=["sqlite"])  # fmt: skip
-    parser.add_argument("--write-docs", action="store_true", help="write docs even with --quick")
+    load_arguments(parser, rounds=5, seconds=6.0, warmup=2.0, backends=["sqlite"])
     args = parser.parse_args()
-    if args.quick:
-        args.rounds, args.seconds, args.warmup, args.patients = 1, 2.0, 1.0, 200
-    results: list[WrkResult] = []
-    with tempfile.TemporaryDirectory(prefix="carebase-auth-stages-") as tmp:
-        if "sqlite" in args.backends:
-            results += measure("sqlite", f"sqlite:///{tmp}/bench.db", Path(tmp), args)
-        if "postgresql" in args.backends:
-            url = fresh_postgres_database("carebase_auth_stages")
-            results += measure("postgresql", url, Path(tmp), args)
-    section = markdown(results, args)
-    print(section)
-    if not args.quick or args.write_docs:
-        write_section("auth-stages", section)
+    publish("auth-stages", markdown(measure_backends(args, measure, "auth-stages"), args), args)
 
 
 if __name__ == "__main__":
