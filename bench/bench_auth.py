@@ -205,7 +205,7 @@ def markdown(results: list[WrkResult], args: argparse.Namespace) -> str:
         "with no authentication and no audit entry; `secured` is carebase as shipped: the "
         "bearer token verified (cached after the first RSA check), the access policy "
         "applied, each read written to the hash-chained audit trail (group commit every "
-        f"{Settings().audit_flush_ms:g} ms) by the writer `CAREBASE_AUDIT_WRITER=auto` picks. "
+        f"{Settings().audit_flush_ms:g} ms) by the writer `CAREBASE_AUDIT_WRITER=auto` picks "
         "(a thread of the server on PostgreSQL, and on SQLite where the server has one "
         "usable CPU; else a process of its own). Placement `pinned`: the server process, all "
         "its threads, on CPU 0 and wrk on CPU 1; `shared`: nothing pinned, as deployed (on "

@@ -86,8 +86,8 @@ def audit_app(store: SqlStore, settings: Settings) -> Iterator[Starlette]:
     app = create_app(settings, store)
     trail = app.state.audit_trail
     # the durable trail is the default: a process of its own or a thread, as `auto` picks
-    durable = ProcessAuditTrail if audit_writer_kind(settings, store.dialect) == "process" else None
-    assert isinstance(trail, durable or DatabaseAuditTrail)
+    kind = audit_writer_kind(settings, store.dialect)
+    assert isinstance(trail, ProcessAuditTrail if kind == "process" else DatabaseAuditTrail)
     # the log to search: clinician and service reads of two patients over four days
     for day, who, patient in [
         (1, CLINICIAN, "amy"),

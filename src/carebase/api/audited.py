@@ -19,8 +19,9 @@ from starlette.types import Scope
 from carebase.api.access import Guard
 from carebase.api.authentication import PRINCIPAL_KEY, client_ip, header_value, missing_token
 from carebase.api.responses import Endpoint, error_response
-from carebase.auth.audit_entry import AuditAction, AuditEntry, AuditOutcome, AuditTrail, now_ms
+from carebase.auth.audit_entry import AuditAction, AuditEntry, AuditOutcome, AuditTrail
 from carebase.errors import Unavailable
+from carebase.store.clock import now_ms
 
 GUARD_KEY = "carebase.guard"
 
