@@ -169,6 +169,56 @@ def test_two_trails_like_two_workers_keep_one_chain(store: SqlStore) -> None:
         other.close()
 
 
+def test_appends_go_onto_the_known_head_in_one_statement_until_another_writer_appends(
+    store: SqlStore,
+) -> None:
+    other = open_store(store.url)
+    assert isinstance(other, SqlStore)
+    first, second = (DatabaseAuditTrail(s, flush_ms=0) for s in (store, other))
+    try:
+
+        def write(t: DatabaseAuditTrail, n: int) -> None:
+            t.record(entry(n))
+            t.flush()
+
+        write(first, 1)  # reads the head (and indexes): the locked path
+        assert first.stats.quick == 0
+        write(first, 2)
+        write(first, 3)
+        assert first.stats.quick == 2  # onto its own last block, one statement each
+        write(second, 4)  # the other worker moves the head on
+        write(first, 5)  # its known head is stale: refused, appended under the lock
+        assert first.stats.quick == 2 and first.stats.transactions == 4
+        write(first, 6)
+        assert first.stats.quick == 3
+        records = stored(store)  # one intact chain
+        assert [orjson.loads(event_bytes(r))["entity"][1]["what"]["reference"]
+                for r in records if r.interaction == "read"] == [
+            f"Observation/o{n}" for n in range(1, 7)
+        ]  # fmt: skip
+    finally:
+        first.close()
+        second.close()
+        other.close()
+
+
+def test_a_one_statement_append_waits_for_the_append_lock(store: SqlStore) -> None:
+    trail = DatabaseAuditTrail(store, flush_ms=0)
+    try:
+        for n in range(2):
+            trail.record(entry(n))
+            trail.flush()
+        with _appends_blocked(store):
+            trail.record(entry(2))
+            time.sleep(0.3)
+            assert trail.stats.written == 2  # held back by the lock another writer holds
+        trail.flush()
+        assert trail.stats.written == 3 and trail.stats.quick == 2
+    finally:
+        trail.close()
+    assert len(stored(store)) == 4  # the three and the shutdown marker
+
+
 def test_an_unclean_shutdown_is_noted_at_the_next_start(store: SqlStore) -> None:
     crashed = DatabaseAuditTrail(store)
     crashed.record(entry(1))

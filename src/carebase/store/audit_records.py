@@ -378,10 +378,39 @@ def append_packed(
 
 
 def _insert_block(cur: Cursor, store: SqlStore, block: PackedBlock) -> None:
+    cur.execute(
+        store.q(f"INSERT INTO audit_block ({_BLOCK_INSERT}) VALUES ({_marks(8)})"),
+        _block_row(block),
+    )
+
+
+def _block_row(block: PackedBlock) -> tuple[Any, ...]:
     keys = orjson.dumps(block.keys).decode()
-    row = (block.first_seq, block.last_seq, block.min_recorded, block.max_recorded,
-           block.entries, keys, block.prev_hash, block.hash)  # fmt: skip
-    cur.execute(store.q(f"INSERT INTO audit_block ({_BLOCK_INSERT}) VALUES ({_marks(8)})"), row)
+    return (block.first_seq, block.last_seq, block.min_recorded, block.max_recorded,
+            block.entries, keys, block.prev_hash, block.hash)  # fmt: skip
+
+
+def append_onto(store: SqlStore, block: PackedBlock) -> bool:
+    """Append `block`, packed onto the head its writer last saw (`block.prev_hash`), in
+    one statement - one round trip on PostgreSQL, against four for `append_packed` - if
+    that is still the head; False (nothing written) if the head moved on, when the
+    caller appends through `append_packed`, which reads the head under the lock.
+
+    Safe beside other appenders: the statement takes the append lock (PostgreSQL); a
+    block linked onto a head that is no longer the last starts where the block after
+    that head starts, so the primary key refuses it (ON CONFLICT DO NOTHING) even where
+    the head check ran on an older snapshot; the hash check catches a head that went
+    back (blocks deleted), since a hash covers its entry's seq.
+    """
+    lock = f"WITH lock AS (SELECT pg_advisory_xact_lock({APPEND_LOCK})) "
+    sql = (
+        (lock if store.dialect == "postgresql" else "")
+        + f"INSERT INTO audit_block ({_BLOCK_INSERT}) SELECT {_marks(8)}"
+        + (" FROM lock" if store.dialect == "postgresql" else "")
+        + " WHERE (SELECT hash FROM audit_block ORDER BY first_seq DESC LIMIT 1) = ?"
+        " ON CONFLICT DO NOTHING"
+    )
+    return store.write_alone(sql, (*_block_row(block), block.prev_hash)) == 1
 
 
 _BLOCK_INSERT = "first_seq, last_seq, min_recorded, max_recorded, entries, keys, prev_hash, hash"

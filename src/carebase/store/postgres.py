@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Literal
 
@@ -135,6 +135,17 @@ class PostgresStore(SqlStore):
             conn.cursor() as cur,
         ):
             yield cur
+
+    def write_alone(self, sql: str, params: Sequence[Any]) -> int:
+        # autocommit for this statement: the server wraps it in a transaction of its own,
+        # one round trip instead of BEGIN, the statement and COMMIT
+        with self._errors_translated(), self._pool.connection() as conn:
+            conn.autocommit = True
+            try:
+                return int(conn.execute(self.q(sql), tuple(params)).rowcount)
+            finally:
+                if not conn.closed:
+                    conn.autocommit = False
 
     @contextmanager
     def _errors_translated(self) -> Iterator[None]:

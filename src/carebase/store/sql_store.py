@@ -8,7 +8,7 @@ placeholders and translated for psycopg.
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -172,6 +172,13 @@ class SqlStore(Store):
     def writing(self) -> AbstractContextManager[Cursor]:
         """A write cursor (one committed unit of work) for the store's own record modules."""
         return self._writing()
+
+    def write_alone(self, sql: str, params: Sequence[Any]) -> int:
+        """Run one write statement (`?` placeholders) as a transaction of its own; the
+        number of rows it changed. PostgreSQL runs it in one round trip (no BEGIN and
+        COMMIT of their own), for writers that append often."""
+        with self._writing() as cur:
+            return int(cur.execute(self.q(sql), tuple(params)).rowcount)
 
     @abstractmethod
     def _new_transaction(self, cur: Cursor) -> SqlTransaction:
