@@ -106,9 +106,8 @@ class Settings:
     audit_flush_ms: float = 5.0
     #: Where audit entries are written: `process` (a writer process of its own, which can
     #: run beside the server), `thread` (a thread of the server process), or `auto` (the
-    #: default): on SQLite a process where a CPU is left over for it and a thread where the
-    #: server's workers have every usable CPU; on PostgreSQL a thread
-    #: (`api.app.audit_writer_kind`).
+    #: default): a process where a CPU is left over for it and a thread where the server's
+    #: workers have every usable CPU (`api.app.audit_writer_kind`).
     audit_writer: str = "auto"
     #: Mark browser cookies Secure even when the request arrived over plain http (behind a
     #: TLS-terminating proxy that does not say so).

@@ -86,7 +86,7 @@ def audit_app(store: SqlStore, settings: Settings) -> Iterator[Starlette]:
     app = create_app(settings, store)
     trail = app.state.audit_trail
     # the durable trail is the default: a process of its own or a thread, as `auto` picks
-    kind = audit_writer_kind(settings, store.dialect)
+    kind = audit_writer_kind(settings)
     assert isinstance(trail, ProcessAuditTrail if kind == "process" else DatabaseAuditTrail)
     # the log to search: clinician and service reads of two patients over four days
     for day, who, patient in [
@@ -265,7 +265,7 @@ async def test_the_app_starts_and_closes_its_durable_trail(settings: Settings) -
     ("cpus", "workers", "kind"),
     [(2, 1, "process"), (8, 4, "process"), (1, 1, "thread"), (2, 2, "thread"), (4, 6, "thread")],
 )
-async def test_auto_picks_the_audit_writer_by_database_and_usable_cpus(
+async def test_auto_picks_the_audit_writer_by_usable_cpus(
     store: SqlStore,
     settings: Settings,
     monkeypatch: pytest.MonkeyPatch,
@@ -276,19 +276,17 @@ async def test_auto_picks_the_audit_writer_by_database_and_usable_cpus(
     monkeypatch.setattr(app_module, "usable_cpus", lambda: cpus)
     settings = replace(settings, workers=workers)
     assert settings.audit_writer == "auto"
-    expected = kind if store.dialect == "sqlite" else "thread"  # PostgreSQL: always a thread
-    assert audit_writer_kind(settings, store.dialect) == expected
-    trail = durable_trail(store, settings)  # made, not started
-    assert isinstance(trail, ProcessAuditTrail if expected == "process" else DatabaseAuditTrail)
-    # an explicit choice stands whatever the CPUs and the database
+    assert audit_writer_kind(settings) == kind
+    trail = durable_trail(store, settings)  # made, not started, on either database
+    assert isinstance(trail, ProcessAuditTrail if kind == "process" else DatabaseAuditTrail)
+    # an explicit choice stands whatever the CPUs
     for chosen in ("process", "thread"):
-        for dialect in ("sqlite", "postgresql"):
-            assert audit_writer_kind(replace(settings, audit_writer=chosen), dialect) == chosen
+        assert audit_writer_kind(replace(settings, audit_writer=chosen)) == chosen
 
 
 async def test_an_unknown_audit_writer_is_refused_by_name(settings: Settings) -> None:
     with pytest.raises(CarebaseError, match=r"CAREBASE_AUDIT_WRITER is 'fork'.*'auto'"):
-        audit_writer_kind(replace(settings, audit_writer="fork"), "sqlite")
+        audit_writer_kind(replace(settings, audit_writer="fork"))
 
 
 async def test_a_given_trail_is_used(store: SqlStore, settings: Settings) -> None:

@@ -59,25 +59,24 @@ async def healthz(request: Request) -> Response:
     return Response(b'{"status":"ok"}', media_type="application/json")
 
 
-def audit_writer_kind(settings: Settings, dialect: str) -> str:
+def audit_writer_kind(settings: Settings) -> str:
     """`process` or `thread`: where this server's audit entries are written
-    (`settings.audit_writer`; `auto` decides by the database and the CPUs the server may use).
+    (`settings.audit_writer`; `auto` decides by the CPUs the server may use).
 
-    On SQLite the writer does the whole append itself (chaining, the B-tree, the WAL and its
-    fsync): a writer process pays off where a CPU is left over for it, running beside the
-    server (both of 2 CPUs usable: 0.77 of open reads against 0.68 with the thread). Where
-    the server's workers have every usable CPU (a server pinned to one, a container with a
-    one-CPU quota), it can only take turns with them, and its hand-over and second
-    interpreter cost more than a thread (pinned to one CPU: 0.70 with the thread against
-    0.68; `bench/bench_auth_stages.py`). On PostgreSQL the append is mostly round trips,
-    waited for without the interpreter lock, and the database's own work runs in its
-    server's processes: a writer process has little to take off the server, and a thread is
-    cheaper either way (0.84 of open reads against 0.75 on 2 CPUs, 0.79 against 0.71 on one).
+    A writer process pays off where a CPU is left over for it, running beside the server: a
+    writer thread there runs at the same time as the request handlers, and the two hand
+    the interpreter lock back and forth between CPUs (measured on 2 CPUs, secured/open:
+    SQLite 0.85 with the process against 0.75 with the thread; PostgreSQL 0.80-0.88
+    against 0.80-0.85 in three runs, and a thread that only chains and packs, writing
+    nothing, costs as much as the whole thread trail there). Where the server's workers
+    have every usable CPU (a server pinned to one, a container with a one-CPU quota), the
+    process can only take turns with them, and its hand-over and second interpreter cost
+    more than a thread (pinned to one CPU: SQLite 0.73 with the thread against 0.70,
+    PostgreSQL 0.89 against 0.81; `bench/bench_auth_stages.py`). Both databases alike since
+    appends on PostgreSQL take one round trip (`audit_records.append_onto`).
     """
     kind = settings.audit_writer
     if kind == "auto":
-        if dialect == "postgresql":
-            return "thread"
         return "process" if usable_cpus() > max(settings.workers, 1) else "thread"
     if kind in ("process", "thread"):
         return kind
@@ -90,7 +89,7 @@ def durable_trail(store: Store, settings: Settings) -> AuditTrail:
     `audit_writer_kind`."""
     if not isinstance(store, SqlStore):
         raise TypeError(f"the audit trail needs a SQL store, not {type(store).__name__}")
-    if audit_writer_kind(settings, store.dialect) == "process":
+    if audit_writer_kind(settings) == "process":
         return ProcessAuditTrail(store.url, flush_ms=settings.audit_flush_ms,
                                  site=settings.fhir_base)  # fmt: skip
     return DatabaseAuditTrail(store, flush_ms=settings.audit_flush_ms, site=settings.fhir_base)
