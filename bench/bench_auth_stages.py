@@ -86,8 +86,8 @@ def markdown(results: list[WrkResult], args: argparse.Namespace) -> str:
         "medians of the rounds. CPU is the user + system time per read of the server "
         "process, its threads and its audit writer process. `Adds` is the row's CPU minus "
         "that of the row it builds on (the open read for the second row, the second row "
-        "for either trail); `/ open` is the row's req/s over the open row's (the floor of "
-        "issue 4 asks 0.80 of the trail shipped for one CPU: the thread row).",
+        "for either trail); `/ open` is the row's req/s over the open row's (the thread row "
+        "is the trail `CAREBASE_AUDIT_WRITER=auto` ships where the server has one CPU).",
         "",
         "| database | stage | req/s | / open | CPU µs/read | adds |",
         "|---|---|---|---|---|---|",

@@ -63,7 +63,7 @@ class TrailStats:
     written: int = 0
     transactions: int = 0
     #: of those, appended onto the head this trail knew, in one statement
-    #: (`audit_records.append_onto`)
+    #: (`audit_records.append_onto`; PostgreSQL)
     quick: int = 0
     failures: int = 0
     lost: int = 0  # entries handed over by `enqueue` with the buffer already full
@@ -113,8 +113,11 @@ class DatabaseAuditTrail(AuditTrail):
         self._indexed_at = float("-inf")
         self._unindexed = 0
         #: the chain's head after this trail's last append (seq, hash), to link the next
-        #: block onto without reading it under the lock; None: read it
+        #: block onto without reading it under the lock (PostgreSQL, where that saves three
+        #: round trips; on SQLite the one statement cost more CPU than the locked path's
+        #: three, 206-219 µs against 192-206 per 17-entry append); None: read it
         self._head: tuple[int, str] | None = None
+        self._quick = store.dialect == "postgresql"
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
 
@@ -265,9 +268,9 @@ class DatabaseAuditTrail(AuditTrail):
                 self.on_health(True, None)
 
     def _write(self, batch: list[Sequence[Any]]) -> None:
-        """Append `batch` in one transaction (after the start-up marker, if one is due):
-        onto the head this trail wrote last, in one statement, while nobody else appended
-        since and no index pass is due; else under the lock, reading the head."""
+        """Append `batch` in one transaction (after the start-up marker, if one is due): on
+        PostgreSQL onto the head this trail wrote last, in one statement, while nobody else
+        appended since and no index pass is due; else under the lock, reading the head."""
 
         def build(head: ChainHead) -> PackedBlock | None:
             entries = [*self._unclean_marker(head), *batch]
@@ -282,7 +285,7 @@ class DatabaseAuditTrail(AuditTrail):
             or self._unindexed + len(batch) >= INDEX_AFTER_ENTRIES
         )
         block: PackedBlock | None = None
-        if batch and not index and not self._check_pending and self._head is not None:
+        if self._quick and batch and not index and not self._check_pending and self._head:
             seq, hash_ = self._head
             block = pack_entries(batch, seq, hash_, self.observer, self.site)
             if audit_records.append_onto(self.store, block):
@@ -294,7 +297,7 @@ class DatabaseAuditTrail(AuditTrail):
                 self.store, build, interaction=self._check_pending, index=index
             )
         self._check_pending = False
-        if block is not None:
+        if block is not None and self._quick:
             self._head = (block.last_seq, block.hash)
         if index:
             self._indexed_at, self._unindexed = now, 0
