@@ -71,9 +71,10 @@ def audit_writer_kind(settings: Settings) -> str:
     nothing, costs as much as the whole thread trail there). Where the server's workers
     have every usable CPU (a server pinned to one, a container with a one-CPU quota), the
     process can only take turns with them, and its hand-over and second interpreter cost
-    more than a thread (pinned to one CPU: SQLite 0.73 with the thread against 0.70,
-    PostgreSQL 0.89 against 0.81; `bench/bench_auth_stages.py`). Both databases alike since
-    appends on PostgreSQL take one round trip (`audit_records.append_onto`).
+    more than a thread (pinned to one CPU: SQLite 0.70-0.73 with the thread against
+    0.67-0.70, PostgreSQL 0.89-0.91 against 0.79-0.81; `bench/bench_auth_stages.py`). Both
+    databases alike since appends on PostgreSQL take one round trip
+    (`audit_records.append_onto`).
     """
     kind = settings.audit_writer
     if kind == "auto":
