@@ -14,14 +14,14 @@ import psycopg
 import pytest
 
 from carebase.auth.audit_chain import SHUTDOWN, UNCLEAN_SHUTDOWN, verify
-from carebase.auth.audit_detail import entry_values, event_bytes, pack_entries
+from carebase.auth.audit_detail import event_bytes
 from carebase.auth.audit_entry import AuditEntry
 from carebase.auth.audit_log import DatabaseAuditTrail
 from carebase.auth.principal import Principal
 from carebase.errors import Unavailable
 from carebase.fhir.validation import validate_resource
 from carebase.store import audit_records
-from carebase.store.audit_records import APPEND_LOCK, GENESIS_HASH, AuditRecord
+from carebase.store.audit_records import APPEND_LOCK, AuditRecord
 from carebase.store.factory import open_store
 from carebase.store.sql_store import SqlStore
 from carebase.store.sqlite import sqlite_path
@@ -167,22 +167,6 @@ def test_two_trails_like_two_workers_keep_one_chain(store: SqlStore) -> None:
         for t in trails:
             t.close()
         other.close()
-
-
-def test_a_block_linked_onto_a_stale_head_is_refused_and_nothing_written(
-    store: SqlStore,
-) -> None:
-    def block(head: tuple[int, str], n: int) -> audit_records.PackedBlock:
-        return pack_entries([entry_values(entry(n))], *head, "carebase", None)
-
-    first = audit_records.append_packed(store, lambda h: block((h.seq, h.hash), 1))
-    assert first is not None
-    second = block((first.last_seq, first.hash), 2)
-    assert audit_records.append_onto(store, second)
-    stale = block((first.last_seq, first.hash), 3)  # the head moved on since
-    assert not audit_records.append_onto(store, stale)
-    assert not audit_records.append_onto(store, block((0, GENESIS_HASH), 4))  # went back
-    assert [r.seq for r in stored(store)] == [1, 2]
 
 
 def test_appends_go_onto_the_known_head_in_one_statement_until_another_writer_appends(

@@ -10,6 +10,7 @@ import orjson
 import pytest
 
 from carebase.auth.audit_chain import link_all, verify
+from carebase.auth.audit_detail import pack_entries
 from carebase.errors import StorageError
 from carebase.store import audit_records
 from carebase.store.audit_records import AuditQuery, AuditRecord, ChainHead
@@ -199,6 +200,26 @@ def _tamper(store: SqlStore, sql: str, args: tuple[Any, ...]) -> None:
                 cur.execute(f"DROP TRIGGER IF EXISTS {table}_no_update")
                 cur.execute(f"DROP TRIGGER IF EXISTS {table}_no_delete")
         cur.execute(store.q(sql), args)
+
+
+def test_a_block_linked_onto_a_head_that_is_no_longer_the_last_is_refused(
+    store: SqlStore,
+) -> None:
+    def block(head: tuple[int, str], n: int) -> audit_records.PackedBlock:
+        values = ("read", "R", "0", 1_700_000_000_000 + n, (), (f"Observation/o{n}",),
+                  None, None, None, None, None, None)  # fmt: skip
+        return pack_entries([values], *head, "carebase", None)
+
+    first = audit_records.append_packed(store, lambda h: block((h.seq, h.hash), 1))
+    assert first is not None
+    second = block((first.last_seq, first.hash), 2)
+    assert audit_records.append_onto(store, second)  # onto the head: one statement
+    assert not audit_records.append_onto(store, block((first.last_seq, first.hash), 3))
+    third = block((second.last_seq, second.hash), 4)
+    # the head goes back (the second block deleted): appending onto it would leave a gap
+    _tamper(store, "DELETE FROM audit_block WHERE first_seq = ?", (second.first_seq,))
+    assert not audit_records.append_onto(store, third)
+    assert [r.seq for r in audit_records.iter_records(store)] == [1]
 
 
 def test_verify_names_an_edited_entry_in_its_block(store: SqlStore) -> None:
