@@ -297,7 +297,7 @@ class DatabaseAuditTrail(AuditTrail):
                 self.store, build, interaction=self._check_pending, index=index
             )
         self._check_pending = False
-        if block is not None and self._quick:
+        if block is not None:
             self._head = (block.last_seq, block.hash)
         if index:
             self._indexed_at, self._unindexed = now, 0

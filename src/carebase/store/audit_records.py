@@ -402,15 +402,8 @@ def append_onto(store: SqlStore, block: PackedBlock) -> bool:
     the head check ran on an older snapshot; the hash check catches a head that went
     back (blocks deleted), since a hash covers its entry's seq.
     """
-    lock = f"WITH lock AS (SELECT pg_advisory_xact_lock({APPEND_LOCK})) "
-    sql = (
-        (lock if store.dialect == "postgresql" else "")
-        + f"INSERT INTO audit_block ({_BLOCK_INSERT}) SELECT {_marks(8)}"
-        + (" FROM lock" if store.dialect == "postgresql" else "")
-        + " WHERE (SELECT hash FROM audit_block ORDER BY first_seq DESC LIMIT 1) = ?"
-        " ON CONFLICT DO NOTHING"
-    )
-    return store.write_alone(sql, (*_block_row(block), block.prev_hash)) == 1
+    row = (*_block_row(block), block.prev_hash)
+    return store.write_alone(_APPEND_ONTO[store.dialect], row) == 1
 
 
 _BLOCK_INSERT = "first_seq, last_seq, min_recorded, max_recorded, entries, keys, prev_hash, hash"
@@ -460,6 +453,20 @@ def _check_linked(records: list[AuditRecord], chain: ChainHead) -> None:
 
 def _marks(n: int) -> str:
     return ", ".join("?" * n)
+
+
+_ONTO_HEAD = (
+    " WHERE (SELECT hash FROM audit_block ORDER BY first_seq DESC LIMIT 1) = ?"
+    " ON CONFLICT DO NOTHING"
+)
+#: `append_onto`'s statement per dialect (PostgreSQL takes the append lock first)
+_APPEND_ONTO = {
+    "sqlite": f"INSERT INTO audit_block ({_BLOCK_INSERT}) SELECT {_marks(8)}{_ONTO_HEAD}",
+    "postgresql": (
+        f"WITH lock AS (SELECT pg_advisory_xact_lock({APPEND_LOCK})) "
+        f"INSERT INTO audit_block ({_BLOCK_INSERT}) SELECT {_marks(8)} FROM lock{_ONTO_HEAD}"
+    ),
+}
 
 
 def count(store: SqlStore) -> int:
